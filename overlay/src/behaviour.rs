@@ -1,0 +1,128 @@
+//! The libp2p network behaviour of a CPNS node and how it is built.
+
+use std::num::NonZeroUsize;
+
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, connection_limits, identify, identity, kad, mdns, ping, request_response,
+};
+
+use crate::codec::CpnsCodec;
+use crate::config::{Config, KadMode};
+
+/// Kademlia runs on its own protocol name, so that the CPNS DHT never mixes with the public
+/// IPFS DHT even when the same machines run both.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/kad/1.0.0");
+/// CPNS messages between nodes.
+pub const CPNS_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/1.0.0");
+/// CPNS messages between a node and `cpns-auth`.
+pub const AUTH_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/auth/1.0.0");
+/// Content delivery streams (5.6.7).
+pub const DELIVERY_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/delivery/1.0.0");
+/// The identify protocol version string.
+pub(crate) const IDENTIFY_PROTOCOL: &str = "/cpns/id/1.0.0";
+
+/// Every protocol a CPNS node runs, composed.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) cpns: request_response::Behaviour<CpnsCodec>,
+    pub(crate) auth: request_response::Behaviour<CpnsCodec>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) stream: libp2p_stream::Behaviour,
+}
+
+pub(crate) fn to_kad_mode(mode: KadMode) -> kad::Mode {
+    match mode {
+        KadMode::Server => kad::Mode::Server,
+        KadMode::Client => kad::Mode::Client,
+    }
+}
+
+impl Behaviour {
+    pub(crate) fn new(key: &identity::Keypair, config: &Config) -> Result<Self, String> {
+        let local = key.public().to_peer_id();
+
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.max_connections))
+                .with_max_established_per_peer(Some(config.max_connections_per_peer))
+                .with_max_pending_incoming(Some(config.max_connections / 4 + 16)),
+        );
+
+        let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+        kad_cfg
+            .set_query_timeout(config.query_timeout)
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_record_ttl(config.record_ttl)
+            .set_provider_record_ttl(config.record_ttl)
+            .set_max_packet_size(config.max_record_bytes.saturating_mul(2).max(16 * 1024));
+        if let Some(k) = NonZeroUsize::new(config.replication_factor) {
+            kad_cfg.set_replication_factor(k);
+        }
+        if let Some(a) = NonZeroUsize::new(config.parallelism) {
+            kad_cfg.set_parallelism(a);
+        }
+        let store = MemoryStore::with_config(
+            local,
+            MemoryStoreConfig {
+                max_records: config.max_records,
+                max_value_bytes: config.max_record_bytes,
+                max_provided_keys: config.max_provided_keys,
+                max_providers_per_key: config.max_providers_per_key,
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(local, store, kad_cfg);
+        // Set explicitly: the default waits for a confirmed external address, which loopback
+        // and home LANs never get.
+        kad.set_mode(Some(to_kad_mode(config.kad_mode)));
+
+        let rr_cfg = request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(256);
+        let cpns = request_response::Behaviour::with_codec(
+            CpnsCodec::new(config.max_frame),
+            [(CPNS_PROTOCOL, request_response::ProtocolSupport::Full)],
+            rr_cfg.clone(),
+        );
+        let auth = request_response::Behaviour::with_codec(
+            CpnsCodec::new(config.max_frame),
+            [(AUTH_PROTOCOL, request_response::ProtocolSupport::Full)],
+            rr_cfg,
+        );
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                .with_agent_version(config.agent.clone())
+                // Identify pushes on every listen change already; periodic re-identification
+                // is only background noise on a quiet home network.
+                .with_interval(std::time::Duration::from_secs(300)),
+        );
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
+
+        let mdns = if config.mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), local)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+
+        Ok(Self {
+            limits,
+            kad,
+            cpns,
+            auth,
+            identify,
+            ping,
+            mdns: mdns.into(),
+            stream: libp2p_stream::Behaviour::new(),
+        })
+    }
+}

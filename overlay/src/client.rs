@@ -1,0 +1,414 @@
+//! The cloneable handle through which the rest of the program uses the overlay.
+//!
+//! Every method sends one command to the [`crate::EventLoop`] (the only owner of the swarm) and
+//! waits for its oneshot reply. If the loop has stopped, methods return [`Error::Shutdown`].
+//! All methods are cancel-safe in the sense that dropping the future only drops the reply; the
+//! operation itself may still complete in the loop.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::kad::{self, Quorum, Record, RecordKey};
+use libp2p::{Multiaddr, PeerId, request_response};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::KadMode;
+use crate::error::Error;
+use crate::protocol::{Envelope, Message, MessageId};
+use crate::stats::Stats;
+
+/// Which request-response protocol a request travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `/cpns/1.0.0`, node to node.
+    Cpns,
+    /// `/cpns/auth/1.0.0`, node to `cpns-auth` (and the server's requests to gateways).
+    Auth,
+}
+
+/// A pending answer to an inbound request; pass it to [`Client::respond`] exactly once.
+/// Dropping it without answering makes the requester see a failure.
+#[derive(Debug)]
+pub struct ResponseChannel {
+    pub(crate) inner: request_response::ResponseChannel<Envelope>,
+    pub(crate) protocol: Protocol,
+    pub(crate) id: MessageId,
+}
+
+impl ResponseChannel {
+    /// The id of the request this answers.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+    /// The protocol of the request.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
+
+/// Figures of one DHT query, returned with every lookup so that hop counts can be compared with
+/// Appendix E's example (3 hops in an 8-node DHT).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueryFigures {
+    /// Requests sent to other peers.
+    pub requests: u32,
+    /// Requests that got an answer.
+    pub successes: u32,
+    /// Requests that failed.
+    pub failures: u32,
+    /// Duration of the query in microseconds.
+    pub duration_us: u64,
+}
+
+impl QueryFigures {
+    pub(crate) fn from_stats(s: &kad::QueryStats) -> Self {
+        Self {
+            requests: s.num_requests(),
+            successes: s.num_successes(),
+            failures: s.num_failures(),
+            duration_us: s.duration().map(|d| d.as_micros() as u64).unwrap_or(0),
+        }
+    }
+}
+
+/// A record found by [`Client::get_record`].
+#[derive(Clone, Debug)]
+pub struct FoundRecord {
+    /// The record (already accepted by the validator).
+    pub record: Record,
+    /// The peer that returned it (`None`: the local store).
+    pub peer: Option<PeerId>,
+}
+
+/// The outcome of [`Client::get_record`].
+#[derive(Clone, Debug)]
+pub struct GetRecordOutput {
+    /// Valid records found (at most one when `first_only`).
+    pub records: Vec<FoundRecord>,
+    /// The query's figures.
+    pub figures: QueryFigures,
+}
+
+/// The outcome of [`Client::get_providers`].
+#[derive(Clone, Debug)]
+pub struct GetProvidersOutput {
+    /// Providers found (the local node included if it provides the key).
+    pub providers: HashSet<PeerId>,
+    /// The query's figures.
+    pub figures: QueryFigures,
+}
+
+/// A connected peer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerInfo {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// The remote address of one established connection.
+    pub address: Multiaddr,
+    /// Whether we dialed it.
+    pub outbound: bool,
+    /// Last ping round-trip time, if measured.
+    pub rtt_us: Option<u64>,
+    /// Whether the peer speaks the CPNS Kademlia protocol in server mode.
+    pub dht_server: bool,
+    /// The peer's agent version, once identified.
+    pub agent: Option<String>,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+pub(crate) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: Reply<PeerId>,
+    },
+    AddAddress {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    Request {
+        peer: PeerId,
+        protocol: Protocol,
+        envelope: Envelope,
+        reply: Reply<Envelope>,
+    },
+    Respond {
+        channel: ResponseChannel,
+        body: Message,
+    },
+    PutRecord {
+        record: Record,
+        quorum: Quorum,
+        reply: Reply<QueryFigures>,
+    },
+    GetRecord {
+        key: RecordKey,
+        first_only: bool,
+        reply: Reply<GetRecordOutput>,
+    },
+    LocalRecord {
+        key: RecordKey,
+        reply: Reply<Option<Record>>,
+    },
+    RemoveRecord {
+        key: RecordKey,
+    },
+    StartProviding {
+        key: RecordKey,
+        reply: Reply<QueryFigures>,
+    },
+    StopProviding {
+        key: RecordKey,
+    },
+    GetProviders {
+        key: RecordKey,
+        stop_after: Option<usize>,
+        reply: Reply<GetProvidersOutput>,
+    },
+    Bootstrap {
+        reply: Reply<QueryFigures>,
+    },
+    SetKadMode {
+        mode: KadMode,
+    },
+    KadMode {
+        reply: Reply<KadMode>,
+    },
+    Peers {
+        reply: Reply<Vec<PeerInfo>>,
+    },
+    ListenAddrs {
+        reply: Reply<Vec<Multiaddr>>,
+    },
+    RoutingTableSize {
+        reply: Reply<usize>,
+    },
+    Admit {
+        peer: PeerId,
+        admitted: bool,
+    },
+    IsAdmitted {
+        peer: PeerId,
+        reply: Reply<bool>,
+    },
+}
+
+/// The handle to a running overlay node. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) local: PeerId,
+    pub(crate) next_id: Arc<AtomicU64>,
+    pub(crate) stream: libp2p_stream::Control,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl Client {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    async fn tell(&self, cmd: Command) -> Result<(), Error> {
+        self.commands.send(cmd).await.map_err(|_| Error::Shutdown)
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Counters for metrics (rejected records and messages by reason, ...).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A control for opening and accepting raw streams (content delivery).
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.stream.clone()
+    }
+
+    /// A fresh message id.
+    pub fn next_message_id(&self) -> MessageId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Dials an address (with or without `/p2p/PEERID`) and waits until the connection is
+    /// established; returns the remote PeerId. Returns at once if already connected to the
+    /// named peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        self.call(|reply| Command::Dial { addr, reply }).await
+    }
+
+    /// Teaches the swarm and the DHT routing table an address of a peer.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), Error> {
+        self.tell(Command::AddAddress { peer, addr }).await
+    }
+
+    /// Closes every connection to a peer.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), Error> {
+        self.tell(Command::Disconnect { peer }).await
+    }
+
+    /// Sends a request and waits for the answer. An [`Message::Error`] answer becomes
+    /// [`Error::Refused`]. Dials the peer if needed (with addresses the swarm knows).
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        body: Message,
+    ) -> Result<Message, Error> {
+        let envelope = Envelope::new(self.next_message_id(), body);
+        let answer = self
+            .call(|reply| Command::Request {
+                peer,
+                protocol,
+                envelope,
+                reply,
+            })
+            .await?;
+        match answer.body {
+            Message::Error(reply) => Err(Error::Refused { peer, reply }),
+            other => Ok(other),
+        }
+    }
+
+    /// Answers an inbound request.
+    pub async fn respond(&self, channel: ResponseChannel, body: Message) -> Result<(), Error> {
+        self.tell(Command::Respond { channel, body }).await
+    }
+
+    /// Stores a record in the DHT (locally and at the k closest peers); returns once `quorum`
+    /// peers stored it.
+    pub async fn put_record(&self, record: Record, quorum: Quorum) -> Result<QueryFigures, Error> {
+        self.call(|reply| Command::PutRecord {
+            record,
+            quorum,
+            reply,
+        })
+        .await
+    }
+
+    /// Looks a record up. With `first_only` the query stops at the first valid record (the
+    /// fast path); otherwise it collects every valid record it meets. Records the validator
+    /// refuses are dropped and counted. [`Error::NotFound`] if none was found.
+    pub async fn get_record(
+        &self,
+        key: RecordKey,
+        first_only: bool,
+    ) -> Result<GetRecordOutput, Error> {
+        self.call(|reply| Command::GetRecord {
+            key,
+            first_only,
+            reply,
+        })
+        .await
+    }
+
+    /// The record stored under `key` in this node's own DHT store, if any.
+    pub async fn local_record(&self, key: RecordKey) -> Result<Option<Record>, Error> {
+        self.call(|reply| Command::LocalRecord { key, reply }).await
+    }
+
+    /// Removes a record from this node's own store (other replicas expire by TTL).
+    pub async fn remove_record(&self, key: RecordKey) -> Result<(), Error> {
+        self.tell(Command::RemoveRecord { key }).await
+    }
+
+    /// Announces this node as a provider of `key` to the k closest peers.
+    pub async fn start_providing(&self, key: RecordKey) -> Result<QueryFigures, Error> {
+        self.call(|reply| Command::StartProviding { key, reply })
+            .await
+    }
+
+    /// Stops providing `key` (remote provider records expire by TTL).
+    pub async fn stop_providing(&self, key: RecordKey) -> Result<(), Error> {
+        self.tell(Command::StopProviding { key }).await
+    }
+
+    /// Finds the providers of `key`; with `stop_after = Some(n)` the query stops once `n`
+    /// providers are known.
+    pub async fn get_providers(
+        &self,
+        key: RecordKey,
+        stop_after: Option<usize>,
+    ) -> Result<GetProvidersOutput, Error> {
+        self.call(|reply| Command::GetProviders {
+            key,
+            stop_after,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs a Kademlia bootstrap (a lookup of our own id) and waits for it to finish.
+    pub async fn bootstrap(&self) -> Result<QueryFigures, Error> {
+        self.call(|reply| Command::Bootstrap { reply }).await
+    }
+
+    /// Switches the Kademlia mode (gateway: server, PNE: client).
+    pub async fn set_kad_mode(&self, mode: KadMode) -> Result<(), Error> {
+        self.tell(Command::SetKadMode { mode }).await
+    }
+
+    /// The current Kademlia mode.
+    pub async fn kad_mode(&self) -> Result<KadMode, Error> {
+        self.call(|reply| Command::KadMode { reply }).await
+    }
+
+    /// The peers we are connected to.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The addresses we listen on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// The number of peers in the DHT routing table.
+    pub async fn routing_table_size(&self) -> Result<usize, Error> {
+        self.call(|reply| Command::RoutingTableSize { reply }).await
+    }
+
+    /// Admits (or, with `false`, un-admits) a peer: its requests on `/cpns/1.0.0` reach the
+    /// application. The node admits a peer after checking its credential (B.1 steps 1-2).
+    pub async fn admit_peer(&self, peer: PeerId, admitted: bool) -> Result<(), Error> {
+        self.tell(Command::Admit { peer, admitted }).await
+    }
+
+    /// Whether a peer is admitted.
+    pub async fn is_admitted(&self, peer: PeerId) -> Result<bool, Error> {
+        self.call(|reply| Command::IsAdmitted { peer, reply }).await
+    }
+
+    /// Waits until the routing table holds at least `n` peers, polling every 10 ms, for at
+    /// most `timeout`. Returns the size reached.
+    pub async fn wait_routing_table(&self, n: usize, timeout: Duration) -> Result<usize, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let size = self.routing_table_size().await?;
+            if size >= n || tokio::time::Instant::now() >= deadline {
+                return Ok(size);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

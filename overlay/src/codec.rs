@@ -1,0 +1,361 @@
+//! The one place where bytes become values: every encode and decode of the project goes
+//! through here, so that the serializer (bincode 2.0.1, whose development has ended) can be
+//! swapped in one file.
+//!
+//! Untrusted bytes are always decoded with a size limit. A frame on the wire is
+//! `u32 BE length || u16 BE wire version || bincode(Envelope)`; the length covers the version
+//! and the body.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::protocol::{Envelope, WIRE_VERSION};
+
+/// Default maximum size of a decoded frame or value: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+
+/// The hard upper bound of any limit, also passed to bincode so that no length prefix inside a
+/// frame can make it claim more than this.
+const HARD_LIMIT: usize = 16 * 1024 * 1024;
+
+type Config = bincode::config::Configuration<
+    bincode::config::BigEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<HARD_LIMIT>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard()
+        .with_big_endian()
+        .with_variable_int_encoding()
+        .with_limit::<HARD_LIMIT>()
+}
+
+/// Why bytes could not be decoded.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    /// The input is longer than the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    Oversize {
+        /// The announced or actual length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The input ended early.
+    #[error("truncated input: {0}")]
+    Truncated(String),
+    /// The input is not a valid encoding.
+    #[error("malformed input: {0}")]
+    Garbage(String),
+    /// The frame's wire version is not one this build speaks.
+    #[error("unknown wire version {found} (this node speaks {WIRE_VERSION})")]
+    UnknownVersion {
+        /// The version found.
+        found: u16,
+    },
+    /// Bytes were left over after the value.
+    #[error("{0} trailing bytes after the value")]
+    TrailingBytes(usize),
+    /// Encoding failed (a value too large for the limit).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+impl From<CodecError> for io::Error {
+    fn from(e: CodecError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// Encodes a value.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a value from untrusted bytes no longer than `max`; the whole input must be used.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
+    if bytes.len() > max.min(HARD_LIMIT) {
+        return Err(CodecError::Oversize {
+            len: bytes.len(),
+            max: max.min(HARD_LIMIT),
+        });
+    }
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
+            bincode::error::DecodeError::UnexpectedEnd { .. } => {
+                CodecError::Truncated(e.to_string())
+            }
+            bincode::error::DecodeError::LimitExceeded => CodecError::Oversize {
+                len: bytes.len(),
+                max: max.min(HARD_LIMIT),
+            },
+            other => CodecError::Garbage(other.to_string()),
+        })?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Encodes an envelope as a frame body: the wire version, then the envelope.
+pub fn encode_envelope(env: &Envelope) -> Result<Vec<u8>, CodecError> {
+    let body = encode(env)?;
+    let mut out = Vec::with_capacity(2 + body.len());
+    out.extend_from_slice(&WIRE_VERSION.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a frame body made by [`encode_envelope`].
+pub fn decode_envelope(bytes: &[u8], max: usize) -> Result<Envelope, CodecError> {
+    let Some((version, body)) = bytes.split_first_chunk::<2>() else {
+        return Err(CodecError::Truncated(
+            "frame shorter than its version".into(),
+        ));
+    };
+    let found = u16::from_be_bytes(*version);
+    if found != WIRE_VERSION {
+        return Err(CodecError::UnknownVersion { found });
+    }
+    decode(body, max)
+}
+
+/// Reads one length-prefixed frame, refusing lengths over `max` before reading them.
+pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::from(CodecError::Truncated("frame length".into()))
+        } else {
+            e
+        }
+    })?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(CodecError::Oversize { len, max }.into());
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::from(CodecError::Truncated(format!("frame of {len} bytes")))
+        } else {
+            e
+        }
+    })?;
+    Ok(buf)
+}
+
+/// Writes one length-prefixed frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::from(CodecError::Encode("frame over 4 GiB".into())))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// The request-response codec for `/cpns/1.0.0` and `/cpns/auth/1.0.0`: one envelope per
+/// direction, each a frame, size-limited.
+#[derive(Clone, Debug)]
+pub struct CpnsCodec {
+    max_frame: usize,
+}
+
+impl CpnsCodec {
+    /// A codec that refuses frames over `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self {
+            max_frame: max_frame.min(HARD_LIMIT),
+        }
+    }
+
+    async fn read<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Envelope> {
+        let frame = read_frame(io, self.max_frame).await?;
+        Ok(decode_envelope(&frame, self.max_frame)?)
+    }
+
+    async fn write<T: AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut T,
+        env: Envelope,
+    ) -> io::Result<()> {
+        let bytes = encode_envelope(&env)?;
+        if bytes.len() > self.max_frame {
+            return Err(CodecError::Oversize {
+                len: bytes.len(),
+                max: self.max_frame,
+            }
+            .into());
+        }
+        write_frame(io, &bytes).await?;
+        io.close().await
+    }
+}
+
+impl Default for CpnsCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl libp2p::request_response::Codec for CpnsCodec {
+    type Protocol = StreamProtocol;
+    type Request = Envelope;
+    type Response = Envelope;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Envelope>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        self.read(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Envelope>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        self.read(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Envelope,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        self.write(io, req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Envelope,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        self.write(io, res).await
+    }
+}
+
+/// Describes an I/O error from the codec for metrics: `oversize`, `truncated`, `garbage`,
+/// `unknown_version`, or `io`.
+pub fn io_error_reason(e: &io::Error) -> &'static str {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<CodecError>())
+    {
+        Some(CodecError::Oversize { .. }) => "oversize",
+        Some(CodecError::Truncated(_)) => "truncated",
+        Some(CodecError::Garbage(_)) | Some(CodecError::TrailingBytes(_)) => "garbage",
+        Some(CodecError::UnknownVersion { .. }) => "unknown_version",
+        Some(CodecError::Encode(_)) => "encode",
+        None if e.kind() == io::ErrorKind::UnexpectedEof => "truncated",
+        None => "io",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Message, PnMessage};
+
+    fn ping() -> Envelope {
+        Envelope::new(7, Message::Pn(PnMessage::Ping { nonce: 42 }))
+    }
+
+    #[test]
+    fn envelope_round_trip() {
+        let bytes = encode_envelope(&ping()).unwrap();
+        assert_eq!(decode_envelope(&bytes, DEFAULT_MAX_FRAME).unwrap(), ping());
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut bytes = encode_envelope(&ping()).unwrap();
+        bytes[1] = 99;
+        assert_eq!(
+            decode_envelope(&bytes, DEFAULT_MAX_FRAME),
+            Err(CodecError::UnknownVersion { found: 99 })
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode_envelope(&ping()).unwrap();
+        for n in 0..bytes.len() {
+            let r = decode_envelope(&bytes[..n], DEFAULT_MAX_FRAME);
+            assert!(r.is_err(), "prefix of {n} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode_envelope(&ping()).unwrap();
+        bytes.push(0);
+        assert_eq!(
+            decode_envelope(&bytes, DEFAULT_MAX_FRAME),
+            Err(CodecError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn oversize_is_refused_before_decoding() {
+        let big = vec![0u8; 2048];
+        assert!(matches!(
+            decode::<Vec<u8>>(&big, 1024),
+            Err(CodecError::Oversize {
+                len: 2048,
+                max: 1024
+            })
+        ));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A deterministic pseudo-random stream (xorshift), so that a failure reproduces.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..2000usize {
+            let mut buf = Vec::with_capacity(len % 300);
+            for _ in 0..(len % 300) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            if buf.len() >= 2 {
+                buf[0] = 0;
+                buf[1] = 1;
+            }
+            let _ = decode_envelope(&buf, DEFAULT_MAX_FRAME);
+        }
+    }
+
+    #[test]
+    fn huge_length_prefix_inside_a_small_frame_is_refused() {
+        // A varint length prefix claiming 2^32 bytes, followed by almost nothing.
+        let bytes = [0xFC, 1, 0, 0, 0, 1, 2];
+        assert!(decode::<Vec<u8>>(&bytes, DEFAULT_MAX_FRAME).is_err());
+        assert!(decode::<String>(&bytes, DEFAULT_MAX_FRAME).is_err());
+    }
+
+    #[tokio::test]
+    async fn frame_reader_refuses_announced_oversize() {
+        let mut data: &[u8] = &[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3];
+        let e = read_frame(&mut futures::io::AllowStdIo::new(&mut data), 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(io_error_reason(&e), "oversize");
+    }
+}

@@ -1,0 +1,131 @@
+//! Overlay configuration: what the swarm listens on, whom it bootstraps from, and every bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use crate::codec::DEFAULT_MAX_FRAME;
+use crate::validate::{AcceptAll, RecordValidator};
+
+/// The Kademlia mode of a node (DESIGN: gateways are DHT servers, PNE-only nodes clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KadMode {
+    /// Answers DHT requests and stores records (gateways, and nodes of Appendix E's overlay).
+    Server,
+    /// Only asks (PNE-only nodes; they cost the DHT nothing).
+    Client,
+}
+
+/// Overlay configuration. `Config::default()` is what a test or a developer wants on loopback:
+/// listen on `127.0.0.1:0`, no mDNS, Kademlia server mode.
+#[derive(Clone)]
+pub struct Config {
+    /// Addresses to listen on. Default: `/ip4/127.0.0.1/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers, each with `/p2p/PEERID`. Default: none.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Kademlia mode at start (switchable at run time). Default: server.
+    pub kad_mode: KadMode,
+    /// Kademlia replication factor (k). Default: 20, as in the Kademlia paper; smaller meshes
+    /// and benchmarks may lower it.
+    pub replication_factor: usize,
+    /// Kademlia query timeout. Default: 10 s.
+    pub query_timeout: Duration,
+    /// Parallelism of iterative queries (alpha). Default: 3.
+    pub parallelism: usize,
+    /// Whether mDNS LAN discovery runs. Default: **off**, because it multicasts out of the
+    /// machine's real interface; the node turns it on for users at home.
+    pub mdns: bool,
+    /// Largest CPNS frame accepted or sent. Default: 1 MiB.
+    pub max_frame: usize,
+    /// Timeout of one request-response exchange. Default: 10 s.
+    pub request_timeout: Duration,
+    /// How long an idle connection is kept. Default: 60 s.
+    pub idle_timeout: Duration,
+    /// Ping interval (liveness and RTT). Default: 15 s.
+    pub ping_interval: Duration,
+    /// Capacity of the command channel from clients to the event loop. Default: 1024.
+    pub command_capacity: usize,
+    /// Capacity of the event channel from the event loop to the application. Default: 1024.
+    pub event_capacity: usize,
+    /// Most outstanding operations of each kind (queries, requests, dials) before new ones are
+    /// refused with [`crate::Error::Busy`]. Default: 4096.
+    pub max_pending: usize,
+    /// Most established connections. Default: 1024.
+    pub max_connections: u32,
+    /// Most established connections per peer. Default: 4.
+    pub max_connections_per_peer: u32,
+    /// Most records in the local DHT store. Default: 65,536.
+    pub max_records: usize,
+    /// Largest DHT record value. Default: 64 KiB.
+    pub max_record_bytes: usize,
+    /// Most keys this node provides. Default: 4096.
+    pub max_provided_keys: usize,
+    /// Most providers kept per key. Default: 64.
+    pub max_providers_per_key: usize,
+    /// Lifetime of records this node puts (None: kad's default of 48 h). Default: 48 h.
+    pub record_ttl: Option<Duration>,
+    /// Validation of every record other peers want to store here and every record a query
+    /// returns. Default: accept everything (the directory installs its own).
+    pub validator: Arc<dyn RecordValidator>,
+    /// Whether requests on `/cpns/1.0.0` from peers not admitted with
+    /// [`crate::Client::admit_peer`] are refused (except [`crate::Message::is_open`] ones).
+    /// Default: true. `cpns-auth` and plain DHT tests turn it off.
+    pub gate_requests: bool,
+    /// Most admitted peers remembered. Default: 16,384.
+    pub max_admitted: usize,
+    /// Agent version sent in identify.
+    pub agent: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![loopback_any()],
+            bootstrap: Vec::new(),
+            kad_mode: KadMode::Server,
+            replication_factor: 20,
+            query_timeout: Duration::from_secs(10),
+            parallelism: 3,
+            mdns: false,
+            max_frame: DEFAULT_MAX_FRAME,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(15),
+            command_capacity: 1024,
+            event_capacity: 1024,
+            max_pending: 4096,
+            max_connections: 1024,
+            max_connections_per_peer: 4,
+            max_records: 65_536,
+            max_record_bytes: 64 * 1024,
+            max_provided_keys: 4096,
+            max_providers_per_key: 64,
+            record_ttl: Some(Duration::from_secs(48 * 3600)),
+            validator: Arc::new(AcceptAll),
+            gate_requests: true,
+            max_admitted: 16_384,
+            agent: format!("cpns/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("kad_mode", &self.kad_mode)
+            .field("replication_factor", &self.replication_factor)
+            .field("mdns", &self.mdns)
+            .field("max_frame", &self.max_frame)
+            .field("gate_requests", &self.gate_requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `/ip4/127.0.0.1/tcp/0`: any free port on loopback.
+pub fn loopback_any() -> Multiaddr {
+    Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))
+}

@@ -1,0 +1,835 @@
+//! The event loop: the only owner of the libp2p [`Swarm`]. It turns [`Command`]s from
+//! [`crate::Client`]s into swarm calls, and swarm events into replies and [`Event`]s.
+//!
+//! One task, no locks: every piece of state below is touched only here. Every map that grows
+//! with outstanding work is capped by [`Config::max_pending`]; the admitted-peer set by
+//! [`Config::max_admitted`]; the per-peer maps are cleared when the last connection closes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use libp2p::kad::{self, store::RecordStore};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, multiaddr, ping, request_response};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace, warn};
+
+use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, to_kad_mode};
+use crate::client::{
+    Command, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, QueryFigures,
+    Reply, ResponseChannel,
+};
+use crate::codec::io_error_reason;
+use crate::config::{Config, KadMode};
+use crate::error::Error;
+use crate::event::Event;
+use crate::protocol::{Envelope, ErrorCode, Message};
+use crate::stats::Stats;
+
+enum PendingQuery {
+    Put(Reply<QueryFigures>),
+    Get {
+        reply: Reply<GetRecordOutput>,
+        first_only: bool,
+        records: Vec<FoundRecord>,
+    },
+    Provide(Reply<QueryFigures>),
+    Providers {
+        reply: Reply<GetProvidersOutput>,
+        stop_after: Option<usize>,
+        providers: HashSet<PeerId>,
+    },
+    Bootstrap(Reply<QueryFigures>),
+}
+
+/// What the loop remembers of a connected peer.
+#[derive(Default)]
+struct PeerState {
+    address: Option<Multiaddr>,
+    outbound: bool,
+    rtt_us: Option<u64>,
+    dht_server: bool,
+    agent: Option<String>,
+}
+
+/// Drives the swarm. Spawn [`EventLoop::run`] on the runtime; it returns when the token is
+/// cancelled or every [`crate::Client`] is dropped.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: Config,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    stats: Arc<Stats>,
+    pending_dials: HashMap<ConnectionId, (Option<PeerId>, Reply<PeerId>)>,
+    pending_requests: HashMap<request_response::OutboundRequestId, Reply<Envelope>>,
+    pending_queries: HashMap<kad::QueryId, PendingQuery>,
+    peers: HashMap<PeerId, PeerState>,
+    admitted: HashSet<PeerId>,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        stats: Arc<Stats>,
+        listen_addrs: Vec<Multiaddr>,
+    ) -> Self {
+        Self {
+            swarm,
+            config,
+            commands,
+            events,
+            stats,
+            pending_dials: HashMap::new(),
+            pending_requests: HashMap::new(),
+            pending_queries: HashMap::new(),
+            peers: HashMap::new(),
+            admitted: HashSet::new(),
+            listen_addrs,
+        }
+    }
+
+    /// Runs until `cancel` fires or all clients are gone. On exit every pending reply is
+    /// dropped, so waiting callers wake with [`Error::Shutdown`].
+    pub async fn run(mut self, cancel: CancellationToken) {
+        self.start_bootstrap();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+            }
+        }
+        debug!(peer = %self.swarm.local_peer_id(), "overlay event loop stopped");
+    }
+
+    fn start_bootstrap(&mut self) {
+        let mut any = false;
+        for addr in self.config.bootstrap.clone() {
+            match peer_of(&addr) {
+                Some(peer) => {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    any = true;
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        warn!(%peer, "bootstrap dial failed: {e}");
+                    }
+                }
+                None => warn!(%addr, "bootstrap address without /p2p/PEERID ignored"),
+            }
+        }
+        if any && let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            debug!("bootstrap not started: {e}");
+        }
+    }
+
+    fn full(&self, len: usize) -> bool {
+        len >= self.config.max_pending
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::AddAddress { peer, addr } => {
+                self.swarm.add_peer_address(peer, addr.clone());
+                if self.peers.get(&peer).is_none_or(|p| p.dht_server) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Request {
+                peer,
+                protocol,
+                envelope,
+                reply,
+            } => {
+                if self.full(self.pending_requests.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                let b = self.swarm.behaviour_mut();
+                let id = match protocol {
+                    Protocol::Cpns => b.cpns.send_request(&peer, envelope),
+                    Protocol::Auth => b.auth.send_request(&peer, envelope),
+                };
+                Stats::inc(&self.stats.requests_sent);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond { channel, body } => {
+                let env = Envelope::new(channel.id, body);
+                let b = self.swarm.behaviour_mut();
+                let sent = match channel.protocol {
+                    Protocol::Cpns => b.cpns.send_response(channel.inner, env),
+                    Protocol::Auth => b.auth.send_response(channel.inner, env),
+                };
+                if sent.is_err() {
+                    debug!("response dropped: the requester is gone or timed out");
+                }
+            }
+            Command::PutRecord {
+                record,
+                quorum,
+                reply,
+            } => {
+                if self.full(self.pending_queries.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                match self.swarm.behaviour_mut().kad.put_record(record, quorum) {
+                    Ok(id) => {
+                        Stats::inc(&self.stats.queries);
+                        self.pending_queries.insert(id, PendingQuery::Put(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dht(format!("local store refused: {e}"))));
+                    }
+                }
+            }
+            Command::GetRecord {
+                key,
+                first_only,
+                reply,
+            } => {
+                if self.full(self.pending_queries.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                Stats::inc(&self.stats.queries);
+                self.pending_queries.insert(
+                    id,
+                    PendingQuery::Get {
+                        reply,
+                        first_only,
+                        records: Vec::new(),
+                    },
+                );
+            }
+            Command::LocalRecord { key, reply } => {
+                let rec = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .get(&key)
+                    .map(|r| r.into_owned());
+                let _ = reply.send(Ok(rec));
+            }
+            Command::RemoveRecord { key } => {
+                self.swarm.behaviour_mut().kad.remove_record(&key);
+            }
+            Command::StartProviding { key, reply } => {
+                if self.full(self.pending_queries.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                match self.swarm.behaviour_mut().kad.start_providing(key) {
+                    Ok(id) => {
+                        Stats::inc(&self.stats.queries);
+                        self.pending_queries
+                            .insert(id, PendingQuery::Provide(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dht(format!("local store refused: {e}"))));
+                    }
+                }
+            }
+            Command::StopProviding { key } => {
+                self.swarm.behaviour_mut().kad.stop_providing(&key);
+            }
+            Command::GetProviders {
+                key,
+                stop_after,
+                reply,
+            } => {
+                if self.full(self.pending_queries.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                Stats::inc(&self.stats.queries);
+                self.pending_queries.insert(
+                    id,
+                    PendingQuery::Providers {
+                        reply,
+                        stop_after,
+                        providers: HashSet::new(),
+                    },
+                );
+            }
+            Command::Bootstrap { reply } => {
+                if self.full(self.pending_queries.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                match self.swarm.behaviour_mut().kad.bootstrap() {
+                    Ok(id) => {
+                        self.pending_queries
+                            .insert(id, PendingQuery::Bootstrap(reply));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(Error::NoKnownPeers));
+                    }
+                }
+            }
+            Command::SetKadMode { mode } => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .set_mode(Some(to_kad_mode(mode)));
+            }
+            Command::KadMode { reply } => {
+                let mode = match self.swarm.behaviour().kad.mode() {
+                    kad::Mode::Server => KadMode::Server,
+                    kad::Mode::Client => KadMode::Client,
+                };
+                let _ = reply.send(Ok(mode));
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .peers
+                    .iter()
+                    .map(|(peer, s)| PeerInfo {
+                        peer_id: *peer,
+                        address: s.address.clone().unwrap_or_else(Multiaddr::empty),
+                        outbound: s.outbound,
+                        rtt_us: s.rtt_us,
+                        dht_server: s.dht_server,
+                        agent: s.agent.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(Ok(peers));
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(Ok(self.listen_addrs.clone()));
+            }
+            Command::RoutingTableSize { reply } => {
+                let n = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum();
+                let _ = reply.send(Ok(n));
+            }
+            Command::Admit { peer, admitted } => {
+                if !admitted {
+                    self.admitted.remove(&peer);
+                } else if self.admitted.len() < self.config.max_admitted {
+                    self.admitted.insert(peer);
+                } else {
+                    warn!(%peer, "admitted-peer set is full; peer not admitted");
+                }
+            }
+            Command::IsAdmitted { peer, reply } => {
+                let _ = reply.send(Ok(self.admitted.contains(&peer)));
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        let peer = peer_of(&addr);
+        if let Some(p) = peer
+            && self.swarm.is_connected(&p)
+        {
+            let _ = reply.send(Ok(p));
+            return;
+        }
+        if self.full(self.pending_dials.len()) {
+            let _ = reply.send(Err(Error::Busy));
+            return;
+        }
+        let opts = match peer {
+            Some(p) => DialOpts::peer_id(p)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, (peer, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dial(e.to_string())));
+            }
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        if let Err(e) = self.events.try_send(event) {
+            Stats::inc(&self.stats.events_dropped);
+            trace!("event dropped: {e}");
+        }
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Cpns(e)) => self.handle_rr(Protocol::Cpns, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.handle_rr(Protocol::Auth, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let dht_server = info.protocols.contains(&KAD_PROTOCOL);
+                if dht_server {
+                    for addr in &info.listen_addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                } else {
+                    // A client-mode peer must not linger in our routing table.
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+                }
+                for addr in &info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr.clone());
+                }
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.dht_server = dht_server;
+                    state.agent = Some(info.agent_version.clone());
+                }
+                self.emit(Event::Identified {
+                    peer: peer_id,
+                    listen_addrs: info.listen_addrs,
+                    agent: info.agent_version,
+                    dht_server,
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
+                if let (Ok(rtt), Some(state)) = (result, self.peers.get_mut(&peer)) {
+                    state.rtt_us = Some(rtt.as_micros() as u64);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in list {
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    self.emit(Event::MdnsDiscovered { peer, addrs });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(list))) => {
+                let peers: HashSet<PeerId> = list.into_iter().map(|(p, _)| p).collect();
+                for peer in peers {
+                    self.emit(Event::MdnsExpired { peer });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Stream(())) => {}
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                let outbound = endpoint.is_dialer();
+                let address = endpoint.get_remote_address().clone();
+                let state = self.peers.entry(peer_id).or_default();
+                if state.address.is_none() {
+                    state.address = Some(address.clone());
+                    state.outbound = outbound;
+                }
+                self.emit(Event::ConnectionEstablished {
+                    peer: peer_id,
+                    address,
+                    outbound,
+                    num_established: num_established.get(),
+                });
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    self.emit(Event::ConnectionClosed { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial(error.to_string())));
+                }
+                debug!(?peer_id, "outgoing connection failed: {error}");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address.clone());
+                }
+                self.emit(Event::NewListenAddr(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            other => trace!(?other, "unhandled swarm event"),
+        }
+    }
+
+    fn handle_rr(
+        &mut self,
+        protocol: Protocol,
+        event: request_response::Event<Envelope, Envelope>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let channel = ResponseChannel {
+                    inner: channel,
+                    protocol,
+                    id: request.id,
+                };
+                if protocol == Protocol::Cpns
+                    && self.config.gate_requests
+                    && !request.body.is_open()
+                    && !self.admitted.contains(&peer)
+                {
+                    self.stats.reject_message("not_registered");
+                    self.reply_error(
+                        channel,
+                        ErrorCode::NotRegistered,
+                        "register first (Entity Registration and Discovery)",
+                    );
+                    return;
+                }
+                Stats::inc(&self.stats.requests_received);
+                let event = Event::InboundRequest {
+                    peer,
+                    message: request.body,
+                    channel,
+                };
+                if let Err(e) = self.events.try_send(event) {
+                    self.stats.reject_message("busy");
+                    let (mpsc::error::TrySendError::Full(ev)
+                    | mpsc::error::TrySendError::Closed(ev)) = e;
+                    if let Event::InboundRequest { channel, .. } = ev {
+                        self.reply_error(channel, ErrorCode::Busy, "node overloaded");
+                    }
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                } else {
+                    trace!(%peer, "late response dropped");
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                let reason = match &error {
+                    request_response::InboundFailure::Io(e) => io_error_reason(e),
+                    request_response::InboundFailure::Timeout => "timeout",
+                    request_response::InboundFailure::ConnectionClosed => "connection_closed",
+                    request_response::InboundFailure::UnsupportedProtocols => "unsupported",
+                    request_response::InboundFailure::ResponseOmission => "response_omission",
+                };
+                if reason != "response_omission" && reason != "connection_closed" {
+                    debug!(%peer, "inbound {protocol:?} request rejected: {error}");
+                    self.stats.reject_message(reason);
+                    self.emit(Event::InboundRejected { peer, reason });
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn reply_error(&mut self, channel: ResponseChannel, code: ErrorCode, text: &str) {
+        let env = Envelope::new(channel.id, Message::error(code, text));
+        let b = self.swarm.behaviour_mut();
+        let _ = match channel.protocol {
+            Protocol::Cpns => b.cpns.send_response(channel.inner, env),
+            Protocol::Auth => b.auth.send_response(channel.inner, env),
+        };
+    }
+
+    fn handle_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request } => self.handle_kad_inbound(request),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                stats,
+                step,
+            } => self.handle_query(id, result, &stats, step.last),
+            other => trace!(?other, "kad event"),
+        }
+    }
+
+    fn handle_kad_inbound(&mut self, request: kad::InboundRequest) {
+        match request {
+            kad::InboundRequest::PutRecord {
+                source,
+                record: Some(record),
+                ..
+            } => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let existing = kad.store_mut().get(&record.key).map(|r| r.into_owned());
+                match self
+                    .config
+                    .validator
+                    .validate_put(&source, record, existing.as_ref())
+                {
+                    Ok(record) => {
+                        let key = record.key.clone();
+                        match kad.store_mut().put(record) {
+                            Ok(()) => Stats::inc(&self.stats.records_stored),
+                            Err(e) => {
+                                self.stats.reject_record("store_full");
+                                debug!(?key, "record not stored: {e}");
+                            }
+                        }
+                    }
+                    Err(rejection) => {
+                        self.stats.reject_record(rejection.reason);
+                        debug!(%source, "record refused: {rejection}");
+                        self.emit(Event::RecordRejected {
+                            source: Some(source),
+                            reason: rejection.reason,
+                            detail: rejection.detail,
+                        });
+                    }
+                }
+            }
+            kad::InboundRequest::AddProvider {
+                record: Some(record),
+            } => {
+                let source = record.provider;
+                match self.config.validator.validate_provider(&source, &record) {
+                    Ok(()) => {
+                        if let Err(e) = self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .store_mut()
+                            .add_provider(record)
+                        {
+                            self.stats.reject_record("store_full");
+                            debug!("provider not stored: {e}");
+                        }
+                    }
+                    Err(rejection) => {
+                        self.stats.reject_record(rejection.reason);
+                        self.emit(Event::RecordRejected {
+                            source: Some(source),
+                            reason: rejection.reason,
+                            detail: rejection.detail,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_query(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::QueryResult,
+        stats: &kad::QueryStats,
+        last: bool,
+    ) {
+        let Some(pending) = self.pending_queries.remove(&id) else {
+            return;
+        };
+        let figures = QueryFigures::from_stats(stats);
+        match (pending, result) {
+            (PendingQuery::Put(reply), kad::QueryResult::PutRecord(r)) => {
+                let _ = reply.send(r.map(|_| figures).map_err(|e| Error::Dht(e.to_string())));
+            }
+            (
+                PendingQuery::Get {
+                    reply,
+                    first_only,
+                    mut records,
+                },
+                kad::QueryResult::GetRecord(r),
+            ) => match r {
+                Ok(kad::GetRecordOk::FoundRecord(pr)) => {
+                    match self.config.validator.validate_get(&pr.record) {
+                        Ok(()) => records.push(FoundRecord {
+                            record: pr.record,
+                            peer: pr.peer,
+                        }),
+                        Err(rejection) => {
+                            self.stats.reject_record(rejection.reason);
+                            self.emit(Event::RecordRejected {
+                                source: pr.peer,
+                                reason: rejection.reason,
+                                detail: rejection.detail,
+                            });
+                        }
+                    }
+                    if first_only && !records.is_empty() {
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
+                        let _ = reply.send(Ok(GetRecordOutput { records, figures }));
+                        return;
+                    }
+                    if !last {
+                        self.pending_queries.insert(
+                            id,
+                            PendingQuery::Get {
+                                reply,
+                                first_only,
+                                records,
+                            },
+                        );
+                        return;
+                    }
+                    let _ = reply.send(finish_get(records, figures));
+                }
+                Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {
+                    let _ = reply.send(finish_get(records, figures));
+                }
+                Err(kad::GetRecordError::NotFound { .. }) => {
+                    let _ = reply.send(finish_get(records, figures));
+                }
+                Err(e) => {
+                    if records.is_empty() {
+                        let _ = reply.send(Err(Error::Dht(e.to_string())));
+                    } else {
+                        let _ = reply.send(Ok(GetRecordOutput { records, figures }));
+                    }
+                }
+            },
+            (PendingQuery::Provide(reply), kad::QueryResult::StartProviding(r)) => {
+                let _ = reply.send(r.map(|_| figures).map_err(|e| Error::Dht(e.to_string())));
+            }
+            (
+                PendingQuery::Providers {
+                    reply,
+                    stop_after,
+                    mut providers,
+                },
+                kad::QueryResult::GetProviders(r),
+            ) => {
+                match r {
+                    Ok(kad::GetProvidersOk::FoundProviders {
+                        providers: found, ..
+                    }) => {
+                        providers.extend(found);
+                    }
+                    Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                    Err(e) => {
+                        if providers.is_empty() {
+                            let _ = reply.send(Err(Error::Dht(e.to_string())));
+                            return;
+                        }
+                    }
+                }
+                let enough = stop_after.is_some_and(|n| providers.len() >= n);
+                if enough && !last {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
+                if enough || last {
+                    let _ = reply.send(Ok(GetProvidersOutput { providers, figures }));
+                } else {
+                    self.pending_queries.insert(
+                        id,
+                        PendingQuery::Providers {
+                            reply,
+                            stop_after,
+                            providers,
+                        },
+                    );
+                }
+            }
+            (PendingQuery::Bootstrap(reply), kad::QueryResult::Bootstrap(r)) => match r {
+                Ok(ok) if ok.num_remaining > 0 && !last => {
+                    self.pending_queries
+                        .insert(id, PendingQuery::Bootstrap(reply));
+                }
+                Ok(_) => {
+                    let _ = reply.send(Ok(figures));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Dht(e.to_string())));
+                }
+            },
+            (pending, other) => {
+                warn!(?other, "query result of an unexpected kind");
+                drop(pending);
+            }
+        }
+    }
+}
+
+fn finish_get(records: Vec<FoundRecord>, figures: QueryFigures) -> Result<GetRecordOutput, Error> {
+    if records.is_empty() {
+        Err(Error::NotFound)
+    } else {
+        Ok(GetRecordOutput { records, figures })
+    }
+}
+
+/// The PeerId in a multiaddr's `/p2p/` component, if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        multiaddr::Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}

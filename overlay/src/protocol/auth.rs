@@ -1,0 +1,456 @@
+//! Messages between a node and `cpns-auth`, the dedicated authentication/authorisation server
+//! of the peer-to-peer deployment (Appendix B.3), on `/cpns/auth/1.0.0`.
+//!
+//! Most are requests from a node; [`AuthMessage::StatusUpdateRequest`] (B.1 step 14),
+//! [`AuthMessage::PnInventoryCreated`] (step 17) and [`AuthMessage::KeyPush`] are requests from
+//! the server to a gateway over the connection the gateway set up (step 8).
+
+use cpns_keys::{
+    EntityCredential, GroupId, Modes, PublicKey, RevocationList, Sealed, SealedBox, Signature,
+    UnixTime,
+};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use super::{Capabilities, ConnectionSetup, NodeMode, PnId, Status};
+
+/// Messages on `/cpns/auth/1.0.0`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AuthMessage {
+    /// Enrolment: a node presents an enrolment code's secret (answered by
+    /// [`AuthMessage::EnrolResponse`]).
+    EnrolRequest(EnrolRequest),
+    /// Enrolment succeeded: the credential and the EUKey sealed to the node.
+    EnrolResponse(EnrolResponse),
+
+    /// B.1 step 8: connection setup request (Connection Management).
+    ConnectionSetupRequest {
+        /// The node's credential.
+        credential: EntityCredential,
+        /// The mode the node wants to act in (authorisation checks it against the credential).
+        mode: NodeMode,
+    },
+    /// B.1 step 9: authentication and authorisation request, a fresh challenge.
+    AuthChallenge {
+        /// Fresh random nonce; answers must carry it and it is accepted once.
+        nonce: [u8; 32],
+        /// When the server issued it.
+        issued: UnixTime,
+        /// The answer must arrive before this time.
+        expires: UnixTime,
+    },
+    /// B.1 step 10: authentication and authorisation response: proof of the EUKey (MAC) and of
+    /// the identity key (signature) over [`crate::transcript::auth_response`].
+    AuthResponse {
+        /// The challenge's nonce.
+        nonce: [u8; 32],
+        /// MAC under the node's EUKey over the transcript.
+        eukey_mac: [u8; 32],
+        /// Signature by the node's identity key over the transcript.
+        signature: Signature,
+    },
+    /// B.1 step 11: connection setup confirmation.
+    ConnectionSetupConfirmation(SessionInfo),
+
+    /// B.1 step 12: the gateway's device capabilities update.
+    CapabilitiesUpdate(Capabilities),
+    /// B.1 step 13: device capabilities confirmation.
+    CapabilitiesConfirmation {
+        /// The revision the server stored.
+        revision: u64,
+    },
+    /// B.1 step 14: status management update request, server to gateway.
+    StatusUpdateRequest,
+    /// B.1 step 16: status management response, gateway to server (after the lookup of
+    /// step 15).
+    StatusResponse {
+        /// The gateway's own status.
+        status: Status,
+        /// The PN the gateway already runs, if any (after a restart).
+        pn_id: Option<PnId>,
+        /// Status of the members the gateway tracks.
+        members: Vec<(PeerId, Status)>,
+    },
+    /// B.1 step 17: the server created or updated the PN Inventory and tells the gateway,
+    /// with the gateway's own grant of the PN key.
+    PnInventoryCreated {
+        /// The PN record.
+        pn: PnRecordInfo,
+        /// The current PN key for the gateway, sealed under its EUKey.
+        key: GroupKeyGrant,
+    },
+
+    /// B.1 step 19: PN membership request, gateway to server, for a PNE that asked at step 18.
+    MembershipRequest {
+        /// The PNE's signed request, as the gateway received it.
+        setup: ConnectionSetup,
+    },
+    /// B.1 step 21: PN membership list or policy transfer.
+    MembershipListTransfer {
+        /// Admitted or refused, and why.
+        decision: MembershipDecision,
+        /// The PN record after the decision.
+        pn: PnRecordInfo,
+    },
+    /// B.1 step 22: PN key request, gateway to server, for an admitted member.
+    PnKeyRequest {
+        /// The PN.
+        pn_id: PnId,
+        /// The member the key is for.
+        member: PeerId,
+    },
+    /// B.1 step 23: PN key response: the current PN key sealed for every member, each under
+    /// its own EUKey, so that the gateway can hand the new member its key (step 24) and give
+    /// the other members the new epoch. Also the answer to [`AuthMessage::PnExpel`],
+    /// [`AuthMessage::PnDeregister`] and (with only the caller's grant) [`AuthMessage::PnKeyPull`].
+    PnKeyResponse {
+        /// The PN.
+        pn_id: PnId,
+        /// The key's epoch.
+        epoch: u64,
+        /// One grant per member.
+        grants: Vec<MemberGrant>,
+    },
+
+    /// PN management (5.6.9): a PN admin invites a user or an entity.
+    PnInvite {
+        /// The PN.
+        pn_id: PnId,
+        /// Who is invited.
+        invitee: Invitee,
+    },
+    /// PN management: an admin expels a member (the PN key rotates).
+    PnExpel {
+        /// The PN.
+        pn_id: PnId,
+        /// The member to expel.
+        member: PeerId,
+    },
+    /// G.1 step 9: the gateway de-registers a member that left (the PN key rotates).
+    PnDeregister {
+        /// The PN.
+        pn_id: PnId,
+        /// The member that left.
+        member: PeerId,
+    },
+    /// PN management: the gateway releases the PN (its key is deleted).
+    PnRelease {
+        /// The PN.
+        pn_id: PnId,
+    },
+    /// A member pulls the current PN key (answered by [`AuthMessage::PnKeyResponse`] with the
+    /// caller's grant only).
+    PnKeyPull {
+        /// The PN.
+        pn_id: PnId,
+    },
+    /// Asks for a PN's record (answered by [`AuthMessage::PnInfo`]).
+    PnInfoRequest {
+        /// The PN.
+        pn_id: PnId,
+    },
+    /// A PN's record.
+    PnInfo(PnRecordInfo),
+
+    /// Service Group Management (5.6.8): create a group; the creator is its first member and
+    /// admin (answered by [`AuthMessage::GroupInfo`]).
+    GroupCreate {
+        /// A name for people.
+        name: String,
+    },
+    /// Delete a group and its key.
+    GroupDelete {
+        /// The group.
+        group: GroupId,
+    },
+    /// Invite an entity (an admin's request); the invitee then joins.
+    GroupInvite {
+        /// The group.
+        group: GroupId,
+        /// Who is invited.
+        entity: PeerId,
+    },
+    /// Expel a member (the group key rotates).
+    GroupExpel {
+        /// The group.
+        group: GroupId,
+        /// Who is expelled.
+        entity: PeerId,
+    },
+    /// Join a group the caller was invited to (the group key rotates).
+    GroupJoin {
+        /// The group.
+        group: GroupId,
+    },
+    /// Leave a group (the group key rotates).
+    GroupLeave {
+        /// The group.
+        group: GroupId,
+    },
+    /// Asks for a group's record.
+    GroupInfoRequest {
+        /// The group.
+        group: GroupId,
+    },
+    /// A group's record.
+    GroupInfo(GroupInfo),
+    /// Lists the groups the caller belongs to or is invited to.
+    GroupList,
+    /// The answer to [`AuthMessage::GroupList`].
+    Groups(Vec<GroupInfo>),
+    /// Pull the current keys of every group (and PN) the caller belongs to.
+    KeysPull,
+    /// The caller's current group keys, each sealed under its EUKey.
+    Keys(Vec<GroupKeyGrant>),
+    /// Server to a member's gateway: new keys for a member, to forward to it. Also sent to a
+    /// member that is itself connected.
+    KeyPush {
+        /// The member the keys are for.
+        member: PeerId,
+        /// The keys, sealed under the member's EUKey.
+        grants: Vec<GroupKeyGrant>,
+    },
+
+    /// Ask for the current revocation list.
+    RevocationsRequest {
+        /// The version the caller already has.
+        known_version: u64,
+    },
+    /// The current CA-signed revocation list.
+    Revocations(RevocationList),
+
+    /// Usage statistics (5.6.3), signed by the reporting entity; a gateway may forward reports
+    /// of its PNEs.
+    UsageReport(UsageReport),
+    /// The server stored the report (durably) as charging records.
+    UsageAck {
+        /// How many records were stored.
+        accepted: u32,
+    },
+}
+
+impl AuthMessage {
+    /// Stable message name for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthMessage::EnrolRequest(_) => "EnrolRequest",
+            AuthMessage::EnrolResponse(_) => "EnrolResponse",
+            AuthMessage::ConnectionSetupRequest { .. } => "ConnectionSetupRequest",
+            AuthMessage::AuthChallenge { .. } => "AuthenticationAndAuthorizationRequest",
+            AuthMessage::AuthResponse { .. } => "AuthenticationAndAuthorizationResponse",
+            AuthMessage::ConnectionSetupConfirmation(_) => "ConnectionSetupConfirmation",
+            AuthMessage::CapabilitiesUpdate(_) => "DeviceCapabilitiesUpdate",
+            AuthMessage::CapabilitiesConfirmation { .. } => "DeviceCapabilitiesConfirmation",
+            AuthMessage::StatusUpdateRequest => "StatusManagementUpdateRequest",
+            AuthMessage::StatusResponse { .. } => "StatusManagementResponse",
+            AuthMessage::PnInventoryCreated { .. } => "PnInventoryCreated",
+            AuthMessage::MembershipRequest { .. } => "PnMembershipRequest",
+            AuthMessage::MembershipListTransfer { .. } => "PnMembershipListOrPolicyTransfer",
+            AuthMessage::PnKeyRequest { .. } => "PnKeyRequest",
+            AuthMessage::PnKeyResponse { .. } => "PnKeyResponse",
+            AuthMessage::PnInvite { .. } => "PnInvite",
+            AuthMessage::PnExpel { .. } => "PnExpel",
+            AuthMessage::PnDeregister { .. } => "PnDeregister",
+            AuthMessage::PnRelease { .. } => "PnRelease",
+            AuthMessage::PnKeyPull { .. } => "PnKeyPull",
+            AuthMessage::PnInfoRequest { .. } => "PnInfoRequest",
+            AuthMessage::PnInfo(_) => "PnInfo",
+            AuthMessage::GroupCreate { .. } => "GroupCreate",
+            AuthMessage::GroupDelete { .. } => "GroupDelete",
+            AuthMessage::GroupInvite { .. } => "GroupInvite",
+            AuthMessage::GroupExpel { .. } => "GroupExpel",
+            AuthMessage::GroupJoin { .. } => "GroupJoin",
+            AuthMessage::GroupLeave { .. } => "GroupLeave",
+            AuthMessage::GroupInfoRequest { .. } => "GroupInfoRequest",
+            AuthMessage::GroupInfo(_) => "GroupInfo",
+            AuthMessage::GroupList => "GroupList",
+            AuthMessage::Groups(_) => "Groups",
+            AuthMessage::KeysPull => "KeysPull",
+            AuthMessage::Keys(_) => "Keys",
+            AuthMessage::KeyPush { .. } => "KeyPush",
+            AuthMessage::RevocationsRequest { .. } => "RevocationsRequest",
+            AuthMessage::Revocations(_) => "Revocations",
+            AuthMessage::UsageReport(_) => "UsageReport",
+            AuthMessage::UsageAck { .. } => "UsageAck",
+        }
+    }
+}
+
+/// An enrolment request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    /// The code's id (public part), to find it.
+    pub code_id: String,
+    /// The code's secret.
+    pub secret: [u8; 32],
+    /// The device's name, for people (`laptop`, `living-room-tv`).
+    pub device: String,
+}
+
+/// An enrolment answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    /// The entity credential for the node's PeerId.
+    pub credential: EntityCredential,
+    /// The EUKey sealed to the node's identity key (AAD: the node's PeerId bytes).
+    pub sealed_eukey: SealedBox,
+    /// The CA public key (the node checks it against the fingerprint in the code).
+    pub ca: PublicKey,
+    /// The current revocation list.
+    pub revocations: RevocationList,
+}
+
+/// What the server says at B.1 step 11.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session lasts until then; the node authenticates again afterwards.
+    pub expires: UnixTime,
+    /// The server's clock, for the node's information.
+    pub server_time: UnixTime,
+    /// The current revocation list.
+    pub revocations: RevocationList,
+    /// The allowed modes the server authorised.
+    pub modes: Modes,
+}
+
+/// Who a PN admin invites.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Invitee {
+    /// Every device of a user.
+    User(String),
+    /// One entity.
+    Entity(PeerId),
+}
+
+/// A PN's membership policy (5.6.9), as kept by `cpns-auth`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipPolicy {
+    /// Users whose devices are admitted besides the owner's.
+    pub invited_users: Vec<String>,
+    /// Entities admitted besides the owner's devices.
+    pub invited_entities: Vec<PeerId>,
+}
+
+/// A PN's record as `cpns-auth` keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PnRecordInfo {
+    /// The PN.
+    pub pn_id: PnId,
+    /// The owner user (the gateway's user at creation).
+    pub owner: String,
+    /// The current gateway.
+    pub gateway: PeerId,
+    /// Members, the gateway included.
+    pub members: Vec<PeerId>,
+    /// Admins (the gateway and the owner's devices at first).
+    pub admins: Vec<PeerId>,
+    /// The membership policy.
+    pub policy: MembershipPolicy,
+    /// The current PN key epoch.
+    pub epoch: u64,
+}
+
+/// Compatibility alias: the PN record is also what a member learns of its PN.
+pub type PnInfo = PnRecordInfo;
+
+/// The answer to a membership request (B.1 step 20's outcome).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipDecision {
+    /// Admitted.
+    Admitted,
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// A Service Group's record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group id (`sg-…`).
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Who created it (its first admin).
+    pub owner: PeerId,
+    /// Members.
+    pub members: Vec<PeerId>,
+    /// Invited entities that have not joined yet.
+    pub invited: Vec<PeerId>,
+    /// The current key epoch.
+    pub epoch: u64,
+}
+
+/// A key grant for one named member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberGrant {
+    /// The member.
+    pub member: PeerId,
+    /// Its grant.
+    pub grant: GroupKeyGrant,
+}
+
+/// What an enrolment code carries (`cpns-auth enrol create`): what a node needs to reach and
+/// trust the server, and the one-time secret. Its text form is `cpns1-` followed by the
+/// base32 (RFC 4648, no padding, lowercase) of its encoding; see `cpns-auth` for the functions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentCode {
+    /// The server's PeerId.
+    pub server: PeerId,
+    /// Addresses where the server listens.
+    pub addrs: Vec<libp2p::Multiaddr>,
+    /// [`PublicKey::fingerprint`] of the CA key the node must pin.
+    pub ca_fingerprint: String,
+    /// The code's id (public).
+    pub code_id: String,
+    /// The code's secret.
+    pub secret: [u8; 32],
+}
+
+/// A group (or PN) key for one member, sealed under that member's EUKey with AAD
+/// [`crate::transcript::group_key_aad`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupKeyGrant {
+    /// The group (`pn-…` for a PN key, `sg-…` for a Service Group).
+    pub group: GroupId,
+    /// The epoch.
+    pub epoch: u64,
+    /// `GroupKey::encode_secret` sealed under the member's EUKey.
+    pub sealed: Sealed,
+}
+
+/// One usage record (5.6.3): what was used, how long, how much, on what device state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The service id.
+    pub service_id: String,
+    /// The service name.
+    pub service_name: String,
+    /// The offering entity.
+    pub offerer: PeerId,
+    /// The PN the consumer was in.
+    pub pn_id: Option<PnId>,
+    /// When use started.
+    pub started: UnixTime,
+    /// How long, in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// The consumer's capabilities during use (mode, power, battery, memory).
+    pub capabilities: Capabilities,
+    /// The consumer's status during use.
+    pub status: Status,
+}
+
+/// A usage report signed by the reporting entity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The reporting entity.
+    pub entity: PeerId,
+    /// Its credential (the server checks it and that it is not revoked).
+    pub credential: EntityCredential,
+    /// A per-entity sequence number, so that a replayed report is stored once.
+    pub sequence: u64,
+    /// The records.
+    pub records: Vec<UsageRecord>,
+    /// Identity signature over [`crate::transcript::usage_report`].
+    pub signature: Signature,
+}

@@ -1,0 +1,179 @@
+//! PN establishment between nodes (B.1 steps 1-7, 18, 24-26) and PN management afterwards
+//! (5.6.5, 5.6.9).
+
+use cpns_keys::{EntityCredential, GroupSealed, RevocationList, Sealed, Signature, UnixTime};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+use super::{Capabilities, NodeMode, PnId, Status};
+
+/// Messages between nodes about the PN itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PnMessage {
+    /// B.1 steps 1-2: Entity Registration and Discovery, sent both ways (the answer to step 1
+    /// is step 2). Carries the sender's mode and credential; a peer without a valid,
+    /// unrevoked credential gets no further.
+    EntityRegistration(EntityRegistration),
+    /// B.1 steps 3-4: Device Capabilities Exchange (the answer to step 3 is step 4).
+    CapabilitiesExchange(Capabilities),
+    /// B.1 step 7 (the new gateway updates its peer) and any later material change.
+    CapabilitiesUpdate(Capabilities),
+    /// B.1 step 18: a PNE asks the gateway to set up its connection to the PN. Answered by
+    /// step 26 ([`PnMessage::ConnectionSetupConfirmation`]) once steps 19-25 are done.
+    ConnectionSetupRequest(ConnectionSetup),
+    /// B.1 step 24: PN Membership with group key, gateway to PNE. Answered by step 25.
+    MembershipWithGroupKey(MembershipGrant),
+    /// B.1 step 25: the PNE confirms it holds the PN key of this epoch.
+    MembershipConfirmation {
+        /// The PN.
+        pn_id: PnId,
+        /// The epoch the PNE now holds.
+        epoch: u64,
+    },
+    /// B.1 step 26: the gateway confirms the connection setup.
+    ConnectionSetupConfirmation(PnInventorySummary),
+    /// The gateway tells members about a membership change or a new key epoch (5.6.9).
+    MembershipUpdate(MembershipGrant),
+    /// A member leaves the PN (G.1 step 9); the gateway de-registers it with the server.
+    Leave {
+        /// The PN being left.
+        pn_id: PnId,
+    },
+    /// Asks a gateway for the PN Inventory of its PN (5.6.9 "PN Inventory of local PN or remote
+    /// PN").
+    InventoryRequest {
+        /// The PN asked about.
+        pn_id: PnId,
+    },
+    /// The answer to [`PnMessage::InventoryRequest`].
+    InventoryResponse(PnInventorySummary),
+    /// A newer CA-signed revocation list, gossiped to PN members.
+    Revocations(RevocationList),
+    /// A simple round trip to measure latency (`cpns ping`).
+    Ping {
+        /// Echoed back in [`PnMessage::Pong`].
+        nonce: u64,
+    },
+    /// The answer to [`PnMessage::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+impl PnMessage {
+    /// Stable message name for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PnMessage::EntityRegistration(_) => "EntityRegistrationAndDiscovery",
+            PnMessage::CapabilitiesExchange(_) => "DeviceCapabilitiesExchange",
+            PnMessage::CapabilitiesUpdate(_) => "DeviceCapabilitiesUpdate",
+            PnMessage::ConnectionSetupRequest(_) => "ConnectionSetupRequest",
+            PnMessage::MembershipWithGroupKey(_) => "PnMembershipWithGroupKey",
+            PnMessage::MembershipConfirmation { .. } => "PnMembershipWithGroupKeyConfirmation",
+            PnMessage::ConnectionSetupConfirmation(_) => "ConnectionSetupConfirmation",
+            PnMessage::MembershipUpdate(_) => "PnMembershipUpdate",
+            PnMessage::Leave { .. } => "PnLeave",
+            PnMessage::InventoryRequest { .. } => "PnInventoryRequest",
+            PnMessage::InventoryResponse(_) => "PnInventoryResponse",
+            PnMessage::Revocations(_) => "RevocationList",
+            PnMessage::Ping { .. } => "Ping",
+            PnMessage::Pong { .. } => "Pong",
+        }
+    }
+}
+
+/// Entity Registration and Discovery (B.1 steps 1-2, spec 5.6.5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityRegistration {
+    /// The sender's current mode.
+    pub mode: NodeMode,
+    /// The sender's entity credential, signed by `cpns-auth`.
+    pub credential: EntityCredential,
+    /// The PN the sender belongs to, if any.
+    pub pn_id: Option<PnId>,
+    /// The sender's gateway, if it has one (itself when it is the gateway).
+    pub gateway: Option<PeerId>,
+    /// Addresses where the sender listens.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// The version of the newest revocation list the sender holds, so that the peer with the
+    /// older list asks for the newer one.
+    pub revocation_version: u64,
+}
+
+/// A PNE's connection setup request (B.1 step 18).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionSetup {
+    /// The PNE's credential.
+    pub credential: EntityCredential,
+    /// The PN the PNE wants to join (the one the gateway announced at step 2).
+    pub pn_id: PnId,
+    /// When the PNE made this request.
+    pub time: UnixTime,
+    /// A fresh random value.
+    pub nonce: [u8; 16],
+    /// The PNE's EUKey MAC over the membership-request transcript
+    /// ([`crate::transcript::membership_request`]), so that `cpns-auth` knows the PNE itself
+    /// asked to join this PN through this gateway; the gateway cannot forge it.
+    pub eukey_mac: [u8; 32],
+    /// The PNE's identity signature over the same transcript.
+    pub signature: Signature,
+    /// The PNE's capabilities, for the gateway's PN Inventory.
+    pub capabilities: Capabilities,
+}
+
+/// A PN membership with the group key (B.1 step 24 and later updates).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MembershipGrant {
+    /// The PN.
+    pub pn_id: PnId,
+    /// The PN's gateway.
+    pub gateway: PeerId,
+    /// The key epoch.
+    pub epoch: u64,
+    /// The PN group key, sealed by `cpns-auth` under the receiving member's EUKey; only that
+    /// member can open it (the gateway forwards it without being able to read it).
+    pub sealed_key: Sealed,
+    /// The members as the server admitted them.
+    pub members: Vec<MemberInfo>,
+}
+
+/// A PN member as seen in membership lists and the PN Inventory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member's PeerId.
+    pub peer_id: PeerId,
+    /// Its user.
+    pub user: String,
+    /// Its device name.
+    pub device: String,
+    /// Its mode.
+    pub mode: NodeMode,
+    /// Its status.
+    pub status: Status,
+    /// Addresses where it listens, as its gateway knows them.
+    pub listen_addrs: Vec<Multiaddr>,
+}
+
+/// A summary of a PN's Inventory, as the gateway shares it (B.1 step 26, 5.6.9 inventory
+/// requests, and signed into the PN's DHT record).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PnInventorySummary {
+    /// The PN.
+    pub pn_id: PnId,
+    /// Its owner user.
+    pub owner: String,
+    /// Its gateway.
+    pub gateway: PeerId,
+    /// Current key epoch.
+    pub epoch: u64,
+    /// Members and their status.
+    pub members: Vec<MemberInfo>,
+    /// Ids of the services the members offer.
+    pub services: Vec<String>,
+    /// When this summary was made.
+    pub updated: UnixTime,
+}
+
+/// Content sealed under the PN key, carried between members (used by `cpns content send`).
+pub type PnSealed = GroupSealed;
