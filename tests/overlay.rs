@@ -1,1 +1,365 @@
-//! Integration tests: overlay.
+//! The overlay through real libp2p connections on loopback: bootstrap, DHT put/get, the CPNS
+//! request-response protocol, the validation hook, and hostile frames.
+
+use anyhow::{Context, Result, bail};
+use cpns_overlay::test_utils::TestNode;
+use cpns_overlay::{
+    CPNS_PROTOCOL, Config, Event, Message, PnMessage, Protocol, Quorum, Record, RecordKey,
+    RecordValidator, Rejection,
+};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::PeerId;
+use libp2p::kad::ProviderRecord;
+use std::sync::Arc;
+use tokio::time::timeout;
+
+use crate::util::{WAIT, init_tracing};
+
+/// A DHT-only config: no admission gate (these nodes have no credentials).
+fn open_config() -> Config {
+    Config {
+        gate_requests: false,
+        ..Config::default()
+    }
+}
+
+/// Spawns `n` nodes; every node after the first bootstraps from the first.
+async fn mesh(n: usize, config: Config) -> Result<Vec<TestNode>> {
+    let first = TestNode::spawn(config.clone(), 1).await?;
+    let boot = first.dial_addr().await?;
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let cfg = Config {
+            bootstrap: vec![boot.clone()],
+            ..config.clone()
+        };
+        nodes.push(TestNode::spawn(cfg, (i + 1) as u8).await?);
+    }
+    for node in &nodes[1..] {
+        node.client.bootstrap().await.context("bootstrap")?;
+    }
+    for node in &nodes {
+        let size = node
+            .client
+            .wait_routing_table(n - 1, WAIT)
+            .await
+            .context("routing table")?;
+        if size < n - 1 {
+            bail!(
+                "routing table of {} has {size} of {} peers",
+                node.client.local_peer_id(),
+                n - 1
+            );
+        }
+    }
+    Ok(nodes)
+}
+
+async fn shutdown(nodes: Vec<TestNode>) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Three nodes bootstrap from one and each ends with the other two in its routing table.
+#[tokio::test]
+async fn three_nodes_bootstrap_and_see_each_other() -> Result<()> {
+    init_tracing();
+    let nodes = mesh(3, open_config()).await?;
+    for node in &nodes {
+        assert_eq!(node.client.routing_table_size().await?, 2);
+    }
+    shutdown(nodes).await;
+    Ok(())
+}
+
+/// A record put on one node is read on every other, over the network (each reader's own copy
+/// is removed first, so the answer must come from a peer).
+#[tokio::test]
+async fn record_put_on_one_is_read_on_the_others() -> Result<()> {
+    init_tracing();
+    let nodes = mesh(3, open_config()).await?;
+    let key = RecordKey::new(&"/cpns/test/greeting");
+    nodes[0]
+        .client
+        .put_record(
+            Record::new(key.clone(), b"hello".to_vec()),
+            Quorum::N(2.try_into()?),
+        )
+        .await?;
+    for node in &nodes[1..] {
+        node.client.remove_record(key.clone()).await?;
+        let found = node.client.get_record(key.clone(), true).await?;
+        assert_eq!(found.records[0].record.value, b"hello");
+        assert!(
+            found.records[0].peer.is_some(),
+            "answer came from the local store: {found:?} {:?}",
+            node.client.local_record(key.clone()).await?
+        );
+        assert!(found.figures.requests >= 1);
+    }
+    shutdown(nodes).await;
+    Ok(())
+}
+
+/// A CPNS request and its response travel over `/cpns/1.0.0`, with the request's id echoed.
+#[tokio::test]
+async fn request_response_round_trip() -> Result<()> {
+    init_tracing();
+    let a = TestNode::spawn(open_config(), 11).await?;
+    let mut b = TestNode::spawn(open_config(), 12).await?;
+    a.client.dial(b.dial_addr().await?).await?;
+    let b_peer = b.client.local_peer_id();
+    let b_client = b.client.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            match b.events.recv().await {
+                Some(Event::InboundRequest {
+                    message: Message::Pn(PnMessage::Ping { nonce }),
+                    channel,
+                    ..
+                }) => {
+                    b_client
+                        .respond(channel, Message::Pn(PnMessage::Pong { nonce }))
+                        .await?;
+                    return Ok::<_, anyhow::Error>(b);
+                }
+                Some(_) => continue,
+                None => bail!("event stream ended"),
+            }
+        }
+    });
+    let answer = timeout(
+        WAIT,
+        a.client.request(
+            b_peer,
+            Protocol::Cpns,
+            Message::Pn(PnMessage::Ping { nonce: 77 }),
+        ),
+    )
+    .await??;
+    assert_eq!(answer, Message::Pn(PnMessage::Pong { nonce: 77 }));
+    let b = timeout(WAIT, server).await???;
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// A gated node answers requests of an unregistered peer with `NotRegistered`, and the same
+/// request once the peer is admitted.
+#[tokio::test]
+async fn gate_refuses_unregistered_peers() -> Result<()> {
+    init_tracing();
+    let a = TestNode::spawn(open_config(), 21).await?;
+    let mut b = TestNode::spawn(Config::default(), 22).await?;
+    a.client.dial(b.dial_addr().await?).await?;
+    let b_peer = b.client.local_peer_id();
+    let refused = a
+        .client
+        .request(
+            b_peer,
+            Protocol::Cpns,
+            Message::Pn(PnMessage::Ping { nonce: 1 }),
+        )
+        .await;
+    match refused {
+        Err(cpns_overlay::Error::Refused { reply, .. }) => {
+            assert_eq!(reply.code, cpns_overlay::ErrorCode::NotRegistered)
+        }
+        other => bail!("expected NotRegistered, got {other:?}"),
+    }
+    b.client.admit_peer(a.client.local_peer_id(), true).await?;
+    let b_client = b.client.clone();
+    let server = tokio::spawn(async move {
+        while let Some(ev) = b.events.recv().await {
+            if let Event::InboundRequest { channel, .. } = ev {
+                b_client.respond(channel, Message::Ack).await?;
+                return Ok::<_, anyhow::Error>(b);
+            }
+        }
+        bail!("event stream ended")
+    });
+    let answer = a
+        .client
+        .request(
+            b_peer,
+            Protocol::Cpns,
+            Message::Pn(PnMessage::Ping { nonce: 2 }),
+        )
+        .await?;
+    assert_eq!(answer, Message::Ack);
+    let b = timeout(WAIT, server).await???;
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// Refuses every record whose value starts with `bad`.
+struct RefuseBad;
+
+impl RecordValidator for RefuseBad {
+    fn validate_put(
+        &self,
+        _: &PeerId,
+        record: Record,
+        _: Option<&Record>,
+    ) -> Result<Record, Rejection> {
+        if record.value.starts_with(b"bad") {
+            Err(Rejection::new("test_bad", "value starts with bad"))
+        } else {
+            Ok(record)
+        }
+    }
+    fn validate_get(&self, record: &Record) -> Result<(), Rejection> {
+        if record.value.starts_with(b"bad") {
+            Err(Rejection::new("test_bad", "value starts with bad"))
+        } else {
+            Ok(())
+        }
+    }
+    fn validate_provider(&self, _: &PeerId, _: &ProviderRecord) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+/// A record the validation hook refuses is stored by no other node, counted as rejected, and
+/// a good record under the same configuration is stored.
+#[tokio::test]
+async fn refused_record_is_stored_nowhere() -> Result<()> {
+    init_tracing();
+    let config = Config {
+        validator: Arc::new(RefuseBad),
+        ..open_config()
+    };
+    let nodes = mesh(4, config).await?;
+    let bad = RecordKey::new(&"/cpns/test/bad");
+    let good = RecordKey::new(&"/cpns/test/good");
+    // The writer's own store is not filtered (it is its own record); every remote put is.
+    let _ = nodes[0]
+        .client
+        .put_record(Record::new(bad.clone(), b"bad value".to_vec()), Quorum::One)
+        .await;
+    nodes[0]
+        .client
+        .put_record(
+            Record::new(good.clone(), b"good value".to_vec()),
+            Quorum::N(3.try_into()?),
+        )
+        .await?;
+    let mut rejected = 0;
+    for node in &nodes[1..] {
+        assert!(node.client.local_record(bad.clone()).await?.is_none());
+        assert!(node.client.local_record(good.clone()).await?.is_some());
+        rejected += node
+            .client
+            .stats()
+            .rejected_records()
+            .get("test_bad")
+            .copied()
+            .unwrap_or(0);
+        // Reading it back: the writer's copy is refused on read too, so nobody finds it.
+        match node.client.get_record(bad.clone(), false).await {
+            Err(cpns_overlay::Error::NotFound) => {}
+            other => bail!("refused record was found: {other:?}"),
+        }
+    }
+    assert!(
+        rejected >= 3,
+        "each remote node should have refused the put, got {rejected}"
+    );
+    shutdown(nodes).await;
+    Ok(())
+}
+
+/// Opens a raw `/cpns/1.0.0` stream to `peer`, writes `bytes`, and returns what came back
+/// before the other side closed (nothing, for a refused frame).
+async fn raw_exchange(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    bytes: &[u8],
+) -> Result<Vec<u8>> {
+    let mut stream = control
+        .open_stream(peer, CPNS_PROTOCOL)
+        .await
+        .map_err(|e| anyhow::anyhow!("open stream: {e}"))?;
+    // The write may fail half-way when the receiver refuses early: that is the point.
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.close().await;
+    let mut back = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut back)).await?;
+    Ok(back)
+}
+
+/// Garbage, truncated, oversized and wrong-version frames on `/cpns/1.0.0` are refused and
+/// counted; the node does not panic and keeps answering proper requests.
+#[tokio::test]
+async fn hostile_frames_are_refused_and_the_node_keeps_serving() -> Result<()> {
+    init_tracing();
+    let attacker = TestNode::spawn(open_config(), 31).await?;
+    let mut victim = TestNode::spawn(open_config(), 32).await?;
+    let victim_peer = victim.client.local_peer_id();
+    attacker.client.dial(victim.dial_addr().await?).await?;
+    let mut control = attacker.client.stream_control();
+
+    let mut garbage = 40u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0, 1]);
+    garbage.extend((0..38u8).map(|i| i.wrapping_mul(37).wrapping_add(200)));
+    let mut truncated = 1000u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&[0, 1, 5, 5, 5]);
+    let mut oversized = (64u32 * 1024 * 1024).to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[0u8; 4096]);
+    let mut wrong_version = 4u32.to_be_bytes().to_vec();
+    wrong_version.extend_from_slice(&[0x7F, 0x7F, 0, 0]);
+
+    for (name, frame) in [
+        ("garbage", &garbage),
+        ("truncated", &truncated),
+        ("oversized", &oversized),
+        ("wrong version", &wrong_version),
+    ] {
+        let back = raw_exchange(&mut control, victim_peer, frame).await?;
+        assert!(back.is_empty(), "{name} frame got an answer: {back:?}");
+    }
+
+    // The victim still serves a proper request.
+    let victim_client = victim.client.clone();
+    let server = tokio::spawn(async move {
+        while let Some(ev) = victim.events.recv().await {
+            if let Event::InboundRequest {
+                message, channel, ..
+            } = ev
+            {
+                let Message::Pn(PnMessage::Ping { nonce }) = message else {
+                    continue;
+                };
+                victim_client
+                    .respond(channel, Message::Pn(PnMessage::Pong { nonce }))
+                    .await?;
+                return Ok::<_, anyhow::Error>(victim);
+            }
+        }
+        bail!("event stream ended")
+    });
+    let answer = attacker
+        .client
+        .request(
+            victim_peer,
+            Protocol::Cpns,
+            Message::Pn(PnMessage::Ping { nonce: 5 }),
+        )
+        .await?;
+    assert_eq!(answer, Message::Pn(PnMessage::Pong { nonce: 5 }));
+    let victim = timeout(WAIT, server).await???;
+
+    let rejected = victim.client.stats().rejected_messages();
+    let total: u64 = rejected.values().sum();
+    assert!(
+        total >= 4,
+        "expected 4 rejected frames, counted {rejected:?}"
+    );
+    assert!(rejected.contains_key("oversize"), "{rejected:?}");
+    assert!(rejected.contains_key("unknown_version"), "{rejected:?}");
+    attacker.shutdown().await;
+    victim.shutdown().await;
+    Ok(())
+}

@@ -3,9 +3,9 @@
 
 mod util;
 
-mod overlay;
 mod auth;
+mod cli;
 mod directory;
+mod overlay;
 mod pn_establishment;
 mod typical_flow;
-mod cli;

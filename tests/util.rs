@@ -25,7 +25,15 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "cpns-node", "-p", "cpns-auth", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "cpns-node",
+                "-p",
+                "cpns-auth",
+                "--bins",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -40,10 +48,7 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     }
     // The test executable is target/<profile>/deps/tests-<hash>; binaries are in target/<profile>.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path

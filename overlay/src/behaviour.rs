@@ -1,6 +1,7 @@
 //! The libp2p network behaviour of a CPNS node and how it is built.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::NetworkBehaviour;
@@ -11,6 +12,7 @@ use libp2p::{
 
 use crate::codec::CpnsCodec;
 use crate::config::{Config, KadMode};
+use crate::stats::Stats;
 
 /// Kademlia runs on its own protocol name, so that the CPNS DHT never mixes with the public
 /// IPFS DHT even when the same machines run both.
@@ -45,7 +47,11 @@ pub(crate) fn to_kad_mode(mode: KadMode) -> kad::Mode {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &identity::Keypair, config: &Config) -> Result<Self, String> {
+    pub(crate) fn new(
+        key: &identity::Keypair,
+        config: &Config,
+        stats: &Arc<Stats>,
+    ) -> Result<Self, String> {
         let local = key.public().to_peer_id();
 
         let limits = connection_limits::Behaviour::new(
@@ -86,12 +92,12 @@ impl Behaviour {
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(256);
         let cpns = request_response::Behaviour::with_codec(
-            CpnsCodec::new(config.max_frame),
+            CpnsCodec::new(config.max_frame).with_stats(stats.clone()),
             [(CPNS_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_cfg.clone(),
         );
         let auth = request_response::Behaviour::with_codec(
-            CpnsCodec::new(config.max_frame),
+            CpnsCodec::new(config.max_frame).with_stats(stats.clone()),
             [(AUTH_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_cfg,
         );

@@ -327,7 +327,8 @@ impl Client {
         self.call(|reply| Command::LocalRecord { key, reply }).await
     }
 
-    /// Removes a record from this node's own store (other replicas expire by TTL).
+    /// Removes a record from this node's own store, whoever published it; if we published it,
+    /// it is no longer republished (other replicas expire by TTL).
     pub async fn remove_record(&self, key: RecordKey) -> Result<(), Error> {
         self.tell(Command::RemoveRecord { key }).await
     }

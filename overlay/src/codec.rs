@@ -7,6 +7,7 @@
 //! and the body.
 
 use std::io;
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::protocol::{Envelope, WIRE_VERSION};
+use crate::stats::Stats;
 
 /// Default maximum size of a decoded frame or value: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
@@ -162,9 +164,13 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io:
 
 /// The request-response codec for `/cpns/1.0.0` and `/cpns/auth/1.0.0`: one envelope per
 /// direction, each a frame, size-limited.
+///
+/// Inbound frames that cannot be read are counted in [`Stats`] by reason here, because
+/// request-response drops such streams without telling the behaviour.
 #[derive(Clone, Debug)]
 pub struct CpnsCodec {
     max_frame: usize,
+    stats: Option<Arc<Stats>>,
 }
 
 impl CpnsCodec {
@@ -172,12 +178,26 @@ impl CpnsCodec {
     pub fn new(max_frame: usize) -> Self {
         Self {
             max_frame: max_frame.min(HARD_LIMIT),
+            stats: None,
         }
     }
 
+    /// Counts refused inbound frames in `stats`.
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
     async fn read<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Envelope> {
-        let frame = read_frame(io, self.max_frame).await?;
-        Ok(decode_envelope(&frame, self.max_frame)?)
+        let result = async {
+            let frame = read_frame(io, self.max_frame).await?;
+            Ok(decode_envelope(&frame, self.max_frame)?)
+        }
+        .await;
+        if let (Err(e), Some(stats)) = (&result, &self.stats) {
+            stats.reject_message(io_error_reason(e));
+        }
+        result
     }
 
     async fn write<T: AsyncWrite + Unpin + Send>(

@@ -235,7 +235,8 @@ impl EventLoop {
                 let _ = reply.send(Ok(rec));
             }
             Command::RemoveRecord { key } => {
-                self.swarm.behaviour_mut().kad.remove_record(&key);
+                // Not kad's remove_record, which keeps records that others published.
+                self.swarm.behaviour_mut().kad.store_mut().remove(&key);
             }
             Command::StartProviding { key, reply } => {
                 if self.full(self.pending_queries.len()) {

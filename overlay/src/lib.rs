@@ -80,6 +80,8 @@ pub async fn new(
     let key = identity.to_libp2p_keypair();
     let local = key.public().to_peer_id();
     let behaviour_config = config.clone();
+    let stats = Arc::new(Stats::default());
+    let behaviour_stats = stats.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -89,7 +91,7 @@ pub async fn new(
         )
         .map_err(|e| Error::Build(e.to_string()))?
         .with_behaviour(|key| {
-            behaviour::Behaviour::new(key, &behaviour_config)
+            behaviour::Behaviour::new(key, &behaviour_config, &behaviour_stats)
                 .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
         })
         .map_err(|e| Error::Build(e.to_string()))?
@@ -130,7 +132,6 @@ pub async fn new(
 
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
-    let stats = Arc::new(Stats::default());
     let stream = swarm.behaviour().stream.new_control();
     let client = Client {
         commands: cmd_tx,
