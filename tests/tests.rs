@@ -5,6 +5,7 @@ mod util;
 
 mod auth;
 mod cli;
+mod node;
 mod directory;
 mod overlay;
 mod pn_establishment;

@@ -10,6 +10,7 @@ use crate::protocol::Message;
 /// [`crate::ErrorCode::Busy`] instead of being dropped silently.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // moved once per event; boxing would only add noise
 pub enum Event {
     /// A CPNS request from a peer (after the codec's size check and, on `/cpns/1.0.0`, the
     /// admission check). Answer it with [`crate::Client::respond`].

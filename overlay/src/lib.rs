@@ -92,7 +92,7 @@ pub async fn new(
         .map_err(|e| Error::Build(e.to_string()))?
         .with_behaviour(|key| {
             behaviour::Behaviour::new(key, &behaviour_config, &behaviour_stats)
-                .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| Error::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))

@@ -28,6 +28,7 @@ pub enum InvokeDecision {
 
 /// Delivery control messages.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // a message is encoded or decoded once
 pub enum DeliveryMessage {
     /// G.1 step 5 and 6: invoke a service, sharing the consumer's capabilities.
     Invoke {

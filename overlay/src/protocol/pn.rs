@@ -9,6 +9,7 @@ use super::{Capabilities, NodeMode, PnId, Status};
 
 /// Messages between nodes about the PN itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // a message is encoded or decoded once
 pub enum PnMessage {
     /// B.1 steps 1-2: Entity Registration and Discovery, sent both ways (the answer to step 1
     /// is step 2). Carries the sender's mode and credential; a peer without a valid,

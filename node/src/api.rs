@@ -1,0 +1,190 @@
+//! The local HTTP API: JSON under versioned paths (`/v1/…`), bound to 127.0.0.1 only, every
+//! request authenticated with the bearer token the node writes, with the API's address, into
+//! `DATA_DIR/api.json` (mode 0600). The `cpns` CLI is a thin client of it. docs/API.md lists
+//! every endpoint with an example.
+
+mod node;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use subtle_eq::constant_time_eq;
+
+use crate::Handle;
+use crate::error::{OpError, StartError};
+use crate::shared::Shared;
+use crate::views::{ErrorBody, ErrorDetail};
+
+/// File in the data dir that tells clients where the API is and its token.
+pub const API_FILE: &str = "api.json";
+
+/// The content of [`API_FILE`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiFile {
+    /// `127.0.0.1:PORT`.
+    pub addr: SocketAddr,
+    /// The bearer token.
+    pub token: String,
+    /// The node's PeerId.
+    pub peer_id: String,
+    /// The daemon's process id.
+    pub pid: u32,
+}
+
+impl ApiFile {
+    /// Reads the API file of a data dir.
+    pub fn read(data_dir: &Path) -> std::io::Result<ApiFile> {
+        let text = std::fs::read_to_string(data_dir.join(API_FILE))?;
+        serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub(crate) handle: Handle,
+    pub(crate) token: Arc<String>,
+}
+
+/// An error answer: status code plus the JSON body.
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String, pub(crate) String);
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        let status = match e {
+            OpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            OpError::NotFound(_) => StatusCode::NOT_FOUND,
+            OpError::Conflict(_) => StatusCode::CONFLICT,
+            OpError::Refused(_) => StatusCode::FORBIDDEN,
+            OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.code().into(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.1,
+                message: self.2,
+            },
+        };
+        (self.0, axum::Json(body)).into_response()
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<axum::Json<T>, ApiError>;
+
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !ok {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized".into(),
+            format!("missing or wrong bearer token (see {API_FILE} in the node's data dir)"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "not_found".into(),
+        "no such endpoint".into(),
+    )
+}
+
+/// Binds the API on 127.0.0.1, writes the API file, and returns the address and the server
+/// task (which stops when the node's token is cancelled).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ),
+    StartError,
+> {
+    let listener =
+        tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, shared.config.api_port))
+            .await
+            .map_err(|e| {
+                StartError::Api(format!("bind 127.0.0.1:{}: {e}", shared.config.api_port))
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    write_api_file(
+        &shared.config.data_dir,
+        &ApiFile {
+            addr,
+            token: token.clone(),
+            peer_id: shared.peer_id.to_string(),
+            pid: std::process::id(),
+        },
+    )
+    .map_err(|e| StartError::Api(format!("writing {API_FILE}: {e}")))?;
+    let state = ApiState {
+        handle: Handle::new(shared.clone()),
+        token: Arc::new(token),
+    };
+    let app = Router::new()
+        .merge(node::routes())
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state);
+    let cancel = shared.cancel.clone();
+    let task = async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+    };
+    Ok((addr, task))
+}
+
+fn write_api_file(dir: &Path, file: &ApiFile) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{API_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(file)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(API_FILE))
+}
+
+/// Removes the API file on shutdown, so that clients say "not running" instead of timing out.
+pub(crate) fn remove_api_file(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(API_FILE));
+}
+
+/// Constant-time comparison for the token.
+mod subtle_eq {
+    pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}

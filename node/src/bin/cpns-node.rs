@@ -1,0 +1,158 @@
+//! `cpns-node`: the CPNS node daemon (PNE and/or PN gateway).
+//!
+//! Parses flags, loads the config in layers (defaults, `--config` file, `CPNS_*` environment,
+//! flags), starts the node, and waits for SIGINT or SIGTERM to shut it down cleanly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cpns_node::{Config, ModeSetting, Node};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cpns-node",
+    version,
+    about = "CPNS node daemon: a PNE and/or PN gateway"
+)]
+struct Args {
+    /// TOML config file (every key documented in node/deploy/cpns-node.toml).
+    #[arg(long, env = "CPNS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data dir (identity, enrolment, database, API token).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/7400.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Bootstrap peer with /p2p/PEERID (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// auto, pne or gateway.
+    #[arg(long)]
+    mode: Option<ModeSetting>,
+    /// LAN discovery with mDNS: on or off.
+    #[arg(long, value_parser = parse_on_off)]
+    mdns: Option<bool>,
+    /// Log filter (info, debug, cpns_node=debug,...).
+    #[arg(long)]
+    log: Option<String>,
+    /// Port of the local API on 127.0.0.1 (0 = any).
+    #[arg(long)]
+    api_port: Option<u16>,
+    /// The device's name.
+    #[arg(long)]
+    device_name: Option<String>,
+    /// Validate the configuration and exit (0 if valid, 1 with the bad key named).
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CPNS_"))
+        .collect();
+    let mut config = Config::load(args.config.as_deref(), &env)?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if !args.bootstrap.is_empty() {
+        config.bootstrap = args.bootstrap.clone();
+    }
+    if let Some(m) = args.mode {
+        config.mode = m;
+    }
+    if let Some(m) = args.mdns {
+        config.mdns = m;
+    }
+    if let Some(l) = &args.log {
+        config.log = l.clone();
+    }
+    if let Some(p) = args.api_port {
+        config.api_port = p;
+    }
+    if let Some(n) = &args.device_name {
+        config.device_name = n.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let node = Node::start(config).await.context("starting the node")?;
+    for addr in node.dial_addrs().await {
+        println!("listening on {addr}");
+    }
+    println!("peer id {}", node.peer_id());
+    println!("api on {}", node.api_addr());
+    wait_for_signal().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cpns-node: invalid configuration: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log);
+    let result = match args.command.unwrap_or(Command::Run) {
+        Command::Run => run(config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cpns-node: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The commands of `cpns`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use super::client::{ApiClient, CliError};
+use super::table::{render, short};
+use crate::trace::{TraceEvent, mermaid};
+use crate::views::{PeerView, PingView, StatusView};
+
+/// `cpns`: control a running cpns-node.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cpns",
+    version,
+    about = "Control a running CPNS node (PNE / PN gateway)"
+)]
+pub struct Cli {
+    /// The node's data dir (where it wrote api.json).
+    #[arg(long, global = true, env = "CPNS_DATA_DIR", default_value_os_t = crate::config::default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// This node: PeerId, mode, PN, gateway, members and their status, auth server.
+    Status,
+    /// Connected peers.
+    Peers,
+    /// Round-trip time of a CPNS request to a peer, and whether the path is direct.
+    Ping {
+        /// The peer's PeerId.
+        peer: String,
+    },
+    /// The protocol trace: every spec step this node took part in.
+    Trace {
+        /// Render as a Mermaid sequence diagram.
+        #[arg(long, conflicts_with = "json")]
+        mermaid: bool,
+        /// Only this flow (`B.1` or `G.1`).
+        #[arg(long)]
+        flow: Option<String>,
+    },
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match dispatch(&cli).await {
+        Ok(()) => super::EXIT_OK,
+        Err(e) => {
+            eprintln!("cpns: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli) -> Result<(), CliError> {
+    let api = ApiClient::from_data_dir(&cli.data_dir)?;
+    match &cli.command {
+        Command::Status => {
+            let s: StatusView = api.get("/v1/status").await?;
+            if cli.json {
+                return print_json(&s);
+            }
+            println!("peer id:   {}", s.peer_id);
+            println!("mode:      {} (setting: {})", s.mode, s.mode_setting);
+            println!("status:    {}", s.status);
+            println!(
+                "device:    {}{}",
+                s.device,
+                s.user
+                    .as_ref()
+                    .map(|u| format!(" (user {u})"))
+                    .unwrap_or_default()
+            );
+            println!("enrolled:  {}", if s.enrolled { "yes" } else { "no" });
+            println!("pn:        {}", s.pn_id.as_deref().unwrap_or("-"));
+            println!("gateway:   {}", s.gateway.as_deref().unwrap_or("-"));
+            if let Some(e) = s.epoch {
+                println!("key epoch: {e}");
+            }
+            if let Some(a) = &s.auth_server {
+                println!(
+                    "auth:      {} ({}{})",
+                    short(&a.peer_id),
+                    if a.connected {
+                        "reachable"
+                    } else {
+                        "not connected"
+                    },
+                    if a.authenticated {
+                        ", authenticated"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            println!(
+                "dht:       {} mode, {} peers in routing table, {} connected",
+                s.dht_mode, s.routing_table, s.connected_peers
+            );
+            for a in &s.listen_addrs {
+                println!("listen:    {a}");
+            }
+            if !s.members.is_empty() {
+                println!();
+                let rows = s
+                    .members
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.peer_id.clone(),
+                            m.mode.clone(),
+                            match &m.reason {
+                                Some(r) => format!("{} ({r})", m.status),
+                                None => m.status.clone(),
+                            },
+                            m.user.clone(),
+                            m.device.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print!(
+                    "{}",
+                    render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows)
+                );
+            }
+            Ok(())
+        }
+        Command::Peers => {
+            let peers: Vec<PeerView> = api.get("/v1/peers").await?;
+            if cli.json {
+                return print_json(&peers);
+            }
+            let rows = peers
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.peer_id.clone(),
+                        p.mode.clone().unwrap_or_else(|| "-".into()),
+                        if p.registered { "yes" } else { "no" }.into(),
+                        p.rtt_ms
+                            .map(|r| format!("{r:.2} ms"))
+                            .unwrap_or_else(|| "-".into()),
+                        p.address.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!(
+                "{}",
+                render(&["PEER", "MODE", "REGISTERED", "RTT", "ADDRESS"], &rows)
+            );
+            Ok(())
+        }
+        Command::Ping { peer } => {
+            let p: PingView = api
+                .post("/v1/ping", &serde_json::json!({ "peer": peer }))
+                .await?;
+            if cli.json {
+                return print_json(&p);
+            }
+            println!(
+                "pong from {} in {:.3} ms via {} ({})",
+                short(&p.peer_id),
+                p.rtt_ms,
+                p.address,
+                if p.direct { "direct" } else { "relayed" }
+            );
+            Ok(())
+        }
+        Command::Trace {
+            mermaid: as_mermaid,
+            flow,
+        } => {
+            let path = match flow {
+                Some(f) => format!("/v1/trace?flow={f}"),
+                None => "/v1/trace".into(),
+            };
+            let events: Vec<TraceEvent> = api.get(&path).await?;
+            if cli.json {
+                return print_json(&events);
+            }
+            if *as_mermaid {
+                print!("{}", mermaid(&events, &Default::default()));
+                return Ok(());
+            }
+            let rows = events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.time.clone(),
+                        format!("{} {}", e.flow, e.step),
+                        short(&e.from),
+                        short(&e.to),
+                        e.message.clone(),
+                        e.detail.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!(
+                "{}",
+                render(&["TIME", "STEP", "FROM", "TO", "MESSAGE", "DETAIL"], &rows)
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The node's configuration, built in layers: built-in defaults, then the TOML file
+//! (`--config F`), then `CPNS_*` environment variables, then command-line flags.
+//!
+//! Every key of the file can be overridden from the environment: the variable's name is
+//! `CPNS_` followed by the key's path in upper case joined by `_`, for example `CPNS_MODE`,
+//! `CPNS_API_PORT`, `CPNS_STATUS_HEARTBEAT_SECS`, `CPNS_CAPABILITIES_BATTERY_PERCENT`. Lists
+//! (`listen`, `bootstrap`) take comma-separated values. [`Config::validate`] names the bad key
+//! in its error, which is what `cpns-node --check-config` prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cpns_overlay::{GatewayPreference, Multiaddr};
+use serde::{Deserialize, Serialize};
+
+/// The mode the owner asks for (`--mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSetting {
+    /// Start as a PNE; become the gateway if the election (B.1 step 5) picks this device.
+    #[default]
+    Auto,
+    /// Always a PNE, never a gateway; a Kademlia client.
+    Pne,
+    /// Always a gateway (and a PNE too: B.2.2's combined entity); a Kademlia server.
+    Gateway,
+}
+
+impl FromStr for ModeSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "pne" => Ok(Self::Pne),
+            "gateway" => Ok(Self::Gateway),
+            other => Err(format!(
+                "unknown mode {other:?} (expected auto, pne or gateway)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ModeSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Pne => "pne",
+            Self::Gateway => "gateway",
+        })
+    }
+}
+
+/// Status Management settings (5.6.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// How often a PNE reports to its gateway, in seconds. Default: 5.
+    pub heartbeat_secs: u64,
+    /// After how many seconds of silence the gateway marks a PNE Offline. Default: 15.
+    pub offline_after_secs: u64,
+    /// Report to subscribers when the battery falls below this percentage. Default: 20.
+    pub battery_threshold: u8,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 5,
+            offline_after_secs: 15,
+            battery_threshold: 20,
+        }
+    }
+}
+
+/// Overrides of Device Capabilities (5.6.1), for devices that cannot report themselves and
+/// for tests. Unset keys are read from the machine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapabilitiesConfig {
+    /// Device type (`laptop`, `nas`, `phone`, `settop-box`...). Default: guessed.
+    pub device_type: Option<String>,
+    /// Screen as `WIDTHxHEIGHT`, or `none`.
+    pub screen: Option<String>,
+    /// Battery design capacity in mWh.
+    pub battery_capacity_mwh: Option<u32>,
+    /// Power source: `mains` or `battery`.
+    pub power: Option<String>,
+    /// Remaining battery in percent.
+    pub battery_percent: Option<u8>,
+    /// Whether the device reaches a WAN.
+    pub wan: Option<bool>,
+    /// Total memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Free memory in bytes.
+    pub free_memory_bytes: Option<u64>,
+    /// Number of CPUs.
+    pub cpu_cores: Option<u16>,
+    /// Chipsets, free text.
+    pub chipsets: Option<Vec<String>>,
+}
+
+/// Usage reporting preferences (5.6.3).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Service names or ids never to report ("IPTV viewing is not allowed to be reported").
+    pub never_report: Vec<String>,
+}
+
+/// The node's configuration file, with every key documented in `node/deploy/cpns-node.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the identity, enrolment, database and API token live. Default:
+    /// `$XDG_DATA_HOME/cpns` or `~/.local/share/cpns`.
+    pub data_dir: PathBuf,
+    /// The device's name for people. Default: the host name.
+    pub device_name: String,
+    /// Listen addresses. Default: `/ip4/0.0.0.0/tcp/0` (any free port on every interface).
+    pub listen: Vec<String>,
+    /// Bootstrap peers (`/ip4/…/tcp/…/p2p/PEERID`). Default: none.
+    pub bootstrap: Vec<String>,
+    /// `auto`, `pne` or `gateway`. Default: auto.
+    pub mode: ModeSetting,
+    /// The owner's gateway preference for the election: `auto`, `always`, `never`.
+    pub gateway_preference: String,
+    /// LAN discovery with mDNS. Default: true (turn it off on machines whose multicast must
+    /// not leave, and in tests).
+    pub mdns: bool,
+    /// Whether a LAN discovery starts pairing (B.1 steps 1-2) by itself. Default: true.
+    pub auto_pair: bool,
+    /// Log filter (`info`, `debug`, `cpns_node=debug,info`...). Default: info.
+    pub log: String,
+    /// Port of the local HTTP API on 127.0.0.1 (0: any free port; the address is written to
+    /// `DATA_DIR/api.json`). Default: 0.
+    pub api_port: u16,
+    /// Kademlia replication factor. Default: 20.
+    pub dht_replication: usize,
+    /// Most trace events kept. Default: 4096.
+    pub trace_capacity: usize,
+    /// Status management.
+    pub status: StatusConfig,
+    /// Capability overrides.
+    pub capabilities: CapabilitiesConfig,
+    /// Usage reporting preferences.
+    pub usage: UsageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            device_name: hostname(),
+            listen: vec!["/ip4/0.0.0.0/tcp/0".into()],
+            bootstrap: Vec::new(),
+            mode: ModeSetting::Auto,
+            gateway_preference: "auto".into(),
+            mdns: true,
+            auto_pair: true,
+            log: "info".into(),
+            api_port: 0,
+            dht_replication: 20,
+            trace_capacity: 4096,
+            status: StatusConfig::default(),
+            capabilities: CapabilitiesConfig::default(),
+            usage: UsageConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key).
+        message: String,
+    },
+    /// A key has an invalid value.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key, as in the file.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads the file (if any) over the defaults, then applies `CPNS_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut value =
+            toml::Value::try_from(Config::default()).map_err(|e| invalid("", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            // Parse into the typed struct first: that names unknown keys and wrong types.
+            let parsed: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            value = toml::Value::try_from(parsed).map_err(|e| invalid("", e.to_string()))?;
+        }
+        apply_env(&mut value, &mut Vec::new(), env)?;
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: PathBuf::from("<environment>"),
+                message: e.to_string(),
+            })?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.device_name.trim().is_empty() || self.device_name.len() > 256 {
+            return Err(invalid("device_name", "must be 1 to 256 bytes"));
+        }
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "at least one address is needed"));
+        }
+        for a in &self.listen {
+            Multiaddr::from_str(a).map_err(|e| invalid("listen", format!("{a:?}: {e}")))?;
+        }
+        for a in &self.bootstrap {
+            let addr =
+                Multiaddr::from_str(a).map_err(|e| invalid("bootstrap", format!("{a:?}: {e}")))?;
+            if cpns_overlay::peer_of(&addr).is_none() {
+                return Err(invalid("bootstrap", format!("{a:?} lacks /p2p/PEERID")));
+            }
+        }
+        GatewayPreference::from_str(&self.gateway_preference)
+            .map_err(|e| invalid("gateway_preference", e))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|e| invalid("log", e.to_string()))?;
+        if self.dht_replication == 0 || self.dht_replication > 64 {
+            return Err(invalid("dht_replication", "must be between 1 and 64"));
+        }
+        if self.trace_capacity == 0 || self.trace_capacity > 1_000_000 {
+            return Err(invalid("trace_capacity", "must be between 1 and 1000000"));
+        }
+        if self.status.heartbeat_secs == 0 {
+            return Err(invalid("status.heartbeat_secs", "must be at least 1"));
+        }
+        if self.status.offline_after_secs <= self.status.heartbeat_secs {
+            return Err(invalid(
+                "status.offline_after_secs",
+                "must be longer than status.heartbeat_secs",
+            ));
+        }
+        if self.status.battery_threshold > 100 {
+            return Err(invalid("status.battery_threshold", "must be a percentage"));
+        }
+        let caps = &self.capabilities;
+        if let Some(s) = &caps.screen
+            && s != "none"
+            && parse_screen(s).is_none()
+        {
+            return Err(invalid(
+                "capabilities.screen",
+                "expected WIDTHxHEIGHT or none",
+            ));
+        }
+        if let Some(p) = &caps.power
+            && p != "mains"
+            && p != "battery"
+        {
+            return Err(invalid("capabilities.power", "expected mains or battery"));
+        }
+        if caps.battery_percent.is_some_and(|b| b > 100) {
+            return Err(invalid(
+                "capabilities.battery_percent",
+                "must be a percentage",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The listen addresses, parsed (call [`Config::validate`] first).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    /// The bootstrap addresses, parsed.
+    pub fn bootstrap_addrs(&self) -> Vec<Multiaddr> {
+        self.bootstrap
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    /// The gateway preference, parsed.
+    pub fn gateway_preference(&self) -> GatewayPreference {
+        match self.mode {
+            ModeSetting::Pne => GatewayPreference::Never,
+            ModeSetting::Gateway => GatewayPreference::Always,
+            ModeSetting::Auto => self.gateway_preference.parse().unwrap_or_default(),
+        }
+    }
+}
+
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_screen(s: &str) -> Option<(u32, u32)> {
+    let (w, h) = s.split_once('x')?;
+    Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+}
+
+/// Applies `CPNS_<PATH>` variables over every key present in `value` (the defaults or the
+/// file), converting each to the key's type.
+fn apply_env(
+    value: &mut toml::Value,
+    path: &mut Vec<String>,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let toml::Value::Table(table) = value else {
+        return Ok(());
+    };
+    for (key, v) in table.iter_mut() {
+        path.push(key.clone());
+        if let toml::Value::Table(_) = v {
+            apply_env(v, path, env)?;
+        } else {
+            let var = format!("CPNS_{}", path.join("_").to_uppercase());
+            if let Some(raw) = env.get(&var) {
+                *v = convert(v, raw)
+                    .map_err(|m| invalid(&format!("{} (from {var})", path.join(".")), m))?;
+            }
+        }
+        path.pop();
+    }
+    // Optional keys are absent from the serialized defaults; accept their variables too.
+    for (section, keys) in OPTIONAL_KEYS {
+        if path.last().map(String::as_str) != Some(*section) {
+            continue;
+        }
+        for (key, kind) in *keys {
+            let mut full = path.clone();
+            full.push((*key).to_string());
+            let var = format!("CPNS_{}", full.join("_").to_uppercase());
+            if let Some(raw) = env.get(&var) {
+                let template = match kind {
+                    Kind::Str => toml::Value::String(String::new()),
+                    Kind::Int => toml::Value::Integer(0),
+                    Kind::Bool => toml::Value::Boolean(false),
+                    Kind::List => toml::Value::Array(Vec::new()),
+                };
+                let v = convert(&template, raw).map_err(|m| invalid(&full.join("."), m))?;
+                table.insert((*key).to_string(), v);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Keys that are `Option` (absent from the defaults), by section.
+const OPTIONAL_KEYS: &[(&str, &[(&str, Kind)])] = &[(
+    "capabilities",
+    &[
+        ("device_type", Kind::Str),
+        ("screen", Kind::Str),
+        ("battery_capacity_mwh", Kind::Int),
+        ("power", Kind::Str),
+        ("battery_percent", Kind::Int),
+        ("wan", Kind::Bool),
+        ("memory_bytes", Kind::Int),
+        ("free_memory_bytes", Kind::Int),
+        ("cpu_cores", Kind::Int),
+        ("chipsets", Kind::List),
+    ],
+)];
+
+fn convert(template: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match template {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|e| format!("{raw:?} is not an integer: {e}"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "on" | "yes" => true,
+            "0" | "false" | "off" | "no" => false,
+            other => return Err(format!("{other:?} is not a boolean (true/false/on/off)")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        other => {
+            return Err(format!(
+                "cannot set a {} from the environment",
+                other.type_str()
+            ));
+        }
+    })
+}
+
+/// `$XDG_DATA_HOME/cpns`, else `$HOME/.local/share/cpns`, else `./cpns-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("cpns");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/share/cpns");
+    }
+    PathBuf::from("cpns-data")
+}
+
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|| "cpns-device".into())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_file_and_nested_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "mode = \"pne\"\napi_port = 9000\n[status]\nheartbeat_secs = 2\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            &env(&[
+                ("CPNS_MODE", "gateway"),
+                ("CPNS_STATUS_OFFLINE_AFTER_SECS", "30"),
+                ("CPNS_LISTEN", "/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/tcp/1"),
+                ("CPNS_CAPABILITIES_BATTERY_PERCENT", "55"),
+                ("CPNS_MDNS", "off"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mode, ModeSetting::Gateway);
+        assert_eq!(c.api_port, 9000);
+        assert_eq!(c.status.heartbeat_secs, 2);
+        assert_eq!(c.status.offline_after_secs, 30);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.capabilities.battery_percent, Some(55));
+        assert!(!c.mdns);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "moed = \"pne\"\n").unwrap();
+        let e = Config::load(Some(&f), &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("moed"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = Config::default();
+        c.bootstrap = vec!["/ip4/127.0.0.1/tcp/1".into()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`bootstrap`")
+        );
+        let mut c = Config::default();
+        c.status.offline_after_secs = 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("status.offline_after_secs")
+        );
+        let e = Config::load(None, &env(&[("CPNS_API_PORT", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_port"), "{e}");
+    }
+}
