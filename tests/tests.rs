@@ -5,8 +5,8 @@ mod util;
 
 mod auth;
 mod cli;
-mod node;
 mod directory;
+mod node;
 mod overlay;
 mod pn_establishment;
 mod typical_flow;

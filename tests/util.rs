@@ -53,3 +53,138 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// A lab: one real `cpns-auth` in-process (its own data dir), and nodes enrolled with it.
+pub struct Lab {
+    server: cpns_auth::ServerHandle,
+    dir: tempfile::TempDir,
+}
+
+/// A node of a [`Lab`], with its own data dir.
+pub struct LabNode {
+    node: cpns_node::Node,
+    _dir: tempfile::TempDir,
+}
+
+impl LabNode {
+    /// The in-process handle (the same operations as the HTTP API).
+    pub fn handle(&self) -> cpns_node::Handle {
+        self.node.handle()
+    }
+    /// The PeerId.
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.node.peer_id()
+    }
+    /// An address with /p2p/ to pair with.
+    pub async fn dial_addr(&self) -> anyhow::Result<libp2p::Multiaddr> {
+        self.node
+            .dial_addrs()
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("node has no address"))
+    }
+    /// The node's data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+    /// Stops the node.
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+}
+
+impl Lab {
+    /// Starts the server on 127.0.0.1 with a fresh data dir.
+    pub async fn start() -> anyhow::Result<Lab> {
+        let dir = tempfile::tempdir()?;
+        let server =
+            cpns_auth::Server::start(cpns_auth::Config::with_data_dir(dir.path().join("auth")))
+                .await?;
+        Ok(Lab { server, dir })
+    }
+
+    /// The admin API of the server.
+    pub fn admin(&self) -> cpns_auth::Admin {
+        self.server.admin()
+    }
+
+    /// The server's PeerId.
+    pub fn server_peer(&self) -> libp2p::PeerId {
+        self.server.peer_id()
+    }
+
+    /// Creates a user.
+    pub async fn user(&self, name: &str) -> anyhow::Result<()> {
+        self.admin().create_user(name).await?;
+        Ok(())
+    }
+
+    /// A one-time code for `user` allowing both modes.
+    pub async fn code(&self, user: &str) -> anyhow::Result<String> {
+        Ok(self
+            .admin()
+            .create_code(
+                user,
+                cpns_keys::Modes::ALL,
+                Duration::from_secs(3600),
+                false,
+            )
+            .await?)
+    }
+
+    /// A node config on loopback, mDNS off, fast heartbeats.
+    pub fn config(
+        dir: &std::path::Path,
+        device: &str,
+        mode: cpns_node::ModeSetting,
+    ) -> cpns_node::Config {
+        let mut c = cpns_node::Config {
+            data_dir: dir.to_owned(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            mdns: false,
+            auto_pair: false,
+            device_name: device.into(),
+            mode,
+            ..cpns_node::Config::default()
+        };
+        c.status.heartbeat_secs = 1;
+        c.status.offline_after_secs = 3;
+        c
+    }
+
+    /// Starts an auto-mode node for `user` and enrols it.
+    pub async fn node(&self, user: &str, device: &str) -> anyhow::Result<LabNode> {
+        self.node_with(user, device, cpns_node::ModeSetting::Auto)
+            .await
+    }
+
+    /// Starts a gateway-mode node for `user`, enrols it; it sets its PN up by itself.
+    pub async fn gateway_node(&self, user: &str, device: &str) -> anyhow::Result<LabNode> {
+        self.node_with(user, device, cpns_node::ModeSetting::Gateway)
+            .await
+    }
+
+    /// Starts a node with a mode setting and enrols it.
+    pub async fn node_with(
+        &self,
+        user: &str,
+        device: &str,
+        mode: cpns_node::ModeSetting,
+    ) -> anyhow::Result<LabNode> {
+        let dir = tempfile::tempdir()?;
+        let node = cpns_node::Node::start(Self::config(dir.path(), device, mode)).await?;
+        let code = self.code(user).await?;
+        node.handle().up(&code).await?;
+        Ok(LabNode { node, _dir: dir })
+    }
+
+    /// Stops the nodes, then the server.
+    pub async fn shutdown(self, nodes: Vec<LabNode>) {
+        for n in nodes {
+            n.shutdown().await;
+        }
+        self.server.shutdown().await;
+        drop(self.dir);
+    }
+}

@@ -26,6 +26,9 @@ pub enum StartError {
     /// The overlay could not start (a listen address in use?).
     #[error(transparent)]
     Overlay(#[from] cpns_overlay::Error),
+    /// The stored enrolment could not be read.
+    #[error("cannot read the enrolment: {0}")]
+    Enrolment(String),
     /// The local API could not start.
     #[error("cannot start the local API: {0}")]
     Api(String),

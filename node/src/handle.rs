@@ -2,15 +2,21 @@
 //! API. Each method is one API endpoint.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use cpns_overlay::{KadMode, Message, PnMessage, Protocol};
+use cpns_keys::GroupSealed;
+use cpns_overlay::{
+    AuthMessage, Invitee, KadMode, Message, Multiaddr, PnMessage, Protocol, Status, StatusPolicy,
+};
 use libp2p::PeerId;
 
+use crate::auth_link::{self, pn_group};
 use crate::error::OpError;
+use crate::pn::{gateway, member, pairing};
 use crate::shared::Shared;
+use crate::status::{self, Notification};
 use crate::trace::TraceEvent;
-use crate::views::{PeerView, PingView, StatusView};
+use crate::views::{AuthServerView, MemberView, PeerView, PingView, StatusView};
 
 /// A cheap, cloneable handle to a running node.
 #[derive(Clone)]
@@ -33,29 +39,61 @@ impl Handle {
         let s = &self.shared;
         let listen_addrs = s.client.listen_addrs().await?;
         let routing_table = s.client.routing_table_size().await?;
-        let connected_peers = s.client.peers().await?.len();
+        let peers = s.client.peers().await?;
         let dht_mode = match s.client.kad_mode().await? {
             KadMode::Server => "server",
             KadMode::Client => "client",
         };
-        let mode = s.state().mode;
+        let enrolment = s.enrolment().ok();
+        let auth_server = enrolment.as_ref().map(|e| AuthServerView {
+            peer_id: e.server.to_string(),
+            addrs: e.server_addrs.iter().map(|a| a.to_string()).collect(),
+            connected: peers.iter().any(|p| p.peer_id == e.server),
+            authenticated: auth_link::has_session(s),
+        });
+        let state = s.state();
+        let (pn_id, gateway, epoch, members) = match &state.pn {
+            Some(pn) => (
+                Some(pn.membership.pn_id.clone()),
+                Some(pn.membership.gateway.to_string()),
+                Some(pn.membership.epoch),
+                pn.members
+                    .values()
+                    .map(|m| MemberView {
+                        peer_id: m.peer_id.to_string(),
+                        mode: m.mode.to_string(),
+                        status: m.status.as_str().into(),
+                        reason: match &m.status {
+                            Status::Busy { reason } => Some(reason.clone()),
+                            _ => None,
+                        },
+                        user: m.user.clone(),
+                        device: m.device.clone(),
+                    })
+                    .collect(),
+            ),
+            None => (None, None, None, Vec::new()),
+        };
         Ok(StatusView {
             peer_id: s.peer_id.to_string(),
             listen_addrs: listen_addrs.iter().map(|a| a.to_string()).collect(),
-            mode: mode.to_string(),
+            mode: state.mode.to_string(),
             mode_setting: s.config.mode.to_string(),
-            pn_id: None,
-            gateway: None,
-            members: Vec::new(),
-            enrolled: false,
-            user: None,
-            device: s.config.device_name.clone(),
-            status: "online".into(),
-            epoch: None,
-            auth_server: None,
+            pn_id,
+            gateway,
+            members,
+            enrolled: enrolment.is_some(),
+            user: enrolment.as_ref().map(|e| e.credential.body.user.clone()),
+            device: enrolment
+                .as_ref()
+                .map(|e| e.credential.body.device.clone())
+                .unwrap_or_else(|| s.config.device_name.clone()),
+            status: state.status.to_string(),
+            epoch,
+            auth_server,
             dht_mode: dht_mode.into(),
             routing_table,
-            connected_peers,
+            connected_peers: peers.len(),
             uptime_secs: s.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
         })
@@ -70,7 +108,7 @@ impl Handle {
             .await?
             .into_iter()
             .map(|p| {
-                let entry = s.state().peers.get(&p.peer_id).cloned();
+                let entry = s.peer_entry(&p.peer_id);
                 PeerView {
                     peer_id: p.peer_id.to_string(),
                     address: p.address.to_string(),
@@ -110,7 +148,7 @@ impl Handle {
             .into_iter()
             .find(|p| p.peer_id == peer)
             .map(|p| p.address)
-            .unwrap_or_else(libp2p::Multiaddr::empty);
+            .unwrap_or_else(Multiaddr::empty);
         let direct = !address
             .iter()
             .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit));
@@ -125,5 +163,242 @@ impl Handle {
     /// The trace (`cpns trace`).
     pub fn trace(&self) -> Vec<TraceEvent> {
         self.shared.trace.events()
+    }
+
+    /// Short labels for the trace's participants (this node, its gateway, `cpns-auth`).
+    pub fn trace_labels(&self) -> std::collections::BTreeMap<String, String> {
+        let s = &self.shared;
+        let mut labels = std::collections::BTreeMap::new();
+        if let Ok(e) = s.enrolment() {
+            labels.insert(e.server.to_string(), "cpns-auth".to_string());
+        }
+        let state = s.state();
+        let me_label = if state.mode.is_gateway() {
+            "this node (gateway)"
+        } else {
+            "this node (PNE)"
+        };
+        if let Some(pn) = &state.pn
+            && pn.membership.gateway != s.peer_id
+        {
+            labels.insert(pn.membership.gateway.to_string(), "gateway".to_string());
+        }
+        for (peer, entry) in &state.peers {
+            labels
+                .entry(peer.to_string())
+                .or_insert_with(|| format!("{} ({})", entry.device, entry.mode));
+        }
+        labels.insert(s.peer_id.to_string(), me_label.to_string());
+        labels
+    }
+
+    /// Enrols this node with a code from `cpns-auth enrol create` (`cpns up --code`), stores
+    /// the credential and EUKey in the data dir, and, for a gateway, sets its PN up.
+    pub async fn up(&self, code: &str) -> Result<StatusView, OpError> {
+        let s = &self.shared;
+        let enrolment =
+            crate::enrolment::enrol(&s.client, &s.identity, code, &s.config.device_name)
+                .await
+                .map_err(|e| OpError::Refused(format!("enrolment failed: {e}")))?;
+        enrolment
+            .save(&s.config.data_dir)
+            .map_err(|e| OpError::Internal(format!("saving the enrolment: {e}")))?;
+        s.set_enrolment(enrolment);
+        if s.config.mode == crate::config::ModeSetting::Gateway && s.state().pn.is_none() {
+            gateway::take_gateway_role(s).await;
+            gateway::establish(s).await?;
+        }
+        self.status().await
+    }
+
+    /// Leaves the PN (G.1 step 9: the gateway de-registers this node) (`cpns down`).
+    pub async fn down(&self) -> Result<(), OpError> {
+        member::leave(&self.shared).await
+    }
+
+    /// Pairs with a device (B.1 steps 1-7, then 18-26 or 8-17) (`cpns pair ADDR`).
+    pub async fn pair(&self, addr: Multiaddr) -> Result<pairing::PairOutcome, OpError> {
+        pairing::pair(&self.shared, addr).await
+    }
+
+    /// Waits until this node is in a PN; returns its id, or `None` after `limit`.
+    pub async fn wait_for_pn(&self, limit: Duration) -> Option<String> {
+        gateway::wait_ready(&self.shared, limit).await
+    }
+
+    /// Waits until `check` holds on the status view, re-checking on every PN change, for at
+    /// most `limit`. Returns the last status seen.
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        check: impl Fn(&StatusView) -> bool,
+    ) -> Result<StatusView, OpError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changes = self.shared.pn_changed.subscribe();
+        loop {
+            let s = self.status().await?;
+            if check(&s) {
+                return Ok(s);
+            }
+            let wait = tokio::time::timeout_at(deadline, changes.changed());
+            // Also re-check every 200 ms: some facts (connections) change without a PN event.
+            match tokio::time::timeout(Duration::from_millis(200), wait).await {
+                Ok(Ok(Ok(()))) | Err(_) => {}
+                Ok(Ok(Err(_))) => return Ok(s),
+                Ok(Err(_)) => return Ok(self.status().await?),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(self.status().await?);
+            }
+        }
+    }
+
+    /// Sets this node's own status (`cpns status set online|busy|offline`); reported to the
+    /// gateway and to subscribers at once.
+    pub async fn set_status(&self, status: Status) -> Result<(), OpError> {
+        status::set_own(&self.shared, status).await
+    }
+
+    /// Asks for a peer's status (`cpns status of PEER`).
+    pub async fn status_of(&self, peer: PeerId) -> Result<(Status, Option<u8>, PeerId), OpError> {
+        status::query(&self.shared, peer).await
+    }
+
+    /// Subscribes to a peer's status (`cpns status watch PEER`); notifications arrive in
+    /// [`Handle::notifications`]. Returns where the subscription was made.
+    pub async fn subscribe_status(
+        &self,
+        peer: PeerId,
+        policy: StatusPolicy,
+    ) -> Result<PeerId, OpError> {
+        status::subscribe(&self.shared, peer, policy).await
+    }
+
+    /// Status notifications received, oldest first.
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.shared.status.received()
+    }
+
+    /// A stream of status notifications as they arrive.
+    pub fn watch_notifications(&self) -> tokio::sync::broadcast::Receiver<Notification> {
+        self.shared.status.watch()
+    }
+
+    /// Seals bytes under the current PN key (for members: what another member can open).
+    pub fn pn_seal(&self, plaintext: &[u8]) -> Result<GroupSealed, OpError> {
+        use cpns_directory::KeyRing as _;
+        let pn_id = self
+            .shared
+            .pn_id()
+            .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
+        let key = self
+            .shared
+            .keyring
+            .current(&pn_group(&pn_id))
+            .ok_or_else(|| OpError::Conflict("no PN key held".into()))?;
+        Ok(key.seal(&self.shared.peer_id, plaintext))
+    }
+
+    /// Opens bytes sealed under the PN key (of its epoch, if still held).
+    pub fn pn_open(&self, sealed: &GroupSealed) -> Result<Vec<u8>, OpError> {
+        use cpns_directory::KeyRing as _;
+        let key = self
+            .shared
+            .keyring
+            .by_epoch(&sealed.group, sealed.epoch)
+            .ok_or_else(|| {
+                OpError::Refused(format!("no key of {} epoch {}", sealed.group, sealed.epoch))
+            })?;
+        key.open(sealed)
+            .map_err(|e| OpError::Refused(e.to_string()))
+    }
+
+    /// The PN key epoch this node holds.
+    pub fn pn_epoch(&self) -> Option<u64> {
+        use cpns_directory::KeyRing as _;
+        let pn_id = self.shared.pn_id()?;
+        self.shared
+            .keyring
+            .current(&pn_group(&pn_id))
+            .map(|k| k.epoch())
+    }
+
+    /// A PN admin invites a user or an entity into the PN (`cpns pn invite`).
+    pub async fn pn_invite(&self, invitee: Invitee) -> Result<(), OpError> {
+        let pn_id = self
+            .shared
+            .pn_id()
+            .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
+        auth_link::request(&self.shared, AuthMessage::PnInvite { pn_id, invitee }).await?;
+        Ok(())
+    }
+
+    /// A PN admin expels a member (`cpns pn expel PEER`); the PN key moves to a new epoch.
+    pub async fn pn_expel(&self, member: PeerId) -> Result<u64, OpError> {
+        let s = &self.shared;
+        let pn_id = s
+            .pn_id()
+            .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
+        let answer = auth_link::request(
+            s,
+            AuthMessage::PnExpel {
+                pn_id: pn_id.clone(),
+                member,
+            },
+        )
+        .await?;
+        let AuthMessage::PnKeyResponse { epoch, grants, .. } = answer else {
+            return Err(OpError::Refused(format!(
+                "unexpected answer {}",
+                answer.name()
+            )));
+        };
+        if s.state().mode.is_gateway() {
+            gateway::remove_member(s, member, &pn_id, epoch, grants).await;
+        }
+        Ok(epoch)
+    }
+
+    /// The PN Inventory of this node's PN (from its gateway), or of a remote PN by id.
+    pub async fn pn_inventory(
+        &self,
+        pn_id: Option<String>,
+    ) -> Result<cpns_overlay::PnInventorySummary, OpError> {
+        let s = &self.shared;
+        let (mine, gateway) = {
+            let st = s.state();
+            (
+                st.pn.as_ref().map(|p| p.membership.pn_id.clone()),
+                st.pn.as_ref().map(|p| p.membership.gateway),
+            )
+        };
+        let wanted = pn_id
+            .or(mine.clone())
+            .ok_or_else(|| OpError::BadRequest("not in a PN: name one".into()))?;
+        if Some(&wanted) == mine.as_ref() {
+            if gateway == Some(s.peer_id) {
+                return s
+                    .inventory_summary()
+                    .ok_or_else(|| OpError::NotFound("no inventory".into()));
+            }
+            if let Some(gw) = gateway {
+                let answer = s
+                    .client
+                    .request(
+                        gw,
+                        Protocol::Cpns,
+                        Message::Pn(PnMessage::InventoryRequest {
+                            pn_id: wanted.clone(),
+                        }),
+                    )
+                    .await?;
+                if let Message::Pn(PnMessage::InventoryResponse(summary)) = answer {
+                    return Ok(summary);
+                }
+            }
+        }
+        Err(OpError::NotFound(format!(
+            "no inventory known for {wanted}"
+        )))
     }
 }

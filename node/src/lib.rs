@@ -22,14 +22,21 @@
 //! ```
 
 mod api;
+mod auth_link;
 mod caps;
 pub mod cli;
 pub mod config;
+pub mod enrolment;
 mod error;
 mod handle;
 mod handlers;
+mod keyring;
+mod lan;
+mod metrics;
 mod node;
+mod pn;
 mod shared;
+pub mod status;
 pub mod trace;
 pub mod views;
 
@@ -38,3 +45,4 @@ pub use config::{Config, ConfigError, ModeSetting};
 pub use error::{OpError, StartError};
 pub use handle::Handle;
 pub use node::{IDENTITY_FILE, Node};
+pub use pn::pairing::PairOutcome;

@@ -13,9 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::api;
-use crate::config::Config;
+use crate::config::{Config, ModeSetting};
+use crate::enrolment::Enrolment;
 use crate::error::StartError;
 use crate::handlers;
+use crate::keyring::KeyRing;
+use crate::pn;
 use crate::shared::Shared;
 
 /// Most inbound requests handled at once; further ones wait (the overlay's bounded event
@@ -65,13 +68,26 @@ impl Node {
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(cancel.clone()));
 
-        let shared = Arc::new(Shared::new(config, identity, client, db, cancel.clone()));
-        shared.init_state().await;
+        let keyring =
+            Arc::new(KeyRing::open(&db).map_err(|e| StartError::Database(e.to_string()))?);
+        let enrolment =
+            Enrolment::load(&config.data_dir).map_err(|e| StartError::Enrolment(e.to_string()))?;
+        let shared = Arc::new(Shared::new(
+            config,
+            identity,
+            client,
+            db,
+            keyring,
+            enrolment,
+            cancel.clone(),
+        ));
+        shared.restore_pn();
 
         let (api_addr, api_task) = api::serve(shared.clone()).await?;
         tasks.spawn(api_task);
         tasks.spawn(dispatch(shared.clone(), events));
         handlers::spawn_background(&shared, &mut tasks);
+        tasks.spawn(resume(shared.clone()));
 
         info!(
             peer = %shared.peer_id,
@@ -174,4 +190,31 @@ async fn dispatch(shared: Arc<Shared>, mut events: tokio::sync::mpsc::Receiver<E
     }
     running.abort_all();
     debug!("event dispatch stopped");
+}
+
+/// After a restart (or at first start of a configured gateway): a gateway sets its PN up with
+/// `cpns-auth` again (steps 8-17; the server updates the PN it already has), a PNE reconnects
+/// to its gateway. Failures are logged: the node keeps serving what it has (offline first).
+async fn resume(shared: Arc<Shared>) {
+    if !shared.is_enrolled() {
+        return;
+    }
+    let (gateway, in_pn) = {
+        let s = shared.state();
+        (s.pn.as_ref().map(|p| p.membership.gateway), s.pn.is_some())
+    };
+    let is_gateway =
+        gateway == Some(shared.peer_id) || (!in_pn && shared.config.mode == ModeSetting::Gateway);
+    if is_gateway {
+        pn::gateway::take_gateway_role(&shared).await;
+        if let Err(e) = pn::gateway::establish(&shared).await {
+            warn!(
+                "cannot set the PN up with cpns-auth now (serving existing members offline): {e}"
+            );
+        }
+    } else if in_pn {
+        if let Err(e) = pn::member::resume(&shared).await {
+            warn!("cannot reach the PN's gateway now: {e}");
+        }
+    }
 }

@@ -97,9 +97,12 @@ pub struct EntityRegistration {
     pub gateway: Option<PeerId>,
     /// Addresses where the sender listens.
     pub listen_addrs: Vec<Multiaddr>,
-    /// The version of the newest revocation list the sender holds, so that the peer with the
-    /// older list asks for the newer one.
+    /// The version of the newest revocation list the sender holds, so that the side with the
+    /// newer list shares it.
     pub revocation_version: u64,
+    /// Where the sender's gateway listens (when the sender is a PNE of a PN), so that a new
+    /// device pairing with any member can reach the PN's gateway.
+    pub gateway_addrs: Vec<Multiaddr>,
 }
 
 /// A PNE's connection setup request (B.1 step 18).
