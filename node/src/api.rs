@@ -4,6 +4,8 @@
 //! every endpoint with an example.
 
 mod node;
+mod pn;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -102,6 +104,13 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     next.run(req).await
 }
 
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.handle.metrics_text().await,
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
@@ -147,8 +156,12 @@ pub(crate) async fn serve(
     };
     let app = Router::new()
         .merge(node::routes())
+        .merge(pn::routes())
+        .merge(status::routes())
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Prometheus scrapes without the token; the API listens on loopback only.
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(state);
     let cancel = shared.cancel.clone();
     let task = async move {

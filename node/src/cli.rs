@@ -7,6 +7,8 @@
 
 mod client;
 mod commands;
+mod pn;
+mod status;
 mod table;
 
 pub use client::{ApiClient, CliError};

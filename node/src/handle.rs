@@ -78,7 +78,7 @@ impl Handle {
             peer_id: s.peer_id.to_string(),
             listen_addrs: listen_addrs.iter().map(|a| a.to_string()).collect(),
             mode: state.mode.to_string(),
-            mode_setting: s.config.mode.to_string(),
+            mode_setting: state.mode_setting.to_string(),
             pn_id,
             gateway,
             members,
@@ -186,7 +186,7 @@ impl Handle {
         for (peer, entry) in &state.peers {
             labels
                 .entry(peer.to_string())
-                .or_insert_with(|| format!("{} ({})", entry.device, entry.mode));
+                .or_insert_with(|| format!("{} of {} ({})", entry.device, entry.user, entry.mode));
         }
         labels.insert(s.peer_id.to_string(), me_label.to_string());
         labels
@@ -204,7 +204,8 @@ impl Handle {
             .save(&s.config.data_dir)
             .map_err(|e| OpError::Internal(format!("saving the enrolment: {e}")))?;
         s.set_enrolment(enrolment);
-        if s.config.mode == crate::config::ModeSetting::Gateway && s.state().pn.is_none() {
+        let wants_gateway = s.state().mode_setting == crate::config::ModeSetting::Gateway;
+        if wants_gateway && s.state().pn.is_none() {
             gateway::take_gateway_role(s).await;
             gateway::establish(s).await?;
         }
@@ -359,6 +360,11 @@ impl Handle {
         Ok(epoch)
     }
 
+    /// Releases this gateway's PN (`cpns pn release`).
+    pub async fn pn_release(&self) -> Result<String, OpError> {
+        gateway::release(&self.shared).await
+    }
+
     /// The PN Inventory of this node's PN (from its gateway), or of a remote PN by id.
     pub async fn pn_inventory(
         &self,
@@ -400,5 +406,60 @@ impl Handle {
         Err(OpError::NotFound(format!(
             "no inventory known for {wanted}"
         )))
+    }
+
+    /// The current mode and the mode setting (`cpns mode get`).
+    pub fn mode(&self) -> (String, String) {
+        let s = self.shared.state();
+        (s.mode.to_string(), s.mode_setting.to_string())
+    }
+
+    /// Changes the mode setting at run time (`cpns mode set pne|gateway|auto`, 5.6.9
+    /// "request to change its Mode"). Becoming a gateway sets a PN up with `cpns-auth`; a
+    /// gateway that runs a PN cannot become a plain PNE until the PN is released.
+    pub async fn set_mode(&self, setting: crate::config::ModeSetting) -> Result<(), OpError> {
+        use crate::config::ModeSetting;
+        let s = &self.shared;
+        let (mode, in_pn, gateway_of_pn) = {
+            let st = s.state();
+            (
+                st.mode,
+                st.pn.is_some(),
+                st.pn.as_ref().is_some_and(|p| p.membership.gateway == s.peer_id),
+            )
+        };
+        match setting {
+            ModeSetting::Gateway => {
+                if in_pn && !gateway_of_pn {
+                    return Err(OpError::Conflict("this node is a PNE of a PN: leave it (`cpns down`) before becoming a gateway".into()));
+                }
+                s.state().mode_setting = setting;
+                if !mode.is_gateway() {
+                    gateway::take_gateway_role(s).await;
+                }
+                if !in_pn && s.is_enrolled() {
+                    gateway::establish(s).await?;
+                }
+            }
+            ModeSetting::Pne => {
+                if gateway_of_pn {
+                    return Err(OpError::Conflict("this node is the gateway of its PN: it stays one while the PN runs".into()));
+                }
+                {
+                    let mut st = s.state();
+                    st.mode_setting = setting;
+                    st.mode = cpns_overlay::NodeMode::Pne;
+                }
+                let _ = s.client.set_kad_mode(if in_pn { KadMode::Client } else { KadMode::Server }).await;
+            }
+            ModeSetting::Auto => s.state().mode_setting = setting,
+        }
+        s.refresh_caps();
+        Ok(())
+    }
+
+    /// The node's metrics in Prometheus text format.
+    pub async fn metrics_text(&self) -> String {
+        crate::metrics::render(&self.shared).await
     }
 }

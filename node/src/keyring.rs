@@ -2,7 +2,7 @@
 //! epoch), kept durably in sled so that a restarted node — or one whose server is unreachable —
 //! still opens its PN's content (DESIGN: offline first).
 
-use cpns_directory::{KeyRing as _, MemoryKeyRing};
+use cpns_directory::MemoryKeyRing;
 use cpns_keys::{GroupId, GroupKey};
 use tracing::warn;
 
@@ -75,13 +75,14 @@ impl KeyRing {
 }
 
 impl cpns_directory::KeyRing for KeyRing {
+    // Delegates to the in-memory cache, which the durable tree mirrors.
     fn current(&self, group: &GroupId) -> Option<GroupKey> {
-        self.cache.current(group)
+        cpns_directory::KeyRing::current(&self.cache, group)
     }
     fn by_epoch(&self, group: &GroupId, epoch: u64) -> Option<GroupKey> {
-        self.cache.by_epoch(group, epoch)
+        cpns_directory::KeyRing::by_epoch(&self.cache, group, epoch)
     }
     fn groups(&self) -> Vec<GroupId> {
-        self.cache.groups()
+        cpns_directory::KeyRing::groups(&self.cache)
     }
 }

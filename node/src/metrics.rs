@@ -2,7 +2,7 @@
 //! peers, PN members, DHT records and queries, rejected records and messages by reason,
 //! registrations refused, key rotations, content bytes delivered, usage reports.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -200,6 +200,5 @@ pub(crate) async fn render(shared: &Shared) -> String {
     if encode(&mut out, &registry).is_err() {
         out.clear();
     }
-    let _ = Ordering::Relaxed;
     out
 }

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     /// Current operational mode.
     pub(crate) mode: NodeMode,
+    /// What the owner asked for (`--mode`, changeable with `cpns mode set`).
+    pub(crate) mode_setting: ModeSetting,
     /// This node's own status (5.6.2).
     pub(crate) status: Status,
     /// Current capabilities (with the mode).
@@ -101,8 +103,9 @@ impl Shared {
             ModeSetting::Auto | ModeSetting::Pne => NodeMode::Pne,
         };
         let mut reader = caps::Reader::new();
-        let caps = reader.read(&config.capabilities, mode, config.gateway_preference(), 1);
+        let caps = reader.read(&config.capabilities, mode, preference_of(&config, config.mode), 1);
         let peer_id = identity.peer_id();
+        let mode_setting = config.mode;
         let trace = Trace::new(config.trace_capacity);
         let trust = enrolment
             .as_ref()
@@ -126,6 +129,7 @@ impl Shared {
             trust: RwLock::new(trust),
             state: Mutex::new(State {
                 mode,
+                mode_setting,
                 status: Status::Online,
                 caps,
                 peers: HashMap::new(),
@@ -188,6 +192,12 @@ impl Shared {
         self.metrics.traced(flow);
     }
 
+    /// The owner's gateway preference under the current mode setting.
+    pub(crate) fn gateway_preference(&self) -> cpns_overlay::GatewayPreference {
+        let setting = self.state().mode_setting;
+        preference_of(&self.config, setting)
+    }
+
     /// The PN id, if in a PN.
     pub(crate) fn pn_id(&self) -> Option<String> {
         self.state().pn.as_ref().map(|p| p.membership.pn_id.clone())
@@ -243,7 +253,7 @@ impl Shared {
             .read(
                 &self.config.capabilities,
                 mode,
-                self.config.gateway_preference(),
+                self.gateway_preference(),
                 old.revision,
             );
         let changed = caps::materially_changed(&old, &new, self.config.status.battery_threshold);
@@ -358,6 +368,14 @@ impl Shared {
         });
         drop(s);
         self.pn_ready.send_replace(Some(id));
+    }
+}
+
+fn preference_of(config: &Config, setting: ModeSetting) -> cpns_overlay::GatewayPreference {
+    match setting {
+        ModeSetting::Pne => cpns_overlay::GatewayPreference::Never,
+        ModeSetting::Gateway => cpns_overlay::GatewayPreference::Always,
+        ModeSetting::Auto => config.gateway_preference.parse().unwrap_or_default(),
     }
 }
 

@@ -16,6 +16,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/peers", get(peers))
         .route("/v1/ping", post(ping))
         .route("/v1/trace", get(trace))
+        .route("/v1/trace/mermaid", get(trace_mermaid))
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusView> {
@@ -53,4 +54,12 @@ async fn trace(
         events.retain(|e| e.flow == flow);
     }
     Ok(Json(events))
+}
+
+async fn trace_mermaid(State(s): State<ApiState>, Query(q): Query<TraceQuery>) -> String {
+    let mut events = s.handle.trace();
+    if let Some(flow) = q.flow {
+        events.retain(|e| e.flow == flow);
+    }
+    crate::trace::mermaid(&events, &s.handle.trace_labels())
 }

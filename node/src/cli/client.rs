@@ -111,6 +111,27 @@ impl ApiClient {
             .map_err(|e| CliError::Other(format!("bad answer from the node: {e}")))
     }
 
+    /// GET a text resource.
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CliError::Other(format!("request failed: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CliError::Other(e.to_string()))?;
+        if !status.is_success() {
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: text,
+            });
+        }
+        Ok(text)
+    }
+
     /// GET a JSON resource.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.send(self.http.get(format!("{}{path}", self.base)))

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::client::{ApiClient, CliError};
 use super::table::{render, short};
-use crate::trace::{TraceEvent, mermaid};
+use crate::trace::TraceEvent;
 use crate::views::{PeerView, PingView, StatusView};
 
 /// `cpns`: control a running cpns-node.
@@ -30,8 +30,37 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// This node: PeerId, mode, PN, gateway, members and their status, auth server.
-    Status,
+    /// This node: PeerId, mode, PN, gateway, members and their status, auth server; or, with
+    /// a subcommand, Status Management (set, of, watch, notifications).
+    Status {
+        #[command(subcommand)]
+        action: Option<super::status::StatusAction>,
+    },
+    /// Enrol this node with a code from `cpns-auth enrol create` (and, in gateway mode, set
+    /// its PN up).
+    Up {
+        /// The enrolment code (`cpns1-…`).
+        #[arg(long)]
+        code: String,
+    },
+    /// Leave the PN: the gateway de-registers this node with cpns-auth (G.1 step 9).
+    Down,
+    /// Pair with a device at MULTIADDR (…/p2p/PEERID): registration, capabilities, gateway
+    /// election or joining (B.1).
+    Pair {
+        /// The device's address with /p2p/PEERID.
+        addr: String,
+    },
+    /// PN management: inventory, invite, expel, seal/open with the PN key.
+    Pn {
+        #[command(subcommand)]
+        action: super::pn::PnAction,
+    },
+    /// The node's mode: get, or set pne|gateway|auto.
+    Mode {
+        #[command(subcommand)]
+        action: super::pn::ModeAction,
+    },
     /// Connected peers.
     Peers,
     /// Round-trip time of a CPNS request to a peer, and whether the path is direct.
@@ -50,7 +79,7 @@ enum Command {
     },
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
+pub(super) fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
     println!("{text}");
     Ok(())
@@ -70,7 +99,36 @@ pub async fn run(cli: Cli) -> u8 {
 async fn dispatch(cli: &Cli) -> Result<(), CliError> {
     let api = ApiClient::from_data_dir(&cli.data_dir)?;
     match &cli.command {
-        Command::Status => {
+        Command::Status { action: Some(action) } => super::status::run(&api, cli.json, action).await,
+        Command::Up { code } => {
+            let s: StatusView = api.post("/v1/up", &serde_json::json!({ "code": code })).await?;
+            if cli.json {
+                return print_json(&s);
+            }
+            println!(
+                "enrolled as {} of user {} ({})",
+                s.device,
+                s.user.as_deref().unwrap_or("?"),
+                s.peer_id
+            );
+            if let Some(pn) = &s.pn_id {
+                println!("PN {pn} set up; this node is its gateway");
+            }
+            Ok(())
+        }
+        Command::Down => {
+            let _: serde_json::Value = api.post("/v1/down", &serde_json::json!({})).await?;
+            if !cli.json {
+                println!("left the PN");
+            } else {
+                println!("{{\"ok\": true}}");
+            }
+            Ok(())
+        }
+        Command::Pair { addr } => super::pn::pair(&api, cli.json, addr).await,
+        Command::Pn { action } => super::pn::run(&api, cli.json, action).await,
+        Command::Mode { action } => super::pn::mode(&api, cli.json, action).await,
+        Command::Status { action: None } => {
             let s: StatusView = api.get("/v1/status").await?;
             if cli.json {
                 return print_json(&s);
@@ -194,7 +252,11 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                 return print_json(&events);
             }
             if *as_mermaid {
-                print!("{}", mermaid(&events, &Default::default()));
+                let path = match flow {
+                    Some(f) => format!("/v1/trace/mermaid?flow={f}"),
+                    None => "/v1/trace/mermaid".into(),
+                };
+                print!("{}", api.get_text(&path).await?);
                 return Ok(());
             }
             let rows = events

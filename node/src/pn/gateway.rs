@@ -601,6 +601,17 @@ pub(crate) async fn on_leave(shared: &Arc<Shared>, peer: PeerId, pn_id: String) 
             None => (false, false),
         }
     };
+    // From our own gateway, a Leave means the PN was released.
+    let from_my_gateway = shared
+        .state()
+        .pn
+        .as_ref()
+        .is_some_and(|p| p.membership.gateway == peer && p.membership.pn_id == pn_id);
+    if from_my_gateway {
+        shared.trace(crate::trace::flow::G1, 9, &peer, &me, "PnReleased", pn_id);
+        super::member::forget_pn(shared).await;
+        return Message::Ack;
+    }
     if !is_mine || !is_member {
         return Message::error(ErrorCode::NotFound, "not a member of this gateway's PN");
     }
@@ -713,4 +724,31 @@ pub(crate) fn on_inventory_request(shared: &Arc<Shared>, _peer: PeerId, pn_id: S
             format!("this node does not hold the inventory of {pn_id}"),
         ),
     }
+}
+
+/// Releases this gateway's PN (5.6.9 "release PN"): `cpns-auth` deletes the PN and its key,
+/// members are told, the local inventory is emptied.
+pub(crate) async fn release(shared: &Arc<Shared>) -> Result<String, OpError> {
+    let me = shared.peer_id;
+    let (pn_id, members) = {
+        let s = shared.state();
+        let pn = s.pn.as_ref().ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
+        if pn.membership.gateway != me {
+            return Err(OpError::Conflict("only the PN's gateway releases it".into()));
+        }
+        (
+            pn.membership.pn_id.clone(),
+            pn.members.keys().filter(|p| **p != me).copied().collect::<Vec<_>>(),
+        )
+    };
+    auth_link::request(shared, AuthMessage::PnRelease { pn_id: pn_id.clone() }).await?;
+    for m in members {
+        let msg = Message::Pn(PnMessage::Leave { pn_id: pn_id.clone() });
+        if let Err(e) = shared.client.request(m, Protocol::Cpns, msg).await {
+            debug!(member = %m, "release not delivered: {e}");
+        }
+    }
+    inventory::clear(&shared.db).await.map_err(OpError::Internal)?;
+    super::member::forget_pn(shared).await;
+    Ok(pn_id)
 }

@@ -322,7 +322,8 @@ pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<(), OpError> {
             None => return Ok(()),
         }
     };
-    if matches!(shared.config.mode, ModeSetting::Auto | ModeSetting::Pne) {
+    let pne_only = matches!(shared.state().mode_setting, ModeSetting::Auto | ModeSetting::Pne);
+    if pne_only {
         let _ = shared.client.set_kad_mode(KadMode::Client).await;
     }
     let mut last = None;

@@ -280,7 +280,6 @@ pub(crate) async fn on_registration(
         );
         return Message::error(code, text);
     }
-    shared.metrics.accepted_registration();
     match own_registration(shared).await {
         Ok(mine) => {
             shared.trace(

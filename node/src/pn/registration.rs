@@ -87,6 +87,7 @@ pub(crate) async fn verify_and_admit(
         .admit_peer(peer, true)
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    shared.metrics.accepted_registration();
     // The side with the newer revocation list shares it (DESIGN: revocation reaches everyone).
     if reg.revocation_version < trust.revocations_version() {
         let list = (*trust.revocations()).clone();

@@ -1,0 +1,162 @@
+//! Endpoints of PN establishment and management: enrol (`up`), leave (`down`), pair, the PN
+//! Inventory, invitations and expulsions, the mode, and sealing with the PN key.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cpns_keys::GroupSealed;
+use cpns_overlay::{Invitee, PnInventorySummary};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiResult, ApiState};
+use crate::PairOutcome;
+use crate::error::OpError;
+use crate::views::StatusView;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/up", post(up))
+        .route("/v1/down", post(down))
+        .route("/v1/pair", post(pair))
+        .route("/v1/pn", get(inventory))
+        .route("/v1/pn/invite", post(invite))
+        .route("/v1/pn/expel", post(expel))
+        .route("/v1/pn/release", post(release))
+        .route("/v1/pn/seal", post(seal))
+        .route("/v1/pn/open", post(open))
+        .route("/v1/mode", get(mode_get).post(mode_set))
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::from(OpError::BadRequest(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct UpBody {
+    code: String,
+}
+
+async fn up(State(s): State<ApiState>, Json(b): Json<UpBody>) -> ApiResult<StatusView> {
+    Ok(Json(s.handle.up(&b.code).await?))
+}
+
+#[derive(Serialize)]
+struct Done {
+    ok: bool,
+}
+
+async fn down(State(s): State<ApiState>) -> ApiResult<Done> {
+    s.handle.down().await?;
+    Ok(Json(Done { ok: true }))
+}
+
+#[derive(Deserialize)]
+struct PairBody {
+    addr: String,
+}
+
+async fn pair(State(s): State<ApiState>, Json(b): Json<PairBody>) -> ApiResult<PairOutcome> {
+    let addr = b.addr.parse().map_err(bad)?;
+    Ok(Json(s.handle.pair(addr).await?))
+}
+
+#[derive(Deserialize)]
+struct InventoryQuery {
+    pn_id: Option<String>,
+}
+
+async fn inventory(
+    State(s): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<InventoryQuery>,
+) -> ApiResult<PnInventorySummary> {
+    Ok(Json(s.handle.pn_inventory(q.pn_id).await?))
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    user: Option<String>,
+    entity: Option<String>,
+}
+
+async fn invite(State(s): State<ApiState>, Json(b): Json<InviteBody>) -> ApiResult<Done> {
+    let invitee = match (b.user, b.entity) {
+        (Some(u), None) => Invitee::User(u),
+        (None, Some(e)) => Invitee::Entity(e.parse().map_err(bad)?),
+        _ => return Err(bad("give exactly one of user or entity")),
+    };
+    s.handle.pn_invite(invitee).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+#[derive(Deserialize)]
+struct ExpelBody {
+    peer: String,
+}
+
+#[derive(Serialize)]
+struct Epoch {
+    epoch: u64,
+}
+
+async fn expel(State(s): State<ApiState>, Json(b): Json<ExpelBody>) -> ApiResult<Epoch> {
+    let peer = b.peer.parse().map_err(bad)?;
+    Ok(Json(Epoch {
+        epoch: s.handle.pn_expel(peer).await?,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SealBody {
+    /// Text to seal (UTF-8).
+    text: String,
+}
+
+async fn seal(State(s): State<ApiState>, Json(b): Json<SealBody>) -> ApiResult<GroupSealed> {
+    Ok(Json(s.handle.pn_seal(b.text.as_bytes())?))
+}
+
+#[derive(Serialize)]
+struct Opened {
+    text: String,
+}
+
+async fn open(State(s): State<ApiState>, Json(sealed): Json<GroupSealed>) -> ApiResult<Opened> {
+    let bytes = s.handle.pn_open(&sealed)?;
+    Ok(Json(Opened {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }))
+}
+
+#[derive(Serialize, Deserialize)]
+struct ModeView {
+    mode: String,
+    setting: String,
+}
+
+async fn mode_get(State(s): State<ApiState>) -> ApiResult<ModeView> {
+    let (mode, setting) = s.handle.mode();
+    Ok(Json(ModeView { mode, setting }))
+}
+
+#[derive(Deserialize)]
+struct ModeBody {
+    mode: String,
+}
+
+async fn mode_set(State(s): State<ApiState>, Json(b): Json<ModeBody>) -> ApiResult<ModeView> {
+    let setting = b.mode.parse().map_err(bad)?;
+    s.handle.set_mode(setting).await?;
+    let (mode, setting) = s.handle.mode();
+    Ok(Json(ModeView { mode, setting }))
+}
+
+#[derive(Serialize)]
+struct Released {
+    pn_id: String,
+}
+
+async fn release(State(s): State<ApiState>) -> ApiResult<Released> {
+    Ok(Json(Released {
+        pn_id: s.handle.pn_release().await?,
+    }))
+}

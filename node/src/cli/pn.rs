@@ -1,0 +1,160 @@
+//! `cpns pair`, `cpns pn …`, `cpns mode …`.
+
+use clap::Subcommand;
+use cpns_overlay::PnInventorySummary;
+use serde_json::{Value, json};
+
+use super::client::{ApiClient, CliError};
+use super::commands::print_json;
+use super::table::render;
+use crate::PairOutcome;
+
+/// `cpns pn` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PnAction {
+    /// The PN Inventory (members, status, epoch) of this node's PN, or of PN_ID.
+    Inventory {
+        /// A PN id (default: this node's PN).
+        pn_id: Option<String>,
+    },
+    /// Invite a user's devices or one entity into the PN (PN admins only).
+    Invite {
+        /// A user name.
+        #[arg(long, conflicts_with = "entity")]
+        user: Option<String>,
+        /// An entity's PeerId.
+        #[arg(long)]
+        entity: Option<String>,
+    },
+    /// Expel a member (PN admins only); the PN key moves to a new epoch.
+    Expel {
+        /// The member's PeerId.
+        peer: String,
+    },
+    /// Release the PN (its gateway only): cpns-auth deletes it and its key.
+    Release,
+    /// Seal TEXT under the PN key (prints JSON that `cpns pn open` accepts).
+    Seal {
+        /// The text.
+        text: String,
+    },
+    /// Open JSON sealed by a member (from `cpns pn seal`), read from the argument.
+    Open {
+        /// The sealed JSON.
+        sealed: String,
+    },
+}
+
+/// `cpns mode` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModeAction {
+    /// Print the current mode and the setting.
+    Get,
+    /// Change the setting: pne, gateway or auto.
+    Set {
+        /// pne, gateway or auto.
+        mode: String,
+    },
+}
+
+pub(super) async fn pair(api: &ApiClient, json_out: bool, addr: &str) -> Result<(), CliError> {
+    let o: PairOutcome = api.post("/v1/pair", &json!({ "addr": addr })).await?;
+    if json_out {
+        return print_json(&o);
+    }
+    let what = match o.result.as_str() {
+        "joining" => "joining its PN".to_string(),
+        "gateway" => "this node is the gateway; the peer joins its PN".to_string(),
+        "waiting_for_gateway" => "the peer won the election; it sets the PN up and this node joins".to_string(),
+        "no_gateway" => "neither device may be a gateway: no PN".to_string(),
+        other => other.to_string(),
+    };
+    println!("paired with {} ({}): {what}", o.peer_id, o.peer_mode);
+    Ok(())
+}
+
+pub(super) async fn run(api: &ApiClient, json_out: bool, action: &PnAction) -> Result<(), CliError> {
+    match action {
+        PnAction::Inventory { pn_id } => {
+            let path = match pn_id {
+                Some(id) => format!("/v1/pn?pn_id={id}"),
+                None => "/v1/pn".into(),
+            };
+            let inv: PnInventorySummary = api.get(&path).await?;
+            if json_out {
+                return print_json(&inv);
+            }
+            println!("PN {} of {} (gateway {}, key epoch {})", inv.pn_id, inv.owner, inv.gateway, inv.epoch);
+            let rows = inv
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.peer_id.to_string(),
+                        m.mode.to_string(),
+                        m.status.to_string(),
+                        m.user.clone(),
+                        m.device.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!("{}", render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows));
+            Ok(())
+        }
+        PnAction::Invite { user, entity } => {
+            let body = json!({ "user": user, "entity": entity });
+            let v: Value = api.post("/v1/pn/invite", &body).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            println!("invited {}", user.as_deref().or(entity.as_deref()).unwrap_or("?"));
+            Ok(())
+        }
+        PnAction::Expel { peer } => {
+            let v: Value = api.post("/v1/pn/expel", &json!({ "peer": peer })).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            println!("expelled {peer}; PN key epoch now {}", v["epoch"]);
+            Ok(())
+        }
+        PnAction::Release => {
+            let v: Value = api.post("/v1/pn/release", &json!({})).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            println!("released {}", v["pn_id"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        PnAction::Seal { text } => {
+            let v: Value = api.post("/v1/pn/seal", &json!({ "text": text })).await?;
+            print_json(&v)
+        }
+        PnAction::Open { sealed } => {
+            let body: Value = serde_json::from_str(sealed)
+                .map_err(|e| CliError::Other(format!("not sealed JSON: {e}")))?;
+            let v: Value = api.post("/v1/pn/open", &body).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            println!("{}", v["text"].as_str().unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+pub(super) async fn mode(api: &ApiClient, json_out: bool, action: &ModeAction) -> Result<(), CliError> {
+    let v: Value = match action {
+        ModeAction::Get => api.get("/v1/mode").await?,
+        ModeAction::Set { mode } => api.post("/v1/mode", &json!({ "mode": mode })).await?,
+    };
+    if json_out {
+        return print_json(&v);
+    }
+    println!(
+        "mode {} (setting {})",
+        v["mode"].as_str().unwrap_or("?"),
+        v["setting"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
