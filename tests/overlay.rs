@@ -363,3 +363,28 @@ async fn hostile_frames_are_refused_and_the_node_keeps_serving() -> Result<()> {
     victim.shutdown().await;
     Ok(())
 }
+
+/// A client-mode node provides a key through a server; another client-mode node finds it.
+#[tokio::test]
+async fn client_mode_nodes_provide_and_find_through_a_server() -> Result<()> {
+    init_tracing();
+    let server = TestNode::spawn(open_config(), 41).await?;
+    let boot = server.dial_addr().await?;
+    let client_cfg = Config {
+        bootstrap: vec![boot],
+        kad_mode: cpns_overlay::KadMode::Client,
+        ..open_config()
+    };
+    let a = TestNode::spawn(client_cfg.clone(), 42).await?;
+    let b = TestNode::spawn(client_cfg, 43).await?;
+    a.client.wait_routing_table(1, WAIT).await?;
+    b.client.wait_routing_table(1, WAIT).await?;
+    let key = RecordKey::new(&"/cpns/test/provided");
+    a.client.start_providing(key.clone()).await?;
+    let found = b.client.get_providers(key, None).await?;
+    assert!(found.providers.contains(&a.client.local_peer_id()), "{found:?}");
+    for n in [server, a, b] {
+        n.shutdown().await;
+    }
+    Ok(())
+}

@@ -188,3 +188,20 @@ impl Lab {
         drop(self.dir);
     }
 }
+
+/// Waits (bounded) until every node holds the same PN key epoch; returns it.
+pub async fn same_epoch(nodes: &[&LabNode]) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let epochs: Vec<Option<u64>> = nodes.iter().map(|n| n.handle().pn_epoch()).collect();
+        if let Some(Some(first)) = epochs.first()
+            && epochs.iter().all(|e| *e == Some(*first))
+        {
+            return Ok(*first);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("members did not converge on one PN key epoch: {epochs:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

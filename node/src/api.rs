@@ -5,6 +5,7 @@
 
 mod node;
 mod pn;
+mod services;
 mod status;
 
 use std::net::SocketAddr;
@@ -158,6 +159,7 @@ pub(crate) async fn serve(
         .merge(node::routes())
         .merge(pn::routes())
         .merge(status::routes())
+        .merge(services::routes())
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Prometheus scrapes without the token; the API listens on loopback only.

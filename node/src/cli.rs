@@ -7,6 +7,7 @@
 
 mod client;
 mod commands;
+mod mesh;
 mod pn;
 mod status;
 mod table;

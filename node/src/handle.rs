@@ -204,6 +204,7 @@ impl Handle {
             .save(&s.config.data_dir)
             .map_err(|e| OpError::Internal(format!("saving the enrolment: {e}")))?;
         s.set_enrolment(enrolment);
+        crate::services::start(s)?;
         let wants_gateway = s.state().mode_setting == crate::config::ModeSetting::Gateway;
         if wants_gateway && s.state().pn.is_none() {
             gateway::take_gateway_role(s).await;
@@ -461,5 +462,114 @@ impl Handle {
     /// The node's metrics in Prometheus text format.
     pub async fn metrics_text(&self) -> String {
         crate::metrics::render(&self.shared).await
+    }
+
+    /// This node's current Device Capabilities (5.6.1).
+    pub fn capabilities(&self) -> cpns_overlay::Capabilities {
+        self.shared.refresh_caps().0
+    }
+
+    /// G.1 step 0: publishes a service description (`cpns services publish`). With `content`,
+    /// this node serves that file as the service's content (`cpns-delivery` endpoint).
+    pub async fn publish(
+        &self,
+        mut draft: cpns_directory::ServiceDraft,
+        content: Option<std::path::PathBuf>,
+    ) -> Result<cpns_directory::ServiceDescription, OpError> {
+        let s = &self.shared;
+        if content.is_some() && draft.endpoint.protocol.is_empty() {
+            draft.endpoint.protocol = "cpns-delivery".into();
+            draft.endpoint.addresses = s
+                .client
+                .listen_addrs()
+                .await?
+                .into_iter()
+                .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(s.peer_id)).to_string())
+                .collect();
+        }
+        if draft.id.is_none() && content.is_some() {
+            draft.id = Some(format!("svc-{}", hex::encode(rand::random::<[u8; 8]>())));
+        }
+        if let (Some(path), Some(id)) = (&content, &draft.id) {
+            crate::delivery::register_content(s, id, path).await?;
+        }
+        crate::services::publish(s, draft).await
+    }
+
+    /// Removes one of this node's services (`cpns services unpublish ID`).
+    pub async fn unpublish(&self, id: &str) -> Result<(), OpError> {
+        let directory = self.shared.services.directory()?;
+        directory
+            .unpublish(id)
+            .await
+            .map_err(|e| OpError::NotFound(format!("unpublish: {e}")))?;
+        crate::delivery::forget_content(&self.shared, id).await;
+        Ok(())
+    }
+
+    /// This node's own services (`cpns services list`).
+    pub fn services(&self) -> Result<Vec<cpns_directory::ServiceDescription>, OpError> {
+        Ok(self.shared.services.directory()?.local_services())
+    }
+
+    /// G.1 step 4: discovery by keywords (`cpns services find K [K2…]`).
+    pub async fn find(&self, query: &cpns_directory::Query) -> Result<cpns_directory::Discovery, OpError> {
+        crate::services::find(&self.shared, query).await
+    }
+
+    /// A service by id (`cpns services show ID`).
+    pub async fn service(&self, id: &str) -> Result<cpns_directory::Found, OpError> {
+        crate::services::get(&self.shared, id).await
+    }
+
+    /// Subscribes to advertisements of services with `keyword` in this node's PN.
+    pub async fn watch_services(&self, keyword: &str) -> Result<usize, OpError> {
+        crate::services::watch(&self.shared, keyword).await
+    }
+
+    /// Advertisements received so far.
+    pub fn advertisements(&self) -> Vec<cpns_directory::ServiceDescription> {
+        self.shared.services.advertisements()
+    }
+
+    /// The visibility a service gets when none is asked for: this node's PN, else public.
+    pub fn default_visibility(&self) -> cpns_directory::Visibility {
+        crate::services::default_visibility(&self.shared)
+    }
+
+    /// G.1 steps 5-8: invoke a service, get its content (pull or push), report usage
+    /// (`cpns content fetch ID`).
+    pub async fn fetch(&self, service_id: &str, mode: cpns_overlay::DeliveryMode) -> Result<crate::delivery::FetchOutcome, OpError> {
+        crate::delivery::fetch(&self.shared, service_id, mode).await
+    }
+
+    /// Pushes a file to a PN member (`cpns content send PEER FILE`); returns the bytes sent.
+    pub async fn send_file(&self, peer: PeerId, path: &std::path::Path) -> Result<u64, OpError> {
+        crate::delivery::send_file(&self.shared, peer, path).await
+    }
+
+    /// Files received from PN members, with their sizes.
+    pub async fn inbox(&self) -> Vec<(String, u64)> {
+        crate::delivery::inbox(&self.shared).await
+    }
+
+    /// Services or names never to report (`cpns usage prefs`).
+    pub fn usage_never_report(&self) -> Vec<String> {
+        crate::usage::never_report(&self.shared).into_iter().collect()
+    }
+
+    /// Replaces the stored "never report" list (the config file's entries always apply).
+    pub async fn set_usage_never_report(&self, list: Vec<String>) -> Result<(), OpError> {
+        crate::usage::set_never_report(&self.shared, list).await
+    }
+
+    /// Usage reports waiting to be sent.
+    pub fn usage_queued(&self) -> Vec<cpns_overlay::UsageReport> {
+        crate::usage::queued(&self.shared)
+    }
+
+    /// Sends queued usage reports now; returns how many were acknowledged.
+    pub async fn flush_usage(&self) -> usize {
+        crate::usage::flush(&self.shared).await
     }
 }

@@ -95,6 +95,7 @@ async fn answer_request(
                 plain(Message::Ack)
             }
             PnMessage::Ping { nonce } => plain(Message::Pn(PnMessage::Pong { nonce })),
+            PnMessage::UsageReport(report) => plain(crate::usage::on_member_report(shared, peer, report).await),
             other @ (PnMessage::MembershipConfirmation { .. }
             | PnMessage::ConnectionSetupConfirmation(_)
             | PnMessage::InventoryResponse(_)
@@ -104,6 +105,8 @@ async fn answer_request(
             )),
         },
         Message::Status(m) => plain(status::handle(shared, peer, m).await),
+        Message::Directory(m) => plain(crate::services::handle(shared, peer, m).await),
+        Message::Delivery(m) => plain(crate::delivery::handle(shared, peer, m).await),
         Message::Group(GroupMessage::KeyForward { grants }) => {
             plain(member::on_key_forward(shared, peer, grants).await)
         }
@@ -114,6 +117,8 @@ async fn answer_request(
 /// Starts the node's periodic tasks.
 pub(crate) fn spawn_background(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
     status::spawn(shared, tasks);
+    crate::usage::spawn(shared, tasks);
+    crate::delivery::spawn_acceptor(shared, tasks);
 }
 
 /// Called once before the node stops: tells the gateway this node goes Offline.

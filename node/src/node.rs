@@ -54,7 +54,11 @@ impl Node {
             .open()
             .map_err(|e| StartError::Database(e.to_string()))?;
 
+        let validator = Arc::new(crate::services::NodeValidator::default());
         let overlay_config = cpns_overlay::Config {
+            validator: validator.clone(),
+            // A connection setup (B.1 step 18) waits for steps 19-25; allow for a slow server.
+            request_timeout: Duration::from_secs(30),
             listen: config.listen_addrs(),
             bootstrap: config.bootstrap_addrs(),
             kad_mode: KadMode::Server,
@@ -78,6 +82,7 @@ impl Node {
             client,
             db,
             keyring,
+            validator,
             enrolment,
             cancel.clone(),
         ));
@@ -87,6 +92,11 @@ impl Node {
         tasks.spawn(api_task);
         tasks.spawn(dispatch(shared.clone(), events));
         handlers::spawn_background(&shared, &mut tasks);
+        if shared.is_enrolled()
+            && let Err(e) = crate::services::start(&shared)
+        {
+            warn!("the service directory did not start: {e}");
+        }
         tasks.spawn(resume(shared.clone()));
 
         info!(

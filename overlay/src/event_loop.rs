@@ -19,8 +19,8 @@ use tracing::{debug, trace, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, to_kad_mode};
 use crate::client::{
-    Command, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, QueryFigures,
-    Reply, ResponseChannel,
+    Command, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, ProvidersQuery,
+    QueryFigures, Reply, ResponseChannel,
 };
 use crate::codec::io_error_reason;
 use crate::config::{Config, KadMode};
@@ -28,6 +28,9 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::protocol::{Envelope, ErrorCode, Message};
 use crate::stats::Stats;
+
+/// Most providers one lookup dials when asked to connect them ([`ProvidersQuery::connect`]).
+const MAX_PROVIDER_DIALS: usize = 64;
 
 enum PendingQuery {
     Put(Reply<QueryFigures>),
@@ -39,8 +42,9 @@ enum PendingQuery {
     Provide(Reply<QueryFigures>),
     Providers {
         reply: Reply<GetProvidersOutput>,
-        stop_after: Option<usize>,
+        query: ProvidersQuery,
         providers: HashSet<PeerId>,
+        answers: usize,
     },
     Bootstrap(Reply<QueryFigures>),
 }
@@ -53,7 +57,12 @@ struct PeerState {
     rtt_us: Option<u64>,
     dht_server: bool,
     agent: Option<String>,
+    /// Where the peer listens, from identify (at most [`MAX_LISTEN_ADDRS`]).
+    listen_addrs: Vec<Multiaddr>,
 }
+
+/// Most listen addresses remembered per connected peer.
+const MAX_LISTEN_ADDRS: usize = 8;
 
 /// Drives the swarm. Spawn [`EventLoop::run`] on the runtime; it returns when the token is
 /// cancelled or every [`crate::Client`] is dropped.
@@ -257,11 +266,7 @@ impl EventLoop {
             Command::StopProviding { key } => {
                 self.swarm.behaviour_mut().kad.stop_providing(&key);
             }
-            Command::GetProviders {
-                key,
-                stop_after,
-                reply,
-            } => {
+            Command::GetProviders { key, query, reply } => {
                 if self.full(self.pending_queries.len()) {
                     let _ = reply.send(Err(Error::Busy));
                     return;
@@ -272,8 +277,9 @@ impl EventLoop {
                     id,
                     PendingQuery::Providers {
                         reply,
-                        stop_after,
+                        query,
                         providers: HashSet::new(),
+                        answers: 0,
                     },
                 );
             }
@@ -413,6 +419,7 @@ impl EventLoop {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.dht_server = dht_server;
                     state.agent = Some(info.agent_version.clone());
+                    state.listen_addrs = info.listen_addrs.iter().take(MAX_LISTEN_ADDRS).cloned().collect();
                 }
                 self.emit(Event::Identified {
                     peer: peer_id,
@@ -606,7 +613,10 @@ impl EventLoop {
 
     fn handle_kad(&mut self, event: kad::Event) {
         match event {
-            kad::Event::InboundRequest { request } => self.handle_kad_inbound(request),
+            kad::Event::InboundRequest { request } => {
+                Stats::inc(&self.stats.dht_requests_served);
+                self.handle_kad_inbound(request)
+            }
             kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -653,9 +663,17 @@ impl EventLoop {
                 }
             }
             kad::InboundRequest::AddProvider {
-                record: Some(record),
+                record: Some(mut record),
             } => {
                 let source = record.provider;
+                // A provider in Kademlia client mode announces no addresses (it has no
+                // confirmed external one), and kad answers provider lookups only with
+                // addresses; without these it would drop such providers from every answer.
+                if record.addresses.is_empty()
+                    && let Some(state) = self.peers.get(&source)
+                {
+                    record.addresses = state.listen_addrs.clone();
+                }
                 match self.config.validator.validate_provider(&source, &record) {
                     Ok(()) => {
                         if let Err(e) = self
@@ -761,8 +779,9 @@ impl EventLoop {
             (
                 PendingQuery::Providers {
                     reply,
-                    stop_after,
+                    query,
                     mut providers,
+                    mut answers,
                 },
                 kad::QueryResult::GetProviders(r),
             ) => {
@@ -770,6 +789,27 @@ impl EventLoop {
                     Ok(kad::GetProvidersOk::FoundProviders {
                         providers: found, ..
                     }) => {
+                        if !found.is_empty() {
+                            answers += 1;
+                        }
+                        if query.connect {
+                            // Dial now, while the lookup still holds the addresses the
+                            // answer carried (kad offers them to the dial).
+                            let local = *self.swarm.local_peer_id();
+                            for p in found.iter().take(MAX_PROVIDER_DIALS) {
+                                if *p != local
+                                    && !providers.contains(p)
+                                    && !self.swarm.is_connected(p)
+                                {
+                                    let opts = DialOpts::peer_id(*p)
+                                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                                        .build();
+                                    if let Err(e) = self.swarm.dial(opts) {
+                                        trace!(peer = %p, "provider dial not started: {e}");
+                                    }
+                                }
+                            }
+                        }
                         providers.extend(found);
                     }
                     Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
@@ -780,11 +820,15 @@ impl EventLoop {
                         }
                     }
                 }
-                let enough = stop_after.is_some_and(|n| providers.len() >= n);
-                if enough && !last {
-                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                        q.finish();
-                    }
+                let enough = query
+                    .stop_after_providers
+                    .is_some_and(|n| providers.len() >= n)
+                    || query.stop_after_answers.is_some_and(|n| answers >= n);
+                if enough
+                    && !last
+                    && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                {
+                    q.finish();
                 }
                 if enough || last {
                     let _ = reply.send(Ok(GetProvidersOutput { providers, figures }));
@@ -793,8 +837,9 @@ impl EventLoop {
                         id,
                         PendingQuery::Providers {
                             reply,
-                            stop_after,
+                            query,
                             providers,
+                            answers,
                         },
                     );
                 }

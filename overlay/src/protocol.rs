@@ -94,11 +94,18 @@ pub enum Message {
 impl Message {
     /// Whether a peer that has not yet presented a valid credential may send this message.
     ///
-    /// Only Entity Registration and Discovery (B.1 steps 1-2) is open: everything else on
-    /// `/cpns/1.0.0` needs a registered peer, which is how a DHT neighbour from another household
-    /// is kept out of this PN.
+    /// Only Entity Registration and Discovery (B.1 steps 1-2) and directory lookups are open:
+    /// everything else on `/cpns/1.0.0` needs a registered peer, which is how a DHT neighbour
+    /// from another household is kept out of this PN.
     pub fn is_open(&self) -> bool {
-        matches!(self, Message::Pn(PnMessage::EntityRegistration(_)))
+        matches!(
+            self,
+            Message::Pn(PnMessage::EntityRegistration(_))
+                // Answers are signed (and, for PN and Service Group services, sealed) records
+                // that anyone may read from the DHT anyway: a discovery by another household
+                // must not need a registration first.
+                | Message::Directory(DirectoryMessage::Lookup { .. })
+        )
     }
 
     /// A short, stable name of the message, used in traces, logs and metrics.

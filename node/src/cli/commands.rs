@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         action: super::pn::PnAction,
     },
+    /// A whole local mesh for developers: cpns-auth and N nodes on loopback.
+    Mesh {
+        #[command(subcommand)]
+        action: super::mesh::MeshAction,
+    },
     /// The node's mode: get, or set pne|gateway|auto.
     Mode {
         #[command(subcommand)]
@@ -97,6 +102,10 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 async fn dispatch(cli: &Cli) -> Result<(), CliError> {
+    // `cpns mesh` manages processes, not one node: it needs no running node.
+    if let Command::Mesh { action } = &cli.command {
+        return super::mesh::run(action, cli.json).await;
+    }
     let api = ApiClient::from_data_dir(&cli.data_dir)?;
     match &cli.command {
         Command::Status { action: Some(action) } => super::status::run(&api, cli.json, action).await,
@@ -128,6 +137,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Pair { addr } => super::pn::pair(&api, cli.json, addr).await,
         Command::Pn { action } => super::pn::run(&api, cli.json, action).await,
         Command::Mode { action } => super::pn::mode(&api, cli.json, action).await,
+        Command::Mesh { .. } => Ok(()),
         Command::Status { action: None } => {
             let s: StatusView = api.get("/v1/status").await?;
             if cli.json {

@@ -168,7 +168,9 @@ pub(crate) async fn register_with(shared: &Arc<Shared>, peer: PeerId) -> Result<
     );
     verify_and_admit(shared, peer, &theirs)
         .await
-        .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))
+        .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
+    shared.trace(G1, 2, &me, &peer, "CpnsEntityDiscovery", theirs.mode.as_str());
+    Ok(())
 }
 
 /// Opens a PN key sealed for this node under its EUKey and keeps it.
@@ -245,6 +247,7 @@ pub(crate) async fn on_membership_update(
     if let Err(e) = take_pn_key(shared, &grant.pn_id, grant.epoch, grant.sealed_key).await {
         return Message::error(ErrorCode::BadRequest, e.to_string());
     }
+    admit_members(shared, &grant.members).await;
     let membership = {
         let mut s = shared.state();
         s.pn.as_mut().map(|p| {
@@ -373,4 +376,18 @@ pub(crate) async fn leave(shared: &Arc<Shared>) -> Result<(), OpError> {
         .await?;
     forget_pn(shared).await;
     Ok(())
+}
+
+/// PN members talk to each other without registering pairwise: the gateway's member list
+/// (admitted by `cpns-auth`) admits them, with the addresses the gateway knows.
+pub(crate) async fn admit_members(shared: &Shared, members: &[cpns_overlay::MemberInfo]) {
+    for m in members {
+        if m.peer_id == shared.peer_id {
+            continue;
+        }
+        for a in &m.listen_addrs {
+            let _ = shared.client.add_address(m.peer_id, a.clone()).await;
+        }
+        let _ = shared.client.admit_peer(m.peer_id, true).await;
+    }
 }

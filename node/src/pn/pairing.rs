@@ -23,7 +23,7 @@ use super::{gateway, member};
 use crate::error::OpError;
 use crate::handlers::Then;
 use crate::shared::{PeerEntry, Shared};
-use crate::trace::flow::B1;
+use crate::trace::flow::{B1, G1};
 
 /// What a pairing led to.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +80,7 @@ pub(crate) async fn pair(shared: &Arc<Shared>, addr: Multiaddr) -> Result<PairOu
     verify_and_admit(shared, peer, &theirs)
         .await
         .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
+    shared.trace(G1, 2, &me, &peer, "CpnsEntityDiscovery", theirs.mode.as_str());
 
     // Steps 3-4.
     let (my_caps, _) = shared.refresh_caps();

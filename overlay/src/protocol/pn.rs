@@ -60,6 +60,9 @@ pub enum PnMessage {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// G.1 step 8: a PNE's usage report (signed by the PNE), for its gateway to forward to
+    /// `cpns-auth`.
+    UsageReport(super::UsageReport),
 }
 
 impl PnMessage {
@@ -80,6 +83,7 @@ impl PnMessage {
             PnMessage::Revocations(_) => "RevocationList",
             PnMessage::Ping { .. } => "Ping",
             PnMessage::Pong { .. } => "Pong",
+            PnMessage::UsageReport(_) => "UsageReport",
         }
     }
 }
