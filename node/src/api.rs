@@ -87,6 +87,25 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 
+/// A JSON request body whose rejection (bad JSON, wrong type, missing field) is an API error
+/// in the API's JSON error format, like every other error.
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, "bad_request".into(), e.body_text())),
+        }
+    }
+}
+
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let ok = req
         .headers()

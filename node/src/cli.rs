@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod mesh;
 mod pn;
+mod services;
 mod status;
 mod table;
 

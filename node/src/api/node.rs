@@ -5,7 +5,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Body};
 use crate::error::OpError;
 use crate::trace::TraceEvent;
 use crate::views::{PeerView, PingView, StatusView};
@@ -32,7 +32,7 @@ struct PingBody {
     peer: String,
 }
 
-async fn ping(State(s): State<ApiState>, Json(body): Json<PingBody>) -> ApiResult<PingView> {
+async fn ping(State(s): State<ApiState>, Body(body): Body<PingBody>) -> ApiResult<PingView> {
     let peer = body
         .peer
         .parse()

@@ -8,7 +8,7 @@ use cpns_keys::GroupSealed;
 use cpns_overlay::{Invitee, PnInventorySummary};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Body};
 use crate::PairOutcome;
 use crate::error::OpError;
 use crate::views::StatusView;
@@ -36,7 +36,7 @@ struct UpBody {
     code: String,
 }
 
-async fn up(State(s): State<ApiState>, Json(b): Json<UpBody>) -> ApiResult<StatusView> {
+async fn up(State(s): State<ApiState>, Body(b): Body<UpBody>) -> ApiResult<StatusView> {
     Ok(Json(s.handle.up(&b.code).await?))
 }
 
@@ -55,7 +55,7 @@ struct PairBody {
     addr: String,
 }
 
-async fn pair(State(s): State<ApiState>, Json(b): Json<PairBody>) -> ApiResult<PairOutcome> {
+async fn pair(State(s): State<ApiState>, Body(b): Body<PairBody>) -> ApiResult<PairOutcome> {
     let addr = b.addr.parse().map_err(bad)?;
     Ok(Json(s.handle.pair(addr).await?))
 }
@@ -78,7 +78,7 @@ struct InviteBody {
     entity: Option<String>,
 }
 
-async fn invite(State(s): State<ApiState>, Json(b): Json<InviteBody>) -> ApiResult<Done> {
+async fn invite(State(s): State<ApiState>, Body(b): Body<InviteBody>) -> ApiResult<Done> {
     let invitee = match (b.user, b.entity) {
         (Some(u), None) => Invitee::User(u),
         (None, Some(e)) => Invitee::Entity(e.parse().map_err(bad)?),
@@ -98,7 +98,7 @@ struct Epoch {
     epoch: u64,
 }
 
-async fn expel(State(s): State<ApiState>, Json(b): Json<ExpelBody>) -> ApiResult<Epoch> {
+async fn expel(State(s): State<ApiState>, Body(b): Body<ExpelBody>) -> ApiResult<Epoch> {
     let peer = b.peer.parse().map_err(bad)?;
     Ok(Json(Epoch {
         epoch: s.handle.pn_expel(peer).await?,
@@ -111,7 +111,7 @@ struct SealBody {
     text: String,
 }
 
-async fn seal(State(s): State<ApiState>, Json(b): Json<SealBody>) -> ApiResult<GroupSealed> {
+async fn seal(State(s): State<ApiState>, Body(b): Body<SealBody>) -> ApiResult<GroupSealed> {
     Ok(Json(s.handle.pn_seal(b.text.as_bytes())?))
 }
 
@@ -120,7 +120,7 @@ struct Opened {
     text: String,
 }
 
-async fn open(State(s): State<ApiState>, Json(sealed): Json<GroupSealed>) -> ApiResult<Opened> {
+async fn open(State(s): State<ApiState>, Body(sealed): Body<GroupSealed>) -> ApiResult<Opened> {
     let bytes = s.handle.pn_open(&sealed)?;
     Ok(Json(Opened {
         text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -143,7 +143,7 @@ struct ModeBody {
     mode: String,
 }
 
-async fn mode_set(State(s): State<ApiState>, Json(b): Json<ModeBody>) -> ApiResult<ModeView> {
+async fn mode_set(State(s): State<ApiState>, Body(b): Body<ModeBody>) -> ApiResult<ModeView> {
     let setting = b.mode.parse().map_err(bad)?;
     s.handle.set_mode(setting).await?;
     let (mode, setting) = s.handle.mode();

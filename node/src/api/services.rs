@@ -14,7 +14,7 @@ use cpns_directory::{
 use cpns_overlay::DeliveryMode;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Body};
 use crate::delivery::FetchOutcome;
 use crate::error::OpError;
 
@@ -59,7 +59,7 @@ struct PublishBody {
     ttl_secs: Option<u64>,
 }
 
-async fn publish(State(s): State<ApiState>, Json(b): Json<PublishBody>) -> ApiResult<ServiceDescription> {
+async fn publish(State(s): State<ApiState>, Body(b): Body<PublishBody>) -> ApiResult<ServiceDescription> {
     let visibility = match b.visibility.as_deref() {
         None | Some("pn") => s.handle.default_visibility(),
         Some(v) => v.parse().map_err(bad)?,
@@ -164,7 +164,7 @@ struct WatchBody {
     keyword: String,
 }
 
-async fn watch(State(s): State<ApiState>, Json(b): Json<WatchBody>) -> ApiResult<serde_json::Value> {
+async fn watch(State(s): State<ApiState>, Body(b): Body<WatchBody>) -> ApiResult<serde_json::Value> {
     let n = s.handle.watch_services(&b.keyword).await?;
     Ok(Json(serde_json::json!({ "keyword": b.keyword, "subscriptions": n })))
 }
@@ -180,7 +180,7 @@ struct FetchBody {
     mode: Option<String>,
 }
 
-async fn fetch(State(s): State<ApiState>, Json(b): Json<FetchBody>) -> ApiResult<FetchOutcome> {
+async fn fetch(State(s): State<ApiState>, Body(b): Body<FetchBody>) -> ApiResult<FetchOutcome> {
     let mode = match b.mode.as_deref() {
         None | Some("pull") => DeliveryMode::Pull,
         Some("push") => DeliveryMode::Push,
@@ -195,7 +195,7 @@ struct SendBody {
     path: PathBuf,
 }
 
-async fn send(State(s): State<ApiState>, Json(b): Json<SendBody>) -> ApiResult<serde_json::Value> {
+async fn send(State(s): State<ApiState>, Body(b): Body<SendBody>) -> ApiResult<serde_json::Value> {
     let peer = b.peer.parse().map_err(bad)?;
     let bytes = s.handle.send_file(peer, &b.path).await?;
     Ok(Json(serde_json::json!({ "peer": b.peer, "bytes": bytes })))
@@ -229,7 +229,7 @@ async fn prefs_get(State(s): State<ApiState>) -> ApiResult<Prefs> {
     }))
 }
 
-async fn prefs_set(State(s): State<ApiState>, Json(p): Json<Prefs>) -> ApiResult<Prefs> {
+async fn prefs_set(State(s): State<ApiState>, Body(p): Body<Prefs>) -> ApiResult<Prefs> {
     s.handle.set_usage_never_report(p.never_report).await?;
     Ok(Json(Prefs {
         never_report: s.handle.usage_never_report(),

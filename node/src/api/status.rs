@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use cpns_overlay::{Status, StatusPolicy};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Body};
 use crate::error::OpError;
 use crate::status::Notification;
 
@@ -38,7 +38,7 @@ struct PeerStatus {
     answered_by: String,
 }
 
-async fn set(State(s): State<ApiState>, Json(b): Json<SetBody>) -> ApiResult<PeerStatus> {
+async fn set(State(s): State<ApiState>, Body(b): Body<SetBody>) -> ApiResult<PeerStatus> {
     let status = match b.status.as_str() {
         "online" => Status::Online,
         "offline" => Status::Offline,
@@ -92,7 +92,7 @@ struct Subscribed {
     at: String,
 }
 
-async fn subscribe(State(s): State<ApiState>, Json(b): Json<SubscribeBody>) -> ApiResult<Subscribed> {
+async fn subscribe(State(s): State<ApiState>, Body(b): Body<SubscribeBody>) -> ApiResult<Subscribed> {
     let peer = b.peer.parse().map_err(bad)?;
     let at = s
         .handle

@@ -56,6 +56,21 @@ enum Command {
         #[command(subcommand)]
         action: super::pn::PnAction,
     },
+    /// Service Publication & Discovery: publish, unpublish, find, show, list, watch.
+    Services {
+        #[command(subcommand)]
+        action: super::services::ServicesAction,
+    },
+    /// Service/Content Delivery: fetch a service's content, send a file to a member.
+    Content {
+        #[command(subcommand)]
+        action: super::services::ContentAction,
+    },
+    /// Usage reporting: preferences, queued reports.
+    Usage {
+        #[command(subcommand)]
+        action: super::services::UsageAction,
+    },
     /// A whole local mesh for developers: cpns-auth and N nodes on loopback.
     Mesh {
         #[command(subcommand)]
@@ -138,6 +153,9 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Pn { action } => super::pn::run(&api, cli.json, action).await,
         Command::Mode { action } => super::pn::mode(&api, cli.json, action).await,
         Command::Mesh { .. } => Ok(()),
+        Command::Services { action } => super::services::services(&api, cli.json, action).await,
+        Command::Content { action } => super::services::content(&api, cli.json, action).await,
+        Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
         Command::Status { action: None } => {
             let s: StatusView = api.get("/v1/status").await?;
             if cli.json {
