@@ -115,6 +115,7 @@ pub(crate) async fn join(
     save_membership(shared, &membership)
         .await
         .map_err(OpError::Internal)?;
+    admit_members(shared, &summary.members).await;
     let members: BTreeMap<PeerId, _> = summary
         .members
         .iter()
