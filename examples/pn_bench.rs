@@ -1,0 +1,116 @@
+//! Usage: `cargo run --release --example pn_bench [-- --runs N]`
+//!
+//! Benchmark of PN establishment, the change request's B.1 steps 1-26, end to end on
+//! loopback: for each run, two fresh enrolled nodes (auto mode, neither a gateway) pair; the
+//! clock runs from the pairing request (step 1) until both nodes report the PN with both
+//! members (the PNE has step 26, the gateway its inventory entry), through the election, the gateway's authentication with
+//! `cpns-auth`, the PN Inventory's creation, the membership decision and the key delivery —
+//! every durable write included. Prints p50/p90/p99, min/max and throughput. Bounded: at most
+//! N runs (default 50), each with a 20 s limit.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cpns_node::{Config, ModeSetting, Node};
+
+fn parse_runs() -> Result<usize> {
+    let mut args = std::env::args().skip(1);
+    let mut runs = 50;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
+            "--bench" => {}
+            other => bail!("unknown argument {other:?} (usage: pn_bench [--runs N])"),
+        }
+    }
+    if !(1..=10_000).contains(&runs) {
+        bail!("--runs must be between 1 and 10000");
+    }
+    Ok(runs)
+}
+
+fn config(dir: &std::path::Path, name: &str) -> Config {
+    Config {
+        data_dir: dir.join(name),
+        device_name: name.into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        mdns: false,
+        auto_pair: false,
+        mode: ModeSetting::Auto,
+        log: "error".into(),
+        ..Config::default()
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let runs = parse_runs()?;
+    let dir = tempfile::tempdir()?;
+    let auth =
+        cpns_auth::Server::start(cpns_auth::Config::with_data_dir(dir.path().join("auth"))).await?;
+    let admin = auth.admin();
+    admin.create_user("bench").await?;
+    let mut times = Vec::with_capacity(runs);
+    let started = Instant::now();
+    for run in 0..runs {
+        let mut pair = Vec::new();
+        for side in ["a", "b"] {
+            let node = Node::start(config(dir.path(), &format!("{run}-{side}"))).await?;
+            let code = admin
+                .create_code(
+                    "bench",
+                    cpns_keys::Modes::ALL,
+                    Duration::from_secs(600),
+                    false,
+                )
+                .await?;
+            node.handle().up(&code).await?;
+            pair.push(node);
+        }
+        let addr = pair[1].dial_addrs().await.remove(0);
+        let (a, b) = (pair[0].handle(), pair[1].handle());
+        let t = Instant::now();
+        a.pair(addr).await?;
+        // Both sides in the PN: the PNE has step 26, the gateway has admitted it.
+        let limit = Duration::from_secs(20);
+        let (sa, sb) = tokio::join!(
+            a.wait_until(limit, |s| s.pn_id.is_some() && s.members.len() == 2),
+            b.wait_until(limit, |s| s.pn_id.is_some() && s.members.len() == 2)
+        );
+        let elapsed = t.elapsed();
+        let (sa, sb) = (sa?, sb?);
+        if sa.pn_id.is_none() || sa.pn_id != sb.pn_id {
+            bail!("run {run}: the PN did not form within {limit:?}");
+        }
+        times.push(elapsed.as_secs_f64() * 1000.0);
+        for node in pair {
+            node.shutdown().await;
+        }
+    }
+    let total = started.elapsed();
+    auth.shutdown().await;
+
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    println!("PN establishment, B.1 steps 1-26, two fresh nodes on loopback, {runs} runs");
+    println!(
+        "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   min {:.2} ms   max {:.2} ms",
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.90),
+        percentile(&sorted, 0.99),
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
+    println!(
+        "  {:.1} establishments per second of flow time; {:.1} s wall time including node start-up",
+        runs as f64 / (times.iter().sum::<f64>() / 1000.0),
+        total.as_secs_f64()
+    );
+    println!("  success: {runs}/{runs}");
+    Ok(())
+}
