@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod directory;
 mod node;
+mod faults;
 mod overlay;
 mod pn_establishment;
 mod typical_flow;

@@ -56,7 +56,9 @@ pub fn bin(name: &str) -> std::path::PathBuf {
 
 /// A lab: one real `cpns-auth` in-process (its own data dir), and nodes enrolled with it.
 pub struct Lab {
-    server: cpns_auth::ServerHandle,
+    server: Option<cpns_auth::ServerHandle>,
+    /// Where the server listened, so that a restart comes back at the same address.
+    listen: Vec<libp2p::Multiaddr>,
     dir: tempfile::TempDir,
 }
 
@@ -98,20 +100,43 @@ impl Lab {
     /// Starts the server on 127.0.0.1 with a fresh data dir.
     pub async fn start() -> anyhow::Result<Lab> {
         let dir = tempfile::tempdir()?;
-        let server =
-            cpns_auth::Server::start(cpns_auth::Config::with_data_dir(dir.path().join("auth")))
-                .await?;
-        Ok(Lab { server, dir })
+        let config = cpns_auth::Config::with_data_dir(dir.path().join("auth"));
+        let server = cpns_auth::Server::start(config).await?;
+        let listen = server.listen_addrs();
+        Ok(Lab {
+            server: Some(server),
+            listen,
+            dir,
+        })
+    }
+
+    fn server(&self) -> &cpns_auth::ServerHandle {
+        self.server.as_ref().expect("the lab's server is stopped")
+    }
+
+    /// Stops the server (the nodes keep running).
+    pub async fn stop_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Starts the server again on the same data dir and address.
+    pub async fn restart_server(&mut self) -> anyhow::Result<()> {
+        let mut config = cpns_auth::Config::with_data_dir(self.dir.path().join("auth"));
+        config.listen = self.listen.clone();
+        self.server = Some(cpns_auth::Server::start(config).await?);
+        Ok(())
     }
 
     /// The admin API of the server.
     pub fn admin(&self) -> cpns_auth::Admin {
-        self.server.admin()
+        self.server().admin()
     }
 
     /// The server's PeerId.
     pub fn server_peer(&self) -> libp2p::PeerId {
-        self.server.peer_id()
+        self.server().peer_id()
     }
 
     /// Creates a user.
@@ -184,7 +209,9 @@ impl Lab {
         for n in nodes {
             n.shutdown().await;
         }
-        self.server.shutdown().await;
+        if let Some(s) = self.server {
+            s.shutdown().await;
+        }
         drop(self.dir);
     }
 }
