@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)] // test helpers are `pub` so that every topic module can use them
 //! The single integration-test binary (everything links once). Each module is a topic; shared
 //! scaffolding lives in `util`.
 

@@ -205,6 +205,7 @@ impl Handle {
             .map_err(|e| OpError::Internal(format!("saving the enrolment: {e}")))?;
         s.set_enrolment(enrolment);
         crate::services::start(s)?;
+        crate::lan::on_enrolled(s);
         let wants_gateway = s.state().mode_setting == crate::config::ModeSetting::Gateway;
         if wants_gateway && s.state().pn.is_none() {
             gateway::take_gateway_role(s).await;

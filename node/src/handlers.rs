@@ -45,6 +45,7 @@ pub(crate) async fn handle_event(shared: &Arc<Shared>, event: Event) {
         Event::MdnsDiscovered { peer, addrs } => {
             crate::lan::on_discovered(shared, peer, addrs).await
         }
+        Event::MdnsExpired { peer } => crate::lan::on_expired(shared, &peer),
         other => trace!(?other, "overlay event"),
     }
 }

@@ -1,9 +1,14 @@
 //! LAN discovery (5.6.5): a device seen by mDNS on the LAN starts pairing (B.1 steps 1-2) by
-//! itself when `auto_pair` is on. Only the side with the smaller PeerId initiates, so that two
-//! devices that see each other at the same moment pair once, not twice.
+//! itself when `auto_pair` is on.
+//!
+//! Two devices that see each other at the same moment should pair once, not twice: the side
+//! with the smaller PeerId pairs at once, the other waits [`YIELD`] and pairs only if nothing
+//! happened meanwhile (mDNS discovery can be one-sided: a device that answered another's query
+//! has not necessarily seen it). Devices seen before this node was enrolled are remembered and
+//! paired with once it is.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -11,32 +16,89 @@ use tracing::{debug, info};
 
 use crate::shared::Shared;
 
-/// A peer seen again within this time is not paired with again.
+/// A peer is not paired with again within this time.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Most peers remembered for [`RETRY_AFTER`].
-const MAX_REMEMBERED: usize = 1024;
+/// How long the side with the greater PeerId leaves the other to start.
+const YIELD: Duration = Duration::from_secs(3);
+/// Most peers remembered.
+const MAX_REMEMBERED: usize = 256;
 
-fn attempts() -> &'static Mutex<HashMap<PeerId, Instant>> {
-    static A: OnceLock<Mutex<HashMap<PeerId, Instant>>> = OnceLock::new();
-    A.get_or_init(Default::default)
+/// What the node saw on its LAN.
+#[derive(Default)]
+pub(crate) struct Lan {
+    seen: Mutex<HashMap<PeerId, Vec<Multiaddr>>>,
+    attempts: Mutex<HashMap<PeerId, Instant>>,
+}
+
+impl Lan {
+    fn remember(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_REMEMBERED && !seen.contains_key(&peer) {
+            return;
+        }
+        seen.insert(peer, addrs);
+    }
+
+    fn forget(&self, peer: &PeerId) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
+    }
+
+    /// Whether a pairing attempt with `peer` may start now (and records it).
+    fn may_try(&self, peer: PeerId) -> bool {
+        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        a.retain(|_, t| now.duration_since(*t) < RETRY_AFTER);
+        if a.contains_key(&peer) || a.len() >= MAX_REMEMBERED {
+            return false;
+        }
+        a.insert(peer, now);
+        true
+    }
 }
 
 /// mDNS saw `peer` at `addrs`.
 pub(crate) async fn on_discovered(shared: &Arc<Shared>, peer: PeerId, addrs: Vec<Multiaddr>) {
-    if !shared.config.auto_pair || !shared.is_enrolled() || peer <= shared.peer_id {
+    shared.lan.remember(peer, addrs.clone());
+    consider(shared, peer, addrs).await;
+}
+
+/// mDNS lost `peer`.
+pub(crate) fn on_expired(shared: &Shared, peer: &PeerId) {
+    shared.lan.forget(peer);
+}
+
+/// The node was just enrolled: pair with the devices already seen.
+pub(crate) fn on_enrolled(shared: &Arc<Shared>) {
+    let seen: Vec<(PeerId, Vec<Multiaddr>)> = shared
+        .lan
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(p, a)| (*p, a.clone()))
+        .collect();
+    for (peer, addrs) in seen {
+        let s = shared.clone();
+        tokio::spawn(async move { consider(&s, peer, addrs).await });
+    }
+}
+
+async fn consider(shared: &Arc<Shared>, peer: PeerId, addrs: Vec<Multiaddr>) {
+    if !shared.config.auto_pair || !shared.is_enrolled() || peer == shared.peer_id {
         return;
     }
     if shared.peer_entry(&peer).is_some() {
         return;
     }
-    {
-        let mut a = attempts().lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        a.retain(|_, t| now.duration_since(*t) < RETRY_AFTER);
-        if a.contains_key(&peer) || a.len() >= MAX_REMEMBERED {
+    if peer < shared.peer_id {
+        // The other side starts; step in only if it did not.
+        tokio::time::sleep(YIELD).await;
+        if shared.peer_entry(&peer).is_some() {
             return;
         }
-        a.insert(peer, now);
+    }
+    if !shared.lan.may_try(peer) {
+        return;
     }
     let Some(addr) = addrs.into_iter().next() else {
         return;

@@ -112,10 +112,13 @@ impl Behaviour {
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
 
         let mdns = if config.mdns {
-            Some(
-                mdns::tokio::Behaviour::new(mdns::Config::default(), local)
-                    .map_err(|e| e.to_string())?,
-            )
+            // Query every 30 s instead of every 5 min: a device switched on later is seen
+            // within half a minute (queries are small and stay on the LAN).
+            let mdns_config = mdns::Config {
+                query_interval: std::time::Duration::from_secs(30),
+                ..mdns::Config::default()
+            };
+            Some(mdns::tokio::Behaviour::new(mdns_config, local).map_err(|e| e.to_string())?)
         } else {
             None
         };
