@@ -9,6 +9,7 @@ mod cli;
 mod directory;
 mod node;
 mod faults;
+mod groups;
 mod overlay;
 mod pn_establishment;
 mod typical_flow;

@@ -3,6 +3,7 @@
 //! `DATA_DIR/api.json` (mode 0600). The `cpns` CLI is a thin client of it. docs/API.md lists
 //! every endpoint with an example.
 
+mod groups;
 mod node;
 mod pn;
 mod services;
@@ -179,6 +180,7 @@ pub(crate) async fn serve(
         .merge(pn::routes())
         .merge(status::routes())
         .merge(services::routes())
+        .merge(groups::routes())
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Prometheus scrapes without the token; the API listens on loopback only.

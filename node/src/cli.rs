@@ -7,6 +7,7 @@
 
 mod client;
 mod commands;
+mod groups;
 mod mesh;
 mod pn;
 mod services;

@@ -573,4 +573,55 @@ impl Handle {
     pub async fn flush_usage(&self) -> usize {
         crate::usage::flush(&self.shared).await
     }
+
+    /// Creates a Service Group (`cpns groups create`).
+    pub async fn group_create(&self, name: &str) -> Result<cpns_overlay::GroupInfo, OpError> {
+        crate::groups::create(&self.shared, name).await
+    }
+
+    /// The groups this node belongs to or is invited to.
+    pub async fn groups(&self) -> Result<Vec<cpns_overlay::GroupInfo>, OpError> {
+        crate::groups::list(&self.shared).await
+    }
+
+    /// One group's record.
+    pub async fn group(&self, group: cpns_keys::GroupId) -> Result<cpns_overlay::GroupInfo, OpError> {
+        crate::groups::show(&self.shared, group).await
+    }
+
+    /// Deletes a group (admins only).
+    pub async fn group_delete(&self, group: cpns_keys::GroupId) -> Result<(), OpError> {
+        crate::groups::delete(&self.shared, group).await
+    }
+
+    /// Invites an entity into a group (admins only).
+    pub async fn group_invite(&self, group: cpns_keys::GroupId, peer: PeerId) -> Result<cpns_overlay::GroupInfo, OpError> {
+        crate::groups::invite(&self.shared, group, peer).await
+    }
+
+    /// Expels a member from a group (admins only).
+    pub async fn group_expel(&self, group: cpns_keys::GroupId, peer: PeerId) -> Result<cpns_overlay::GroupInfo, OpError> {
+        crate::groups::expel(&self.shared, group, peer).await
+    }
+
+    /// Joins a group this node was invited to.
+    pub async fn group_join(&self, group: cpns_keys::GroupId) -> Result<cpns_overlay::GroupInfo, OpError> {
+        crate::groups::join(&self.shared, group).await
+    }
+
+    /// Leaves a group.
+    pub async fn group_leave(&self, group: cpns_keys::GroupId) -> Result<(), OpError> {
+        crate::groups::leave(&self.shared, group).await
+    }
+
+    /// Pulls this node's current keys; returns how many were new.
+    pub async fn pull_keys(&self) -> Result<usize, OpError> {
+        crate::groups::pull_keys(&self.shared).await
+    }
+
+    /// The current epoch of a group key this node holds.
+    pub fn group_epoch(&self, group: &cpns_keys::GroupId) -> Option<u64> {
+        use cpns_directory::KeyRing as _;
+        self.shared.keyring.current(group).map(|k| k.epoch())
+    }
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod delivery;
 pub mod enrolment;
 mod error;
+mod groups;
 mod handle;
 mod handlers;
 mod keyring;

@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         action: super::services::ContentAction,
     },
+    /// Service Groups: create, list, show, delete, invite, expel, join, leave, pull-keys.
+    Groups {
+        #[command(subcommand)]
+        action: super::groups::GroupsAction,
+    },
     /// Usage reporting: preferences, queued reports.
     Usage {
         #[command(subcommand)]
@@ -156,6 +161,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Services { action } => super::services::services(&api, cli.json, action).await,
         Command::Content { action } => super::services::content(&api, cli.json, action).await,
         Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
+        Command::Groups { action } => super::groups::run(&api, cli.json, action).await,
         Command::Status { action: None } => {
             let s: StatusView = api.get("/v1/status").await?;
             if cli.json {

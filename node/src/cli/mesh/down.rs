@@ -168,12 +168,20 @@ pub(super) async fn run(dir: &Path, clean: bool, json: bool) -> Result<(), CliEr
             if report.killed.is_empty() {
                 String::new()
             } else {
-                format!(", {} killed ({})", report.killed.len(), report.killed.join(", "))
+                format!(
+                    ", {} killed ({})",
+                    report.killed.len(),
+                    report.killed.join(", ")
+                )
             },
             if report.not_running.is_empty() {
                 String::new()
             } else {
-                format!(", {} had already stopped ({})", report.not_running.len(), report.not_running.join(", "))
+                format!(
+                    ", {} had already stopped ({})",
+                    report.not_running.len(),
+                    report.not_running.join(", ")
+                )
             }
         );
     }

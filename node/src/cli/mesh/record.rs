@@ -136,7 +136,8 @@ impl MeshFile {
     pub(super) fn write(&self) -> Result<(), CliError> {
         let path = Self::path(&self.dir);
         let tmp = self.dir.join(format!("{MESH_FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(|e| CliError::Other(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| CliError::Other(e.to_string()))?;
         std::fs::write(&tmp, text + "\n")
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))

@@ -255,7 +255,8 @@ async fn bring_up(
     // Node 0: the gateway, and everyone's bootstrap peer.
     bar.set_message("starting node-0 (gateway)");
     let mut gateway = start_node(dir, bins, &mut file, 0, base, None)?;
-    let (api0, status0) = spawn::wait_node_ready(&mut gateway.child, &gateway.rec, deadline).await?;
+    let (api0, status0) =
+        spawn::wait_node_ready(&mut gateway.child, &gateway.rec, deadline).await?;
     bar.inc(1);
     let peer0 = status0.peer_id.clone();
     let addr0 = status0
@@ -297,7 +298,15 @@ async fn bring_up(
     let mut children: Vec<&mut Started> = std::iter::once(&mut gateway)
         .chain(others.iter_mut())
         .collect();
-    wait_converged(&mut children, &peer0, &mut auth_child, &auth_rec, bar, deadline).await
+    wait_converged(
+        &mut children,
+        &peer0,
+        &mut auth_child,
+        &auth_rec,
+        bar,
+        deadline,
+    )
+    .await
 }
 
 /// The TCP port a stopped `cpns-auth` last listened on (its status read from the data dir).
@@ -427,9 +436,10 @@ async fn wait_converged(
             let mut ok = pn0.is_some() && s.pn_id == pn0 && s.gateway.as_deref() == Some(peer0);
             if k == 0 {
                 ok = ok
-                    && peers
-                        .iter()
-                        .all(|p| p.as_ref().is_some_and(|p| s.members.iter().any(|m| &m.peer_id == p)));
+                    && peers.iter().all(|p| {
+                        p.as_ref()
+                            .is_some_and(|p| s.members.iter().any(|m| &m.peer_id == p))
+                    });
             }
             if ok && !done[k] {
                 done[k] = true;
@@ -452,10 +462,7 @@ async fn wait_converged(
                 ),
             };
             let wanted = if k == 0 {
-                format!(
-                    "list all {} nodes as members of its PN",
-                    nodes.len()
-                )
+                format!("list all {} nodes as members of its PN", nodes.len())
             } else {
                 format!(
                     "join node-0's PN {}",
