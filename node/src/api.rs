@@ -102,7 +102,11 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, "bad_request".into(), e.body_text())),
+            Err(e) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_request".into(),
+                e.body_text(),
+            )),
         }
     }
 }
@@ -127,7 +131,10 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.handle.metrics_text().await,
     )
 }

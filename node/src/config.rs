@@ -505,8 +505,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let mut c = Config::default();
-        c.bootstrap = vec!["/ip4/127.0.0.1/tcp/1".into()];
+        let c = Config {
+            bootstrap: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            ..Config::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()

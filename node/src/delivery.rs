@@ -122,20 +122,34 @@ pub struct FetchOutcome {
 }
 
 /// Registers the content of one of this node's services (a file it serves).
-pub(crate) async fn register_content(shared: &Shared, service_id: &str, path: &Path) -> Result<(), OpError> {
+pub(crate) async fn register_content(
+    shared: &Shared,
+    service_id: &str,
+    path: &Path,
+) -> Result<(), OpError> {
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(OpError::BadRequest(format!("{} is not a file", path.display())));
+        return Err(OpError::BadRequest(format!(
+            "{} is not a file",
+            path.display()
+        )));
     }
     let path = tokio::fs::canonicalize(path)
         .await
         .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
-    let tree = shared.db.open_tree(CONTENT_TREE).map_err(|e| OpError::Internal(e.to_string()))?;
-    let bytes = codec::encode(&ContentSource { path }).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.insert(service_id.as_bytes(), bytes).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.flush_async().await.map_err(|e| OpError::Internal(e.to_string()))?;
+    let tree = shared
+        .db
+        .open_tree(CONTENT_TREE)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
+    let bytes =
+        codec::encode(&ContentSource { path }).map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.insert(service_id.as_bytes(), bytes)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.flush_async()
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     Ok(())
 }
 
@@ -163,13 +177,20 @@ pub(crate) async fn handle(shared: &Arc<Shared>, peer: PeerId, msg: DeliveryMess
         } => on_invoke(shared, peer, service_id, mode, capabilities).await,
         DeliveryMessage::Start { session } => {
             let ok = {
-                let sessions = shared.delivery.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let sessions = shared
+                    .delivery
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 sessions
                     .get(&session)
                     .is_some_and(|s| s.consumer == peer && s.mode == DeliveryMode::Push)
             };
             if !ok {
-                return Message::error(ErrorCode::NotFound, "no push session of yours with that id");
+                return Message::error(
+                    ErrorCode::NotFound,
+                    "no push session of yours with that id",
+                );
             }
             let s = shared.clone();
             tokio::spawn(async move {
@@ -181,7 +202,11 @@ pub(crate) async fn handle(shared: &Arc<Shared>, peer: PeerId, msg: DeliveryMess
         }
         DeliveryMessage::Stop { session } => {
             let removed = {
-                let mut sessions = shared.delivery.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sessions = shared
+                    .delivery
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 match sessions.get(&session) {
                     Some(s) if s.consumer == peer => sessions.remove(&session),
                     _ => None,
@@ -195,7 +220,9 @@ pub(crate) async fn handle(shared: &Arc<Shared>, peer: PeerId, msg: DeliveryMess
                 None => Message::error(ErrorCode::NotFound, "no session of yours with that id"),
             }
         }
-        DeliveryMessage::Invoked { .. } => Message::error(ErrorCode::BadRequest, "Invoked is an answer"),
+        DeliveryMessage::Invoked { .. } => {
+            Message::error(ErrorCode::BadRequest, "Invoked is an answer")
+        }
     }
 }
 
@@ -213,14 +240,31 @@ async fn on_invoke(
     let Ok(directory) = shared.services.directory() else {
         return Message::error(ErrorCode::NotRegistered, "this node is not enrolled");
     };
-    let Some(desc) = directory.local_services().into_iter().find(|d| d.id == service_id) else {
-        return Message::error(ErrorCode::NotFound, format!("this node does not offer {service_id}"));
+    let Some(desc) = directory
+        .local_services()
+        .into_iter()
+        .find(|d| d.id == service_id)
+    else {
+        return Message::error(
+            ErrorCode::NotFound,
+            format!("this node does not offer {service_id}"),
+        );
     };
     let Some(source) = content_source(shared, &service_id) else {
-        return Message::error(ErrorCode::NotFound, format!("{service_id} has no content at this node"));
+        return Message::error(
+            ErrorCode::NotFound,
+            format!("{service_id} has no content at this node"),
+        );
     };
     let refuse = |reason: String| {
-        shared.trace(G1, 6, &peer, &me, "ShareDeviceCapabilities", format!("refused: {reason}"));
+        shared.trace(
+            G1,
+            6,
+            &peer,
+            &me,
+            "ShareDeviceCapabilities",
+            format!("refused: {reason}"),
+        );
         Message::Delivery(DeliveryMessage::Invoked {
             decision: InvokeDecision::Refused(reason),
             session: 0,
@@ -241,7 +285,10 @@ async fn on_invoke(
         Err(e) => return refuse(format!("content unavailable: {e}")),
     };
     let low_power = caps.dynamic.power == PowerSource::Battery
-        && caps.dynamic.battery_percent.is_some_and(|b| b < shared.config.status.battery_threshold);
+        && caps
+            .dynamic
+            .battery_percent
+            .is_some_and(|b| b < shared.config.status.battery_threshold);
     let (decision, chunk) = if low_power {
         (
             InvokeDecision::Adapted("consumer on low battery: content sent in small chunks".into()),
@@ -252,10 +299,17 @@ async fn on_invoke(
     };
     let session = rand::random::<u64>() | 1;
     {
-        let mut sessions = shared.delivery.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = shared
+            .delivery
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
         if sessions.len() >= MAX_SESSIONS {
-            return Message::error(ErrorCode::Busy, "too many delivery sessions; try again later");
+            return Message::error(
+                ErrorCode::Busy,
+                "too many delivery sessions; try again later",
+            );
         }
         sessions.insert(
             session,
@@ -284,8 +338,17 @@ async fn on_invoke(
     })
 }
 
-fn take_session(shared: &Shared, session: u64, consumer: &PeerId, mode: DeliveryMode) -> Option<Session> {
-    let mut sessions = shared.delivery.sessions.lock().unwrap_or_else(|p| p.into_inner());
+fn take_session(
+    shared: &Shared,
+    session: u64,
+    consumer: &PeerId,
+    mode: DeliveryMode,
+) -> Option<Session> {
+    let mut sessions = shared
+        .delivery
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     match sessions.get(&session) {
         Some(s) if &s.consumer == consumer && s.mode == mode => sessions.remove(&session),
         _ => None,
@@ -306,7 +369,11 @@ async fn push(shared: &Arc<Shared>, consumer: PeerId, session: u64) -> Result<()
 }
 
 /// Writes the opening and the sealed chunks of a session's content.
-async fn send_content<W: AsyncWrite + Unpin>(shared: &Shared, out: &mut W, s: &Session) -> Result<(), OpError> {
+async fn send_content<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    out: &mut W,
+    s: &Session,
+) -> Result<(), OpError> {
     let key = match &s.group {
         Some(g) => Some(
             shared
@@ -319,8 +386,21 @@ async fn send_content<W: AsyncWrite + Unpin>(shared: &Shared, out: &mut W, s: &S
     let mut file = tokio::fs::File::open(&s.path)
         .await
         .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
-    let length = file.metadata().await.map_err(|e| OpError::Internal(e.to_string()))?.len();
-    stream_bytes(shared, out, key.as_ref(), &mut file, length, s.chunk, &s.stop).await?;
+    let length = file
+        .metadata()
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?
+        .len();
+    stream_bytes(
+        shared,
+        out,
+        key.as_ref(),
+        &mut file,
+        length,
+        s.chunk,
+        &s.stop,
+    )
+    .await?;
     debug!(service = %s.service_id, bytes = length, "content delivered");
     Ok(())
 }
@@ -357,7 +437,8 @@ async fn stream_bytes<W: AsyncWrite + Unpin, R: tokio::io::AsyncRead + Unpin>(
             Some(k) => k.seal_chunk(&shared.peer_id, stream_id, index, last, &buf[..want]),
             None => buf[..want].to_vec(),
         };
-        let frame_len = u32::try_from(body.len() + 1).map_err(|_| OpError::Internal("chunk too large".into()))?;
+        let frame_len = u32::try_from(body.len() + 1)
+            .map_err(|_| OpError::Internal("chunk too large".into()))?;
         out.write_all(&frame_len.to_be_bytes()).await.map_err(io)?;
         out.write_all(&[u8::from(last)]).await.map_err(io)?;
         out.write_all(&body).await.map_err(io)?;
@@ -383,15 +464,15 @@ async fn receive_content<R: AsyncRead + Unpin>(
 ) -> Result<(u64, String), OpError> {
     let opening: Opening = read_frame(input).await?;
     if opening.length > max_len {
-        return Err(OpError::Refused(format!("content of {} bytes is over the limit", opening.length)));
+        return Err(OpError::Refused(format!(
+            "content of {} bytes is over the limit",
+            opening.length
+        )));
     }
     let key = match &opening.sealed {
-        Some((g, epoch)) => Some(
-            shared
-                .keyring
-                .by_epoch(g, *epoch)
-                .ok_or_else(|| OpError::Refused(format!("no key of {g} epoch {epoch}: not a member?")))?,
-        ),
+        Some((g, epoch)) => Some(shared.keyring.by_epoch(g, *epoch).ok_or_else(|| {
+            OpError::Refused(format!("no key of {g} epoch {epoch}: not a member?"))
+        })?),
         None => None,
     };
     let io = |e: std::io::Error| OpError::Unavailable(format!("delivery stream: {e}"));
@@ -428,24 +509,33 @@ async fn receive_content<R: AsyncRead + Unpin>(
         }
     }
     if got != opening.length {
-        return Err(OpError::Refused(format!("stream ended after {got} of {} bytes", opening.length)));
+        return Err(OpError::Refused(format!(
+            "stream ended after {got} of {} bytes",
+            opening.length
+        )));
     }
     sink.flush().await.map_err(io)?;
     Ok((got, hex::encode(hasher.finalize())))
 }
 
-async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(out: &mut W, v: &T) -> Result<(), OpError> {
+async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    out: &mut W,
+    v: &T,
+) -> Result<(), OpError> {
     let bytes = codec::encode(v).map_err(|e| OpError::Internal(e.to_string()))?;
     codec::write_frame(out, &bytes)
         .await
         .map_err(|e| OpError::Unavailable(format!("delivery stream: {e}")))
 }
 
-async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(input: &mut R) -> Result<T, OpError> {
+async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    input: &mut R,
+) -> Result<T, OpError> {
     let bytes = codec::read_frame(input, MAX_CONTROL_FRAME)
         .await
         .map_err(|e| OpError::Refused(format!("delivery stream: {e}")))?;
-    codec::decode(&bytes, MAX_CONTROL_FRAME).map_err(|e| OpError::Refused(format!("delivery stream: {e}")))
+    codec::decode(&bytes, MAX_CONTROL_FRAME)
+        .map_err(|e| OpError::Refused(format!("delivery stream: {e}")))
 }
 
 /// Accepts delivery streams for the node's lifetime.
@@ -511,7 +601,11 @@ async fn on_stream(shared: &Arc<Shared>, peer: PeerId, mut stream: Stream) -> Re
 
 /// G.1 steps 5-7 at the consumer: invoke with capabilities, then pull the content or have it
 /// pushed, into `DATA_DIR/downloads/<service id>`; then the usage report (step 8).
-pub(crate) async fn fetch(shared: &Arc<Shared>, service_id: &str, mode: DeliveryMode) -> Result<FetchOutcome, OpError> {
+pub(crate) async fn fetch(
+    shared: &Arc<Shared>,
+    service_id: &str,
+    mode: DeliveryMode,
+) -> Result<FetchOutcome, OpError> {
     let me = shared.peer_id;
     let found = crate::services::get(shared, service_id).await?;
     let desc: ServiceDescription = found.description;
@@ -526,15 +620,34 @@ pub(crate) async fn fetch(shared: &Arc<Shared>, service_id: &str, mode: Delivery
     };
     // A PN member is admitted through the gateway's member list; any other offerer (a public
     // service of another household) hears from us after Entity Registration (B.1 steps 1-2).
-    let known = shared.state().pn.as_ref().is_some_and(|p| p.is_member(&offerer)) || shared.peer_entry(&offerer).is_some();
+    let known = shared
+        .state()
+        .pn
+        .as_ref()
+        .is_some_and(|p| p.is_member(&offerer))
+        || shared.peer_entry(&offerer).is_some();
     if !known && offerer != me {
         crate::pn::member::register_with(shared, offerer).await?;
     }
     let (caps, _) = shared.refresh_caps();
     let started_at = now();
     let started = Instant::now();
-    shared.trace(G1, 5, &me, &offerer, "InvokeService", service_id.to_string());
-    shared.trace(G1, 6, &me, &offerer, "ShareDeviceCapabilities", caps.static_caps.device_type.clone());
+    shared.trace(
+        G1,
+        5,
+        &me,
+        &offerer,
+        "InvokeService",
+        service_id.to_string(),
+    );
+    shared.trace(
+        G1,
+        6,
+        &me,
+        &offerer,
+        "ShareDeviceCapabilities",
+        caps.static_caps.device_type.clone(),
+    );
     let answer = shared
         .client
         .request(
@@ -547,17 +660,27 @@ pub(crate) async fn fetch(shared: &Arc<Shared>, service_id: &str, mode: Delivery
             }),
         )
         .await?;
-    let Message::Delivery(DeliveryMessage::Invoked { decision, session, .. }) = answer else {
-        return Err(OpError::Refused(format!("unexpected answer {}", answer.name())));
+    let Message::Delivery(DeliveryMessage::Invoked {
+        decision, session, ..
+    }) = answer
+    else {
+        return Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            answer.name()
+        )));
     };
     let decision_text = match &decision {
         InvokeDecision::Accepted => "accepted".to_string(),
         InvokeDecision::Adapted(a) => format!("adapted: {a}"),
-        InvokeDecision::Refused(r) => return Err(OpError::Refused(format!("the offerer refused: {r}"))),
+        InvokeDecision::Refused(r) => {
+            return Err(OpError::Refused(format!("the offerer refused: {r}")));
+        }
     };
 
     let dir = shared.config.data_dir.join("downloads");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| OpError::Internal(e.to_string()))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     let path = dir.join(sanitise(service_id));
     let mut sink = tokio::fs::File::create(&path)
         .await
@@ -582,10 +705,19 @@ pub(crate) async fn fetch(shared: &Arc<Shared>, service_id: &str, mode: Delivery
                 .insert(session, tx);
             let start = shared
                 .client
-                .request(offerer, Protocol::Cpns, Message::Delivery(DeliveryMessage::Start { session }))
+                .request(
+                    offerer,
+                    Protocol::Cpns,
+                    Message::Delivery(DeliveryMessage::Start { session }),
+                )
                 .await;
             if let Err(e) = start {
-                shared.delivery.waiting_push.lock().unwrap_or_else(|p| p.into_inner()).remove(&session);
+                shared
+                    .delivery
+                    .waiting_push
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&session);
                 return Err(e.into());
             }
             let mut stream = tokio::time::timeout(PUSH_WAIT, rx)
@@ -596,7 +728,14 @@ pub(crate) async fn fetch(shared: &Arc<Shared>, service_id: &str, mode: Delivery
         }
     };
     let duration = started.elapsed();
-    shared.trace(G1, 7, &offerer, &me, "DeliverContent", format!("{bytes} bytes, {}", mode_name(mode)));
+    shared.trace(
+        G1,
+        7,
+        &offerer,
+        &me,
+        "DeliverContent",
+        format!("{bytes} bytes, {}", mode_name(mode)),
+    );
     let status = shared.state().status.clone();
     let pn_id = shared.pn_id();
     let usage = crate::usage::report(
@@ -638,7 +777,13 @@ fn mode_name(mode: DeliveryMode) -> &'static str {
 fn sanitise(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(128)
         .collect();
     let s = s.trim_start_matches('.').to_string();
@@ -646,11 +791,23 @@ fn sanitise(name: &str) -> String {
 }
 
 /// `cpns content send`: pushes a file to a member of this node's PN, sealed under the PN key.
-pub(crate) async fn send_file(shared: &Arc<Shared>, peer: PeerId, path: &Path) -> Result<u64, OpError> {
-    let pn_id = shared.pn_id().ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
-    let is_member = shared.state().pn.as_ref().is_some_and(|p| p.is_member(&peer));
+pub(crate) async fn send_file(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    path: &Path,
+) -> Result<u64, OpError> {
+    let pn_id = shared
+        .pn_id()
+        .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
+    let is_member = shared
+        .state()
+        .pn
+        .as_ref()
+        .is_some_and(|p| p.is_member(&peer));
     if !is_member {
-        return Err(OpError::BadRequest(format!("{peer} is not a member of this PN")));
+        return Err(OpError::BadRequest(format!(
+            "{peer} is not a member of this PN"
+        )));
     }
     let key = shared
         .keyring
@@ -659,28 +816,57 @@ pub(crate) async fn send_file(shared: &Arc<Shared>, peer: PeerId, path: &Path) -
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
-    let length = file.metadata().await.map_err(|e| OpError::Internal(e.to_string()))?.len();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+    let length = file
+        .metadata()
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?
+        .len();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
     let mut control = shared.client.stream_control();
     let mut stream = control
         .open_stream(peer, DELIVERY_PROTOCOL)
         .await
         .map_err(|e| OpError::Unavailable(format!("opening the delivery stream: {e}")))?;
     write_frame(&mut stream, &Hello::Send { name }).await?;
-    stream_bytes(shared, &mut stream, Some(&key), &mut file, length, CHUNK, &CancellationToken::new()).await?;
+    stream_bytes(
+        shared,
+        &mut stream,
+        Some(&key),
+        &mut file,
+        length,
+        CHUNK,
+        &CancellationToken::new(),
+    )
+    .await?;
     // Wait for the receiver to close its side, so that "sent" means "stored".
     let mut ack = [0u8; 1];
     let _ = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut ack)).await;
     Ok(length)
 }
 
-async fn receive_file(shared: &Arc<Shared>, peer: PeerId, mut stream: Stream, name: &str) -> Result<(), OpError> {
-    let is_member = shared.state().pn.as_ref().is_some_and(|p| p.is_member(&peer));
+async fn receive_file(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    mut stream: Stream,
+    name: &str,
+) -> Result<(), OpError> {
+    let is_member = shared
+        .state()
+        .pn
+        .as_ref()
+        .is_some_and(|p| p.is_member(&peer));
     if !is_member {
-        return Err(OpError::Refused("files are accepted from PN members only".into()));
+        return Err(OpError::Refused(
+            "files are accepted from PN members only".into(),
+        ));
     }
     let dir = shared.config.data_dir.join("inbox");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| OpError::Internal(e.to_string()))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     let path = dir.join(sanitise(name));
     let mut sink = tokio::fs::File::create(&path)
         .await

@@ -18,7 +18,10 @@ use crate::shared::Shared;
 fn group_info(answer: AuthMessage) -> Result<GroupInfo, OpError> {
     match answer {
         AuthMessage::GroupInfo(info) => Ok(info),
-        other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
+        other => Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            other.name()
+        ))),
     }
 }
 
@@ -27,7 +30,10 @@ fn group_info(answer: AuthMessage) -> Result<GroupInfo, OpError> {
 pub(crate) async fn pull_keys(shared: &Arc<Shared>) -> Result<usize, OpError> {
     let answer = auth_link::request(shared, AuthMessage::KeysPull).await?;
     let AuthMessage::Keys(grants) = answer else {
-        return Err(OpError::Refused(format!("unexpected answer {}", answer.name())));
+        return Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            answer.name()
+        )));
     };
     let mut new = 0;
     for g in &grants {
@@ -47,26 +53,49 @@ pub(crate) async fn pull_keys(shared: &Arc<Shared>) -> Result<usize, OpError> {
 
 /// Creates a Service Group; this node is its first member and admin.
 pub(crate) async fn create(shared: &Arc<Shared>, name: &str) -> Result<GroupInfo, OpError> {
-    let info = group_info(auth_link::request(shared, AuthMessage::GroupCreate { name: name.to_string() }).await?)?;
+    let info = group_info(
+        auth_link::request(
+            shared,
+            AuthMessage::GroupCreate {
+                name: name.to_string(),
+            },
+        )
+        .await?,
+    )?;
     pull_keys(shared).await?;
     Ok(info)
 }
 
 /// Deletes a Service Group (admins only); its key is deleted too.
 pub(crate) async fn delete(shared: &Arc<Shared>, group: GroupId) -> Result<(), OpError> {
-    auth_link::request(shared, AuthMessage::GroupDelete { group: group.clone() }).await?;
+    auth_link::request(
+        shared,
+        AuthMessage::GroupDelete {
+            group: group.clone(),
+        },
+    )
+    .await?;
     forget(shared, &group).await;
     Ok(())
 }
 
 /// Invites an entity (admins only).
-pub(crate) async fn invite(shared: &Arc<Shared>, group: GroupId, entity: PeerId) -> Result<GroupInfo, OpError> {
+pub(crate) async fn invite(
+    shared: &Arc<Shared>,
+    group: GroupId,
+    entity: PeerId,
+) -> Result<GroupInfo, OpError> {
     group_info(auth_link::request(shared, AuthMessage::GroupInvite { group, entity }).await?)
 }
 
 /// Expels a member (admins only); the group key moves to a new epoch.
-pub(crate) async fn expel(shared: &Arc<Shared>, group: GroupId, entity: PeerId) -> Result<GroupInfo, OpError> {
-    let info = group_info(auth_link::request(shared, AuthMessage::GroupExpel { group, entity }).await?)?;
+pub(crate) async fn expel(
+    shared: &Arc<Shared>,
+    group: GroupId,
+    entity: PeerId,
+) -> Result<GroupInfo, OpError> {
+    let info =
+        group_info(auth_link::request(shared, AuthMessage::GroupExpel { group, entity }).await?)?;
     pull_keys(shared).await?;
     Ok(info)
 }
@@ -80,7 +109,13 @@ pub(crate) async fn join(shared: &Arc<Shared>, group: GroupId) -> Result<GroupIn
 
 /// Leaves a group and forgets its key.
 pub(crate) async fn leave(shared: &Arc<Shared>, group: GroupId) -> Result<(), OpError> {
-    auth_link::request(shared, AuthMessage::GroupLeave { group: group.clone() }).await?;
+    auth_link::request(
+        shared,
+        AuthMessage::GroupLeave {
+            group: group.clone(),
+        },
+    )
+    .await?;
     forget(shared, &group).await;
     Ok(())
 }
@@ -89,7 +124,10 @@ pub(crate) async fn leave(shared: &Arc<Shared>, group: GroupId) -> Result<(), Op
 pub(crate) async fn list(shared: &Arc<Shared>) -> Result<Vec<GroupInfo>, OpError> {
     match auth_link::request(shared, AuthMessage::GroupList).await? {
         AuthMessage::Groups(list) => Ok(list),
-        other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
+        other => Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            other.name()
+        ))),
     }
 }
 

@@ -248,10 +248,10 @@ impl Handle {
             match tokio::time::timeout(Duration::from_millis(200), wait).await {
                 Ok(Ok(Ok(()))) | Err(_) => {}
                 Ok(Ok(Err(_))) => return Ok(s),
-                Ok(Err(_)) => return Ok(self.status().await?),
+                Ok(Err(_)) => return self.status().await,
             }
             if tokio::time::Instant::now() >= deadline {
-                return Ok(self.status().await?);
+                return self.status().await;
             }
         }
     }
@@ -427,7 +427,9 @@ impl Handle {
             (
                 st.mode,
                 st.pn.is_some(),
-                st.pn.as_ref().is_some_and(|p| p.membership.gateway == s.peer_id),
+                st.pn
+                    .as_ref()
+                    .is_some_and(|p| p.membership.gateway == s.peer_id),
             )
         };
         match setting {
@@ -445,14 +447,23 @@ impl Handle {
             }
             ModeSetting::Pne => {
                 if gateway_of_pn {
-                    return Err(OpError::Conflict("this node is the gateway of its PN: it stays one while the PN runs".into()));
+                    return Err(OpError::Conflict(
+                        "this node is the gateway of its PN: it stays one while the PN runs".into(),
+                    ));
                 }
                 {
                     let mut st = s.state();
                     st.mode_setting = setting;
                     st.mode = cpns_overlay::NodeMode::Pne;
                 }
-                let _ = s.client.set_kad_mode(if in_pn { KadMode::Client } else { KadMode::Server }).await;
+                let _ = s
+                    .client
+                    .set_kad_mode(if in_pn {
+                        KadMode::Client
+                    } else {
+                        KadMode::Server
+                    })
+                    .await;
             }
             ModeSetting::Auto => s.state().mode_setting = setting,
         }
@@ -485,7 +496,10 @@ impl Handle {
                 .listen_addrs()
                 .await?
                 .into_iter()
-                .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(s.peer_id)).to_string())
+                .map(|a| {
+                    a.with(libp2p::multiaddr::Protocol::P2p(s.peer_id))
+                        .to_string()
+                })
                 .collect();
         }
         if draft.id.is_none() && content.is_some() {
@@ -514,7 +528,10 @@ impl Handle {
     }
 
     /// G.1 step 4: discovery by keywords (`cpns services find K [K2…]`).
-    pub async fn find(&self, query: &cpns_directory::Query) -> Result<cpns_directory::Discovery, OpError> {
+    pub async fn find(
+        &self,
+        query: &cpns_directory::Query,
+    ) -> Result<cpns_directory::Discovery, OpError> {
         crate::services::find(&self.shared, query).await
     }
 
@@ -540,7 +557,11 @@ impl Handle {
 
     /// G.1 steps 5-8: invoke a service, get its content (pull or push), report usage
     /// (`cpns content fetch ID`).
-    pub async fn fetch(&self, service_id: &str, mode: cpns_overlay::DeliveryMode) -> Result<crate::delivery::FetchOutcome, OpError> {
+    pub async fn fetch(
+        &self,
+        service_id: &str,
+        mode: cpns_overlay::DeliveryMode,
+    ) -> Result<crate::delivery::FetchOutcome, OpError> {
         crate::delivery::fetch(&self.shared, service_id, mode).await
     }
 
@@ -556,7 +577,9 @@ impl Handle {
 
     /// Services or names never to report (`cpns usage prefs`).
     pub fn usage_never_report(&self) -> Vec<String> {
-        crate::usage::never_report(&self.shared).into_iter().collect()
+        crate::usage::never_report(&self.shared)
+            .into_iter()
+            .collect()
     }
 
     /// Replaces the stored "never report" list (the config file's entries always apply).
@@ -585,7 +608,10 @@ impl Handle {
     }
 
     /// One group's record.
-    pub async fn group(&self, group: cpns_keys::GroupId) -> Result<cpns_overlay::GroupInfo, OpError> {
+    pub async fn group(
+        &self,
+        group: cpns_keys::GroupId,
+    ) -> Result<cpns_overlay::GroupInfo, OpError> {
         crate::groups::show(&self.shared, group).await
     }
 
@@ -595,17 +621,28 @@ impl Handle {
     }
 
     /// Invites an entity into a group (admins only).
-    pub async fn group_invite(&self, group: cpns_keys::GroupId, peer: PeerId) -> Result<cpns_overlay::GroupInfo, OpError> {
+    pub async fn group_invite(
+        &self,
+        group: cpns_keys::GroupId,
+        peer: PeerId,
+    ) -> Result<cpns_overlay::GroupInfo, OpError> {
         crate::groups::invite(&self.shared, group, peer).await
     }
 
     /// Expels a member from a group (admins only).
-    pub async fn group_expel(&self, group: cpns_keys::GroupId, peer: PeerId) -> Result<cpns_overlay::GroupInfo, OpError> {
+    pub async fn group_expel(
+        &self,
+        group: cpns_keys::GroupId,
+        peer: PeerId,
+    ) -> Result<cpns_overlay::GroupInfo, OpError> {
         crate::groups::expel(&self.shared, group, peer).await
     }
 
     /// Joins a group this node was invited to.
-    pub async fn group_join(&self, group: cpns_keys::GroupId) -> Result<cpns_overlay::GroupInfo, OpError> {
+    pub async fn group_join(
+        &self,
+        group: cpns_keys::GroupId,
+    ) -> Result<cpns_overlay::GroupInfo, OpError> {
         crate::groups::join(&self.shared, group).await
     }
 

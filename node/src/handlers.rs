@@ -96,7 +96,9 @@ async fn answer_request(
                 plain(Message::Ack)
             }
             PnMessage::Ping { nonce } => plain(Message::Pn(PnMessage::Pong { nonce })),
-            PnMessage::UsageReport(report) => plain(crate::usage::on_member_report(shared, peer, report).await),
+            PnMessage::UsageReport(report) => {
+                plain(crate::usage::on_member_report(shared, peer, report).await)
+            }
             other @ (PnMessage::MembershipConfirmation { .. }
             | PnMessage::ConnectionSetupConfirmation(_)
             | PnMessage::InventoryResponse(_)

@@ -40,7 +40,10 @@ impl Lan {
     }
 
     fn forget(&self, peer: &PeerId) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
     }
 
     /// Whether a pairing attempt with `peer` may start now (and records it).

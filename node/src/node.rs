@@ -222,9 +222,7 @@ async fn resume(shared: Arc<Shared>) {
                 "cannot set the PN up with cpns-auth now (serving existing members offline): {e}"
             );
         }
-    } else if in_pn {
-        if let Err(e) = pn::member::resume(&shared).await {
-            warn!("cannot reach the PN's gateway now: {e}");
-        }
+    } else if in_pn && let Err(e) = pn::member::resume(&shared).await {
+        warn!("cannot reach the PN's gateway now: {e}");
     }
 }

@@ -51,7 +51,12 @@ impl NodeValidator {
 }
 
 impl RecordValidator for NodeValidator {
-    fn validate_put(&self, source: &PeerId, record: Record, existing: Option<&Record>) -> Result<Record, Rejection> {
+    fn validate_put(
+        &self,
+        source: &PeerId,
+        record: Record,
+        existing: Option<&Record>,
+    ) -> Result<Record, Rejection> {
         self.get()?.validate_put(source, record, existing)
     }
     fn validate_get(&self, record: &Record) -> Result<(), Rejection> {
@@ -75,11 +80,18 @@ impl Services {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| OpError::Conflict("this node is not enrolled: run `cpns up --code CODE` first".into()))
+            .ok_or_else(|| {
+                OpError::Conflict(
+                    "this node is not enrolled: run `cpns up --code CODE` first".into(),
+                )
+            })
     }
 
     fn record_advertisement(&self, d: ServiceDescription) {
-        let mut a = self.advertisements.lock().unwrap_or_else(|p| p.into_inner());
+        let mut a = self
+            .advertisements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if a.len() >= MAX_ADVERTISEMENTS {
             a.pop_front();
         }
@@ -88,20 +100,31 @@ impl Services {
 
     /// Advertisements received, oldest first.
     pub(crate) fn advertisements(&self) -> Vec<ServiceDescription> {
-        self.advertisements.lock().map(|a| a.iter().cloned().collect()).unwrap_or_default()
+        self.advertisements
+            .lock()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
 /// Opens the directory once the node is enrolled, installs the validator, and starts the
 /// directory's republish loop and the node's DHT housekeeping. Idempotent.
 pub(crate) fn start(shared: &Arc<Shared>) -> Result<(), OpError> {
-    if shared.services.directory.read().map(|d| d.is_some()).unwrap_or(false) {
+    if shared
+        .services
+        .directory
+        .read()
+        .map(|d| d.is_some())
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     let enrolment = shared.enrolment()?;
     let trust = shared.trust()?;
     let config = cpns_directory::Config::default();
-    shared.validator.install(Arc::new(Validator::new(trust.clone(), &config)));
+    shared
+        .validator
+        .install(Arc::new(Validator::new(trust.clone(), &config)));
     let directory = Directory::open(
         config,
         shared.client.clone(),
@@ -112,7 +135,11 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Result<(), OpError> {
         &shared.db,
     )
     .map_err(|e| OpError::Internal(format!("opening the directory: {e}")))?;
-    *shared.services.directory.write().unwrap_or_else(|p| p.into_inner()) = Some(directory.clone());
+    *shared
+        .services
+        .directory
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = Some(directory.clone());
     tokio::spawn(directory.clone().run(shared.cancel.clone()));
     tokio::spawn(housekeeping(shared.clone(), directory.clone()));
     tokio::spawn(forward_local_advertisements(shared.clone(), directory));
@@ -156,7 +183,11 @@ async fn housekeeping(shared: Arc<Shared>, directory: Directory) {
         if epoch.is_some() && epoch != last_epoch {
             if last_epoch.is_some() {
                 match directory.republish_all().await {
-                    Ok(n) => info!(services = n, ?epoch, "services re-published under the new PN key epoch"),
+                    Ok(n) => info!(
+                        services = n,
+                        ?epoch,
+                        "services re-published under the new PN key epoch"
+                    ),
                     Err(e) => warn!("re-publishing after a key rotation failed: {e}"),
                 }
             }
@@ -164,12 +195,18 @@ async fn housekeeping(shared: Arc<Shared>, directory: Directory) {
         }
         let summary = {
             let s = shared.state();
-            s.pn.as_ref().filter(|p| p.membership.gateway == shared.peer_id).map(|_| ())
+            s.pn.as_ref()
+                .filter(|p| p.membership.gateway == shared.peer_id)
+                .map(|_| ())
         };
         if summary.is_some()
             && let Some(mut summary) = shared.inventory_summary()
         {
-            summary.services = directory.local_services().into_iter().map(|d| d.id).collect();
+            summary.services = directory
+                .local_services()
+                .into_iter()
+                .map(|d| d.id)
+                .collect();
             if let Err(e) = directory.publish_pn_summary(&summary).await {
                 debug!("PN summary not put in the DHT: {e}");
             }
@@ -192,14 +229,24 @@ async fn forward_local_advertisements(shared: Arc<Shared>, directory: Directory)
             },
         };
         let me = shared.peer_id;
-        shared.trace(G1, 4, &d.publisher, &me, "AdvertiseServiceDescription", d.id.clone());
+        shared.trace(
+            G1,
+            4,
+            &d.publisher,
+            &me,
+            "AdvertiseServiceDescription",
+            d.id.clone(),
+        );
         shared.services.record_advertisement(d);
     }
 }
 
 /// G.1 step 0: publishes a service description (for an external program using the API, or
 /// the node's own content), then advertises it through the gateway.
-pub(crate) async fn publish(shared: &Arc<Shared>, draft: ServiceDraft) -> Result<ServiceDescription, OpError> {
+pub(crate) async fn publish(
+    shared: &Arc<Shared>,
+    draft: ServiceDraft,
+) -> Result<ServiceDescription, OpError> {
     let directory = shared.services.directory()?;
     let desc = directory
         .publish(draft)
@@ -207,7 +254,14 @@ pub(crate) async fn publish(shared: &Arc<Shared>, draft: ServiceDraft) -> Result
         .map_err(|e| OpError::BadRequest(format!("publish: {e}")))?;
     shared.metrics.services_published.inc();
     let me = shared.peer_id;
-    shared.trace(G1, 0, &me, &me, "PublishServiceDescription", format!("{} ({})", desc.id, desc.visibility));
+    shared.trace(
+        G1,
+        0,
+        &me,
+        &me,
+        "PublishServiceDescription",
+        format!("{} ({})", desc.id, desc.visibility),
+    );
     advertise(shared, &directory, &desc).await;
     Ok(desc)
 }
@@ -221,7 +275,11 @@ async fn advertise(shared: &Arc<Shared>, directory: &Directory, desc: &ServiceDe
     let gateway = shared.state().pn.as_ref().map(|p| p.membership.gateway);
     match gateway {
         Some(gw) if gw != shared.peer_id => {
-            if let Err(e) = shared.client.request(gw, Protocol::Cpns, Message::Directory(msg)).await {
+            if let Err(e) = shared
+                .client
+                .request(gw, Protocol::Cpns, Message::Directory(msg))
+                .await
+            {
                 debug!("advertisement not delivered to the gateway: {e}");
             }
         }
@@ -251,7 +309,14 @@ async fn fan_out(
         let client = shared.client.clone();
         let m = Message::Directory(msg.clone());
         let me = shared.peer_id;
-        shared.trace(G1, 4, &me, &peer, "AdvertiseServiceDescription", desc.id.clone());
+        shared.trace(
+            G1,
+            4,
+            &me,
+            &peer,
+            "AdvertiseServiceDescription",
+            desc.id.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = client.request(peer, Protocol::Cpns, m).await {
                 debug!(%peer, "advertisement not delivered: {e}");
@@ -268,9 +333,10 @@ pub(crate) async fn handle(shared: &Arc<Shared>, peer: PeerId, msg: DirectoryMes
         Err(e) => return Message::error(cpns_overlay::ErrorCode::NotRegistered, e.to_string()),
     };
     let relay = match &msg {
-        DirectoryMessage::Advertise { record } if shared.state().mode.is_gateway() => {
-            directory.open_advertisement(record).ok().map(|d| (d, msg.clone()))
-        }
+        DirectoryMessage::Advertise { record } if shared.state().mode.is_gateway() => directory
+            .open_advertisement(record)
+            .ok()
+            .map(|d| (d, msg.clone())),
         _ => None,
     };
     let answer = directory.handle(peer, msg);
@@ -291,7 +357,14 @@ pub(crate) async fn find(shared: &Arc<Shared>, query: &Query) -> Result<Discover
     let me = shared.peer_id;
     for f in &found.services {
         let from = f.from_peer.unwrap_or(f.description.publisher);
-        shared.trace(G1, 4, &from, &me, "DiscoverServiceDescription", f.description.id.clone());
+        shared.trace(
+            G1,
+            4,
+            &from,
+            &me,
+            "DiscoverServiceDescription",
+            f.description.id.clone(),
+        );
     }
     Ok(found)
 }
@@ -311,15 +384,23 @@ pub(crate) async fn watch(shared: &Arc<Shared>, keyword: &str) -> Result<usize, 
     let directory = shared.services.directory()?;
     let (gateway, pn_id) = {
         let s = shared.state();
-        let pn = s.pn.as_ref().ok_or_else(|| OpError::Conflict("advertisements travel in a PN: join one first".into()))?;
+        let pn = s.pn.as_ref().ok_or_else(|| {
+            OpError::Conflict("advertisements travel in a PN: join one first".into())
+        })?;
         (pn.membership.gateway, pn.membership.pn_id.clone())
     };
     let mut sent = 0;
-    for scope in [cpns_directory::Scope::Public, cpns_directory::Scope::Group(pn_group(&pn_id))] {
+    for scope in [
+        cpns_directory::Scope::Public,
+        cpns_directory::Scope::Group(pn_group(&pn_id)),
+    ] {
         for msg in directory.subscription(keyword, &scope) {
             // `subscription` registered the keyword locally; a gateway needs nothing more.
             if gateway != shared.peer_id {
-                shared.client.request(gateway, Protocol::Cpns, Message::Directory(msg)).await?;
+                shared
+                    .client
+                    .request(gateway, Protocol::Cpns, Message::Directory(msg))
+                    .await?;
             }
             sent += 1;
         }

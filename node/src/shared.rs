@@ -93,6 +93,7 @@ pub(crate) struct PeerEntry {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)] // each is one owned part of the node, moved in once
     pub(crate) fn new(
         config: Config,
         identity: Identity,
@@ -108,7 +109,12 @@ impl Shared {
             ModeSetting::Auto | ModeSetting::Pne => NodeMode::Pne,
         };
         let mut reader = caps::Reader::new();
-        let caps = reader.read(&config.capabilities, mode, preference_of(&config, config.mode), 1);
+        let caps = reader.read(
+            &config.capabilities,
+            mode,
+            preference_of(&config, config.mode),
+            1,
+        );
         let peer_id = identity.peer_id();
         let mode_setting = config.mode;
         let trace = Trace::new(config.trace_capacity);

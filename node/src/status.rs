@@ -115,12 +115,12 @@ impl Book {
     }
 
     fn remove_subscriber(&self, target: &PeerId, subscriber: &PeerId) {
-        if let Ok(mut subs) = self.subscribers.lock() {
-            if let Some(list) = subs.get_mut(target) {
-                list.retain(|(s, _)| s != subscriber);
-                if list.is_empty() {
-                    subs.remove(target);
-                }
+        if let Ok(mut subs) = self.subscribers.lock()
+            && let Some(list) = subs.get_mut(target)
+        {
+            list.retain(|(s, _)| s != subscriber);
+            if list.is_empty() {
+                subs.remove(target);
             }
         }
     }

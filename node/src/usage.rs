@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpns_overlay::{AuthMessage, ErrorCode, Message, PnMessage, Protocol, UsageRecord, UsageReport, codec, transcript};
+use cpns_overlay::{
+    AuthMessage, ErrorCode, Message, PnMessage, Protocol, UsageRecord, UsageReport, codec,
+    transcript,
+};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
@@ -66,15 +69,24 @@ pub(crate) fn never_report(shared: &Shared) -> BTreeSet<String> {
 
 /// Replaces the stored preferences (the config file's list always applies too).
 pub(crate) async fn set_never_report(shared: &Shared, list: Vec<String>) -> Result<(), OpError> {
-    let tree = shared.db.open_tree(META).map_err(|e| OpError::Internal(e.to_string()))?;
+    let tree = shared
+        .db
+        .open_tree(META)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     let bytes = codec::encode(&list).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.insert(PREFS_KEY, bytes).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.flush_async().await.map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.insert(PREFS_KEY, bytes)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.flush_async()
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     Ok(())
 }
 
 async fn next_sequence(shared: &Shared) -> Result<u64, OpError> {
-    let tree = shared.db.open_tree(META).map_err(|e| OpError::Internal(e.to_string()))?;
+    let tree = shared
+        .db
+        .open_tree(META)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     let next = tree
         .update_and_fetch(SEQ_KEY, |old| {
             let n = old
@@ -87,7 +99,9 @@ async fn next_sequence(shared: &Shared) -> Result<u64, OpError> {
         .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(1);
-    tree.flush_async().await.map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.flush_async()
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     Ok(next)
 }
 
@@ -97,7 +111,14 @@ pub(crate) async fn report(shared: &Arc<Shared>, record: UsageRecord) -> UsageOu
     let prefs = never_report(shared);
     if prefs.contains(&record.service_id) || prefs.contains(&record.service_name) {
         shared.metrics.usage_suppressed.inc();
-        shared.trace(G1, 8, &me, &me, "UsageReportSuppressed", format!("{} (user preference)", record.service_id));
+        shared.trace(
+            G1,
+            8,
+            &me,
+            &me,
+            "UsageReportSuppressed",
+            format!("{} (user preference)", record.service_id),
+        );
         return UsageOutcome::Suppressed;
     }
     match queue(shared, record).await {
@@ -107,7 +128,11 @@ pub(crate) async fn report(shared: &Arc<Shared>, record: UsageRecord) -> UsageOu
             return UsageOutcome::Queued;
         }
     }
-    if flush(shared).await > 0 { UsageOutcome::Reported } else { UsageOutcome::Queued }
+    if flush(shared).await > 0 {
+        UsageOutcome::Reported
+    } else {
+        UsageOutcome::Queued
+    }
 }
 
 async fn queue(shared: &Shared, record: UsageRecord) -> Result<(), OpError> {
@@ -125,7 +150,10 @@ async fn queue(shared: &Shared, record: UsageRecord) -> Result<(), OpError> {
         records,
         signature,
     };
-    let tree = shared.db.open_tree(OUTBOX).map_err(|e| OpError::Internal(e.to_string()))?;
+    let tree = shared
+        .db
+        .open_tree(OUTBOX)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     while tree.len() >= MAX_OUTBOX {
         match tree.pop_min() {
             Ok(Some(_)) => {}
@@ -133,14 +161,19 @@ async fn queue(shared: &Shared, record: UsageRecord) -> Result<(), OpError> {
         }
     }
     let bytes = codec::encode(&report).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.insert(sequence.to_be_bytes(), bytes).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.flush_async().await.map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.insert(sequence.to_be_bytes(), bytes)
+        .map_err(|e| OpError::Internal(e.to_string()))?;
+    tree.flush_async()
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
     Ok(())
 }
 
 /// Sends every queued report; returns how many `cpns-auth` acknowledged.
 pub(crate) async fn flush(shared: &Arc<Shared>) -> usize {
-    let Ok(tree) = shared.db.open_tree(OUTBOX) else { return 0 };
+    let Ok(tree) = shared.db.open_tree(OUTBOX) else {
+        return 0;
+    };
     let mut done = 0;
     for item in tree.iter() {
         let Ok((key, bytes)) = item else { continue };
@@ -181,11 +214,18 @@ async fn send(shared: &Arc<Shared>, report: UsageReport) -> Result<(), OpError> 
             shared.trace(G1, 8, &me, &gw, "UsageReport", detail);
             let answer = shared
                 .client
-                .request(gw, Protocol::Cpns, Message::Pn(PnMessage::UsageReport(report)))
+                .request(
+                    gw,
+                    Protocol::Cpns,
+                    Message::Pn(PnMessage::UsageReport(report)),
+                )
                 .await?;
             match answer {
                 Message::Ack => Ok(()),
-                other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
+                other => Err(OpError::Refused(format!(
+                    "unexpected answer {}",
+                    other.name()
+                ))),
             }
         }
         _ => {
@@ -198,10 +238,21 @@ async fn send(shared: &Arc<Shared>, report: UsageReport) -> Result<(), OpError> 
 }
 
 /// At the gateway: a member's usage report, forwarded to `cpns-auth`.
-pub(crate) async fn on_member_report(shared: &Arc<Shared>, peer: PeerId, report: UsageReport) -> Message {
-    let member = shared.state().pn.as_ref().is_some_and(|p| p.is_member(&peer));
+pub(crate) async fn on_member_report(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    report: UsageReport,
+) -> Message {
+    let member = shared
+        .state()
+        .pn
+        .as_ref()
+        .is_some_and(|p| p.is_member(&peer));
     if !member || report.entity != peer || !shared.state().mode.is_gateway() {
-        return Message::error(ErrorCode::Forbidden, "the gateway forwards its own members' reports only");
+        return Message::error(
+            ErrorCode::Forbidden,
+            "the gateway forwards its own members' reports only",
+        );
     }
     let me = shared.peer_id;
     let server = match shared.enrolment() {
@@ -214,14 +265,22 @@ pub(crate) async fn on_member_report(shared: &Arc<Shared>, peer: PeerId, report:
             info!(%peer, accepted, "usage report forwarded");
             Message::Ack
         }
-        Ok(other) => Message::error(ErrorCode::Internal, format!("unexpected answer {}", other.name())),
-        Err(e) => Message::error(ErrorCode::Busy, format!("cpns-auth unreachable, keep it queued: {e}")),
+        Ok(other) => Message::error(
+            ErrorCode::Internal,
+            format!("unexpected answer {}", other.name()),
+        ),
+        Err(e) => Message::error(
+            ErrorCode::Busy,
+            format!("cpns-auth unreachable, keep it queued: {e}"),
+        ),
     }
 }
 
 /// Reports still queued.
 pub(crate) fn queued(shared: &Shared) -> Vec<UsageReport> {
-    let Ok(tree) = shared.db.open_tree(OUTBOX) else { return Vec::new() };
+    let Ok(tree) = shared.db.open_tree(OUTBOX) else {
+        return Vec::new();
+    };
     tree.iter()
         .values()
         .filter_map(|v| v.ok())

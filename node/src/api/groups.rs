@@ -52,12 +52,20 @@ struct PeerBody {
     peer: String,
 }
 
-async fn invite(State(s): State<ApiState>, Path(id): Path<String>, Body(b): Body<PeerBody>) -> ApiResult<GroupInfo> {
+async fn invite(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Body(b): Body<PeerBody>,
+) -> ApiResult<GroupInfo> {
     let peer = b.peer.parse().map_err(bad)?;
     Ok(Json(s.handle.group_invite(GroupId(id), peer).await?))
 }
 
-async fn expel(State(s): State<ApiState>, Path(id): Path<String>, Body(b): Body<PeerBody>) -> ApiResult<GroupInfo> {
+async fn expel(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Body(b): Body<PeerBody>,
+) -> ApiResult<GroupInfo> {
     let peer = b.peer.parse().map_err(bad)?;
     Ok(Json(s.handle.group_expel(GroupId(id), peer).await?))
 }

@@ -59,7 +59,10 @@ struct PublishBody {
     ttl_secs: Option<u64>,
 }
 
-async fn publish(State(s): State<ApiState>, Body(b): Body<PublishBody>) -> ApiResult<ServiceDescription> {
+async fn publish(
+    State(s): State<ApiState>,
+    Body(b): Body<PublishBody>,
+) -> ApiResult<ServiceDescription> {
     let visibility = match b.visibility.as_deref() {
         None | Some("pn") => s.handle.default_visibility(),
         Some(v) => v.parse().map_err(bad)?,
@@ -93,7 +96,10 @@ async fn list(State(s): State<ApiState>) -> ApiResult<Vec<ServiceDescription>> {
     Ok(Json(s.handle.services()?))
 }
 
-async fn unpublish(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+async fn unpublish(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
     s.handle.unpublish(&id).await?;
     Ok(Json(serde_json::json!({ "ok": true, "id": id })))
 }
@@ -164,9 +170,14 @@ struct WatchBody {
     keyword: String,
 }
 
-async fn watch(State(s): State<ApiState>, Body(b): Body<WatchBody>) -> ApiResult<serde_json::Value> {
+async fn watch(
+    State(s): State<ApiState>,
+    Body(b): Body<WatchBody>,
+) -> ApiResult<serde_json::Value> {
     let n = s.handle.watch_services(&b.keyword).await?;
-    Ok(Json(serde_json::json!({ "keyword": b.keyword, "subscriptions": n })))
+    Ok(Json(
+        serde_json::json!({ "keyword": b.keyword, "subscriptions": n }),
+    ))
 }
 
 async fn advertisements(State(s): State<ApiState>) -> ApiResult<Vec<ServiceDescription>> {

@@ -45,7 +45,11 @@ async fn set(State(s): State<ApiState>, Body(b): Body<SetBody>) -> ApiResult<Pee
         "busy" => Status::Busy {
             reason: b.reason.clone().unwrap_or_default(),
         },
-        other => return Err(bad(format!("unknown status {other:?} (online, busy, offline)"))),
+        other => {
+            return Err(bad(format!(
+                "unknown status {other:?} (online, busy, offline)"
+            )));
+        }
     };
     s.handle.set_status(status.clone()).await?;
     let me = s.handle.peer_id().to_string();
@@ -92,7 +96,10 @@ struct Subscribed {
     at: String,
 }
 
-async fn subscribe(State(s): State<ApiState>, Body(b): Body<SubscribeBody>) -> ApiResult<Subscribed> {
+async fn subscribe(
+    State(s): State<ApiState>,
+    Body(b): Body<SubscribeBody>,
+) -> ApiResult<Subscribed> {
     let peer = b.peer.parse().map_err(bad)?;
     let at = s
         .handle

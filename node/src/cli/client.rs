@@ -121,7 +121,10 @@ impl ApiClient {
             .await
             .map_err(|e| CliError::Other(format!("request failed: {e}")))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| CliError::Other(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
         if !status.is_success() {
             return Err(CliError::Api {
                 status: status.as_u16(),

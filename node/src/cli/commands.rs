@@ -128,9 +128,13 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
     }
     let api = ApiClient::from_data_dir(&cli.data_dir)?;
     match &cli.command {
-        Command::Status { action: Some(action) } => super::status::run(&api, cli.json, action).await,
+        Command::Status {
+            action: Some(action),
+        } => super::status::run(&api, cli.json, action).await,
         Command::Up { code } => {
-            let s: StatusView = api.post("/v1/up", &serde_json::json!({ "code": code })).await?;
+            let s: StatusView = api
+                .post("/v1/up", &serde_json::json!({ "code": code }))
+                .await?;
             if cli.json {
                 return print_json(&s);
             }

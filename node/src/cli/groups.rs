@@ -57,7 +57,13 @@ pub(crate) enum GroupsAction {
 }
 
 fn print_group(g: &GroupInfo) {
-    println!("{} \"{}\" (key epoch {}, owner {})", g.group, g.name, g.epoch, short(&g.owner.to_string()));
+    println!(
+        "{} \"{}\" (key epoch {}, owner {})",
+        g.group,
+        g.name,
+        g.epoch,
+        short(&g.owner.to_string())
+    );
     for m in &g.members {
         println!("  member  {m}");
     }
@@ -66,7 +72,11 @@ fn print_group(g: &GroupInfo) {
     }
 }
 
-pub(super) async fn run(api: &ApiClient, json_out: bool, action: &GroupsAction) -> Result<(), CliError> {
+pub(super) async fn run(
+    api: &ApiClient,
+    json_out: bool,
+    action: &GroupsAction,
+) -> Result<(), CliError> {
     match action {
         GroupsAction::Create { name } => {
             let g: GroupInfo = api.post("/v1/groups", &json!({ "name": name })).await?;
@@ -93,7 +103,10 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &GroupsAction) 
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!("{}", render(&["GROUP", "NAME", "MEMBERS", "INVITED", "EPOCH"], &rows));
+            print!(
+                "{}",
+                render(&["GROUP", "NAME", "MEMBERS", "INVITED", "EPOCH"], &rows)
+            );
             Ok(())
         }
         GroupsAction::Show { id } => {
@@ -121,8 +134,14 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &GroupsAction) 
             Ok(())
         }
         GroupsAction::Invite { id, peer } | GroupsAction::Expel { id, peer } => {
-            let verb = if matches!(action, GroupsAction::Invite { .. }) { "invite" } else { "expel" };
-            let g: GroupInfo = api.post(&format!("/v1/groups/{id}/{verb}"), &json!({ "peer": peer })).await?;
+            let verb = if matches!(action, GroupsAction::Invite { .. }) {
+                "invite"
+            } else {
+                "expel"
+            };
+            let g: GroupInfo = api
+                .post(&format!("/v1/groups/{id}/{verb}"), &json!({ "peer": peer }))
+                .await?;
             if json_out {
                 return print_json(&g);
             }
@@ -130,7 +149,9 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &GroupsAction) 
             Ok(())
         }
         GroupsAction::Join { id } => {
-            let g: GroupInfo = api.post(&format!("/v1/groups/{id}/join"), &json!({})).await?;
+            let g: GroupInfo = api
+                .post(&format!("/v1/groups/{id}/join"), &json!({}))
+                .await?;
             if json_out {
                 return print_json(&g);
             }

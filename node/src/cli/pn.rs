@@ -65,7 +65,9 @@ pub(super) async fn pair(api: &ApiClient, json_out: bool, addr: &str) -> Result<
     let what = match o.result.as_str() {
         "joining" => "joining its PN".to_string(),
         "gateway" => "this node is the gateway; the peer joins its PN".to_string(),
-        "waiting_for_gateway" => "the peer won the election; it sets the PN up and this node joins".to_string(),
+        "waiting_for_gateway" => {
+            "the peer won the election; it sets the PN up and this node joins".to_string()
+        }
         "no_gateway" => "neither device may be a gateway: no PN".to_string(),
         other => other.to_string(),
     };
@@ -73,7 +75,11 @@ pub(super) async fn pair(api: &ApiClient, json_out: bool, addr: &str) -> Result<
     Ok(())
 }
 
-pub(super) async fn run(api: &ApiClient, json_out: bool, action: &PnAction) -> Result<(), CliError> {
+pub(super) async fn run(
+    api: &ApiClient,
+    json_out: bool,
+    action: &PnAction,
+) -> Result<(), CliError> {
     match action {
         PnAction::Inventory { pn_id } => {
             let path = match pn_id {
@@ -84,7 +90,10 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &PnAction) -> R
             if json_out {
                 return print_json(&inv);
             }
-            println!("PN {} of {} (gateway {}, key epoch {})", inv.pn_id, inv.owner, inv.gateway, inv.epoch);
+            println!(
+                "PN {} of {} (gateway {}, key epoch {})",
+                inv.pn_id, inv.owner, inv.gateway, inv.epoch
+            );
             let rows = inv
                 .members
                 .iter()
@@ -98,7 +107,10 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &PnAction) -> R
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!("{}", render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows));
+            print!(
+                "{}",
+                render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows)
+            );
             Ok(())
         }
         PnAction::Invite { user, entity } => {
@@ -107,7 +119,10 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &PnAction) -> R
             if json_out {
                 return print_json(&v);
             }
-            println!("invited {}", user.as_deref().or(entity.as_deref()).unwrap_or("?"));
+            println!(
+                "invited {}",
+                user.as_deref().or(entity.as_deref()).unwrap_or("?")
+            );
             Ok(())
         }
         PnAction::Expel { peer } => {
@@ -143,7 +158,11 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &PnAction) -> R
     }
 }
 
-pub(super) async fn mode(api: &ApiClient, json_out: bool, action: &ModeAction) -> Result<(), CliError> {
+pub(super) async fn mode(
+    api: &ApiClient,
+    json_out: bool,
+    action: &ModeAction,
+) -> Result<(), CliError> {
     let v: Value = match action {
         ModeAction::Get => api.get("/v1/mode").await?,
         ModeAction::Set { mode } => api.post("/v1/mode", &json!({ "mode": mode })).await?,

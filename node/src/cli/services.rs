@@ -150,7 +150,11 @@ fn parse_meta(meta: &[String]) -> Result<BTreeMap<String, String>, CliError> {
         .collect()
 }
 
-pub(super) async fn services(api: &ApiClient, json_out: bool, action: &ServicesAction) -> Result<(), CliError> {
+pub(super) async fn services(
+    api: &ApiClient,
+    json_out: bool,
+    action: &ServicesAction,
+) -> Result<(), CliError> {
     match action {
         ServicesAction::Publish {
             name,
@@ -174,7 +178,10 @@ pub(super) async fn services(api: &ApiClient, json_out: bool, action: &ServicesA
                 None => None,
             };
             let file = match file {
-                Some(f) => Some(std::fs::canonicalize(f).map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?),
+                Some(f) => Some(
+                    std::fs::canonicalize(f)
+                        .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?,
+                ),
                 None => None,
             };
             let body = json!({
@@ -193,7 +200,10 @@ pub(super) async fn services(api: &ApiClient, json_out: bool, action: &ServicesA
             if json_out {
                 return print_json(&d);
             }
-            println!("published {} ({}), visible to {}", d.id, d.name, d.visibility);
+            println!(
+                "published {} ({}), visible to {}",
+                d.id, d.name, d.visibility
+            );
             Ok(())
         }
         ServicesAction::Unpublish { id } => {
@@ -209,18 +219,24 @@ pub(super) async fn services(api: &ApiClient, json_out: bool, action: &ServicesA
             scope,
             match_capabilities,
         } => {
-            let mut q: Vec<String> = keywords.iter().map(|k| format!("keyword={}", encode(k))).collect();
+            let mut q: Vec<String> = keywords
+                .iter()
+                .map(|k| format!("keyword={}", encode(k)))
+                .collect();
             if let Some(s) = scope {
                 q.push(format!("scope={}", encode(s)));
             }
             if *match_capabilities {
                 q.push("match_capabilities=true".into());
             }
-            let d: Discovery = api.get(&format!("/v1/services/find?{}", q.join("&"))).await?;
+            let d: Discovery = api
+                .get(&format!("/v1/services/find?{}", q.join("&")))
+                .await?;
             if json_out {
                 return print_json(&d);
             }
-            let services: Vec<ServiceDescription> = d.services.iter().map(|f| f.description.clone()).collect();
+            let services: Vec<ServiceDescription> =
+                d.services.iter().map(|f| f.description.clone()).collect();
             print!("{}", render(&SERVICE_HEADERS, &service_rows(&services)));
             println!(
                 "{} found in {:.2} ms: {} requests, {} peers contacted, {} lookups",
@@ -245,7 +261,9 @@ pub(super) async fn services(api: &ApiClient, json_out: bool, action: &ServicesA
             Ok(())
         }
         ServicesAction::Watch { keyword } => {
-            let v: Value = api.post("/v1/services/watch", &json!({ "keyword": keyword })).await?;
+            let v: Value = api
+                .post("/v1/services/watch", &json!({ "keyword": keyword }))
+                .await?;
             if json_out {
                 return print_json(&v);
             }
@@ -266,18 +284,27 @@ pub(super) async fn services(api: &ApiClient, json_out: bool, action: &ServicesA
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-pub(super) async fn content(api: &ApiClient, json_out: bool, action: &ContentAction) -> Result<(), CliError> {
+pub(super) async fn content(
+    api: &ApiClient,
+    json_out: bool,
+    action: &ContentAction,
+) -> Result<(), CliError> {
     match action {
         ContentAction::Fetch { id, push } => {
             let mode = if *push { "push" } else { "pull" };
             let o: FetchOutcome = api
-                .post("/v1/content/fetch", &json!({ "service_id": id, "mode": mode }))
+                .post(
+                    "/v1/content/fetch",
+                    &json!({ "service_id": id, "mode": mode }),
+                )
                 .await?;
             if json_out {
                 return print_json(&o);
@@ -296,8 +323,11 @@ pub(super) async fn content(api: &ApiClient, json_out: bool, action: &ContentAct
             Ok(())
         }
         ContentAction::Send { peer, file } => {
-            let path = std::fs::canonicalize(file).map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
-            let v: Value = api.post("/v1/content/send", &json!({ "peer": peer, "path": path })).await?;
+            let path = std::fs::canonicalize(file)
+                .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+            let v: Value = api
+                .post("/v1/content/send", &json!({ "peer": peer, "path": path }))
+                .await?;
             if json_out {
                 return print_json(&v);
             }
@@ -311,7 +341,12 @@ pub(super) async fn content(api: &ApiClient, json_out: bool, action: &ContentAct
             }
             let rows = v
                 .iter()
-                .map(|e| vec![e["name"].as_str().unwrap_or("").to_string(), e["bytes"].to_string()])
+                .map(|e| {
+                    vec![
+                        e["name"].as_str().unwrap_or("").to_string(),
+                        e["bytes"].to_string(),
+                    ]
+                })
                 .collect::<Vec<_>>();
             print!("{}", render(&["FILE", "BYTES"], &rows));
             Ok(())
@@ -319,18 +354,24 @@ pub(super) async fn content(api: &ApiClient, json_out: bool, action: &ContentAct
     }
 }
 
-pub(super) async fn usage(api: &ApiClient, json_out: bool, action: &UsageAction) -> Result<(), CliError> {
+pub(super) async fn usage(
+    api: &ApiClient,
+    json_out: bool,
+    action: &UsageAction,
+) -> Result<(), CliError> {
     match action {
         UsageAction::Prefs { never, clear } => {
             let v: Value = if *clear || !never.is_empty() {
-                api.post("/v1/usage/prefs", &json!({ "never_report": never })).await?
+                api.post("/v1/usage/prefs", &json!({ "never_report": never }))
+                    .await?
             } else {
                 api.get("/v1/usage/prefs").await?
             };
             if json_out {
                 return print_json(&v);
             }
-            let list: Vec<String> = serde_json::from_value(v["never_report"].clone()).unwrap_or_default();
+            let list: Vec<String> =
+                serde_json::from_value(v["never_report"].clone()).unwrap_or_default();
             if list.is_empty() {
                 println!("every service use is reported");
             } else {
@@ -343,7 +384,10 @@ pub(super) async fn usage(api: &ApiClient, json_out: bool, action: &UsageAction)
             if json_out {
                 return print_json(&v);
             }
-            println!("{} reports waiting", v.as_array().map(Vec::len).unwrap_or(0));
+            println!(
+                "{} reports waiting",
+                v.as_array().map(Vec::len).unwrap_or(0)
+            );
             Ok(())
         }
     }

@@ -54,18 +54,30 @@ fn print_notes(notes: &[Notification]) {
                     _ => n.status.clone(),
                 },
                 n.trigger.clone(),
-                n.battery_percent.map(|b| format!("{b}%")).unwrap_or_else(|| "-".into()),
+                n.battery_percent
+                    .map(|b| format!("{b}%"))
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect::<Vec<_>>();
-    print!("{}", render(&["TIME", "TARGET", "STATUS", "TRIGGER", "BATTERY"], &rows));
+    print!(
+        "{}",
+        render(&["TIME", "TARGET", "STATUS", "TRIGGER", "BATTERY"], &rows)
+    );
 }
 
-pub(super) async fn run(api: &ApiClient, json_out: bool, action: &StatusAction) -> Result<(), CliError> {
+pub(super) async fn run(
+    api: &ApiClient,
+    json_out: bool,
+    action: &StatusAction,
+) -> Result<(), CliError> {
     match action {
         StatusAction::Set { status, reason } => {
             let v: Value = api
-                .post("/v1/status/set", &json!({ "status": status, "reason": reason }))
+                .post(
+                    "/v1/status/set",
+                    &json!({ "status": status, "reason": reason }),
+                )
                 .await?;
             if json_out {
                 return print_json(&v);
@@ -82,7 +94,10 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &StatusAction) 
                 "{} is {}{} (answered by {})",
                 peer,
                 v["status"].as_str().unwrap_or("?"),
-                v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
+                v["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
                 v["answered_by"].as_str().unwrap_or("?")
             );
             Ok(())
@@ -99,17 +114,27 @@ pub(super) async fn run(api: &ApiClient, json_out: bool, action: &StatusAction) 
                 )
                 .await?;
             if !json_out {
-                println!("subscribed to {peer} at {}", v["at"].as_str().unwrap_or("?"));
+                println!(
+                    "subscribed to {peer} at {}",
+                    v["at"].as_str().unwrap_or("?")
+                );
             }
             let deadline = duration.map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
-            let mut seen = api.get::<Vec<Notification>>("/v1/status/notifications").await?.len();
+            let mut seen = api
+                .get::<Vec<Notification>>("/v1/status/notifications")
+                .await?
+                .len();
             loop {
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let notes: Vec<Notification> = api.get("/v1/status/notifications").await?;
-                let fresh: Vec<Notification> = notes.into_iter().skip(seen).filter(|n| &n.target == peer).collect();
+                let fresh: Vec<Notification> = notes
+                    .into_iter()
+                    .skip(seen)
+                    .filter(|n| &n.target == peer)
+                    .collect();
                 seen += fresh.len();
                 if json_out {
                     for n in &fresh {

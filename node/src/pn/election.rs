@@ -74,8 +74,10 @@ mod tests {
         battery: Option<u8>,
         mem_gib: u64,
     ) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.gateway_preference = pref;
+        let mut c = Capabilities {
+            gateway_preference: pref,
+            ..Capabilities::default()
+        };
         c.dynamic.power = power;
         c.dynamic.battery_percent = battery;
         c.dynamic.wan = true;

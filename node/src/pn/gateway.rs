@@ -732,23 +732,41 @@ pub(crate) async fn release(shared: &Arc<Shared>) -> Result<String, OpError> {
     let me = shared.peer_id;
     let (pn_id, members) = {
         let s = shared.state();
-        let pn = s.pn.as_ref().ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
+        let pn =
+            s.pn.as_ref()
+                .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
         if pn.membership.gateway != me {
-            return Err(OpError::Conflict("only the PN's gateway releases it".into()));
+            return Err(OpError::Conflict(
+                "only the PN's gateway releases it".into(),
+            ));
         }
         (
             pn.membership.pn_id.clone(),
-            pn.members.keys().filter(|p| **p != me).copied().collect::<Vec<_>>(),
+            pn.members
+                .keys()
+                .filter(|p| **p != me)
+                .copied()
+                .collect::<Vec<_>>(),
         )
     };
-    auth_link::request(shared, AuthMessage::PnRelease { pn_id: pn_id.clone() }).await?;
+    auth_link::request(
+        shared,
+        AuthMessage::PnRelease {
+            pn_id: pn_id.clone(),
+        },
+    )
+    .await?;
     for m in members {
-        let msg = Message::Pn(PnMessage::Leave { pn_id: pn_id.clone() });
+        let msg = Message::Pn(PnMessage::Leave {
+            pn_id: pn_id.clone(),
+        });
         if let Err(e) = shared.client.request(m, Protocol::Cpns, msg).await {
             debug!(member = %m, "release not delivered: {e}");
         }
     }
-    inventory::clear(&shared.db).await.map_err(OpError::Internal)?;
+    inventory::clear(&shared.db)
+        .await
+        .map_err(OpError::Internal)?;
     super::member::forget_pn(shared).await;
     Ok(pn_id)
 }

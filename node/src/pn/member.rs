@@ -170,7 +170,14 @@ pub(crate) async fn register_with(shared: &Arc<Shared>, peer: PeerId) -> Result<
     verify_and_admit(shared, peer, &theirs)
         .await
         .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
-    shared.trace(G1, 2, &me, &peer, "CpnsEntityDiscovery", theirs.mode.as_str());
+    shared.trace(
+        G1,
+        2,
+        &me,
+        &peer,
+        "CpnsEntityDiscovery",
+        theirs.mode.as_str(),
+    );
     Ok(())
 }
 
@@ -326,7 +333,10 @@ pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<(), OpError> {
             None => return Ok(()),
         }
     };
-    let pne_only = matches!(shared.state().mode_setting, ModeSetting::Auto | ModeSetting::Pne);
+    let pne_only = matches!(
+        shared.state().mode_setting,
+        ModeSetting::Auto | ModeSetting::Pne
+    );
     if pne_only {
         let _ = shared.client.set_kad_mode(KadMode::Client).await;
     }

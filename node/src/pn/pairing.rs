@@ -80,7 +80,14 @@ pub(crate) async fn pair(shared: &Arc<Shared>, addr: Multiaddr) -> Result<PairOu
     verify_and_admit(shared, peer, &theirs)
         .await
         .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
-    shared.trace(G1, 2, &me, &peer, "CpnsEntityDiscovery", theirs.mode.as_str());
+    shared.trace(
+        G1,
+        2,
+        &me,
+        &peer,
+        "CpnsEntityDiscovery",
+        theirs.mode.as_str(),
+    );
 
     // Steps 3-4.
     let (my_caps, _) = shared.refresh_caps();
