@@ -160,3 +160,60 @@ pub fn wait_timeout(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `cpns-node --data-dir D enrol CODE` (the real binary) exits 0 once enrolled, against a real
+/// `cpns-auth serve` process, and the server lists the device; the same code cannot enrol a
+/// second device (one-time), and the daemon then starts enrolled.
+#[test]
+fn enrol_subcommand_enrols_against_a_running_server() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let auth_dir = dir.path().join("auth");
+    let mut server = Command::new(bin("cpns-auth"))
+        .args(["serve", "--data-dir"])
+        .arg(&auth_dir)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !auth_dir.join("admin.json").exists() {
+            if std::time::Instant::now() > deadline {
+                bail!("cpns-auth did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let admin = |args: &[&str]| -> Result<String> {
+            let out = Command::new(bin("cpns-auth")).arg("--data-dir").arg(&auth_dir).args(args).output()?;
+            if !out.status.success() {
+                bail!("cpns-auth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        admin(&["users", "create", "carol"])?;
+        let code: serde_json::Value = serde_json::from_str(&admin(&["enrol", "create", "--user", "carol", "--json"])?)?;
+        let code = code["code"].as_str().context("code")?.to_string();
+        let node_dir = dir.path().join("node");
+        let out = Command::new(bin("cpns-node"))
+            .arg("--data-dir")
+            .arg(&node_dir)
+            .args(["--device-name", "carols-laptop", "enrol", &code])
+            .output()?;
+        assert!(out.status.success(), "enrol failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(node_dir.join(cpns_node::enrolment::ENROLMENT_FILE).exists());
+        let entities: serde_json::Value = serde_json::from_str(&admin(&["entities", "list", "--json"])?)?;
+        let listed = entities.to_string();
+        assert!(listed.contains("carols-laptop"), "{listed}");
+        // One-time: a second device cannot use the same code.
+        let out = Command::new(bin("cpns-node"))
+            .arg("--data-dir")
+            .arg(dir.path().join("node2"))
+            .args(["enrol", &code])
+            .output()?;
+        assert!(!out.status.success(), "a one-time code enrolled twice");
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}

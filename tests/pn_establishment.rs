@@ -308,3 +308,35 @@ async fn wait_trace(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Two households' gateways share the community DHT: one asks for the other's PN Inventory,
+/// answered by the gateway's signed summary record (5.6.9, remote PN).
+#[tokio::test]
+async fn a_remote_pn_inventory_comes_from_the_dht() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    lab.user("bob").await?;
+    let alice = lab.gateway_node("alice", "alice-router").await?;
+    let alice_pn = alice.handle().wait_for_pn(WAIT).await.context("alice's PN")?;
+    let bob = lab
+        .node_bootstrapping("bob", "bob-router", cpns_node::ModeSetting::Gateway, alice.dial_addr().await?)
+        .await?;
+    bob.handle().wait_for_pn(WAIT).await.context("bob's PN")?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let summary = loop {
+        match bob.handle().pn_inventory(Some(alice_pn.clone())).await {
+            Ok(s) => break s,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => bail!("alice's PN summary never reached bob: {e}"),
+        }
+    };
+    assert_eq!(summary.pn_id, alice_pn);
+    assert_eq!(summary.gateway, alice.peer_id());
+    assert_eq!(summary.owner, "alice");
+    lab.shutdown(vec![alice, bob]).await;
+    Ok(())
+}

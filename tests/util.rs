@@ -190,6 +190,23 @@ impl Lab {
             .await
     }
 
+    /// Starts a node that bootstraps its DHT from `boot`, and enrols it.
+    pub async fn node_bootstrapping(
+        &self,
+        user: &str,
+        device: &str,
+        mode: cpns_node::ModeSetting,
+        boot: libp2p::Multiaddr,
+    ) -> anyhow::Result<LabNode> {
+        let dir = tempfile::tempdir()?;
+        let mut config = Self::config(dir.path(), device, mode);
+        config.bootstrap = vec![boot.to_string()];
+        let node = cpns_node::Node::start(config).await?;
+        let code = self.code(user).await?;
+        node.handle().up(&code).await?;
+        Ok(LabNode { node, _dir: dir })
+    }
+
     /// Starts a node with a mode setting and enrols it.
     pub async fn node_with(
         &self,

@@ -405,9 +405,14 @@ impl Handle {
                 }
             }
         }
-        Err(OpError::NotFound(format!(
-            "no inventory known for {wanted}"
-        )))
+        // A remote PN: its gateway's signed summary in the DHT (5.6.9 "PN Inventory of ...
+        // remote PN").
+        let directory = s.services.directory()?;
+        directory
+            .fetch_pn_summary(&wanted)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("looking the PN up: {e}")))?
+            .ok_or_else(|| OpError::NotFound(format!("no inventory known for {wanted}")))
     }
 
     /// The current mode and the mode setting (`cpns mode get`).

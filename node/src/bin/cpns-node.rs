@@ -55,6 +55,12 @@ struct Args {
 enum Command {
     /// Run the daemon (the default).
     Run,
+    /// Enrol this device with a code from `cpns-auth enrol create` and exit (0 once enrolled).
+    /// The node must not be running; for a running node use `cpns up --code CODE`.
+    Enrol {
+        /// The enrolment code (`cpns1-…`).
+        code: String,
+    },
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -119,6 +125,48 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Enrols without running the daemon: a short-lived overlay node reaches the server named
+/// in the code, and the credential and EUKey are saved in the data dir.
+async fn enrol(config: Config, code: &str) -> anyhow::Result<()> {
+    if cpns_node::ApiFile::read(&config.data_dir).is_ok() {
+        anyhow::bail!(
+            "a node is running on {}: use `cpns --data-dir {} up --code CODE`",
+            config.data_dir.display(),
+            config.data_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let (identity, _) =
+        cpns_keys::Identity::load_or_generate(&config.data_dir.join(cpns_node::IDENTITY_FILE))?;
+    let overlay = cpns_overlay::Config {
+        listen: vec![cpns_overlay::loopback_any()],
+        kad_mode: cpns_overlay::KadMode::Client,
+        mdns: false,
+        ..cpns_overlay::Config::default()
+    };
+    let (client, _events, event_loop) = cpns_overlay::new(overlay, &identity).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(cancel.clone()));
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        cpns_node::enrolment::enrol(&client, &identity, code, &config.device_name),
+    )
+    .await;
+    cancel.cancel();
+    let _ = task.await;
+    let enrolment = result.context("cpns-auth did not answer within 30 s")??;
+    enrolment.save(&config.data_dir)?;
+    println!(
+        "enrolled {} as {} of user {} (credential serial {})",
+        identity.peer_id(),
+        enrolment.device,
+        enrolment.credential.body.user,
+        enrolment.credential.serial()
+    );
+    Ok(())
+}
+
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -147,6 +195,7 @@ async fn main() -> ExitCode {
     init_logging(&config.log);
     let result = match args.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
+        Command::Enrol { code } => enrol(config, &code).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
