@@ -148,12 +148,10 @@ pub(crate) fn has_session(shared: &Shared) -> bool {
 }
 
 /// Sends a request to the server within a session, authenticating first if needed (without
-/// tracing: these are not the B.1 gateway steps). A `NotAuthenticated` answer (the server
-/// restarted) leads to one new authentication and one retry.
-pub(crate) async fn request(
-    shared: &Arc<Shared>,
-    msg: AuthMessage,
-) -> Result<AuthMessage, OpError> {
+/// tracing: these are not the B.1 gateway steps), and returns the server's answer. A
+/// `NotAuthenticated` refusal (the server restarted) leads to one new authentication and one
+/// retry.
+async fn exchange(shared: &Arc<Shared>, msg: AuthMessage) -> Result<Message, OpError> {
     if !has_session(shared) {
         authenticate(shared, false).await?;
     }
@@ -162,10 +160,8 @@ pub(crate) async fn request(
         .client
         .request(server, Protocol::Auth, Message::Auth(msg.clone()))
         .await;
-    let answer = match first {
-        Err(cpns_overlay::Error::Refused { reply, .. })
-            if reply.code == ErrorCode::NotAuthenticated =>
-        {
+    match first {
+        Err(cpns_overlay::Error::Refused { reply, .. }) if reply.code == ErrorCode::NotAuthenticated => {
             debug!("session lost (server restarted?): authenticating again");
             shared.state().session_expires = None;
             authenticate(shared, false).await?;
@@ -173,17 +169,25 @@ pub(crate) async fn request(
                 .client
                 .request(server, Protocol::Auth, Message::Auth(msg))
                 .await
-                .map_err(|e| refused("request", e))?
+                .map_err(|e| refused("request", e))
         }
-        other => other.map_err(|e| refused("request", e))?,
-    };
-    match answer {
+        other => other.map_err(|e| refused("request", e)),
+    }
+}
+
+/// A request whose answer is an [`AuthMessage`].
+pub(crate) async fn request(shared: &Arc<Shared>, msg: AuthMessage) -> Result<AuthMessage, OpError> {
+    match exchange(shared, msg).await? {
         Message::Auth(m) => Ok(m),
-        Message::Ack => Ok(AuthMessage::UsageAck { accepted: 0 }),
-        other => Err(OpError::Refused(format!(
-            "unexpected answer {}",
-            other.name()
-        ))),
+        other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
+    }
+}
+
+/// A request the server answers with a plain acknowledgement.
+pub(crate) async fn command(shared: &Arc<Shared>, msg: AuthMessage) -> Result<(), OpError> {
+    match exchange(shared, msg).await? {
+        Message::Ack => Ok(()),
+        other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
     }
 }
 

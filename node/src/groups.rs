@@ -68,7 +68,7 @@ pub(crate) async fn create(shared: &Arc<Shared>, name: &str) -> Result<GroupInfo
 
 /// Deletes a Service Group (admins only); its key is deleted too.
 pub(crate) async fn delete(shared: &Arc<Shared>, group: GroupId) -> Result<(), OpError> {
-    auth_link::request(
+    auth_link::command(
         shared,
         AuthMessage::GroupDelete {
             group: group.clone(),

@@ -749,7 +749,7 @@ pub(crate) async fn release(shared: &Arc<Shared>) -> Result<String, OpError> {
                 .collect::<Vec<_>>(),
         )
     };
-    auth_link::request(
+    auth_link::command(
         shared,
         AuthMessage::PnRelease {
             pn_id: pn_id.clone(),
