@@ -388,3 +388,58 @@ async fn client_mode_nodes_provide_and_find_through_a_server() -> Result<()> {
     }
     Ok(())
 }
+
+/// Requests on `/cpns/1.0.0` and `/cpns/auth/1.0.0` in flight at once each get their own
+/// answer (the two request-response behaviours number their requests independently).
+#[tokio::test]
+async fn concurrent_requests_on_both_protocols_get_their_own_answers() -> Result<()> {
+    init_tracing();
+    let a = TestNode::spawn(open_config(), 51).await?;
+    let mut b = TestNode::spawn(open_config(), 52).await?;
+    a.client.dial(b.dial_addr().await?).await?;
+    let b_peer = b.client.local_peer_id();
+    let b_client = b.client.clone();
+    let server = tokio::spawn(async move {
+        while let Some(ev) = b.events.recv().await {
+            if let Event::InboundRequest { message, channel, .. } = ev {
+                let answer = match message {
+                    Message::Pn(PnMessage::Ping { nonce }) => Message::Pn(PnMessage::Pong { nonce }),
+                    Message::Auth(cpns_overlay::AuthMessage::RevocationsRequest { known_version }) => {
+                        Message::Auth(cpns_overlay::AuthMessage::UsageAck { accepted: known_version as u32 })
+                    }
+                    _ => Message::Ack,
+                };
+                let _ = b_client.respond(channel, answer).await;
+            }
+        }
+        b
+    });
+    let mut calls = Vec::new();
+    for i in 0..20u64 {
+        let c = a.client.clone();
+        calls.push(tokio::spawn(async move {
+            let pong = c.request(b_peer, Protocol::Cpns, Message::Pn(PnMessage::Ping { nonce: i })).await?;
+            anyhow::ensure!(pong == Message::Pn(PnMessage::Pong { nonce: i }), "ping {i} got {pong:?}");
+            Ok(())
+        }));
+        let c = a.client.clone();
+        calls.push(tokio::spawn(async move {
+            let ack = c
+                .request(
+                    b_peer,
+                    Protocol::Auth,
+                    Message::Auth(cpns_overlay::AuthMessage::RevocationsRequest { known_version: 1000 + i }),
+                )
+                .await?;
+            let want = Message::Auth(cpns_overlay::AuthMessage::UsageAck { accepted: 1000 + i as u32 });
+            anyhow::ensure!(ack == want, "auth request {i} got {ack:?}");
+            Ok(())
+        }));
+    }
+    for c in calls {
+        timeout(WAIT, c).await???;
+    }
+    a.shutdown().await;
+    server.abort();
+    Ok(())
+}

@@ -57,20 +57,7 @@ impl Handle {
                 Some(pn.membership.pn_id.clone()),
                 Some(pn.membership.gateway.to_string()),
                 Some(pn.membership.epoch),
-                pn.members
-                    .values()
-                    .map(|m| MemberView {
-                        peer_id: m.peer_id.to_string(),
-                        mode: m.mode.to_string(),
-                        status: m.status.as_str().into(),
-                        reason: match &m.status {
-                            Status::Busy { reason } => Some(reason.clone()),
-                            _ => None,
-                        },
-                        user: m.user.clone(),
-                        device: m.device.clone(),
-                    })
-                    .collect(),
+                pn.members.values().map(MemberView::from).collect(),
             ),
             None => (None, None, None, Vec::new()),
         };

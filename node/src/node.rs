@@ -67,6 +67,7 @@ impl Node {
             agent: format!("cpns-node/{}", env!("CARGO_PKG_VERSION")),
             ..cpns_overlay::Config::default()
         };
+        check_ports_free(&overlay_config.listen)?;
         let (client, events, event_loop) = cpns_overlay::new(overlay_config, &identity).await?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -159,6 +160,32 @@ impl Node {
         }
         info!(peer = %self.shared.peer_id, "cpns-node stopped");
     }
+}
+
+/// libp2p listens with SO_REUSEPORT, so a second node on a fixed port would silently share it
+/// with the first and get half of its connections. Probe each fixed TCP port with a plain
+/// socket first, which the kernel refuses while another socket holds the port.
+fn check_ports_free(listen: &[Multiaddr]) -> Result<(), StartError> {
+    use libp2p::multiaddr::Protocol;
+    for addr in listen {
+        let mut ip = None;
+        let mut port = None;
+        for p in addr.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(port)) = (ip, port)
+            && port != 0
+            && let Err(e) = std::net::TcpListener::bind((ip, port))
+        {
+            return Err(StartError::Overlay(cpns_overlay::Error::Listen(format!("{addr}: {e}"))));
+        }
+    }
+    Ok(())
 }
 
 /// Makes the data dir private to its owner (identity, keys and the API token live there).

@@ -125,3 +125,53 @@ pub struct ErrorDetail {
     /// For people.
     pub message: String,
 }
+
+/// `GET /v1/pn`: a PN Inventory summary (this node's PN from its gateway, or a remote PN's
+/// signed summary from the DHT).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PnInventoryView {
+    /// The PN.
+    pub pn_id: String,
+    /// Its owner user.
+    pub owner: String,
+    /// Its gateway.
+    pub gateway: String,
+    /// Its PN key epoch.
+    pub epoch: u64,
+    /// Its members.
+    pub members: Vec<MemberView>,
+    /// Ids of the services its members offer (as the gateway knows them).
+    pub services: Vec<String>,
+    /// When the summary was made (Unix seconds).
+    pub updated: u64,
+}
+
+impl From<cpns_overlay::PnInventorySummary> for PnInventoryView {
+    fn from(s: cpns_overlay::PnInventorySummary) -> Self {
+        Self {
+            pn_id: s.pn_id,
+            owner: s.owner,
+            gateway: s.gateway.to_string(),
+            epoch: s.epoch,
+            members: s.members.iter().map(MemberView::from).collect(),
+            services: s.services,
+            updated: s.updated,
+        }
+    }
+}
+
+impl From<&cpns_overlay::MemberInfo> for MemberView {
+    fn from(m: &cpns_overlay::MemberInfo) -> Self {
+        Self {
+            peer_id: m.peer_id.to_string(),
+            mode: m.mode.to_string(),
+            status: m.status.as_str().into(),
+            reason: match &m.status {
+                cpns_overlay::Status::Busy { reason } => Some(reason.clone()),
+                _ => None,
+            },
+            user: m.user.clone(),
+            device: m.device.clone(),
+        }
+    }
+}

@@ -73,7 +73,8 @@ pub struct EventLoop {
     events: mpsc::Sender<Event>,
     stats: Arc<Stats>,
     pending_dials: HashMap<ConnectionId, (Option<PeerId>, Reply<PeerId>)>,
-    pending_requests: HashMap<request_response::OutboundRequestId, Reply<Envelope>>,
+    /// Keyed by protocol too: each request-response behaviour numbers its requests from 1.
+    pending_requests: HashMap<(Protocol, request_response::OutboundRequestId), Reply<Envelope>>,
     pending_queries: HashMap<kad::QueryId, PendingQuery>,
     peers: HashMap<PeerId, PeerState>,
     admitted: HashSet<PeerId>,
@@ -181,7 +182,7 @@ impl EventLoop {
                     Protocol::Auth => b.auth.send_request(&peer, envelope),
                 };
                 Stats::inc(&self.stats.requests_sent);
-                self.pending_requests.insert(id, reply);
+                self.pending_requests.insert((protocol, id), reply);
             }
             Command::Respond { channel, body } => {
                 let env = Envelope::new(channel.id, body);
@@ -565,7 +566,7 @@ impl EventLoop {
                     },
                 ..
             } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                if let Some(reply) = self.pending_requests.remove(&(protocol, request_id)) {
                     let _ = reply.send(Ok(response));
                 } else {
                     trace!(%peer, "late response dropped");
@@ -577,7 +578,7 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                if let Some(reply) = self.pending_requests.remove(&(protocol, request_id)) {
                     let _ = reply.send(Err(Error::Request {
                         peer,
                         reason: error.to_string(),

@@ -53,8 +53,8 @@ use tokio::sync::mpsc;
 
 pub use behaviour::{AUTH_PROTOCOL, CPNS_PROTOCOL, DELIVERY_PROTOCOL, KAD_PROTOCOL};
 pub use client::{
-    Client, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, QueryFigures,
-    ResponseChannel,
+    Client, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, ProvidersQuery,
+    QueryFigures, ResponseChannel,
 };
 pub use codec::CodecError;
 pub use config::{Config, KadMode, loopback_any};
@@ -66,6 +66,24 @@ pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
 pub use protocol::*;
 pub use stats::Stats;
 pub use validate::{AcceptAll, RecordValidator, Rejection};
+
+/// An error and its sources on one line (libp2p's transport errors keep the reason, such as
+/// "address in use", in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    if out.is_empty() { format!("{e:?}") } else { out }
+}
 
 /// How long [`new`] waits for its listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
@@ -95,14 +113,21 @@ pub async fn new(
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| Error::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .with_swarm_config(|c| {
+            let c = c.with_idle_connection_timeout(config.idle_timeout);
+            if config.lazy_negotiation {
+                c.with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+            } else {
+                c
+            }
+        })
         .build();
 
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let id = swarm
             .listen_on(addr.clone())
-            .map_err(|e| Error::Listen(format!("{addr}: {e}")))?;
+            .map_err(|e| Error::Listen(format!("{addr}: {}", error_chain(&e))))?;
         listeners.push(id);
     }
     let mut listen_addrs = Vec::new();
@@ -121,7 +146,7 @@ pub async fn new(
                 listen_addrs.push(address);
             }
             SwarmEvent::ListenerError { error, .. } => {
-                return Err(Error::Listen(error.to_string()));
+                return Err(Error::Listen(error_chain(&error)));
             }
             SwarmEvent::ListenerClosed { reason, .. } => {
                 return Err(Error::Listen(format!("listener closed: {reason:?}")));

@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cpns_keys::GroupSealed;
-use cpns_overlay::{Invitee, PnInventorySummary};
+use cpns_overlay::Invitee;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ApiState, Body};
 use crate::PairOutcome;
 use crate::error::OpError;
-use crate::views::StatusView;
+use crate::views::{PnInventoryView, StatusView};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -68,8 +68,8 @@ struct InventoryQuery {
 async fn inventory(
     State(s): State<ApiState>,
     axum::extract::Query(q): axum::extract::Query<InventoryQuery>,
-) -> ApiResult<PnInventorySummary> {
-    Ok(Json(s.handle.pn_inventory(q.pn_id).await?))
+) -> ApiResult<PnInventoryView> {
+    Ok(Json(s.handle.pn_inventory(q.pn_id).await?.into()))
 }
 
 #[derive(Deserialize)]

@@ -44,9 +44,10 @@ struct Args {
     /// The device's name.
     #[arg(long)]
     device_name: Option<String>,
-    /// Validate the configuration and exit (0 if valid, 1 with the bad key named).
-    #[arg(long)]
-    check_config: bool,
+    /// Validate the configuration (this FILE, or `--config` with the environment and flags) and
+    /// exit: 0 if valid, 1 with the bad key named.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -75,7 +76,12 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     let env: std::collections::BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CPNS_"))
         .collect();
-    let mut config = Config::load(args.config.as_deref(), &env)?;
+    // `--check-config FILE` checks that file; plain `--check-config` checks `--config`.
+    let file = match &args.check_config {
+        Some(Some(f)) => Some(f.as_path()),
+        _ => args.config.as_deref(),
+    };
+    let mut config = Config::load(file, &env)?;
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
@@ -188,7 +194,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.check_config {
+    if args.check_config.is_some() {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }

@@ -1,7 +1,6 @@
 //! `cpns pair`, `cpns pn …`, `cpns mode …`.
 
 use clap::Subcommand;
-use cpns_overlay::PnInventorySummary;
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, CliError};
@@ -86,7 +85,7 @@ pub(super) async fn run(
                 Some(id) => format!("/v1/pn?pn_id={id}"),
                 None => "/v1/pn".into(),
             };
-            let inv: PnInventorySummary = api.get(&path).await?;
+            let inv: crate::views::PnInventoryView = api.get(&path).await?;
             if json_out {
                 return print_json(&inv);
             }
@@ -99,9 +98,12 @@ pub(super) async fn run(
                 .iter()
                 .map(|m| {
                     vec![
-                        m.peer_id.to_string(),
-                        m.mode.to_string(),
-                        m.status.to_string(),
+                        m.peer_id.clone(),
+                        m.mode.clone(),
+                        match &m.reason {
+                            Some(r) => format!("{} ({r})", m.status),
+                            None => m.status.clone(),
+                        },
                         m.user.clone(),
                         m.device.clone(),
                     ]

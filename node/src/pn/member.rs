@@ -259,12 +259,16 @@ pub(crate) async fn on_membership_update(
     let membership = {
         let mut s = shared.state();
         s.pn.as_mut().map(|p| {
-            p.membership.epoch = p.membership.epoch.max(grant.epoch);
-            p.members = grant
-                .members
-                .iter()
-                .map(|m| (m.peer_id, m.clone()))
-                .collect();
+            // Updates of concurrent joins can arrive out of order: only the newest epoch's
+            // member list is the current one (an older key is still kept, as the previous).
+            if grant.epoch >= p.membership.epoch {
+                p.membership.epoch = grant.epoch;
+                p.members = grant
+                    .members
+                    .iter()
+                    .map(|m| (m.peer_id, m.clone()))
+                    .collect();
+            }
             p.membership.clone()
         })
     };
@@ -358,7 +362,21 @@ pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<(), OpError> {
     if let Some(e) = last {
         return Err(OpError::Unavailable(format!("gateway unreachable: {e}")));
     }
-    register_with(shared, gateway).await
+    register_with(shared, gateway).await?;
+    // The member list is not kept across restarts: ask the gateway for the current one.
+    let pn_id = shared.pn_id().unwrap_or_default();
+    let answer = shared
+        .client
+        .request(gateway, Protocol::Cpns, Message::Pn(PnMessage::InventoryRequest { pn_id }))
+        .await?;
+    if let Message::Pn(PnMessage::InventoryResponse(summary)) = answer {
+        admit_members(shared, &summary.members).await;
+        if let Some(p) = shared.state().pn.as_mut() {
+            p.members = summary.members.iter().map(|m| (m.peer_id, m.clone())).collect();
+        }
+        shared.after_pn_change();
+    }
+    Ok(())
 }
 
 /// G.1 step 9 at the PNE: ask the gateway to de-register this node, then forget the PN.

@@ -270,7 +270,12 @@ async fn bring_up(
     bar.set_message("enrolling node-0; it sets its PN up");
     if !status0.enrolled {
         let code = enrolment_code(bins, &auth_dir).await?;
-        let _: StatusView = api0.post("/v1/up", &json!({ "code": code })).await?;
+        let _: StatusView = api0
+            .post("/v1/up", &json!({ "code": code }))
+            .await
+            .map_err(|e| {
+                CliError::Other(format!("enrolling node-0 (and setting its PN up): {e}"))
+            })?;
     }
     bar.inc(1);
 
