@@ -1,1 +1,1568 @@
-//! Integration tests: auth.
+//! `cpns-auth` end to end: a real server (in-process, or the real binary for the multi-process
+//! tests) on loopback, real overlay nodes enrolled through the real `EnrolRequest` path
+//! (`cpns_node::enrolment::enrol`), real sled files in temp dirs.
+//!
+//! The devices here are bare overlay nodes driven message by message, so that each step of
+//! B.1 (8-11, 14-17, 19-23) and each refusal can be checked on its own; a small responder
+//! plays the node's side of the server's own requests (steps 14 and 17, key pushes,
+//! revocation lists), like a gateway would.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use cpns_auth::{Config, ServerHandle};
+use cpns_keys::{EuKey, GroupKey, Modes, PeerId};
+use cpns_node::enrolment::{EnrolError, Enrolment, enrol};
+use cpns_overlay::test_utils::TestNode;
+use cpns_overlay::{
+    AuthMessage, Capabilities, ConnectionSetup, ErrorCode, Event, GroupInfo, GroupKeyGrant,
+    Invitee, MemberGrant, MembershipDecision, Message, NodeMode, PnRecordInfo, Protocol,
+    SessionInfo, Status, transcript,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::util::{WAIT, bin, init_tracing};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random16() -> [u8; 16] {
+    let k = EuKey::generate().to_bytes();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&k[..16]);
+    out
+}
+
+/// The error code of a refused request, if it was refused.
+fn code_of(r: &Result<Message, cpns_overlay::Error>) -> Option<ErrorCode> {
+    match r {
+        Err(cpns_overlay::Error::Refused { reply, .. }) => Some(reply.code),
+        _ => None,
+    }
+}
+
+fn expect_code(r: Result<Message, cpns_overlay::Error>, want: ErrorCode) -> Result<()> {
+    match code_of(&r) {
+        Some(c) if c == want => Ok(()),
+        _ => bail!("expected {want:?}, got {r:?}"),
+    }
+}
+
+async fn start_server(dir: &std::path::Path) -> Result<ServerHandle> {
+    Ok(cpns_auth::Server::start(Config::with_data_dir(dir.join("auth"))).await?)
+}
+
+/// A device: an overlay node enrolled with the server, and the requests the server sent it.
+struct Device {
+    node: TestNode,
+    enrolment: Enrolment,
+    server: PeerId,
+    /// Server-to-node requests received (steps 14 and 17, key pushes, revocation lists).
+    pushed: mpsc::Receiver<AuthMessage>,
+}
+
+impl Device {
+    /// Starts an overlay node with a seeded identity and enrols it with `code`.
+    async fn enrol(seed: u8, code: &str, device: &str) -> Result<Device> {
+        let (node, pushed) = spawn_node(seed).await?;
+        let enrolment = enrol(&node.client, &node.identity, code, device).await?;
+        Ok(Device {
+            server: enrolment.server,
+            node,
+            enrolment,
+            pushed,
+        })
+    }
+
+    fn peer(&self) -> PeerId {
+        self.node.identity.peer_id()
+    }
+
+    async fn request(&self, m: AuthMessage) -> Result<Message, cpns_overlay::Error> {
+        self.node
+            .client
+            .request(self.server, Protocol::Auth, Message::Auth(m))
+            .await
+    }
+
+    /// B.1 steps 8-11.
+    async fn auth(&self, mode: NodeMode) -> Result<SessionInfo> {
+        let nonce = self.challenge(mode).await?;
+        let (mac, sig) = self.proof(&nonce, mode);
+        match self
+            .request(AuthMessage::AuthResponse {
+                nonce,
+                eukey_mac: mac,
+                signature: sig,
+            })
+            .await?
+        {
+            Message::Auth(AuthMessage::ConnectionSetupConfirmation(info)) => Ok(info),
+            other => bail!("step 11 expected, got {other:?}"),
+        }
+    }
+
+    /// Step 8 → the nonce of step 9.
+    async fn challenge(&self, mode: NodeMode) -> Result<[u8; 32]> {
+        match self
+            .request(AuthMessage::ConnectionSetupRequest {
+                credential: self.enrolment.credential.clone(),
+                mode,
+            })
+            .await?
+        {
+            Message::Auth(AuthMessage::AuthChallenge {
+                nonce,
+                issued,
+                expires,
+            }) => {
+                ensure!(expires >= issued, "challenge window");
+                Ok(nonce)
+            }
+            other => bail!("step 9 expected, got {other:?}"),
+        }
+    }
+
+    fn proof(&self, nonce: &[u8; 32], mode: NodeMode) -> ([u8; 32], cpns_keys::Signature) {
+        let t = transcript::auth_response(
+            nonce,
+            &self.server,
+            &self.peer(),
+            self.enrolment.credential.serial(),
+            mode,
+        );
+        (self.enrolment.eukey.mac(&t), self.node.identity.sign(&t))
+    }
+
+    /// A PNE's signed request to join `pn_id` through `gateway` (B.1 step 18).
+    fn setup(&self, pn_id: &str, gateway: PeerId) -> ConnectionSetup {
+        let time = now();
+        let nonce = random16();
+        let t = transcript::membership_request(pn_id, &gateway, &self.peer(), time, &nonce);
+        ConnectionSetup {
+            credential: self.enrolment.credential.clone(),
+            pn_id: pn_id.to_owned(),
+            time,
+            nonce,
+            eukey_mac: self.enrolment.eukey.mac(&t),
+            signature: self.node.identity.sign(&t),
+            capabilities: Capabilities::default(),
+        }
+    }
+
+    /// Opens a key grant sealed for this device.
+    fn open(&self, grant: &GroupKeyGrant) -> Result<GroupKey> {
+        let aad = transcript::group_key_aad(&grant.group, grant.epoch, &self.peer());
+        let secret = self.enrolment.eukey.open(&aad, &grant.sealed)?;
+        Ok(GroupKey::decode_secret(&secret)?)
+    }
+
+    fn open_member(&self, grants: &[MemberGrant]) -> Result<GroupKey> {
+        let g = grants
+            .iter()
+            .find(|g| g.member == self.peer())
+            .ok_or_else(|| anyhow!("no grant for {}", self.peer()))?;
+        self.open(&g.grant)
+    }
+
+    /// Waits for a server-to-node request matching `pred`.
+    async fn next_push(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&AuthMessage) -> bool,
+    ) -> Result<AuthMessage> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.pushed.recv())
+                .await
+                .with_context(|| format!("waiting for {what}"))?
+                .ok_or_else(|| anyhow!("responder stopped"))?;
+            if pred(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+}
+
+type Spawned = (TestNode, mpsc::Receiver<AuthMessage>);
+
+/// An overlay node whose events go to a responder that answers the server's requests like a
+/// fresh gateway would: the step-14 status request with "online, no PN yet", everything else
+/// with Ack; every such request is also passed to the test.
+async fn spawn_node(seed: u8) -> Result<Spawned> {
+    let config = cpns_overlay::Config {
+        kad_mode: cpns_overlay::KadMode::Client,
+        ..cpns_overlay::Config::default()
+    };
+    let mut node = TestNode::spawn(config, seed).await?;
+    let (tx, rx) = mpsc::channel(256);
+    let client = node.client.clone();
+    let (_, dummy) = mpsc::channel(1);
+    let mut events = std::mem::replace(&mut node.events, dummy);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let Event::InboundRequest {
+                message, channel, ..
+            } = ev
+            {
+                let reply = match &message {
+                    Message::Auth(AuthMessage::StatusUpdateRequest) => {
+                        Message::Auth(AuthMessage::StatusResponse {
+                            status: Status::Online,
+                            pn_id: None,
+                            members: vec![],
+                        })
+                    }
+                    _ => Message::Ack,
+                };
+                let _ = client.respond(channel, reply).await;
+                if let Message::Auth(m) = message {
+                    let _ = tx.try_send(m);
+                }
+            }
+        }
+    });
+    Ok((node, rx))
+}
+
+/// A gateway establishes its PN (B.1 steps 8-17); returns the PN record and its key.
+async fn establish(gw: &mut Device) -> Result<(PnRecordInfo, GroupKey)> {
+    gw.auth(NodeMode::Gateway).await?;
+    let caps = Capabilities {
+        mode: NodeMode::Gateway,
+        revision: 3,
+        ..Capabilities::default()
+    };
+    match gw.request(AuthMessage::CapabilitiesUpdate(caps)).await? {
+        Message::Auth(AuthMessage::CapabilitiesConfirmation { revision }) => {
+            ensure!(revision == 3, "step 13 revision")
+        }
+        other => bail!("step 13 expected, got {other:?}"),
+    }
+    gw.next_push("step 14", |m| matches!(m, AuthMessage::StatusUpdateRequest))
+        .await?;
+    let AuthMessage::PnInventoryCreated { pn, key } = gw
+        .next_push("step 17", |m| {
+            matches!(m, AuthMessage::PnInventoryCreated { .. })
+        })
+        .await?
+    else {
+        unreachable!()
+    };
+    let key = gw.open(&key)?;
+    Ok((pn, key))
+}
+
+async fn membership(
+    gw: &Device,
+    setup: ConnectionSetup,
+) -> Result<(MembershipDecision, PnRecordInfo)> {
+    match gw.request(AuthMessage::MembershipRequest { setup }).await? {
+        Message::Auth(AuthMessage::MembershipListTransfer { decision, pn }) => Ok((decision, pn)),
+        other => bail!("step 21 expected, got {other:?}"),
+    }
+}
+
+async fn pn_key(gw: &Device, pn_id: &str, member: PeerId) -> Result<(u64, Vec<MemberGrant>)> {
+    match gw
+        .request(AuthMessage::PnKeyRequest {
+            pn_id: pn_id.to_owned(),
+            member,
+        })
+        .await?
+    {
+        Message::Auth(AuthMessage::PnKeyResponse { epoch, grants, .. }) => Ok((epoch, grants)),
+        other => bail!("step 23 expected, got {other:?}"),
+    }
+}
+
+async fn pull(d: &Device) -> Result<Vec<GroupKeyGrant>> {
+    match d.request(AuthMessage::KeysPull).await? {
+        Message::Auth(AuthMessage::Keys(keys)) => Ok(keys),
+        other => bail!("Keys expected, got {other:?}"),
+    }
+}
+
+fn group_info(m: Message) -> Result<GroupInfo> {
+    match m {
+        Message::Auth(AuthMessage::GroupInfo(info)) => Ok(info),
+        other => bail!("GroupInfo expected, got {other:?}"),
+    }
+}
+
+/// Two devices of alice and one of bob: alice's gateway establishes the PN (8-17), alice's
+/// second device is admitted (19-21) and opens its key (22-23), bob's device is refused until
+/// an admin invites bob; after an expel, bob's device cannot open what is sealed under the new
+/// epoch, cannot pull the new key, and is refused if it asks again.
+#[tokio::test]
+async fn membership_policy_keys_and_expel() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    admin.create_user("bob").await?;
+    let hour = Duration::from_secs(3600);
+    let code = |u: &'static str| {
+        let admin = admin.clone();
+        async move { admin.create_code(u, Modes::ALL, hour, false).await }
+    };
+    let mut gw = Device::enrol(11, &code("alice").await?, "alice-nas").await?;
+    let phone = Device::enrol(12, &code("alice").await?, "alice-phone").await?;
+    let tv = Device::enrol(13, &code("bob").await?, "bob-tv").await?;
+
+    let entities = admin.list_entities().await?;
+    ensure!(entities.len() == 3, "{entities:?}");
+    let users: Vec<_> = entities
+        .iter()
+        .map(|e| (e.user.as_str(), e.device.as_str()))
+        .collect();
+    ensure!(users.contains(&("alice", "alice-phone")) && users.contains(&("bob", "bob-tv")));
+    ensure!(
+        tv.enrolment.credential.body.user == "bob" && tv.enrolment.ca == server.ca_public(),
+        "credential"
+    );
+
+    // Steps 8-17.
+    let (pn, gw_key) = establish(&mut gw).await?;
+    ensure!(pn.owner == "alice" && pn.gateway == gw.peer() && pn.members == vec![gw.peer()]);
+    ensure!(pn.epoch == 1 && gw_key.epoch() == 1 && gw_key.group().0 == pn.pn_id);
+    ensure!(
+        pn.pn_id.starts_with("pn-") && pn.pn_id.len() == 19,
+        "{}",
+        pn.pn_id
+    );
+
+    // Steps 19-23 for alice's phone: admitted, the key rotates, the phone opens its grant.
+    let (decision, after) = membership(&gw, phone.setup(&pn.pn_id, gw.peer())).await?;
+    ensure!(decision == MembershipDecision::Admitted, "{decision:?}");
+    ensure!(after.epoch == 2 && after.members.len() == 2);
+    let (epoch, grants) = pn_key(&gw, &pn.pn_id, phone.peer()).await?;
+    ensure!(epoch == 2 && grants.len() == 2);
+    let phone_key = phone.open_member(&grants)?;
+    let gw_key2 = gw.open_member(&grants)?;
+    ensure!(phone_key.epoch() == 2 && phone_key.key_bytes() == gw_key2.key_bytes());
+    // A grant is for its member only.
+    ensure!(tv.open_member(&grants).is_err());
+    let phone_grant = grants
+        .iter()
+        .find(|g| g.member == phone.peer())
+        .map(|g| g.grant.clone());
+    ensure!(
+        tv.open(&phone_grant.context("grant")?).is_err(),
+        "bob opened alice's grant"
+    );
+
+    // Bob's TV: refused by policy; a replayed request is refused as a replay.
+    let tv_setup = tv.setup(&pn.pn_id, gw.peer());
+    let (decision, same) = membership(&gw, tv_setup.clone()).await?;
+    ensure!(
+        matches!(decision, MembershipDecision::Refused(_)),
+        "{decision:?}"
+    );
+    ensure!(same.epoch == 2 && same.members.len() == 2);
+    expect_code(
+        gw.request(AuthMessage::MembershipRequest { setup: tv_setup })
+            .await,
+        ErrorCode::Replay,
+    )?;
+    // A forged PNE proof (the gateway cannot forge the PNE's MAC) is refused.
+    let mut forged = tv.setup(&pn.pn_id, gw.peer());
+    forged.eukey_mac[0] ^= 1;
+    expect_code(
+        gw.request(AuthMessage::MembershipRequest { setup: forged })
+            .await,
+        ErrorCode::BadProof,
+    )?;
+    // Only the PN's gateway forwards membership requests.
+    phone.auth(NodeMode::Pne).await?;
+    expect_code(
+        phone
+            .request(AuthMessage::MembershipRequest {
+                setup: tv.setup(&pn.pn_id, phone.peer()),
+            })
+            .await,
+        ErrorCode::Forbidden,
+    )?;
+    // Bob's device is not an admin; alice's phone is (a device of the owner user).
+    tv.auth(NodeMode::Pne).await?;
+    expect_code(
+        tv.request(AuthMessage::PnInvite {
+            pn_id: pn.pn_id.clone(),
+            invitee: Invitee::User("bob".into()),
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    match phone
+        .request(AuthMessage::PnInvite {
+            pn_id: pn.pn_id.clone(),
+            invitee: Invitee::User("bob".into()),
+        })
+        .await?
+    {
+        Message::Auth(AuthMessage::PnInfo(info)) => {
+            ensure!(info.policy.invited_users == vec!["bob".to_string()])
+        }
+        other => bail!("PnInfo expected, got {other:?}"),
+    }
+    let (decision, after) = membership(&gw, tv.setup(&pn.pn_id, gw.peer())).await?;
+    ensure!(decision == MembershipDecision::Admitted, "{decision:?}");
+    ensure!(after.epoch == 3 && after.members.len() == 3);
+    let (_, grants) = pn_key(&gw, &pn.pn_id, tv.peer()).await?;
+    let tv_old_key = tv.open_member(&grants)?;
+    ensure!(tv_old_key.epoch() == 3);
+    // Bob's TV may pull its own grant now.
+    match tv
+        .request(AuthMessage::PnKeyPull {
+            pn_id: pn.pn_id.clone(),
+        })
+        .await?
+    {
+        Message::Auth(AuthMessage::PnKeyResponse { epoch, grants, .. }) => {
+            ensure!(epoch == 3 && grants.len() == 1 && tv.open_member(&grants)?.epoch() == 3)
+        }
+        other => bail!("PnKeyResponse expected, got {other:?}"),
+    }
+
+    // Expel: the key rotates; the TV's old key cannot open content of the new epoch.
+    let (epoch, grants) = match gw
+        .request(AuthMessage::PnExpel {
+            pn_id: pn.pn_id.clone(),
+            member: tv.peer(),
+        })
+        .await?
+    {
+        Message::Auth(AuthMessage::PnKeyResponse { epoch, grants, .. }) => (epoch, grants),
+        other => bail!("PnKeyResponse expected, got {other:?}"),
+    };
+    ensure!(epoch == 4 && grants.len() == 2);
+    ensure!(grants.iter().all(|g| g.member != tv.peer()));
+    let phone_key = phone.open_member(&grants)?;
+    let sealed = phone_key.seal(&phone.peer(), b"new films for alice");
+    ensure!(phone_key.open(&sealed)? == b"new films for alice");
+    ensure!(
+        tv_old_key.open(&sealed).is_err(),
+        "old key opened new content"
+    );
+    // Even relabelled as epoch 4, the old key bytes do not open it.
+    let relabelled = GroupKey::from_parts(tv_old_key.group().clone(), 4, tv_old_key.key_bytes());
+    ensure!(
+        relabelled.open(&sealed).is_err(),
+        "old key bytes opened new content"
+    );
+    // It cannot pull the new key, by either pull.
+    expect_code(
+        tv.request(AuthMessage::PnKeyPull {
+            pn_id: pn.pn_id.clone(),
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    match tv.request(AuthMessage::KeysPull).await? {
+        Message::Auth(AuthMessage::Keys(keys)) => {
+            ensure!(
+                keys.iter().all(|k| k.group.0 != pn.pn_id),
+                "expelled device got a PN key"
+            )
+        }
+        other => bail!("Keys expected, got {other:?}"),
+    }
+    // And asking again is refused (expelled), although bob is still invited.
+    let (decision, _) = membership(&gw, tv.setup(&pn.pn_id, gw.peer())).await?;
+    ensure!(
+        matches!(decision, MembershipDecision::Refused(ref r) if r.contains("expelled")),
+        "{decision:?}"
+    );
+
+    let view = admin.show_pn(&pn.pn_id).await?;
+    ensure!(view.epoch == 4 && view.members.len() == 2);
+    ensure!(view.expelled == vec![tv.peer().to_string()]);
+    let e = admin.show_entity(&phone.peer().to_string()).await?;
+    ensure!(e.pns == vec![pn.pn_id.clone()] && e.online);
+
+    // The gateway de-registers the phone (G.1 step 9): one member left, epoch 5.
+    match gw
+        .request(AuthMessage::PnDeregister {
+            pn_id: pn.pn_id.clone(),
+            member: phone.peer(),
+        })
+        .await?
+    {
+        Message::Auth(AuthMessage::PnKeyResponse { epoch, grants, .. }) => {
+            ensure!(epoch == 5 && grants.len() == 1)
+        }
+        other => bail!("PnKeyResponse expected, got {other:?}"),
+    }
+    // Release deletes the PN and its key.
+    ensure!(
+        gw.request(AuthMessage::PnRelease {
+            pn_id: pn.pn_id.clone()
+        })
+        .await?
+            == Message::Ack
+    );
+    ensure!(admin.list_pns().await?.is_empty());
+    expect_code(
+        gw.request(AuthMessage::PnKeyPull {
+            pn_id: pn.pn_id.clone(),
+        })
+        .await,
+        ErrorCode::NotFound,
+    )?;
+
+    for d in [gw, phone, tv] {
+        d.shutdown().await;
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Service Groups: create, invite, join (pushed keys), pull, expel, delete.
+#[tokio::test]
+async fn service_groups_rotate_push_and_pull() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let hour = Duration::from_secs(3600);
+    let mut a = Device::enrol(
+        21,
+        &admin.create_code("alice", Modes::PNE, hour, false).await?,
+        "a",
+    )
+    .await?;
+    let mut b = Device::enrol(
+        22,
+        &admin.create_code("alice", Modes::PNE, hour, false).await?,
+        "b",
+    )
+    .await?;
+    a.auth(NodeMode::Pne).await?;
+    b.auth(NodeMode::Pne).await?;
+
+    let g = group_info(
+        a.request(AuthMessage::GroupCreate {
+            name: "films".into(),
+        })
+        .await?,
+    )?;
+    ensure!(g.group.0.starts_with("sg-") && g.epoch == 1 && g.members == vec![a.peer()]);
+    // The new key is pushed to its creator.
+    let AuthMessage::KeyPush { member, grants } = a
+        .next_push("key push (create)", |m| {
+            matches!(m, AuthMessage::KeyPush { .. })
+        })
+        .await?
+    else {
+        unreachable!()
+    };
+    ensure!(member == a.peer() && grants.len() == 1 && a.open(&grants[0])?.epoch() == 1);
+
+    // Only admins invite; only invitees join.
+    expect_code(
+        b.request(AuthMessage::GroupJoin {
+            group: g.group.clone(),
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    expect_code(
+        b.request(AuthMessage::GroupInvite {
+            group: g.group.clone(),
+            entity: b.peer(),
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    let invited = group_info(
+        a.request(AuthMessage::GroupInvite {
+            group: g.group.clone(),
+            entity: b.peer(),
+        })
+        .await?,
+    )?;
+    ensure!(invited.invited == vec![b.peer()] && invited.epoch == 1);
+    match b.request(AuthMessage::GroupList).await? {
+        Message::Auth(AuthMessage::Groups(list)) => ensure!(list.len() == 1),
+        other => bail!("Groups expected, got {other:?}"),
+    }
+    let joined = group_info(
+        b.request(AuthMessage::GroupJoin {
+            group: g.group.clone(),
+        })
+        .await?,
+    )?;
+    ensure!(joined.epoch == 2 && joined.members.len() == 2 && joined.invited.is_empty());
+    // Both members get the new epoch pushed.
+    for d in [&mut a, &mut b] {
+        let peer = d.peer();
+        let AuthMessage::KeyPush { grants, .. } = d
+            .next_push("key push (join)", |m| {
+                matches!(m, AuthMessage::KeyPush { grants, member } if *member == peer && grants.iter().any(|g| g.epoch == 2))
+            })
+            .await?
+        else {
+            unreachable!()
+        };
+        ensure!(d.open(&grants[0])?.epoch() == 2);
+    }
+    // Pull gives the same key to both.
+    let ka = pull(&a).await?;
+    let kb = pull(&b).await?;
+    ensure!(ka.len() == 1 && kb.len() == 1);
+    let key_b = b.open(&kb[0])?;
+    ensure!(a.open(&ka[0])?.key_bytes() == key_b.key_bytes() && key_b.epoch() == 2);
+
+    // Expel b: epoch 3; b cannot read the group or pull its key any more.
+    let after = group_info(
+        a.request(AuthMessage::GroupExpel {
+            group: g.group.clone(),
+            entity: b.peer(),
+        })
+        .await?,
+    )?;
+    ensure!(after.epoch == 3 && after.members == vec![a.peer()]);
+    ensure!(pull(&b).await?.is_empty());
+    expect_code(
+        b.request(AuthMessage::GroupInfoRequest {
+            group: g.group.clone(),
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    let new_key = a.open(&pull(&a).await?[0])?;
+    let sealed = new_key.seal(&a.peer(), b"only for members");
+    ensure!(key_b.open(&sealed).is_err());
+    // The owner cannot leave; a non-admin cannot delete; the admin deletes (key gone).
+    expect_code(
+        a.request(AuthMessage::GroupLeave {
+            group: g.group.clone(),
+        })
+        .await,
+        ErrorCode::Conflict,
+    )?;
+    expect_code(
+        b.request(AuthMessage::GroupDelete {
+            group: g.group.clone(),
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    ensure!(admin.show_group(&g.group.0).await?.epoch == 3);
+    ensure!(
+        a.request(AuthMessage::GroupDelete {
+            group: g.group.clone()
+        })
+        .await?
+            == Message::Ack
+    );
+    ensure!(admin.list_groups().await?.is_empty());
+    ensure!(pull(&a).await?.is_empty());
+
+    a.shutdown().await;
+    b.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Authentication refusals, each with its own code: replay, forged MAC, PNE-only credential
+/// asking for gateway mode, unauthenticated requests, revoked devices (and the revocation list
+/// reaching a gateway's session), expired challenges.
+#[tokio::test]
+async fn authentication_refusals() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let hour = Duration::from_secs(3600);
+    let pne = Device::enrol(
+        31,
+        &admin.create_code("alice", Modes::PNE, hour, false).await?,
+        "pne",
+    )
+    .await?;
+    let mut gw = Device::enrol(
+        32,
+        &admin.create_code("alice", Modes::ALL, hour, false).await?,
+        "gw",
+    )
+    .await?;
+    let other = Device::enrol(
+        33,
+        &admin.create_code("alice", Modes::ALL, hour, false).await?,
+        "other",
+    )
+    .await?;
+
+    // Not yet authenticated.
+    expect_code(
+        pne.request(AuthMessage::KeysPull).await,
+        ErrorCode::NotAuthenticated,
+    )?;
+    // PNE-only credential asking for gateway (or combined) mode.
+    expect_code(
+        pne.request(AuthMessage::ConnectionSetupRequest {
+            credential: pne.enrolment.credential.clone(),
+            mode: NodeMode::Gateway,
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    expect_code(
+        pne.request(AuthMessage::ConnectionSetupRequest {
+            credential: pne.enrolment.credential.clone(),
+            mode: NodeMode::PneGateway,
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    // Someone else's credential.
+    expect_code(
+        pne.request(AuthMessage::ConnectionSetupRequest {
+            credential: other.enrolment.credential.clone(),
+            mode: NodeMode::Pne,
+        })
+        .await,
+        ErrorCode::Forbidden,
+    )?;
+    // A forged credential (modes widened).
+    let mut forged = pne.enrolment.credential.clone();
+    forged.body.modes = Modes::ALL;
+    expect_code(
+        pne.request(AuthMessage::ConnectionSetupRequest {
+            credential: forged,
+            mode: NodeMode::Gateway,
+        })
+        .await,
+        ErrorCode::BadProof,
+    )?;
+    // Forged MAC.
+    let nonce = pne.challenge(NodeMode::Pne).await?;
+    let (mut mac, sig) = pne.proof(&nonce, NodeMode::Pne);
+    mac[5] ^= 0x40;
+    expect_code(
+        pne.request(AuthMessage::AuthResponse {
+            nonce,
+            eukey_mac: mac,
+            signature: sig,
+        })
+        .await,
+        ErrorCode::BadProof,
+    )?;
+    // Good answer, then the same answer replayed.
+    let nonce = pne.challenge(NodeMode::Pne).await?;
+    let (mac, sig) = pne.proof(&nonce, NodeMode::Pne);
+    let answer = AuthMessage::AuthResponse {
+        nonce,
+        eukey_mac: mac,
+        signature: sig,
+    };
+    match pne.request(answer.clone()).await? {
+        Message::Auth(AuthMessage::ConnectionSetupConfirmation(info)) => {
+            ensure!(
+                info.modes == Modes::PNE && info.expires > now() && info.revocations.version >= 1
+            )
+        }
+        other => bail!("step 11 expected, got {other:?}"),
+    }
+    expect_code(pne.request(answer).await, ErrorCode::Replay)?;
+    // A nonce nobody issued.
+    expect_code(
+        pne.request(AuthMessage::AuthResponse {
+            nonce: [7; 32],
+            eukey_mac: mac,
+            signature: sig,
+        })
+        .await,
+        ErrorCode::BadRequest,
+    )?;
+    // Answers to the server's own requests are not requests.
+    expect_code(
+        pne.request(AuthMessage::Keys(vec![])).await,
+        ErrorCode::BadRequest,
+    )?;
+    expect_code(
+        pne.request(AuthMessage::AuthChallenge {
+            nonce: [0; 32],
+            issued: 0,
+            expires: 0,
+        })
+        .await,
+        ErrorCode::BadRequest,
+    )?;
+    expect_code(
+        pne.node
+            .client
+            .request(
+                pne.server,
+                Protocol::Auth,
+                Message::Pn(cpns_overlay::PnMessage::Ping { nonce: 1 }),
+            )
+            .await,
+        ErrorCode::Unsupported,
+    )?;
+
+    // A gateway session receives the new revocation list when a device is revoked.
+    gw.auth(NodeMode::PneGateway).await?;
+    let out = admin.revoke(&pne.peer().to_string()).await?;
+    ensure!(!out.already_revoked && out.serials == vec![pne.enrolment.credential.serial()]);
+    let AuthMessage::Revocations(list) = gw
+        .next_push("revocation list", |m| {
+            matches!(m, AuthMessage::Revocations(_))
+        })
+        .await?
+    else {
+        unreachable!()
+    };
+    list.verify(&server.ca_public())?;
+    ensure!(
+        list.contains(pne.enrolment.credential.serial()) && list.version == out.revocation_version
+    );
+    // The revoked device's session ended, and it cannot authenticate again.
+    expect_code(
+        pne.request(AuthMessage::KeysPull).await,
+        ErrorCode::NotAuthenticated,
+    )?;
+    expect_code(
+        pne.request(AuthMessage::ConnectionSetupRequest {
+            credential: pne.enrolment.credential.clone(),
+            mode: NodeMode::Pne,
+        })
+        .await,
+        ErrorCode::Revoked,
+    )?;
+    // Anyone may fetch the list.
+    match pne
+        .request(AuthMessage::RevocationsRequest { known_version: 0 })
+        .await?
+    {
+        Message::Auth(AuthMessage::Revocations(l)) => ensure!(l == list),
+        other => bail!("Revocations expected, got {other:?}"),
+    }
+    // Revoking by serial works too, and twice is harmless.
+    let serial = other.enrolment.credential.serial().to_string();
+    ensure!(!admin.revoke(&serial).await?.already_revoked);
+    ensure!(
+        admin
+            .revoke(&other.peer().to_string())
+            .await?
+            .already_revoked
+    );
+    ensure!(admin.show_entity(&serial).await?.revoked.is_some());
+
+    pne.shutdown().await;
+    gw.shutdown().await;
+    other.shutdown().await;
+    server.shutdown().await;
+
+    // Expired challenge: a server with a 1 ms challenge TTL; the answer comes later.
+    let dir2 = tempfile::tempdir()?;
+    let config = Config {
+        challenge_ttl: Duration::from_millis(1),
+        ..Config::with_data_dir(dir2.path().join("auth"))
+    };
+    let server = cpns_auth::Server::start(config).await?;
+    server.admin().create_user("alice").await?;
+    let code = server
+        .admin()
+        .create_code("alice", Modes::ALL, hour, false)
+        .await?;
+    let d = Device::enrol(34, &code, "slow").await?;
+    let nonce = d.challenge(NodeMode::Pne).await?;
+    let (mac, sig) = d.proof(&nonce, NodeMode::Pne);
+    // Not synchronisation: the answer must simply be older than the 1 ms TTL.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    expect_code(
+        d.request(AuthMessage::AuthResponse {
+            nonce,
+            eukey_mac: mac,
+            signature: sig,
+        })
+        .await,
+        ErrorCode::ChallengeExpired,
+    )?;
+    let metrics = server.admin().metrics_text();
+    ensure!(metrics.contains("challenge_expired"), "{metrics}");
+    d.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Enrolment codes: one-time codes cannot be reused (but a node may retry its own), wrong
+/// secrets and unknown codes fail, a burst of bad attempts hits the rate limit, reusable
+/// codes enrol several devices, a deleted user's code is dead and its devices revoked.
+#[tokio::test]
+async fn enrolment_codes() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    admin.create_user("carol").await?;
+    let hour = Duration::from_secs(3600);
+    let code = admin.create_code("alice", Modes::ALL, hour, false).await?;
+
+    let first = Device::enrol(41, &code, "laptop").await?;
+    // The same node retrying the code it used gets its credential again (lost answer).
+    let again = enrol(&first.node.client, &first.node.identity, &code, "laptop").await?;
+    ensure!(again.credential == first.enrolment.credential);
+    ensure!(again.eukey.to_bytes() == first.enrolment.eukey.to_bytes());
+    // Another device cannot reuse it.
+    let (n2, _) = spawn_node(42).await?;
+    match enrol(&n2.client, &n2.identity, &code, "thief").await {
+        Err(EnrolError::Refused { code, .. }) => ensure!(code == ErrorCode::Conflict),
+        other => bail!("reused code: {other:?}"),
+    }
+    // A wrong secret.
+    let mut parsed = cpns_overlay::EnrolmentCode::from_text(
+        &admin.create_code("alice", Modes::ALL, hour, false).await?,
+    )?;
+    parsed.secret[0] ^= 1;
+    match enrol(&n2.client, &n2.identity, &parsed.to_text(), "thief").await {
+        Err(EnrolError::Refused { code, .. }) => ensure!(code == ErrorCode::BadProof),
+        other => bail!("wrong secret: {other:?}"),
+    }
+    // An unknown code id.
+    parsed.code_id = "0000000000000000".into();
+    match enrol(&n2.client, &n2.identity, &parsed.to_text(), "thief").await {
+        Err(EnrolError::Refused { code, .. }) => ensure!(code == ErrorCode::NotFound),
+        other => bail!("unknown code: {other:?}"),
+    }
+    // Garbage is refused locally.
+    ensure!(matches!(
+        enrol(&n2.client, &n2.identity, "cpns1-notacode", "x").await,
+        Err(EnrolError::BadCode(_))
+    ));
+    // Six bad attempts in a row from one peer: the sixth is rate-limited.
+    let (n3, _) = spawn_node(43).await?;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        match enrol(&n3.client, &n3.identity, &parsed.to_text(), "brute").await {
+            Err(EnrolError::Refused { code, .. }) => codes.push(code),
+            other => bail!("brute force attempt: {other:?}"),
+        }
+    }
+    ensure!(
+        codes[..5].iter().all(|c| *c == ErrorCode::NotFound),
+        "{codes:?}"
+    );
+    ensure!(codes[5] == ErrorCode::RateLimited, "{codes:?}");
+    // Even a good code is refused while the peer is limited.
+    let good = admin.create_code("alice", Modes::ALL, hour, false).await?;
+    match enrol(&n3.client, &n3.identity, &good, "brute").await {
+        Err(EnrolError::Refused { code, .. }) => ensure!(code == ErrorCode::RateLimited),
+        other => bail!("rate limit: {other:?}"),
+    }
+    // A reusable code enrols two devices, with distinct serials.
+    let reusable = admin.create_code("alice", Modes::PNE, hour, true).await?;
+    let r1 = enrol(&n2.client, &n2.identity, &reusable, "tv").await?;
+    let (n4, _) = spawn_node(44).await?;
+    let r2 = enrol(&n4.client, &n4.identity, &reusable, "radio").await?;
+    ensure!(r1.credential.serial() != r2.credential.serial());
+    ensure!(r1.credential.body.modes == Modes::PNE);
+    // Re-enrolling with a new code gives a new serial; the old one stays listed.
+    let r1b = enrol(
+        &n2.client,
+        &n2.identity,
+        &admin.create_code("alice", Modes::ALL, hour, false).await?,
+        "tv",
+    )
+    .await?;
+    ensure!(r1b.credential.serial() > r1.credential.serial());
+    let view = admin
+        .show_entity(&n2.identity.peer_id().to_string())
+        .await?;
+    ensure!(
+        view.serials == vec![r1.credential.serial(), r1b.credential.serial()]
+            && view.modes == "pne,gateway"
+    );
+
+    // A code of a deleted user is dead; the user's devices are revoked with it.
+    let carol_code = admin.create_code("carol", Modes::ALL, hour, false).await?;
+    let (n5, _) = spawn_node(45).await?;
+    let carol_dev = enrol(&n5.client, &n5.identity, &carol_code, "carol-pc").await?;
+    let carol_code2 = admin.create_code("carol", Modes::ALL, hour, false).await?;
+    let deleted = admin.delete_user("carol").await?;
+    ensure!(deleted.revoked_entities == vec![n5.identity.peer_id().to_string()]);
+    ensure!(deleted.deleted_codes == 2, "{deleted:?}");
+    let (n6, _) = spawn_node(46).await?;
+    match enrol(&n6.client, &n6.identity, &carol_code2, "late").await {
+        Err(EnrolError::Refused { code, .. }) => ensure!(code == ErrorCode::NotFound),
+        other => bail!("deleted user's code: {other:?}"),
+    }
+    // A revoked device cannot enrol again, even with a fresh code.
+    admin.create_user("carol").await?;
+    let fresh = admin.create_code("carol", Modes::ALL, hour, false).await?;
+    match enrol(&n5.client, &n5.identity, &fresh, "carol-pc").await {
+        Err(EnrolError::Refused { code, .. }) => ensure!(code == ErrorCode::Revoked),
+        other => bail!("revoked device re-enrolled: {other:?} {carol_dev:?}"),
+    }
+    // Enrolment survives in the node's data dir.
+    let node_dir = dir.path().join("node");
+    first.enrolment.save(&node_dir)?;
+    let loaded = Enrolment::load(&node_dir)?.context("saved enrolment")?;
+    ensure!(loaded.credential == first.enrolment.credential && loaded.server == server.peer_id());
+
+    let m = admin.metrics_text();
+    ensure!(
+        m.contains("rate_limited") && m.contains("already_used"),
+        "{m}"
+    );
+    for n in [n2, n3, n4, n5, n6] {
+        n.shutdown().await;
+    }
+    first.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Oversize, garbage and wrong-version frames, and oversized fields, do not kill the server:
+/// it answers the next valid request.
+#[tokio::test]
+async fn bad_frames_do_not_kill_the_server() -> Result<()> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let code = admin
+        .create_code("alice", Modes::ALL, Duration::from_secs(3600), false)
+        .await?;
+    let d = Device::enrol(51, &code, "d").await?;
+    let mut control = d.node.client.stream_control();
+    let frames: Vec<Vec<u8>> = vec![
+        // Announces 64 MiB: refused before reading.
+        (64u32 * 1024 * 1024).to_be_bytes().to_vec(),
+        // Garbage body.
+        [&10u32.to_be_bytes()[..], &[0xff; 10]].concat(),
+        // Unknown wire version.
+        [&6u32.to_be_bytes()[..], &[0x00, 0x63, 1, 2, 3, 4]].concat(),
+        // Truncated: announces 100 bytes, sends 3.
+        [&100u32.to_be_bytes()[..], &[1, 2, 3]].concat(),
+    ];
+    for frame in frames {
+        let mut stream = control
+            .open_stream(d.server, cpns_overlay::AUTH_PROTOCOL)
+            .await
+            .map_err(|e| anyhow!("open stream: {e}"))?;
+        stream.write_all(&frame).await?;
+        let _ = stream.close().await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+        ensure!(answer.is_empty(), "the server answered a bad frame");
+    }
+    // A valid but absurd request: a 600 KB group name.
+    d.auth(NodeMode::Pne).await?;
+    expect_code(
+        d.request(AuthMessage::GroupCreate {
+            name: "x".repeat(600 * 1024),
+        })
+        .await,
+        ErrorCode::BadRequest,
+    )?;
+    // The server still answers.
+    match d
+        .request(AuthMessage::RevocationsRequest { known_version: 0 })
+        .await?
+    {
+        Message::Auth(AuthMessage::Revocations(list)) => list.verify(&server.ca_public())?,
+        other => bail!("Revocations expected, got {other:?}"),
+    }
+    ensure!(
+        group_info(
+            d.request(AuthMessage::GroupCreate { name: "ok".into() })
+                .await?
+        )?
+        .epoch
+            == 1
+    );
+    d.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+fn usage_report(d: &Device, sequence: u64, pn_id: Option<String>) -> cpns_overlay::UsageReport {
+    let records: Vec<cpns_overlay::UsageRecord> = (0..2)
+        .map(|i| cpns_overlay::UsageRecord {
+            service_id: format!("svc-{i}"),
+            service_name: format!("Films, part {i}"),
+            offerer: d.server,
+            pn_id: pn_id.clone(),
+            started: now() - 60,
+            duration_ms: 1500 + i,
+            bytes: 1 << 20,
+            capabilities: Capabilities {
+                mode: NodeMode::Pne,
+                ..Capabilities::default()
+            },
+            status: Status::Online,
+        })
+        .collect();
+    let t = transcript::usage_report(&d.peer(), sequence, &records);
+    cpns_overlay::UsageReport {
+        entity: d.peer(),
+        credential: d.enrolment.credential.clone(),
+        sequence,
+        records,
+        signature: d.node.identity.sign(&t),
+    }
+}
+
+async fn send_usage(from: &Device, report: cpns_overlay::UsageReport) -> Result<u32> {
+    match from.request(AuthMessage::UsageReport(report)).await? {
+        Message::Auth(AuthMessage::UsageAck { accepted }) => Ok(accepted),
+        other => bail!("UsageAck expected, got {other:?}"),
+    }
+}
+
+/// Usage reports (5.6.3): signed by the entity, sent by it or forwarded by its PN's gateway,
+/// stored once per sequence number, exported as charging records (5.5).
+#[tokio::test]
+async fn usage_reports_become_charging_records() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let hour = Duration::from_secs(3600);
+    let mut gw = Device::enrol(
+        71,
+        &admin.create_code("alice", Modes::ALL, hour, false).await?,
+        "nas",
+    )
+    .await?;
+    let tv = Device::enrol(
+        72,
+        &admin.create_code("alice", Modes::PNE, hour, false).await?,
+        "tv",
+    )
+    .await?;
+    let other = Device::enrol(
+        73,
+        &admin.create_code("alice", Modes::PNE, hour, false).await?,
+        "radio",
+    )
+    .await?;
+    let (pn, _) = establish(&mut gw).await?;
+    let (decision, _) = membership(&gw, tv.setup(&pn.pn_id, gw.peer())).await?;
+    ensure!(decision == MembershipDecision::Admitted);
+
+    // Needs a session.
+    expect_code(
+        tv.request(AuthMessage::UsageReport(usage_report(&tv, 1, None)))
+            .await,
+        ErrorCode::NotAuthenticated,
+    )?;
+    tv.auth(NodeMode::Pne).await?;
+    other.auth(NodeMode::Pne).await?;
+    ensure!(send_usage(&tv, usage_report(&tv, 1, Some(pn.pn_id.clone()))).await? == 2);
+    // The same sequence again is stored once.
+    ensure!(send_usage(&tv, usage_report(&tv, 1, Some(pn.pn_id.clone()))).await? == 0);
+    // A tampered report fails its signature.
+    let mut forged = usage_report(&tv, 2, None);
+    forged.records[0].bytes = 1;
+    expect_code(
+        tv.request(AuthMessage::UsageReport(forged)).await,
+        ErrorCode::BadProof,
+    )?;
+    // The PN's gateway may forward the TV's report; another device may not.
+    ensure!(send_usage(&gw, usage_report(&tv, 3, None)).await? == 2);
+    expect_code(
+        other
+            .request(AuthMessage::UsageReport(usage_report(&tv, 4, None)))
+            .await,
+        ErrorCode::Forbidden,
+    )?;
+
+    let records = admin.usage_records().await?;
+    ensure!(records.len() == 4, "{records:?}");
+    ensure!(
+        records
+            .iter()
+            .all(|r| r.user == "alice" && r.device == "tv")
+    );
+    ensure!(records[0].pn_id == pn.pn_id && records[0].capabilities.starts_with("mode=pne"));
+    let csv = admin.export_usage(cpns_auth::UsageFormat::Csv).await?;
+    ensure!(
+        csv.lines().count() == 5 && csv.contains("\"Films, part 0\""),
+        "{csv}"
+    );
+    let json: Vec<cpns_auth::ChargingRecord> =
+        serde_json::from_str(&admin.export_usage(cpns_auth::UsageFormat::Json).await?)?;
+    ensure!(json == records);
+
+    for d in [gw, tv, other] {
+        d.shutdown().await;
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// A `cpns-auth serve` process and its stdout lines.
+struct ServeProcess {
+    child: tokio::process::Child,
+    addrs: Vec<String>,
+}
+
+async fn serve(data_dir: &std::path::Path) -> Result<ServeProcess> {
+    let mut child = tokio::process::Command::new(bin("cpns-auth"))
+        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addrs = Vec::new();
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(a) = line.strip_prefix("listening on:") {
+                addrs.push(a.trim().to_owned());
+            }
+            if line == "ready" {
+                return Ok::<_, anyhow::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .context("waiting for `ready`")??;
+    ensure!(ready && !addrs.is_empty(), "server did not start");
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(ServeProcess { child, addrs })
+}
+
+/// Runs the CLI on `data_dir`; returns stdout, failing on a non-zero exit.
+async fn cli(data_dir: &std::path::Path, args: &[&str]) -> Result<String> {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(bin("cpns-auth"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .output(),
+    )
+    .await
+    .context("cli timed out")??;
+    ensure!(
+        out.status.success(),
+        "cpns-auth {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+async fn cli_json(data_dir: &std::path::Path, args: &[&str]) -> Result<serde_json::Value> {
+    let text = cli(data_dir, args).await?;
+    serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
+}
+
+fn strs(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.get(key).and_then(|s| s.as_str()).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks the state the multi-process test built, through the CLI (running or stopped).
+async fn check_state(
+    d: &std::path::Path,
+    pn_id: &str,
+    sg_joined: &str,
+    acked: &[String],
+    running: bool,
+) -> Result<()> {
+    let status = cli_json(d, &["status", "--json"]).await?;
+    ensure!(status["running"] == running, "{status}");
+    let users = strs(&cli_json(d, &["users", "list", "--json"]).await?, "name");
+    ensure!(users == vec!["alice", "bob"], "{users:?}");
+    let entities = cli_json(d, &["entities", "list", "--json"]).await?;
+    ensure!(strs(&entities, "device").len() == 3, "{entities}");
+    let revoked = entities
+        .as_array()
+        .map(|a| a.iter().filter(|e| !e["revoked"].is_null()).count());
+    ensure!(revoked == Some(1), "{entities}");
+    let pn = cli_json(d, &["pns", "show", pn_id, "--json"]).await?;
+    ensure!(
+        pn["epoch"] == 2 && pn["members"].as_array().map(Vec::len) == Some(2),
+        "{pn}"
+    );
+    let groups = strs(&cli_json(d, &["groups", "list", "--json"]).await?, "group");
+    for g in acked {
+        ensure!(
+            groups.contains(g),
+            "acknowledged group {g} lost: {groups:?}"
+        );
+    }
+    let sg = cli_json(d, &["groups", "show", sg_joined, "--json"]).await?;
+    ensure!(
+        sg["epoch"] == 2 && sg["members"].as_array().map(Vec::len) == Some(2),
+        "{sg}"
+    );
+    // Human-readable output works too.
+    let table = cli(d, &["entities", "list"]).await?;
+    ensure!(
+        table.contains("USER") && table.contains("alice-nas"),
+        "{table}"
+    );
+    Ok(())
+}
+
+/// The real binary: the admin CLI works while the server runs and when it is stopped;
+/// kill -9 mid-way (during a burst of group creations) and a restart lose no user, entity,
+/// PN, Service Group or key epoch, nor any acknowledged change.
+#[tokio::test]
+async fn cli_and_kill_dash_nine_lose_nothing() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().join("auth");
+    let p = serve(&d).await?;
+    ensure!(d.join("admin.json").exists() && d.join("ca.key").exists());
+
+    cli(&d, &["users", "create", "alice"]).await?;
+    cli(&d, &["users", "create", "bob"]).await?;
+    let created = cli_json(&d, &["enrol", "create", "--user", "alice", "--json"]).await?;
+    let code = created["code"].as_str().context("code")?.to_owned();
+    ensure!(
+        created["addrs"][0]
+            .as_str()
+            .is_some_and(|a| p.addrs[0].starts_with(a)),
+        "{created}"
+    );
+    let code2 = cli(
+        &d,
+        &[
+            "enrol", "create", "--user", "alice", "--modes", "pne", "--ttl", "10m",
+        ],
+    )
+    .await?
+    .trim()
+    .to_owned();
+    ensure!(code2.starts_with("cpns1-"), "{code2}");
+    let qr = cli(&d, &["enrol", "create", "--user", "bob", "--qr"]).await?;
+    ensure!(
+        qr.contains('█') && qr.lines().last().is_some_and(|l| l.starts_with("cpns1-")),
+        "{qr}"
+    );
+
+    let mut gw = Device::enrol(61, &code, "alice-nas").await?;
+    let phone = Device::enrol(62, &code2, "alice-phone").await?;
+    let bob_code = qr.lines().last().context("code line")?.trim().to_owned();
+    let bob_tv = Device::enrol(63, &bob_code, "bob-tv").await?;
+    // Users, codes and revocation through the CLI while the server runs.
+    cli(&d, &["users", "create", "carol"]).await?;
+    let deleted = cli_json(&d, &["users", "delete", "carol", "--json"]).await?;
+    ensure!(deleted["name"] == "carol", "{deleted}");
+    let codes = cli_json(&d, &["enrol", "list", "--json"]).await?;
+    ensure!(codes.as_array().map(Vec::len) == Some(3), "{codes}");
+    let revoked = cli_json(
+        &d,
+        &["entities", "revoke", &bob_tv.peer().to_string(), "--json"],
+    )
+    .await?;
+    ensure!(revoked["already_revoked"] == false, "{revoked}");
+    expect_code(
+        bob_tv
+            .request(AuthMessage::ConnectionSetupRequest {
+                credential: bob_tv.enrolment.credential.clone(),
+                mode: NodeMode::Pne,
+            })
+            .await,
+        ErrorCode::Revoked,
+    )?;
+    let (pn, _) = establish(&mut gw).await?;
+    let (decision, _) = membership(&gw, phone.setup(&pn.pn_id, gw.peer())).await?;
+    ensure!(decision == MembershipDecision::Admitted);
+    phone.auth(NodeMode::Pne).await?;
+    let sg = group_info(
+        gw.request(AuthMessage::GroupCreate {
+            name: "photos".into(),
+        })
+        .await?,
+    )?;
+    group_info(
+        gw.request(AuthMessage::GroupInvite {
+            group: sg.group.clone(),
+            entity: phone.peer(),
+        })
+        .await?,
+    )?;
+    ensure!(
+        group_info(
+            phone
+                .request(AuthMessage::GroupJoin {
+                    group: sg.group.clone()
+                })
+                .await?
+        )?
+        .epoch
+            == 2
+    );
+
+    // The CLI while the server runs.
+    let entities = cli_json(&d, &["entities", "list", "--json"]).await?;
+    ensure!(entities.as_array().map(Vec::len) == Some(3), "{entities}");
+    let show = cli_json(&d, &["entities", "show", &gw.peer().to_string(), "--json"]).await?;
+    ensure!(
+        show["online"] == true && show["pns"][0] == pn.pn_id.as_str(),
+        "{show}"
+    );
+
+    // A burst of group creations; kill -9 once some are acknowledged.
+    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<String>();
+    let client = gw.node.client.clone();
+    let server_peer = gw.server;
+    let mut burst = Vec::new();
+    for i in 0..40 {
+        let client = client.clone();
+        let tx = acked_tx.clone();
+        burst.push(tokio::spawn(async move {
+            let m = AuthMessage::GroupCreate {
+                name: format!("burst-{i}"),
+            };
+            if let Ok(Message::Auth(AuthMessage::GroupInfo(info))) = client
+                .request(server_peer, Protocol::Auth, Message::Auth(m))
+                .await
+            {
+                let _ = tx.send(info.group.0);
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut acked = Vec::new();
+    while acked.len() < 5 {
+        let g = tokio::time::timeout(WAIT, acked_rx.recv())
+            .await
+            .context("no group acknowledged")?
+            .context("burst ended")?;
+        acked.push(g);
+    }
+    let pid = p.child.id().context("pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let mut child = p.child;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    ensure!(!status.success(), "killed server exited cleanly?");
+    for t in burst {
+        let _ = t.await;
+    }
+    while let Ok(g) = acked_rx.try_recv() {
+        acked.push(g);
+    }
+    // admin.json is stale now; the CLI notices and opens the data dir directly.
+    ensure!(d.join("admin.json").exists());
+    check_state(&d, &pn.pn_id, &sg.group.0, &acked, false).await?;
+
+    // Restart on the same data dir: same identity; the state is all there.
+    let p2 = serve(&d).await?;
+    check_state(&d, &pn.pn_id, &sg.group.0, &acked, true).await?;
+    let status = cli_json(&d, &["status", "--json"]).await?;
+    ensure!(
+        status["peer_id"] == server_peer.to_string().as_str(),
+        "{status}"
+    );
+    // Devices authenticate again (the server kept its CA and their EUKeys) and keep their keys.
+    let _ = gw.node.client.disconnect(server_peer).await;
+    for addr in &p2.addrs {
+        let a: libp2p::Multiaddr = addr.parse()?;
+        gw.node.client.add_address(server_peer, a).await?;
+    }
+    gw.node.client.dial(p2.addrs[0].parse()?).await?;
+    gw.auth(NodeMode::Gateway).await?;
+    let (epoch, grants) = pn_key(&gw, &pn.pn_id, phone.peer()).await?;
+    ensure!(epoch == 2 && grants.len() == 2);
+
+    // Clean stop: SIGTERM removes admin.json; the CLI works on the stopped server.
+    let pid = p2.child.id().context("pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let mut child = p2.child;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    ensure!(status.success(), "clean shutdown: {status}");
+    ensure!(!d.join("admin.json").exists(), "admin.json left behind");
+    check_state(&d, &pn.pn_id, &sg.group.0, &acked, false).await?;
+    // Codes made while the server is stopped carry its last addresses.
+    let offline = cli_json(&d, &["enrol", "create", "--user", "bob", "--json"]).await?;
+    ensure!(
+        offline["addrs"][0]
+            .as_str()
+            .is_some_and(|a| p2.addrs[0].starts_with(a)),
+        "{offline}"
+    );
+    let csv = cli(&d, &["usage", "export"]).await?;
+    ensure!(csv.starts_with("id,received,entity"), "{csv}");
+    // Usage errors exit with 2, failures with 1.
+    let bad = tokio::process::Command::new(bin("cpns-auth"))
+        .args(["users", "frobnicate"])
+        .output()
+        .await?;
+    ensure!(bad.status.code() == Some(2));
+    let missing = tokio::process::Command::new(bin("cpns-auth"))
+        .arg("--data-dir")
+        .arg(&d)
+        .args(["pns", "show", "pn-0000000000000000"])
+        .output()
+        .await?;
+    ensure!(missing.status.code() == Some(1));
+
+    gw.shutdown().await;
+    phone.shutdown().await;
+    bob_tv.shutdown().await;
+    Ok(())
+}
+
+/// `--check-config` names the bad key.
+#[tokio::test]
+async fn check_config_names_the_bad_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "admin_port = 0\nchallenge_ttl = \"10s\"\n")?;
+    let out = tokio::process::Command::new(bin("cpns-auth"))
+        .arg("--check-config")
+        .arg(&good)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "admin_port = 0\nsesion_ttl = \"1h\"\n")?;
+    let out = tokio::process::Command::new(bin("cpns-auth"))
+        .arg("--check-config")
+        .arg(&bad)
+        .output()
+        .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && err.contains("sesion_ttl"),
+        "{err}"
+    );
+    Ok(())
+}

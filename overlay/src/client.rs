@@ -100,6 +100,23 @@ pub struct GetProvidersOutput {
     pub figures: QueryFigures,
 }
 
+/// How a provider lookup ([`Client::find_providers`]) ends, and whether the providers it
+/// finds are connected at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProvidersQuery {
+    /// Stop once this many distinct providers are known.
+    pub stop_after_providers: Option<usize>,
+    /// Stop once this many answers carrying at least one provider arrived (the local store
+    /// counts as one answer). Every one of the k peers closest to a key holds all of its
+    /// providers, so the first answers are usually complete, and waiting for the lookup to
+    /// converge only costs time.
+    pub stop_after_answers: Option<usize>,
+    /// Dial each provider as soon as an answer names it, with the addresses that answer
+    /// carried, so that a request to it right after the lookup needs no dial and no address
+    /// lookup of its own (kad forgets those addresses when the lookup ends).
+    pub connect: bool,
+}
+
 /// A connected peer.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PeerInfo {
@@ -167,7 +184,7 @@ pub(crate) enum Command {
     },
     GetProviders {
         key: RecordKey,
-        stop_after: Option<usize>,
+        query: ProvidersQuery,
         reply: Reply<GetProvidersOutput>,
     },
     Bootstrap {
@@ -351,12 +368,24 @@ impl Client {
         key: RecordKey,
         stop_after: Option<usize>,
     ) -> Result<GetProvidersOutput, Error> {
-        self.call(|reply| Command::GetProviders {
+        self.find_providers(
             key,
-            stop_after,
-            reply,
-        })
+            ProvidersQuery {
+                stop_after_providers: stop_after,
+                ..ProvidersQuery::default()
+            },
+        )
         .await
+    }
+
+    /// Finds the providers of `key`, ending as `query` says (see [`ProvidersQuery`]).
+    pub async fn find_providers(
+        &self,
+        key: RecordKey,
+        query: ProvidersQuery,
+    ) -> Result<GetProvidersOutput, Error> {
+        self.call(|reply| Command::GetProviders { key, query, reply })
+            .await
     }
 
     /// Runs a Kademlia bootstrap (a lookup of our own id) and waits for it to finish.

@@ -77,6 +77,11 @@ pub struct Config {
     pub max_admitted: usize,
     /// Agent version sent in identify.
     pub agent: String,
+    /// Whether this node, opening a substream, sends its request together with the protocol
+    /// proposal instead of waiting for the remote's confirmation first (multistream-select
+    /// `V1Lazy`: the same bytes on the wire, one round trip less per request, since every
+    /// CPNS substream offers exactly one protocol). Default: true.
+    pub lazy_negotiation: bool,
 }
 
 impl Default for Config {
@@ -107,6 +112,7 @@ impl Default for Config {
             gate_requests: true,
             max_admitted: 16_384,
             agent: format!("cpns/{}", env!("CARGO_PKG_VERSION")),
+            lazy_negotiation: true,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Records stored for other peers after validation.
     pub records_stored: AtomicU64,
+    /// Kademlia requests this node answered for other peers (FIND_NODE, GET_PROVIDERS,
+    /// ADD_PROVIDER, GET_VALUE, PUT_VALUE): how a lab sees which nodes a lookup went through.
+    pub dht_requests_served: AtomicU64,
     rejected_records: Mutex<BTreeMap<&'static str, u64>>,
     rejected_messages: Mutex<BTreeMap<&'static str, u64>>,
 }

@@ -323,12 +323,19 @@ pub enum Invitee {
 }
 
 /// A PN's membership policy (5.6.9), as kept by `cpns-auth`.
+///
+/// Lookup order (B.1 step 20): an entity in `expelled` is refused; otherwise devices of the
+/// owner user, of an invited user, and invited entities are admitted; everyone else is refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipPolicy {
     /// Users whose devices are admitted besides the owner's.
     pub invited_users: Vec<String>,
     /// Entities admitted besides the owner's devices.
     pub invited_entities: Vec<PeerId>,
+    /// Entities an admin expelled: refused even if their user is the owner or invited, until
+    /// an admin invites the entity again ([`Invitee::Entity`]). Without this list an expelled
+    /// device of the owner would be re-admitted by the default policy at its next request.
+    pub expelled: Vec<PeerId>,
 }
 
 /// A PN's record as `cpns-auth` keeps it.
@@ -389,8 +396,11 @@ pub struct MemberGrant {
 }
 
 /// What an enrolment code carries (`cpns-auth enrol create`): what a node needs to reach and
-/// trust the server, and the one-time secret. Its text form is `cpns1-` followed by the
-/// base32 (RFC 4648, no padding, lowercase) of its encoding; see `cpns-auth` for the functions.
+/// trust the server, and the one-time secret. Its text form ([`EnrolmentCode::to_text`],
+/// [`EnrolmentCode::from_text`]) is `cpns1-` followed by the base32 (RFC 4648, no padding,
+/// lowercase) of its [`crate::codec::encode`] encoding: one word, safe to paste in a shell;
+/// uppercased (which [`EnrolmentCode::from_text`] accepts) it fits QR's compact alphanumeric
+/// mode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolmentCode {
     /// The server's PeerId.
@@ -403,6 +413,55 @@ pub struct EnrolmentCode {
     pub code_id: String,
     /// The code's secret.
     pub secret: [u8; 32],
+}
+
+impl EnrolmentCode {
+    /// The prefix of the text form; the digit is the format version.
+    pub const PREFIX: &'static str = "cpns1-";
+
+    /// Longest text accepted by [`EnrolmentCode::from_text`], in characters: a code with a
+    /// dozen addresses is well under 1,000, so anything longer is not a code.
+    pub const MAX_TEXT_LEN: usize = 4096;
+
+    /// The text form: `cpns1-` + lowercase unpadded base32 of the encoding.
+    pub fn to_text(&self) -> String {
+        // Encoding a struct of a PeerId, addresses and short strings cannot hit the codec's
+        // limit; an empty body would fail `from_text`, never silently succeed.
+        let bytes = crate::codec::encode(self).unwrap_or_default();
+        let mut text = String::with_capacity(Self::PREFIX.len() + bytes.len() * 8 / 5 + 1);
+        text.push_str(Self::PREFIX);
+        text.push_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&bytes)
+                .to_ascii_lowercase(),
+        );
+        text
+    }
+
+    /// Parses the text form. Surrounding whitespace is ignored and the base32 part is
+    /// case-insensitive (QR scanners and people uppercase things). Never panics; the input is
+    /// size-limited before decoding.
+    pub fn from_text(text: &str) -> Result<Self, crate::codec::CodecError> {
+        use crate::codec::CodecError;
+        let text = text.trim();
+        if text.len() > Self::MAX_TEXT_LEN {
+            return Err(CodecError::Oversize {
+                len: text.len(),
+                max: Self::MAX_TEXT_LEN,
+            });
+        }
+        let body = text
+            .get(..Self::PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(Self::PREFIX))
+            .and_then(|_| text.get(Self::PREFIX.len()..))
+            .ok_or_else(|| {
+                CodecError::Garbage(format!("an enrolment code starts with {}", Self::PREFIX))
+            })?;
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|e| CodecError::Garbage(format!("enrolment code is not base32: {e}")))?;
+        crate::codec::decode(&bytes, Self::MAX_TEXT_LEN)
+    }
 }
 
 /// A group (or PN) key for one member, sealed under that member's EUKey with AAD
@@ -453,4 +512,59 @@ pub struct UsageReport {
     pub records: Vec<UsageRecord>,
     /// Identity signature over [`crate::transcript::usage_report`].
     pub signature: Signature,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn code() -> EnrolmentCode {
+        EnrolmentCode {
+            server: cpns_keys::Identity::from_secret_bytes([3; 32]).peer_id(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/4100".parse().unwrap()],
+            ca_fingerprint: "00112233445566778899aabbccddeeff".into(),
+            code_id: "0123456789abcdef".into(),
+            secret: [7; 32],
+        }
+    }
+
+    #[test]
+    fn enrolment_code_text_round_trip() {
+        let c = code();
+        let text = c.to_text();
+        assert!(text.starts_with("cpns1-"));
+        assert_eq!(text, text.to_ascii_lowercase());
+        assert!(!text.contains('='));
+        assert_eq!(EnrolmentCode::from_text(&text).unwrap(), c);
+        // Whitespace around and an uppercased copy (QR scanners) parse too.
+        assert_eq!(EnrolmentCode::from_text(&format!("  {text}\n")).unwrap(), c);
+        assert_eq!(
+            EnrolmentCode::from_text(&text.to_ascii_uppercase()).unwrap(),
+            c
+        );
+    }
+
+    #[test]
+    fn enrolment_code_garbage_is_an_error() {
+        let text = code().to_text();
+        for bad in [
+            "",
+            "cpns1-",
+            "cpns2-abc",
+            "hello",
+            "cpns1-!!!!",
+            &text[..text.len() - 3],
+            &format!("{text}aa"),
+        ] {
+            assert!(EnrolmentCode::from_text(bad).is_err(), "{bad:?} parsed");
+        }
+        let long = format!("cpns1-{}", "a".repeat(5000));
+        assert!(matches!(
+            EnrolmentCode::from_text(&long),
+            Err(crate::codec::CodecError::Oversize { .. })
+        ));
+        // Multi-byte characters at the prefix boundary must not panic.
+        assert!(EnrolmentCode::from_text("cpns\u{e9}-abc").is_err());
+    }
 }

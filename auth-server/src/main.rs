@@ -1,0 +1,59 @@
+//! `cpns-auth`: the CPNS authentication/authorisation server and its admin CLI.
+//!
+//! ```text
+//! cpns-auth serve --data-dir D --listen /ip4/0.0.0.0/tcp/4100
+//! cpns-auth --data-dir D users create alice
+//! cpns-auth --data-dir D enrol create --user alice --qr
+//! cpns-auth --data-dir D entities list
+//! ```
+//!
+//! Admin commands use the running server's admin endpoint (found through `D/admin.json`), or
+//! open the data dir directly when no server runs. See `docs/AUTH.md`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    // On one CPU (a small box, or `taskset -c 0`), a single-threaded runtime saves the
+    // work-stealing scheduler's thread wake-ups; otherwise one worker per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping a cause whose text the message before already contains
+/// (many errors print their source in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+    }
+    out
+}

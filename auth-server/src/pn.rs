@@ -1,0 +1,491 @@
+//! Personal Networks (5.6.9) and their keys (5.6.6): creation by a gateway (B.1 step 17),
+//! membership requests and the policy lookup (steps 19-21), the PN key (steps 22-23),
+//! invitations, expulsion, de-registration, release.
+//!
+//! Policy (step 20): devices of the PN owner's user are admitted; devices of other users only
+//! if an admin invited the user or the device; an expelled device is refused until an admin
+//! invites it again. Admins are the entities in `admins` (the gateway at first) and every
+//! device of the owner user. Every membership change rotates the PN key (epoch + 1) and is
+//! durable before the answer. Rotations the gateway asked for are answered with every member's
+//! grant (the gateway hands them out, steps 24-25); rotations anyone else caused are also
+//! pushed to the members and their gateway.
+
+use std::collections::{HashMap, VecDeque};
+
+use cpns_keys::{GroupId, GroupKey, PeerId, PublicKey, UnixTime};
+use cpns_overlay::{
+    ConnectionSetup, GroupKeyGrant, Invitee, MemberGrant, MembershipDecision, NodeMode,
+    PnRecordInfo, transcript,
+};
+
+use crate::authn::{AuthnError, Session, check_credential};
+use crate::core::{Core, grant, random_id};
+use crate::error::{RequestError, forbidden, not_found};
+use crate::records::{EntityRecord, PnRecord, UserRecord};
+use crate::store::{Batch, Store, Table};
+
+/// Remembers `(PNE, nonce)` of membership requests so that one cannot be replayed, for as long
+/// as its time is acceptable. Bounded: when full, the oldest entry is forgotten.
+pub(crate) struct NonceCache {
+    cap: usize,
+    seen: HashMap<(PeerId, [u8; 16]), UnixTime>,
+    order: VecDeque<((PeerId, [u8; 16]), UnixTime)>,
+}
+
+impl NonceCache {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Records the nonce; false if it was seen and is still remembered.
+    pub(crate) fn insert(
+        &mut self,
+        pne: PeerId,
+        nonce: [u8; 16],
+        keep_until: UnixTime,
+        now: UnixTime,
+    ) -> bool {
+        while let Some((key, until)) = self.order.front().copied() {
+            if until > now && self.seen.len() < self.cap {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&key) == Some(&until) {
+                self.seen.remove(&key);
+            }
+        }
+        let key = (pne, nonce);
+        if self.seen.contains_key(&key) {
+            return false;
+        }
+        self.seen.insert(key, keep_until);
+        self.order.push_back((key, keep_until));
+        true
+    }
+}
+
+/// Whether the session's entity may administer the PN.
+pub(crate) fn is_pn_admin(pn: &PnRecord, by: &Session) -> bool {
+    pn.admins.contains(&by.entity) || by.user == pn.owner
+}
+
+/// The policy lookup of B.1 step 20.
+fn admit(pn: &PnRecord, user: &str, pne: &PeerId) -> Result<(), String> {
+    if pn.policy.expelled.contains(pne) {
+        return Err("this device was expelled from the PN; an admin must invite it again".into());
+    }
+    if user == pn.owner
+        || pn.policy.invited_users.iter().any(|u| u == user)
+        || pn.policy.invited_entities.contains(pne)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "user {user:?} is not the PN owner ({:?}) and was not invited",
+        pn.owner
+    ))
+}
+
+fn get_pn(store: &Store, pn_id: &str) -> Result<PnRecord, RequestError> {
+    store
+        .get(Table::Pns, pn_id)?
+        .ok_or_else(|| not_found(format!("no PN {pn_id}")))
+}
+
+fn pn_of_gateway(store: &Store, gateway: &PeerId) -> Result<PnRecord, RequestError> {
+    store
+        .values::<PnRecord>(Table::Pns)?
+        .into_iter()
+        .find(|pn| &pn.gateway == gateway)
+        .ok_or_else(|| not_found(format!("no PN has {gateway} as its gateway")))
+}
+
+fn rotate(pn: &mut PnRecord, now: UnixTime) {
+    pn.key = pn.key.rotate();
+    pn.updated = now;
+}
+
+impl Core {
+    /// B.1 step 17: creates the gateway's PN, or updates the one it already runs (named by
+    /// `claimed`, or found by gateway of record). A member of the owner user (or an admin) that
+    /// claims a PN becomes its gateway (a gateway switch, 5.6.9); membership and key stay.
+    /// Returns the record and the gateway's grant of the current key.
+    pub(crate) async fn establish_pn(
+        &self,
+        gateway: PeerId,
+        claimed: Option<String>,
+        now: UnixTime,
+    ) -> Result<(PnRecordInfo, GroupKeyGrant, bool), RequestError> {
+        let (pn, gw, created) = self
+            .commit(|store| {
+                let gw: EntityRecord = store
+                    .get(Table::Entities, gateway.to_bytes())?
+                    .ok_or_else(|| not_found("gateway is not enrolled"))?;
+                if gw.revoked.is_some() {
+                    return Err(RequestError::Authn(AuthnError::Revoked {
+                        serial: gw.serial(),
+                    }));
+                }
+                let claimed_pn = match &claimed {
+                    Some(id) => store.get::<PnRecord>(Table::Pns, id)?.filter(|pn| {
+                        pn.gateway == gateway
+                            || (pn.members.contains(&gateway)
+                                && (gw.user == pn.owner || pn.admins.contains(&gateway)))
+                    }),
+                    None => None,
+                };
+                let existing = match claimed_pn {
+                    Some(pn) => Some(pn),
+                    None => store
+                        .values::<PnRecord>(Table::Pns)?
+                        .into_iter()
+                        .find(|pn| pn.gateway == gateway),
+                };
+                let mut b = Batch::default();
+                match existing {
+                    Some(mut pn) => {
+                        if pn.gateway != gateway {
+                            pn.gateway = gateway;
+                            if !pn.admins.contains(&gateway) {
+                                pn.admins.push(gateway);
+                            }
+                            pn.updated = now;
+                            b.put(Table::Pns, &pn.pn_id, &pn)?;
+                        }
+                        Ok((b, (pn, gw, false)))
+                    }
+                    None => {
+                        let pn_id = random_id("pn-");
+                        let pn = PnRecord {
+                            key: GroupKey::generate(GroupId(pn_id.clone()), 1),
+                            pn_id,
+                            owner: gw.user.clone(),
+                            gateway,
+                            members: vec![gateway],
+                            admins: vec![gateway],
+                            policy: Default::default(),
+                            created: now,
+                            updated: now,
+                        };
+                        b.put(Table::Pns, &pn.pn_id, &pn)?;
+                        Ok((b, (pn, gw, true)))
+                    }
+                }
+            })
+            .await?;
+        if created {
+            self.metrics.rotation("pn");
+            self.metrics.pns.set(self.store.len(Table::Pns) as i64);
+        }
+        let g = grant(&gw.eukey(), &pn.key, &gateway);
+        Ok((pn.info(), g, created))
+    }
+
+    /// B.1 steps 19-21: checks the PNE's signed request as forwarded by the PN's gateway,
+    /// looks the policy up and, when admitted, adds the member and rotates the key durably.
+    pub(crate) async fn membership_request(
+        &self,
+        gateway: &Session,
+        setup: &ConnectionSetup,
+        now: UnixTime,
+    ) -> Result<(MembershipDecision, PnRecordInfo), RequestError> {
+        let pne = *setup.credential.entity();
+        let revocations = self.revocations();
+        check_credential(
+            &self.ca.public(),
+            &revocations,
+            &pne,
+            &setup.credential,
+            NodeMode::Pne,
+            now,
+        )?;
+        let skew = now.abs_diff(setup.time);
+        let max_skew = self.config.membership_clock_skew.as_secs();
+        if skew > max_skew {
+            return Err(RequestError::Stale { skew });
+        }
+        let entity = self
+            .entity(&pne)?
+            .ok_or(RequestError::Authn(AuthnError::NotEnrolled))?;
+        if entity.revoked.is_some() {
+            return Err(RequestError::Authn(AuthnError::Revoked {
+                serial: setup.credential.serial(),
+            }));
+        }
+        if !entity.serials.contains(&setup.credential.serial()) {
+            return Err(RequestError::Authn(AuthnError::NotEnrolled));
+        }
+        let msg = transcript::membership_request(
+            &setup.pn_id,
+            &gateway.entity,
+            &pne,
+            setup.time,
+            &setup.nonce,
+        );
+        entity
+            .eukey()
+            .verify_mac(&msg, &setup.eukey_mac)
+            .map_err(|_| RequestError::Authn(AuthnError::BadMac))?;
+        PublicKey::from_peer_id(&pne)
+            .and_then(|k| k.verify(&msg, &setup.signature))
+            .map_err(|_| RequestError::Authn(AuthnError::BadSignature))?;
+        let fresh = self
+            .membership_nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pne, setup.nonce, setup.time + max_skew + 1, now);
+        if !fresh {
+            return Err(RequestError::Replay);
+        }
+        let max_members = self.config.max_group_members;
+        let (decision, info, rotated) = self
+            .commit(|store| {
+                // An empty PN id means "the PN of the gateway I asked": a PNE that met its
+                // gateway before the gateway's PN existed (B.1 step 7 precedes step 17) cannot
+                // know the id; its proof still binds the gateway's PeerId.
+                let mut pn = if setup.pn_id.is_empty() {
+                    pn_of_gateway(store, &gateway.entity)?
+                } else {
+                    get_pn(store, &setup.pn_id)?
+                };
+                if pn.gateway != gateway.entity {
+                    return Err(forbidden(
+                        "only the PN's gateway may forward membership requests",
+                    ));
+                }
+                if pn.members.contains(&pne) {
+                    return Ok((
+                        Batch::default(),
+                        (MembershipDecision::Admitted, pn.info(), false),
+                    ));
+                }
+                if let Err(reason) = admit(&pn, &entity.user, &pne) {
+                    return Ok((
+                        Batch::default(),
+                        (MembershipDecision::Refused(reason), pn.info(), false),
+                    ));
+                }
+                if pn.members.len() >= max_members {
+                    return Ok((
+                        Batch::default(),
+                        (
+                            MembershipDecision::Refused(format!(
+                                "the PN is full ({max_members} members)"
+                            )),
+                            pn.info(),
+                            false,
+                        ),
+                    ));
+                }
+                pn.members.push(pne);
+                rotate(&mut pn, now);
+                let mut b = Batch::default();
+                b.put(Table::Pns, &pn.pn_id, &pn)?;
+                Ok((b, (MembershipDecision::Admitted, pn.info(), true)))
+            })
+            .await?;
+        if rotated {
+            self.metrics.rotation("pn");
+        }
+        Ok((decision, info))
+    }
+
+    /// B.1 steps 22-23: the current PN key for every member, each under its own EUKey.
+    pub(crate) async fn pn_key_request(
+        &self,
+        gateway: &Session,
+        pn_id: &str,
+        member: &PeerId,
+    ) -> Result<(u64, Vec<MemberGrant>), RequestError> {
+        self.read(|store| {
+            let pn = get_pn(store, pn_id)?;
+            if pn.gateway != gateway.entity {
+                return Err(forbidden("only the PN's gateway may request the PN key"));
+            }
+            if !pn.members.contains(member) {
+                return Err(not_found(format!("{member} is not a member of {pn_id}")));
+            }
+            Ok((pn.epoch(), self.grants(&pn.key, &pn.members)?))
+        })
+        .await
+    }
+
+    /// An admin invites a user or an entity.
+    pub(crate) async fn pn_invite(
+        &self,
+        by: &Session,
+        pn_id: &str,
+        invitee: &Invitee,
+        now: UnixTime,
+    ) -> Result<PnRecordInfo, RequestError> {
+        let cap = self.config.max_group_members;
+        self.commit(|store| {
+            let mut pn = get_pn(store, pn_id)?;
+            if !is_pn_admin(&pn, by) {
+                return Err(forbidden("only a PN admin may invite"));
+            }
+            match invitee {
+                Invitee::User(user) => {
+                    if store.get::<UserRecord>(Table::Users, user)?.is_none() {
+                        return Err(not_found(format!("no user named {user:?}")));
+                    }
+                    if !pn.policy.invited_users.contains(user) {
+                        if pn.policy.invited_users.len() >= cap {
+                            return Err(RequestError::Conflict("too many invited users".into()));
+                        }
+                        pn.policy.invited_users.push(user.clone());
+                    }
+                }
+                Invitee::Entity(peer) => {
+                    let known = store
+                        .get::<EntityRecord>(Table::Entities, peer.to_bytes())?
+                        .is_some_and(|e| e.revoked.is_none());
+                    if !known {
+                        return Err(not_found(format!("{peer} is not an enrolled entity")));
+                    }
+                    pn.policy.expelled.retain(|p| p != peer);
+                    if !pn.policy.invited_entities.contains(peer) {
+                        if pn.policy.invited_entities.len() >= cap {
+                            return Err(RequestError::Conflict("too many invited entities".into()));
+                        }
+                        pn.policy.invited_entities.push(*peer);
+                    }
+                }
+            }
+            pn.updated = now;
+            let mut b = Batch::default();
+            b.put(Table::Pns, &pn.pn_id, &pn)?;
+            Ok((b, pn.info()))
+        })
+        .await
+    }
+
+    /// An admin expels a member (`expel = true`), or the gateway de-registers one that left
+    /// (G.1 step 9). The key rotates; the answer holds the remaining members' grants.
+    pub(crate) async fn pn_remove(
+        &self,
+        by: &Session,
+        pn_id: &str,
+        member: &PeerId,
+        expel: bool,
+        now: UnixTime,
+    ) -> Result<(u64, Vec<MemberGrant>), RequestError> {
+        let cap = self.config.max_group_members;
+        let pn = self
+            .commit(|store| {
+                let mut pn = get_pn(store, pn_id)?;
+                if expel {
+                    if !is_pn_admin(&pn, by) {
+                        return Err(forbidden("only a PN admin may expel"));
+                    }
+                } else if pn.gateway != by.entity {
+                    return Err(forbidden("only the PN's gateway may de-register members"));
+                }
+                if *member == pn.gateway {
+                    return Err(RequestError::Conflict(
+                        "the gateway cannot leave its own PN; release the PN or switch gateways"
+                            .into(),
+                    ));
+                }
+                if !pn.members.contains(member) {
+                    return Err(not_found(format!("{member} is not a member of {pn_id}")));
+                }
+                pn.members.retain(|p| p != member);
+                pn.admins.retain(|p| p != member);
+                if expel {
+                    pn.policy.invited_entities.retain(|p| p != member);
+                    if !pn.policy.expelled.contains(member) {
+                        if pn.policy.expelled.len() >= cap {
+                            pn.policy.expelled.remove(0);
+                        }
+                        pn.policy.expelled.push(*member);
+                    }
+                }
+                rotate(&mut pn, now);
+                let mut b = Batch::default();
+                b.put(Table::Pns, &pn.pn_id, &pn)?;
+                Ok((b, pn))
+            })
+            .await?;
+        self.metrics.rotation("pn");
+        if by.entity != pn.gateway {
+            self.push_keys(&pn.key, &pn.members);
+        }
+        Ok((pn.epoch(), self.grants(&pn.key, &pn.members)?))
+    }
+
+    /// The gateway (or an admin) releases the PN: its record and key are deleted.
+    pub(crate) async fn pn_release(&self, by: &Session, pn_id: &str) -> Result<(), RequestError> {
+        self.commit(|store| {
+            let pn = get_pn(store, pn_id)?;
+            if pn.gateway != by.entity && !is_pn_admin(&pn, by) {
+                return Err(forbidden(
+                    "only the PN's gateway or an admin may release it",
+                ));
+            }
+            let mut b = Batch::default();
+            b.delete(Table::Pns, pn_id);
+            Ok((b, ()))
+        })
+        .await?;
+        self.metrics.pns.set(self.store.len(Table::Pns) as i64);
+        Ok(())
+    }
+
+    /// A member pulls its own grant of the current PN key.
+    pub(crate) async fn pn_key_pull(
+        &self,
+        by: &Session,
+        pn_id: &str,
+    ) -> Result<(u64, Vec<MemberGrant>), RequestError> {
+        self.read(|store| {
+            let pn = get_pn(store, pn_id)?;
+            if !pn.members.contains(&by.entity) {
+                return Err(forbidden(format!("not a member of {pn_id}")));
+            }
+            Ok((pn.epoch(), self.grants(&pn.key, &[by.entity])?))
+        })
+        .await
+    }
+
+    /// A PN's record, for its members and admins.
+    pub(crate) async fn pn_info(
+        &self,
+        by: &Session,
+        pn_id: &str,
+    ) -> Result<PnRecordInfo, RequestError> {
+        self.read(|store| {
+            let pn = get_pn(store, pn_id)?;
+            if !pn.members.contains(&by.entity) && !is_pn_admin(&pn, by) {
+                return Err(forbidden(format!("not a member of {pn_id}")));
+            }
+            Ok(pn.info())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_cache_refuses_replays_and_stays_bounded() {
+        let mut c = NonceCache::new(3);
+        let p = PeerId::random();
+        assert!(c.insert(p, [1; 16], 100, 10));
+        assert!(!c.insert(p, [1; 16], 100, 11));
+        assert!(c.insert(PeerId::random(), [1; 16], 100, 11));
+        for i in 2..10 {
+            assert!(c.insert(p, [i; 16], 100, 12));
+            assert!(c.seen.len() <= 3);
+        }
+        // Entries past their time are forgotten.
+        assert!(c.insert(p, [1; 16], 300, 200));
+    }
+}

@@ -1,0 +1,821 @@
+//! The [`Directory`] handle: publish, unpublish, republish, and the other signed records a
+//! node keeps in the DHT. Discovery is in `find`, advertisements in `advertise`.
+
+mod advertise;
+mod find;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use cpns_keys::{
+    EntityCredential, GroupId, GroupKey, Identity, Mode, PeerId, RevocationList, UnixTime,
+};
+use cpns_overlay::{Client, PnInventorySummary, Quorum, Record, RecordKey};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::error::{DirectoryError, FindError, PublishError};
+use crate::keyring::KeyRing;
+use crate::keyword::{self, KeyScope};
+use crate::record::{self, Body, Header, IndexEntry, ServiceBody};
+use crate::service::{ServiceDescription, ServiceDraft, Source, Visibility};
+use crate::store::{LocalService, Store};
+use crate::trust::Trust;
+
+/// How many DHT writes of one republish run at once.
+const REPUBLISH_CONCURRENCY: usize = 16;
+
+/// How often own services past their end are removed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// First retry delay of a republish that could not reach the DHT (doubles up to the
+/// republish interval).
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+
+/// The Metadata Directory of one node (Appendix E): its publisher and discoverer, over the
+/// overlay's DHT. Cheap to clone; every clone is the same directory.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("peer", &self.inner.peer)
+            .field("services", &self.published_len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: Config,
+    client: Client,
+    identity: Identity,
+    peer: PeerId,
+    credential: EntityCredential,
+    trust: Arc<Trust>,
+    keys: Arc<dyn KeyRing>,
+    store: Store,
+    /// The signed records of our own services as last published: answers direct lookups and
+    /// advertisements without signing again.
+    published: RwLock<BTreeMap<String, Published>>,
+    /// Serialises publish, unpublish and republish, so that index versions and the cache
+    /// follow the store.
+    writes: tokio::sync::Mutex<()>,
+    /// Last version handed out (unix milliseconds, strictly increasing).
+    last_version: AtomicU64,
+    adverts: advertise::Registry,
+    local_tx: broadcast::Sender<ServiceDescription>,
+}
+
+/// Which key a record is published under: public, or a group at one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ScopeId {
+    Public,
+    Group(GroupId, u64),
+}
+
+/// One of our services, signed and ready to put.
+#[derive(Clone, Debug)]
+struct Published {
+    description: ServiceDescription,
+    scope: ScopeId,
+    record_key: Vec<u8>,
+    record: Vec<u8>,
+    keyword_keys: Vec<Vec<u8>>,
+}
+
+/// One DHT write.
+enum Write {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expires: UnixTime,
+    },
+    Provide(Vec<u8>),
+    StopProviding(Vec<u8>),
+}
+
+impl Directory {
+    /// Opens the directory of a node: its own services come from `db` (tree
+    /// [`crate::store::SERVICES_TREE`]); nothing is put in the DHT until
+    /// [`Directory::republish_all`] or [`Directory::run`].
+    pub fn open(
+        config: Config,
+        client: Client,
+        identity: Identity,
+        credential: EntityCredential,
+        trust: Arc<Trust>,
+        keys: Arc<dyn KeyRing>,
+        db: &sled::Db,
+    ) -> Result<Directory, DirectoryError> {
+        let store = Store::open(db)?;
+        let (local_tx, _) = broadcast::channel(config.advertise_channel.max(1));
+        let peer = identity.peer_id();
+        let dir = Directory {
+            inner: Arc::new(Inner {
+                adverts: advertise::Registry::new(&config),
+                config,
+                client,
+                identity,
+                peer,
+                credential,
+                trust,
+                keys,
+                store,
+                published: RwLock::new(BTreeMap::new()),
+                writes: tokio::sync::Mutex::new(()),
+                last_version: AtomicU64::new(0),
+                local_tx,
+            }),
+        };
+        // Fill the cache from the store so that direct lookups are answered from the start.
+        let now = crate::now();
+        let mut cache = BTreeMap::new();
+        for local in dir.inner.store.all() {
+            if local.description.expires <= now {
+                continue;
+            }
+            match dir.build(&local.description, now) {
+                Ok(p) => {
+                    cache.insert(local.description.id.clone(), p);
+                }
+                Err(e) => debug!(id = %local.description.id, "not published yet: {e}"),
+            }
+        }
+        dir.set_cache(cache);
+        Ok(dir)
+    }
+
+    /// This node's PeerId (the publisher of its services).
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer
+    }
+
+    /// The DHT key a description is stored under: the public hash of its id, or the keyed hash
+    /// under the current key of its group (`None` if that key is not held). For tools and
+    /// tests that inspect DHT stores.
+    pub fn service_record_key(&self, desc: &ServiceDescription) -> Option<Vec<u8>> {
+        match desc.visibility.group() {
+            None => Some(KeyScope::Public.service(&desc.id)),
+            Some(g) => self
+                .inner
+                .keys
+                .current(g)
+                .map(|k| KeyScope::Group(&k).service(&desc.id)),
+        }
+    }
+
+    /// The directory's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The trust anchor and revocation list in use.
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.inner.trust
+    }
+
+    /// Publishes a service (5.6.4.2 "publish service description"): saved durably in sled
+    /// first, then signed (and sealed for a PN or Service Group), stored in the DHT under its
+    /// service key, this node announced as a provider of each keyword, and its publisher
+    /// index updated, all at once. Returns once every DHT write is done.
+    ///
+    /// [`PublishError::NotReplicated`] means the service is saved and will be put again by the
+    /// next republish (e.g. the node has no peers yet).
+    pub async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, PublishError> {
+        let guard = self.inner.writes.lock().await;
+        let t0 = Instant::now();
+        let now = crate::now();
+        let local = self.describe(draft, now)?;
+        let published = self.build(&local.description, now)?;
+        let t1 = t0.elapsed();
+        self.inner.store.put(&local).await?;
+        let t2 = t0.elapsed();
+        let mut writes = record_writes(&published);
+        let old = self.cache_insert(published.clone());
+        if let Some(old) = &old {
+            writes.extend(self.stop_unused(&old.keyword_keys));
+            if old.record_key != published.record_key {
+                // Visibility changed: withdraw the old record.
+                writes.push(self.tombstone(old, now)?);
+            }
+            if old.scope != published.scope {
+                writes.extend(self.index_write(&old.scope, now)?);
+            }
+        }
+        writes.extend(self.index_write(&published.scope, now)?);
+        drop(guard);
+        self.notify_local(&published.description);
+        let t3 = t0.elapsed();
+        let r = self.write_all(writes).await;
+        if std::env::var("CPNS_DEBUG_TIMING").is_ok() {
+            eprintln!(
+                "TIMING build {:?} sled {:?} prep {:?} dht {:?}",
+                t1,
+                t2 - t1,
+                t3 - t2,
+                t0.elapsed() - t3
+            );
+        }
+        r.map_err(PublishError::NotReplicated)?;
+        Ok(local.description)
+    }
+
+    /// Withdraws one of this node's services: removed from sled, a signed tombstone replaces
+    /// its record in the DHT, the publisher index drops it, and this node stops providing the
+    /// keywords no other of its services has. Direct lookups stop returning it at once.
+    pub async fn unpublish(&self, id: &str) -> Result<(), PublishError> {
+        let guard = self.inner.writes.lock().await;
+        let now = crate::now();
+        let Some(_local) = self.inner.store.get(id).map_err(PublishError::Storage)? else {
+            return Err(PublishError::NotFound(id.to_owned()));
+        };
+        let cached = self.cache_remove(id);
+        self.inner.store.remove(id).await?;
+        let mut writes = Vec::new();
+        if let Some(old) = &cached {
+            writes.push(self.tombstone(old, now)?);
+            writes.extend(self.index_write(&old.scope, now)?);
+            writes.extend(self.stop_unused(&old.keyword_keys));
+        }
+        drop(guard);
+        self.write_all(writes)
+            .await
+            .map_err(PublishError::NotReplicated)
+    }
+
+    /// This node's own services, as stored.
+    pub fn local_services(&self) -> Vec<ServiceDescription> {
+        self.inner
+            .store
+            .all()
+            .into_iter()
+            .map(|l| l.description)
+            .collect()
+    }
+
+    /// Re-signs and re-puts every own service (pushing its expiry forward, re-sealing it under
+    /// the current group key epoch), its provider records and publisher indexes; drops the
+    /// services whose end has passed. Called at start, periodically by [`Directory::run`], and
+    /// by the node after a group key rotation. Returns how many services were republished.
+    pub async fn republish_all(&self) -> Result<usize, PublishError> {
+        let guard = self.inner.writes.lock().await;
+        let now = crate::now();
+        let old_cache = self.cache_snapshot();
+        let mut cache = BTreeMap::new();
+        let mut writes = Vec::new();
+        for mut local in self.inner.store.all() {
+            let id = local.description.id.clone();
+            if local.until.is_some_and(|u| u <= now) {
+                self.inner.store.remove(&id).await?;
+                continue;
+            }
+            local.description.expires = self.expiry(local.until, now);
+            match self.build(&local.description, now) {
+                Ok(p) => {
+                    self.inner.store.put(&local).await?;
+                    writes.extend(record_writes(&p));
+                    cache.insert(id, p);
+                }
+                Err(e) => warn!(%id, "service not republished: {e}"),
+            }
+        }
+        let count = cache.len();
+        let old_keys: BTreeSet<Vec<u8>> = old_cache
+            .values()
+            .flat_map(|p| p.keyword_keys.iter().cloned())
+            .collect();
+        let scopes: BTreeSet<ScopeId> = old_cache
+            .values()
+            .chain(cache.values())
+            .map(|p| p.scope.clone())
+            .collect();
+        self.set_cache(cache);
+        let new_keys = self.provided_keys();
+        for k in old_keys.difference(&new_keys) {
+            writes.push(Write::StopProviding(k.clone()));
+        }
+        for scope in &scopes {
+            writes.extend(self.index_write(scope, now)?);
+        }
+        drop(guard);
+        self.write_all(writes)
+            .await
+            .map_err(PublishError::NotReplicated)?;
+        Ok(count)
+    }
+
+    /// Runs the directory's background work until `cancel` fires: republishes at once (then
+    /// every [`Config::republish_interval`], retrying sooner while the DHT cannot be reached)
+    /// and removes own services whose end has passed. Cancel-safe.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut next = tokio::time::Instant::now();
+        let mut retry = RETRY_FIRST;
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = sweep.tick() => self.expire_own().await,
+                _ = tokio::time::sleep_until(next) => {
+                    let result = tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        r = self.republish_all() => r,
+                    };
+                    let interval = self.inner.config.republish_interval;
+                    match result {
+                        Ok(n) => {
+                            debug!(services = n, "republished");
+                            retry = RETRY_FIRST;
+                            next = tokio::time::Instant::now() + interval;
+                        }
+                        Err(PublishError::NotReplicated(e)) => {
+                            debug!("republish incomplete ({e}); retrying in {retry:?}");
+                            next = tokio::time::Instant::now() + retry;
+                            retry = (retry * 2).min(interval);
+                        }
+                        Err(e) => {
+                            warn!("republish failed: {e}");
+                            next = tokio::time::Instant::now() + interval;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a CA-signed revocation list under its fixed key (any node may re-put it: the CA
+    /// signature is the authentication).
+    pub async fn publish_revocations(&self, list: &RevocationList) -> Result<(), PublishError> {
+        list.verify(self.inner.trust.ca())
+            .map_err(|e| PublishError::Forbidden(format!("revocation list: {e}")))?;
+        let value =
+            record::revocations_record(list).map_err(|e| PublishError::Codec(e.to_string()))?;
+        if value.len() > self.inner.config.max_revocation_record_size {
+            return Err(PublishError::Invalid(format!(
+                "revocation list record of {} bytes exceeds {}",
+                value.len(),
+                self.inner.config.max_revocation_record_size
+            )));
+        }
+        let now = crate::now();
+        let expires = now.saturating_add(self.inner.config.max_record_ttl.as_secs());
+        let key = keyword::revocations_key(self.inner.trust.ca());
+        self.write_all(vec![Write::Put {
+            key,
+            value,
+            expires,
+        }])
+        .await
+        .map_err(PublishError::NotReplicated)
+    }
+
+    /// Fetches the newest CA-signed revocation list in the DHT (also taken into [`Trust`] by
+    /// the validator when it passes through).
+    pub async fn fetch_revocations(&self) -> Result<Option<RevocationList>, FindError> {
+        let key = keyword::revocations_key(self.inner.trust.ca());
+        let mut best: Option<RevocationList> = None;
+        for value in self.fetch_all(&key).await? {
+            if let Ok(record::Checked::Revocations(list)) = record::verify(
+                &value,
+                Some(&key),
+                &self.inner.trust,
+                &self.inner.config,
+                crate::now(),
+            ) && best.as_ref().is_none_or(|b| b.version < list.version)
+            {
+                best = Some(list);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Publishes the PN's inventory summary, signed by this gateway, under a key derived from
+    /// the PN id. The credential must allow gateway mode and belong to the PN's owner.
+    pub async fn publish_pn_summary(
+        &self,
+        summary: &PnInventorySummary,
+    ) -> Result<(), PublishError> {
+        let cred = &self.inner.credential;
+        if !cred.body.modes.contains(Mode::Gateway) {
+            return Err(PublishError::Forbidden(
+                "the credential does not allow gateway mode".into(),
+            ));
+        }
+        if summary.gateway != self.inner.peer || summary.owner != cred.body.user {
+            return Err(PublishError::Forbidden(
+                "a summary names this node as gateway and its user as owner".into(),
+            ));
+        }
+        let now = crate::now();
+        let key = keyword::pn_summary_key(&summary.pn_id);
+        let expires = now.saturating_add(self.inner.config.record_ttl.as_secs());
+        let header = Header {
+            key: key.clone(),
+            publisher: self.inner.peer,
+            version: self.next_version(now),
+            issued: now,
+            expires,
+            body: Body::PnSummary(Box::new(summary.clone())),
+        };
+        let value = self.sign(&header)?;
+        self.write_all(vec![Write::Put {
+            key,
+            value,
+            expires,
+        }])
+        .await
+        .map_err(PublishError::NotReplicated)
+    }
+
+    /// Fetches a PN's inventory summary (the newest valid one found).
+    pub async fn fetch_pn_summary(
+        &self,
+        pn_id: &str,
+    ) -> Result<Option<PnInventorySummary>, FindError> {
+        let key = keyword::pn_summary_key(pn_id);
+        let mut best: Option<(u64, UnixTime, Box<PnInventorySummary>)> = None;
+        for value in self.fetch_all(&key).await? {
+            if let Ok(record::Checked::Signed { header }) = record::verify(
+                &value,
+                Some(&key),
+                &self.inner.trust,
+                &self.inner.config,
+                crate::now(),
+            ) && let Body::PnSummary(s) = header.body
+                && best
+                    .as_ref()
+                    .is_none_or(|(v, i, _)| (*v, *i) < (header.version, header.issued))
+            {
+                best = Some((header.version, header.issued, s));
+            }
+        }
+        Ok(best.map(|(_, _, s)| *s))
+    }
+
+    // ---- internals ----
+
+    /// Every valid value under a key (a full lookup: these records are rare and the newest
+    /// one matters).
+    async fn fetch_all(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, FindError> {
+        match self
+            .inner
+            .client
+            .get_record(RecordKey::new(&key), false)
+            .await
+        {
+            Ok(out) => Ok(out.records.into_iter().map(|r| r.record.value).collect()),
+            Err(cpns_overlay::Error::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(FindError::Overlay(e)),
+        }
+    }
+
+    fn next_version(&self, now: UnixTime) -> u64 {
+        let candidate = now.saturating_mul(1000);
+        let mut last = self.inner.last_version.load(Ordering::Relaxed);
+        loop {
+            let v = candidate.max(last.saturating_add(1));
+            match self.inner.last_version.compare_exchange(
+                last,
+                v,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return v,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
+    fn expiry(&self, until: Option<UnixTime>, now: UnixTime) -> UnixTime {
+        let renewed = now.saturating_add(self.inner.config.record_ttl.as_secs().max(1));
+        until.map_or(renewed, |u| u.min(renewed))
+    }
+
+    /// Turns a draft into the description to store (normalised, checked, versioned).
+    fn describe(&self, draft: ServiceDraft, now: UnixTime) -> Result<LocalService, PublishError> {
+        let c = &self.inner.config;
+        let keywords = keyword::normalise_all(&draft.keywords, c.max_keyword_len)?;
+        let id = match draft.id {
+            Some(id) => id,
+            None => format!("svc-{}", hex::encode(rand::random::<[u8; 8]>())),
+        };
+        if id.is_empty() || id.len() > record::MAX_ID_LEN {
+            return Err(PublishError::Invalid(format!(
+                "service id must be 1 to {} bytes",
+                record::MAX_ID_LEN
+            )));
+        }
+        let previous = self.inner.store.get(&id).map_err(PublishError::Storage)?;
+        if previous.is_none() && self.inner.store.len() >= c.max_local_services {
+            return Err(PublishError::TooManyServices(c.max_local_services));
+        }
+        if let Some(g) = draft.visibility.group()
+            && self.inner.keys.current(g).is_none()
+        {
+            return Err(PublishError::NoGroupKey(g.clone()));
+        }
+        let until = draft.ttl.map(|t| now.saturating_add(t.as_secs().max(1)));
+        let description = ServiceDescription {
+            id,
+            name: draft.name,
+            keywords,
+            offers: draft.offers,
+            source: draft.source.unwrap_or(Source::Entity(self.inner.peer)),
+            publisher: self.inner.peer,
+            requirements: draft.requirements,
+            endpoint: draft.endpoint,
+            metadata: draft.metadata,
+            version: self.next_version(now),
+            published: now,
+            expires: self.expiry(until, now),
+            visibility: draft.visibility,
+        };
+        record::check_description(&description, c).map_err(PublishError::Invalid)?;
+        Ok(LocalService { description, until })
+    }
+
+    fn sign(&self, header: &Header) -> Result<Vec<u8>, PublishError> {
+        let value = record::sign(&self.inner.identity, &self.inner.credential, header)
+            .map_err(|e| PublishError::Codec(e.to_string()))?;
+        if value.len() > self.inner.config.max_record_size {
+            return Err(PublishError::Invalid(format!(
+                "record of {} bytes exceeds {}",
+                value.len(),
+                self.inner.config.max_record_size
+            )));
+        }
+        Ok(value)
+    }
+
+    /// The group key a visibility is sealed under, now.
+    fn scope_key(&self, visibility: &Visibility) -> Result<Option<GroupKey>, PublishError> {
+        match visibility.group() {
+            None => Ok(None),
+            Some(g) => self
+                .inner
+                .keys
+                .current(g)
+                .map(Some)
+                .ok_or_else(|| PublishError::NoGroupKey(g.clone())),
+        }
+    }
+
+    /// Signs (and seals) a description into the records to publish.
+    fn build(&self, desc: &ServiceDescription, now: UnixTime) -> Result<Published, PublishError> {
+        let key = self.scope_key(&desc.visibility)?;
+        let scope = key.as_ref().map_or(KeyScope::Public, KeyScope::Group);
+        let record_key = scope.service(&desc.id);
+        let keyword_keys = desc.keywords.iter().map(|k| scope.keyword(k)).collect();
+        let body = match &key {
+            None => ServiceBody::Clear(Box::new(desc.clone())),
+            Some(k) => ServiceBody::Sealed(
+                record::seal(k, desc).map_err(|e| PublishError::Codec(e.to_string()))?,
+            ),
+        };
+        let header = Header {
+            key: record_key.clone(),
+            publisher: self.inner.peer,
+            version: desc.version,
+            issued: now,
+            expires: desc.expires,
+            body: Body::Service(body),
+        };
+        Ok(Published {
+            description: desc.clone(),
+            scope: match &key {
+                None => ScopeId::Public,
+                Some(k) => ScopeId::Group(k.group().clone(), k.epoch()),
+            },
+            record_key,
+            record: self.sign(&header)?,
+            keyword_keys,
+        })
+    }
+
+    /// A signed tombstone replacing a published record.
+    fn tombstone(&self, old: &Published, now: UnixTime) -> Result<Write, PublishError> {
+        let max = now.saturating_add(self.inner.config.max_record_ttl.as_secs());
+        let expires = old.description.expires.max(now + 60).min(max);
+        let header = Header {
+            key: old.record_key.clone(),
+            publisher: self.inner.peer,
+            version: old.description.version.max(self.next_version(now)),
+            issued: now,
+            expires,
+            body: Body::Service(ServiceBody::Withdrawn),
+        };
+        Ok(Write::Put {
+            key: old.record_key.clone(),
+            value: self.sign(&header)?,
+            expires,
+        })
+    }
+
+    /// The publisher index of one scope, from the cache; `None` if the scope's key is no
+    /// longer the current one (its records expire on their own).
+    fn index_write(&self, scope: &ScopeId, now: UnixTime) -> Result<Option<Write>, PublishError> {
+        let key = match scope {
+            ScopeId::Public => None,
+            ScopeId::Group(g, epoch) => match self.inner.keys.current(g) {
+                Some(k) if k.epoch() == *epoch => Some(k),
+                _ => return Ok(None),
+            },
+        };
+        let ks = key.as_ref().map_or(KeyScope::Public, KeyScope::Group);
+        let budget = self.inner.config.max_record_size.saturating_sub(2048);
+        let mut used = 0usize;
+        let mut entries = Vec::new();
+        self.with_cache(|cache| {
+            for p in cache.values() {
+                if &p.scope != scope {
+                    continue;
+                }
+                let size = 40 + 9 * p.keyword_keys.len();
+                if entries.len() >= record::MAX_INDEX_ENTRIES || used + size > budget {
+                    warn!("publisher index full; further services are found by direct lookup only");
+                    break;
+                }
+                used += size;
+                entries.push(IndexEntry {
+                    record: p.record_key.clone(),
+                    keywords: p.keyword_keys.iter().map(|k| keyword::short(k)).collect(),
+                });
+            }
+        });
+        let index_key = ks.index(&self.inner.peer);
+        let expires = now.saturating_add(self.inner.config.record_ttl.as_secs());
+        let header = Header {
+            key: index_key.clone(),
+            publisher: self.inner.peer,
+            version: self.next_version(now),
+            issued: now,
+            expires,
+            body: Body::Index(entries),
+        };
+        Ok(Some(Write::Put {
+            key: index_key,
+            value: self.sign(&header)?,
+            expires,
+        }))
+    }
+
+    /// StopProviding writes for the keys in `keys` that no cached service uses any more.
+    fn stop_unused(&self, keys: &[Vec<u8>]) -> Vec<Write> {
+        let used = self.provided_keys();
+        keys.iter()
+            .filter(|k| !used.contains(*k))
+            .map(|k| Write::StopProviding(k.clone()))
+            .collect()
+    }
+
+    fn provided_keys(&self) -> BTreeSet<Vec<u8>> {
+        self.with_cache(|cache| {
+            cache
+                .values()
+                .flat_map(|p| p.keyword_keys.iter().cloned())
+                .collect()
+        })
+    }
+
+    /// Removes own services whose end has passed.
+    async fn expire_own(&self) {
+        let now = crate::now();
+        let expired: Vec<String> = self
+            .inner
+            .store
+            .all()
+            .into_iter()
+            .filter(|l| l.until.is_some_and(|u| u <= now))
+            .map(|l| l.description.id)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let guard = self.inner.writes.lock().await;
+        let mut writes = Vec::new();
+        let mut scopes = BTreeSet::new();
+        for id in &expired {
+            if let Err(e) = self.inner.store.remove(id).await {
+                warn!(%id, "cannot remove expired service: {e}");
+            }
+            if let Some(p) = self.cache_remove(id) {
+                writes.extend(self.stop_unused(&p.keyword_keys));
+                scopes.insert(p.scope);
+            }
+        }
+        for s in &scopes {
+            if let Ok(Some(w)) = self.index_write(s, now) {
+                writes.push(w);
+            }
+        }
+        drop(guard);
+        if let Err(e) = self.write_all(writes).await {
+            debug!("expiry writes incomplete: {e}");
+        }
+    }
+
+    /// Runs DHT writes concurrently; the first error is returned after all were tried.
+    async fn write_all(&self, writes: Vec<Write>) -> Result<(), cpns_overlay::Error> {
+        let client = &self.inner.client;
+        let quorum = match NonZeroUsize::new(self.inner.config.put_quorum) {
+            Some(n) if n.get() > 1 => Quorum::N(n),
+            _ => Quorum::One,
+        };
+        let results: Vec<Result<(), cpns_overlay::Error>> =
+            futures::stream::iter(writes.into_iter().map(|w| async move {
+                let t = Instant::now();
+                let kind = match &w {
+                    Write::Put { value, .. } => format!("put {}", value.len()),
+                    Write::Provide(_) => "provide".into(),
+                    Write::StopProviding(_) => "stop".into(),
+                };
+                let r = match w {
+                    Write::Put {
+                        key,
+                        value,
+                        expires,
+                    } => {
+                        let left = expires.saturating_sub(crate::now());
+                        let record = Record {
+                            key: RecordKey::new(&key),
+                            value,
+                            publisher: None,
+                            expires: Some(Instant::now() + Duration::from_secs(left)),
+                        };
+                        client.put_record(record, quorum).await.map(|_| ())
+                    }
+                    Write::Provide(key) => client
+                        .start_providing(RecordKey::new(&key))
+                        .await
+                        .map(|_| ()),
+                    Write::StopProviding(key) => client.stop_providing(RecordKey::new(&key)).await,
+                };
+                if std::env::var("CPNS_DEBUG_TIMING").is_ok() {
+                    eprintln!("  WRITE {kind} {:?} {:?}", t.elapsed(), r.as_ref().err());
+                }
+                r
+            }))
+            .buffer_unordered(REPUBLISH_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    fn cache_snapshot(&self) -> BTreeMap<String, Published> {
+        self.with_cache(BTreeMap::clone)
+    }
+
+    /// Runs `f` on the cache of published records under its read lock (no copy).
+    fn with_cache<T>(&self, f: impl FnOnce(&BTreeMap<String, Published>) -> T) -> T {
+        match self.inner.published.read() {
+            Ok(m) => f(&m),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
+    fn published_len(&self) -> usize {
+        self.inner.published.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn set_cache(&self, cache: BTreeMap<String, Published>) {
+        match self.inner.published.write() {
+            Ok(mut m) => *m = cache,
+            Err(p) => *p.into_inner() = cache,
+        }
+    }
+
+    fn cache_insert(&self, p: Published) -> Option<Published> {
+        match self.inner.published.write() {
+            Ok(mut m) => m.insert(p.description.id.clone(), p),
+            Err(p2) => p2.into_inner().insert(p.description.id.clone(), p),
+        }
+    }
+
+    fn cache_remove(&self, id: &str) -> Option<Published> {
+        match self.inner.published.write() {
+            Ok(mut m) => m.remove(id),
+            Err(p) => p.into_inner().remove(id),
+        }
+    }
+}
+
+/// The writes that publish one service: its record and its keyword provider records.
+fn record_writes(p: &Published) -> Vec<Write> {
+    let mut w = vec![Write::Put {
+        key: p.record_key.clone(),
+        value: p.record.clone(),
+        expires: p.description.expires,
+    }];
+    w.extend(p.keyword_keys.iter().cloned().map(Write::Provide));
+    w
+}

@@ -1,0 +1,444 @@
+//! Discovery (5.6.4.2 "discover and retrieve service description").
+//!
+//! By keyword: for each scope searched (public, and each group whose key is held), the
+//! providers of every keyword key are looked up at once; a service having all the keywords is
+//! published by a peer providing all of them, so only the intersection is asked. Each of those
+//! publishers is asked directly for its records under the first keyword key
+//! ([`DirectoryMessage::Lookup`]): the provider lookup has already dialled it, so that is one
+//! round trip. If it cannot be asked (gone, refusing, too slow), its publisher index is read
+//! from the DHT instead and the matching service records fetched from there. Every record is
+//! verified (signature, credential, revocation, expiry) and unsealed here, whoever sent it.
+//!
+//! By id: the service key of every scope is looked up at once; the first valid record wins.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use cpns_keys::{GroupKey, PeerId};
+use cpns_overlay::{DirectoryMessage, Message, Protocol, ProvidersQuery, RecordKey};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tracing::debug;
+
+use super::{Directory, ScopeId};
+use crate::error::FindError;
+use crate::keyword::{self, KeyScope};
+use crate::record::{self, Body, Checked, OpenError, ServiceBody};
+use crate::service::{Discovery, Figures, Found, Query, Scope, ServiceDescription};
+
+/// Largest Records answer taken from one provider.
+const MAX_RECORDS_PER_ANSWER: usize = 256;
+
+impl Directory {
+    /// Finds services having every keyword of `query`, in its scope, optionally only those
+    /// whose requirements the given capabilities meet. Returns the newest version of each
+    /// service and the discovery's figures. Cancel-safe (dropping it abandons the lookups).
+    pub async fn find(&self, query: &Query) -> Result<Discovery, FindError> {
+        let start = Instant::now();
+        let c = &self.inner.config;
+        if query.keywords.is_empty() {
+            return Err(FindError::NoKeywords);
+        }
+        let keywords = keyword::normalise_all(&query.keywords, c.max_keyword_len)?;
+        if keywords.len() > c.max_keywords {
+            return Err(FindError::TooManyKeywords(keywords.len()));
+        }
+        let scopes = self.search_scopes(&query.scope)?;
+        let results = futures::future::join_all(
+            scopes
+                .iter()
+                .map(|epochs| self.find_in_scope(epochs, &keywords)),
+        )
+        .await;
+        let mut figures = Figures::default();
+        let mut best: BTreeMap<String, Found> = BTreeMap::new();
+        for (found, f) in results {
+            figures.requests += f.requests;
+            figures.peers_contacted += f.peers_contacted;
+            figures.lookups += f.lookups;
+            for item in found {
+                if let Some(caps) = &query.capabilities
+                    && item.description.requirements.check(caps).is_err()
+                {
+                    continue;
+                }
+                let keep = best
+                    .get(&item.description.id)
+                    .is_none_or(|b| b.description.version < item.description.version);
+                if keep {
+                    best.insert(item.description.id.clone(), item);
+                }
+            }
+        }
+        let mut services: Vec<Found> = best.into_values().collect();
+        services.truncate(c.max_results);
+        figures.duration_us = start.elapsed().as_micros() as u64;
+        Ok(Discovery { services, figures })
+    }
+
+    /// Fetches a service by id, in any visibility whose key this node holds (own services
+    /// come from the local store). `None` if it is not found or was withdrawn.
+    pub async fn get(&self, id: &str) -> Result<Option<Found>, FindError> {
+        let own = self.with_cache(|cache| cache.get(id).map(|p| p.description.clone()));
+        if let Some(description) = own {
+            return Ok(Some(Found {
+                description,
+                from_peer: None,
+            }));
+        }
+        let mut keys: Vec<Option<GroupKey>> = vec![None];
+        for g in self.inner.keys.groups() {
+            if let Some(k) = self.inner.keys.current(&g) {
+                if let Some(prev) = k
+                    .epoch()
+                    .checked_sub(1)
+                    .and_then(|e| self.inner.keys.by_epoch(&g, e))
+                {
+                    keys.push(Some(prev));
+                }
+                keys.push(Some(k));
+            }
+        }
+        let mut lookups: FuturesUnordered<_> = keys
+            .iter()
+            .map(|k| {
+                let key = k
+                    .as_ref()
+                    .map_or(KeyScope::Public, KeyScope::Group)
+                    .service(id);
+                let client = self.inner.client.clone();
+                async move { client.get_record(RecordKey::new(&key), true).await }
+            })
+            .collect();
+        let mut error = None;
+        while let Some(result) = lookups.next().await {
+            match result {
+                Ok(out) => {
+                    for r in out.records {
+                        match self.open_record(&r.record.value, None) {
+                            Ok(desc) if desc.id == id => {
+                                return Ok(Some(Found {
+                                    description: desc,
+                                    from_peer: r.peer,
+                                }));
+                            }
+                            Ok(_) => {}
+                            Err(e) => debug!(%id, "record not taken: {e}"),
+                        }
+                    }
+                }
+                Err(cpns_overlay::Error::NotFound) => {}
+                Err(e) => error = Some(e),
+            }
+        }
+        match error {
+            Some(e) if keys.len() == 1 => Err(FindError::Overlay(e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The scopes a query searches, each as the keys to try in order (current epoch, then the
+    /// previous one for groups).
+    fn search_scopes(&self, scope: &Scope) -> Result<Vec<Vec<Option<GroupKey>>>, FindError> {
+        let keys = &self.inner.keys;
+        let group = |g: &cpns_keys::GroupId| -> Option<Vec<Option<GroupKey>>> {
+            let cur = keys.current(g)?;
+            let mut v = vec![Some(cur.clone())];
+            if let Some(prev) = cur.epoch().checked_sub(1).and_then(|e| keys.by_epoch(g, e)) {
+                v.push(Some(prev));
+            }
+            Some(v)
+        };
+        Ok(match scope {
+            Scope::Public => vec![vec![None]],
+            Scope::Group(g) => vec![group(g).ok_or_else(|| FindError::NoGroupKey(g.clone()))?],
+            Scope::All => {
+                let mut v = vec![vec![None]];
+                v.extend(keys.groups().iter().filter_map(group));
+                v
+            }
+        })
+    }
+
+    /// Searches one scope: the current key first, the previous epoch's only if the current
+    /// one found nothing (records not yet republished after a rotation).
+    async fn find_in_scope(
+        &self,
+        epochs: &[Option<GroupKey>],
+        keywords: &[String],
+    ) -> (Vec<Found>, Figures) {
+        let mut figures = Figures::default();
+        for key in epochs {
+            let (found, f) = self.find_with(key.as_ref(), keywords).await;
+            figures.requests += f.requests;
+            figures.peers_contacted += f.peers_contacted;
+            figures.lookups += f.lookups;
+            if !found.is_empty() {
+                return (found, figures);
+            }
+        }
+        (Vec::new(), figures)
+    }
+
+    async fn find_with(
+        &self,
+        key: Option<&GroupKey>,
+        keywords: &[String],
+    ) -> (Vec<Found>, Figures) {
+        let c = &self.inner.config;
+        let scope = key.map_or(KeyScope::Public, KeyScope::Group);
+        let kw_keys: Vec<Vec<u8>> = keywords.iter().map(|k| scope.keyword(k)).collect();
+        let mut figures = Figures::default();
+
+        let query = ProvidersQuery {
+            stop_after_answers: Some(c.find_quorum.max(1)),
+            connect: true,
+            ..ProvidersQuery::default()
+        };
+        let answers = futures::future::join_all(
+            kw_keys
+                .iter()
+                .map(|k| self.inner.client.find_providers(RecordKey::new(k), query)),
+        )
+        .await;
+        let mut common: Option<HashSet<PeerId>> = None;
+        for a in answers {
+            let set = match a {
+                Ok(out) => {
+                    figures.add_query(&out.figures);
+                    out.providers
+                }
+                Err(e) => {
+                    figures.lookups += 1;
+                    debug!("provider lookup failed: {e}");
+                    HashSet::new()
+                }
+            };
+            common = Some(match common {
+                None => set,
+                Some(c) => c.intersection(&set).copied().collect(),
+            });
+        }
+        let providers: Vec<PeerId> = common
+            .unwrap_or_default()
+            .into_iter()
+            .take(c.max_providers)
+            .collect();
+
+        let mut found = Vec::new();
+        let asks = futures::future::join_all(
+            providers
+                .iter()
+                .map(|p| self.ask_provider(*p, key, &kw_keys, keywords)),
+        )
+        .await;
+        for (items, f) in asks {
+            figures.requests += f.requests;
+            figures.peers_contacted += f.peers_contacted;
+            figures.lookups += f.lookups;
+            found.extend(items);
+        }
+        (found, figures)
+    }
+
+    /// Gets the matching records of one provider: from our own cache, by asking it, or from
+    /// its publisher index in the DHT.
+    async fn ask_provider(
+        &self,
+        provider: PeerId,
+        key: Option<&GroupKey>,
+        kw_keys: &[Vec<u8>],
+        keywords: &[String],
+    ) -> (Vec<Found>, Figures) {
+        let mut figures = Figures::default();
+        if provider == self.inner.peer {
+            let scope = match key {
+                None => ScopeId::Public,
+                Some(k) => ScopeId::Group(k.group().clone(), k.epoch()),
+            };
+            let found = self.with_cache(|cache| {
+                cache
+                    .values()
+                    .filter(|p| {
+                        p.scope == scope && kw_keys.iter().all(|k| p.keyword_keys.contains(k))
+                    })
+                    .map(|p| Found {
+                        description: p.description.clone(),
+                        from_peer: None,
+                    })
+                    .collect()
+            });
+            return (found, figures);
+        }
+        let Some(first) = kw_keys.first() else {
+            return (Vec::new(), figures);
+        };
+        let request = self.inner.client.request(
+            provider,
+            Protocol::Cpns,
+            Message::Directory(DirectoryMessage::Lookup {
+                keyword: first.clone(),
+            }),
+        );
+        figures.add_direct();
+        match tokio::time::timeout(self.inner.config.lookup_timeout, request).await {
+            Ok(Ok(Message::Directory(DirectoryMessage::Records { records }))) => {
+                let found = records
+                    .iter()
+                    .take(MAX_RECORDS_PER_ANSWER)
+                    .filter_map(|r| self.accept(r, key, Some(provider), keywords))
+                    .collect();
+                (found, figures)
+            }
+            other => {
+                debug!(%provider, ok = other.is_ok(), "direct lookup failed; reading its index");
+                let (found, f) = self.lookup_index(provider, key, kw_keys, keywords).await;
+                figures.requests += f.requests;
+                figures.peers_contacted += f.peers_contacted;
+                figures.lookups += f.lookups;
+                (found, figures)
+            }
+        }
+    }
+
+    /// The DHT fallback: the provider's publisher index, then the records it lists under all
+    /// the keyword keys.
+    async fn lookup_index(
+        &self,
+        provider: PeerId,
+        key: Option<&GroupKey>,
+        kw_keys: &[Vec<u8>],
+        keywords: &[String],
+    ) -> (Vec<Found>, Figures) {
+        let mut figures = Figures::default();
+        let scope = key.map_or(KeyScope::Public, KeyScope::Group);
+        let index_key = scope.index(&provider);
+        let client = &self.inner.client;
+        let Ok(out) = client.get_record(RecordKey::new(&index_key), true).await else {
+            figures.lookups += 1;
+            return (Vec::new(), figures);
+        };
+        figures.add_query(&out.figures);
+        let shorts: Vec<[u8; 8]> = kw_keys.iter().map(|k| keyword::short(k)).collect();
+        let mut wanted = Vec::new();
+        for r in &out.records {
+            if let Ok(Checked::Signed { header }) = record::verify(
+                &r.record.value,
+                Some(&index_key),
+                &self.inner.trust,
+                &self.inner.config,
+                crate::now(),
+            ) && header.publisher == provider
+                && let Body::Index(entries) = header.body
+            {
+                wanted.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| shorts.iter().all(|s| e.keywords.contains(s)))
+                        .map(|e| e.record),
+                );
+            }
+        }
+        let fetched = futures::future::join_all(
+            wanted
+                .iter()
+                .map(|k| client.get_record(RecordKey::new(k), true)),
+        )
+        .await;
+        let mut found = Vec::new();
+        for r in fetched {
+            match r {
+                Ok(out) => {
+                    figures.add_query(&out.figures);
+                    found.extend(out.records.iter().filter_map(|fr| {
+                        self.accept(&fr.record.value, key, fr.peer, keywords)
+                            .filter(|f| f.description.publisher == provider)
+                    }));
+                }
+                Err(_) => figures.lookups += 1,
+            }
+        }
+        (found, figures)
+    }
+
+    /// Verifies and opens a record received for a keyword search in one scope; keeps it if it
+    /// is a live description of that scope having every keyword.
+    fn accept(
+        &self,
+        bytes: &[u8],
+        key: Option<&GroupKey>,
+        from: Option<PeerId>,
+        keywords: &[String],
+    ) -> Option<Found> {
+        let desc = match self.open_record(bytes, Some(key)) {
+            Ok(d) => d,
+            Err(e) => {
+                debug!(?from, "record not taken: {e}");
+                return None;
+            }
+        };
+        if let Some(p) = from
+            && desc.publisher != p
+        {
+            return None;
+        }
+        if !keywords.iter().all(|k| desc.keywords.contains(k)) {
+            return None;
+        }
+        Some(Found {
+            description: desc,
+            from_peer: from,
+        })
+    }
+
+    /// Verifies a service record (signature, credential chain, revocation, lifetime) and
+    /// opens it. With `scope = Some(k)`, the record must be of that scope: public when `k` is
+    /// `None`, sealed for `k`'s group otherwise.
+    pub(crate) fn open_record(
+        &self,
+        bytes: &[u8],
+        scope: Option<Option<&GroupKey>>,
+    ) -> Result<ServiceDescription, FindError> {
+        let checked = record::verify(
+            bytes,
+            None,
+            &self.inner.trust,
+            &self.inner.config,
+            crate::now(),
+        )?;
+        let Checked::Signed { header } = checked else {
+            return Err(FindError::WrongKind);
+        };
+        let Body::Service(body) = &header.body else {
+            return Err(FindError::WrongKind);
+        };
+        match body {
+            ServiceBody::Clear(desc) => {
+                if matches!(scope, Some(Some(_))) {
+                    return Err(FindError::WrongKind);
+                }
+                Ok((**desc).clone())
+            }
+            ServiceBody::Sealed(sealed) => {
+                if let Some(want) = scope {
+                    match want {
+                        Some(k) if k.group() == &sealed.group => {}
+                        _ => return Err(FindError::WrongKind),
+                    }
+                }
+                let key = self
+                    .inner
+                    .keys
+                    .by_epoch(&sealed.group, sealed.epoch)
+                    .ok_or_else(|| {
+                        FindError::Sealed(
+                            OpenError::NoKey(sealed.group.0.clone(), sealed.epoch).to_string(),
+                        )
+                    })?;
+                record::open_sealed(&header, sealed, &key, &self.inner.config)
+                    .map_err(|e| FindError::Sealed(e.to_string()))
+            }
+            ServiceBody::Withdrawn => Err(FindError::WrongKind),
+        }
+    }
+}
