@@ -210,6 +210,9 @@ async fn revoked_node_is_refused_at_step_2() -> Result<()> {
     lab.user("alice").await?;
     let gw = lab.gateway_node("alice", "nas").await?;
     gw.handle().wait_for_pn(WAIT).await.context("PN")?;
+    let tv = lab.node("alice", "tv").await?;
+    tv.handle().pair(gw.dial_addr().await?).await?;
+    tv.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
     let bad = lab.node("alice", "stolen-phone").await?;
     lab.admin().revoke(&bad.peer_id().to_string()).await?;
     // The server pushes the new list to its live gateway sessions.
@@ -236,7 +239,28 @@ async fn revoked_node_is_refused_at_step_2() -> Result<()> {
             .any(|e| e.step == 2 && e.detail.contains("revoked")),
         "the gateway traced the refusal at step 2"
     );
-    lab.shutdown(vec![gw, bad]).await;
+    // A PNE that never talked to the server learned the list from its gateway: it refuses
+    // the revoked device too.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match bad.handle().pair(tv.dial_addr().await?).await {
+            Err(e) if e.to_string().contains("revoked") => break,
+            other => {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("a PNE did not refuse the revoked node: {other:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(
+        tv.handle()
+            .trace()
+            .iter()
+            .any(|e| e.step == 2 && e.detail.contains("revoked")),
+        "the PNE traced the refusal at step 2"
+    );
+    lab.shutdown(vec![gw, tv, bad]).await;
     Ok(())
 }
 
@@ -318,9 +342,18 @@ async fn a_remote_pn_inventory_comes_from_the_dht() -> Result<()> {
     lab.user("alice").await?;
     lab.user("bob").await?;
     let alice = lab.gateway_node("alice", "alice-router").await?;
-    let alice_pn = alice.handle().wait_for_pn(WAIT).await.context("alice's PN")?;
+    let alice_pn = alice
+        .handle()
+        .wait_for_pn(WAIT)
+        .await
+        .context("alice's PN")?;
     let bob = lab
-        .node_bootstrapping("bob", "bob-router", cpns_node::ModeSetting::Gateway, alice.dial_addr().await?)
+        .node_bootstrapping(
+            "bob",
+            "bob-router",
+            cpns_node::ModeSetting::Gateway,
+            alice.dial_addr().await?,
+        )
         .await?;
     bob.handle().wait_for_pn(WAIT).await.context("bob's PN")?;
     let deadline = tokio::time::Instant::now() + WAIT;
