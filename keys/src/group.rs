@@ -248,6 +248,44 @@ impl GroupKey {
         )
     }
 
+    /// [`seal_chunk`](Self::seal_chunk) without a copy: encrypts `buf` where it is and
+    /// appends the tag. For bulk delivery, where the chunk was just read into `buf`.
+    pub fn seal_chunk_in_place(
+        &self,
+        sender: &PeerId,
+        stream_id: u64,
+        index: u64,
+        last: bool,
+        buf: &mut Vec<u8>,
+    ) {
+        let (aad, aad_len) = self.chunk_aad(sender, stream_id, index, last);
+        primitives::xchacha_seal_in_place(
+            &self.chunk_key(),
+            &Self::chunk_nonce(stream_id, index),
+            &aad[..aad_len],
+            buf,
+        );
+    }
+
+    /// [`open_chunk`](Self::open_chunk) without a copy: on success `buf` holds the plaintext;
+    /// on failure it is left empty.
+    pub fn open_chunk_in_place(
+        &self,
+        sender: &PeerId,
+        stream_id: u64,
+        index: u64,
+        last: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), AeadError> {
+        let (aad, aad_len) = self.chunk_aad(sender, stream_id, index, last);
+        primitives::xchacha_open_vec_in_place(
+            &self.chunk_key(),
+            &Self::chunk_nonce(stream_id, index),
+            &aad[..aad_len],
+            buf,
+        )
+    }
+
     /// HMAC-SHA256 of `data` under a subkey for `domain`: DHT keyword keys are published as
     /// keyed hashes so non-members can neither read nor enumerate a group's keywords.
     /// Different domains give unrelated hashes.
@@ -424,6 +462,44 @@ mod tests {
         let after = k1.seal(&alice(), b"after");
         let k0_as_1 = GroupKey::from_parts(pn(), 1, k0.key_bytes());
         assert_eq!(k0_as_1.open(&after), Err(AeadError::BadTag));
+    }
+
+    #[test]
+    fn in_place_chunks_match_and_refuse_tampering() {
+        let k = GroupKey::generate(pn(), 4);
+        let sender = alice();
+        let data = vec![7u8; 5000];
+        let mut buf = data.clone();
+        k.seal_chunk_in_place(&sender, 9, 3, true, &mut buf);
+        assert_eq!(
+            buf,
+            k.seal_chunk(&sender, 9, 3, true, &data),
+            "same bytes as the copying API"
+        );
+        let mut opened = buf.clone();
+        k.open_chunk_in_place(&sender, 9, 3, true, &mut opened)
+            .unwrap();
+        assert_eq!(opened, data);
+        let mut wrong_index = buf.clone();
+        assert_eq!(
+            k.open_chunk_in_place(&sender, 9, 4, true, &mut wrong_index),
+            Err(AeadError::BadTag)
+        );
+        assert!(
+            wrong_index.is_empty(),
+            "no unauthenticated plaintext is left"
+        );
+        let mut flipped = buf.clone();
+        flipped[10] ^= 1;
+        assert_eq!(
+            k.open_chunk_in_place(&sender, 9, 3, true, &mut flipped),
+            Err(AeadError::BadTag)
+        );
+        let mut short = vec![1u8; 5];
+        assert!(matches!(
+            k.open_chunk_in_place(&sender, 9, 3, true, &mut short),
+            Err(AeadError::Truncated { .. })
+        ));
     }
 
     #[test]

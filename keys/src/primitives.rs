@@ -124,6 +124,27 @@ pub(crate) fn xchacha_open_in_place(
     Ok(buf)
 }
 
+/// Decrypts ciphertext-with-tag in `buf` itself (no copy): on success `buf` holds the
+/// plaintext; on failure it is emptied (no unauthenticated plaintext is left around).
+pub(crate) fn xchacha_open_vec_in_place(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), AeadError> {
+    check_tag_len(buf)?;
+    let body_len = buf.len() - TAG_LEN;
+    let tag = Tag::try_from(&buf[body_len..]).map_err(|_| AeadError::BadTag)?;
+    buf.truncate(body_len);
+    cipher(key)
+        .decrypt_inout_detached(&XNonce::from(*nonce), aad, buf.as_mut_slice().into(), &tag)
+        .map_err(|_| {
+            buf.zeroize();
+            buf.clear();
+            AeadError::BadTag
+        })
+}
+
 fn check_tag_len(ciphertext: &[u8]) -> Result<(), AeadError> {
     if ciphertext.len() < TAG_LEN {
         return Err(AeadError::Truncated {

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 pub(crate) use fetch::fetch;
 pub(crate) use files::{inbox, send_file};
-use stream::{Hello, read_frame, stream_bytes, write_frame};
+use stream::{Hello, read_frame, stream_file, write_frame};
 
 use crate::error::OpError;
 use crate::shared::Shared;
@@ -367,24 +367,13 @@ async fn send_content<W: AsyncWrite + Unpin>(
         ),
         None => None,
     };
-    let mut file = tokio::fs::File::open(&s.path)
-        .await
+    let file = std::fs::File::open(&s.path)
         .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
     let length = file
         .metadata()
-        .await
         .map_err(|e| OpError::Internal(e.to_string()))?
         .len();
-    stream_bytes(
-        shared,
-        out,
-        key.as_ref(),
-        &mut file,
-        length,
-        s.chunk,
-        &s.stop,
-    )
-    .await?;
+    stream_file(shared, out, key, file, length, s.chunk, &s.stop).await?;
     debug!(service = %s.service_id, bytes = length, "content delivered");
     Ok(())
 }

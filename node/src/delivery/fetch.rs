@@ -10,7 +10,7 @@ use cpns_overlay::{
 use tokio::sync::oneshot;
 
 use super::files::sanitise;
-use super::stream::{Hello, receive_content, write_frame};
+use super::stream::{Hello, receive_to_file, write_frame};
 use super::{FetchOutcome, PUSH_WAIT};
 use crate::error::OpError;
 use crate::shared::{Shared, now};
@@ -99,9 +99,6 @@ pub(crate) async fn fetch(
         .await
         .map_err(|e| OpError::Internal(e.to_string()))?;
     let path = dir.join(sanitise(service_id));
-    let mut sink = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
     let (bytes, sha256) = match mode {
         DeliveryMode::Pull => {
             let mut control = shared.client.stream_control();
@@ -110,7 +107,7 @@ pub(crate) async fn fetch(
                 .await
                 .map_err(|e| OpError::Unavailable(format!("opening the delivery stream: {e}")))?;
             write_frame(&mut stream, &Hello::Pull { session }).await?;
-            receive_content(shared, &offerer, &mut stream, &mut sink, u64::MAX).await?
+            receive_to_file(shared, &offerer, &mut stream, &path, u64::MAX).await?
         }
         DeliveryMode::Push => {
             let (tx, rx) = oneshot::channel();
@@ -141,7 +138,7 @@ pub(crate) async fn fetch(
                 .await
                 .map_err(|_| OpError::Unavailable("the offerer did not push in time".into()))?
                 .map_err(|_| OpError::Unavailable("push cancelled".into()))?;
-            receive_content(shared, &offerer, &mut stream, &mut sink, u64::MAX).await?
+            receive_to_file(shared, &offerer, &mut stream, &path, u64::MAX).await?
         }
     };
     let duration = started.elapsed();

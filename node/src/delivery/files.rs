@@ -11,7 +11,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use tokio_util::sync::CancellationToken;
 
-use super::stream::{Hello, receive_content, stream_bytes, write_frame};
+use super::stream::{Hello, receive_to_file, stream_file, write_frame};
 use super::{CHUNK, MAX_INBOX_FILE};
 use crate::error::OpError;
 use crate::shared::Shared;
@@ -56,12 +56,10 @@ pub(crate) async fn send_file(
         .keyring
         .current(&crate::auth_link::pn_group(&pn_id))
         .ok_or_else(|| OpError::Conflict("no PN key held".into()))?;
-    let mut file = tokio::fs::File::open(path)
-        .await
+    let file = std::fs::File::open(path)
         .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
     let length = file
         .metadata()
-        .await
         .map_err(|e| OpError::Internal(e.to_string()))?
         .len();
     let name = path
@@ -74,11 +72,11 @@ pub(crate) async fn send_file(
         .await
         .map_err(|e| OpError::Unavailable(format!("opening the delivery stream: {e}")))?;
     write_frame(&mut stream, &Hello::Send { name }).await?;
-    stream_bytes(
+    stream_file(
         shared,
         &mut stream,
-        Some(&key),
-        &mut file,
+        Some(key),
+        file,
         length,
         CHUNK,
         &CancellationToken::new(),
@@ -111,10 +109,7 @@ pub(super) async fn receive_file(
         .await
         .map_err(|e| OpError::Internal(e.to_string()))?;
     let path = dir.join(sanitise(name));
-    let mut sink = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
-    let result = receive_content(shared, &peer, &mut stream, &mut sink, MAX_INBOX_FILE).await;
+    let result = receive_to_file(shared, &peer, &mut stream, &path, MAX_INBOX_FILE).await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(&path).await;
     }

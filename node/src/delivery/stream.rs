@@ -11,7 +11,6 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::{CHUNK, MAX_CONTROL_FRAME};
@@ -40,61 +39,97 @@ pub(super) struct Opening {
     pub(super) length: u64,
 }
 
-/// The sender's side of a content stream: opening, then chunks read from `input`.
-pub(super) async fn stream_bytes<W: AsyncWrite + Unpin, R: tokio::io::AsyncRead + Unpin>(
+/// Chunks in flight between the sealing (or opening) thread and the network task: enough to
+/// keep both busy, few enough to bound memory (`PIPELINE * CHUNK`).
+const PIPELINE: usize = 4;
+
+fn io_error(e: std::io::Error) -> OpError {
+    OpError::Unavailable(format!("delivery stream: {e}"))
+}
+
+/// The sender's side of a content stream: the opening, then `length` bytes of `file` in
+/// chunks. Reading and sealing run on a blocking thread, a few chunks ahead of the network
+/// writes, so that the AEAD and the transport work in parallel.
+pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
     shared: &Shared,
     out: &mut W,
-    key: Option<&GroupKey>,
-    input: &mut R,
+    key: Option<GroupKey>,
+    mut file: std::fs::File,
     length: u64,
     chunk: usize,
     stop: &CancellationToken,
 ) -> Result<(), OpError> {
     let stream_id: u64 = rand::random();
     let opening = Opening {
-        sealed: key.map(|k| (k.group().clone(), k.epoch())),
+        sealed: key.as_ref().map(|k| (k.group().clone(), k.epoch())),
         stream_id,
         length,
     };
     write_frame(out, &opening).await?;
-    let io = |e: std::io::Error| OpError::Unavailable(format!("delivery stream: {e}"));
-    let mut buf = vec![0u8; chunk];
-    let mut sent = 0u64;
-    let mut index = 0u64;
-    loop {
-        if stop.is_cancelled() {
-            return Err(OpError::Conflict("stopped by the consumer".into()));
+    let tag = if key.is_some() { 16 } else { 0 };
+    let sender = shared.peer_id;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(bool, Vec<u8>), OpError>>(PIPELINE);
+    let producer = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut sent = 0u64;
+        let mut index = 0u64;
+        loop {
+            let want = ((length - sent) as usize).min(chunk);
+            let mut buf = Vec::with_capacity(want + 16);
+            buf.resize(want, 0);
+            if let Err(e) = file.read_exact(&mut buf) {
+                let _ =
+                    tx.blocking_send(Err(OpError::Internal(format!("reading the content: {e}"))));
+                return;
+            }
+            sent += want as u64;
+            let last = sent == length;
+            if let Some(k) = &key {
+                k.seal_chunk_in_place(&sender, stream_id, index, last, &mut buf);
+            }
+            if tx.blocking_send(Ok((last, buf))).is_err() || last {
+                return;
+            }
+            index += 1;
         }
-        let want = ((length - sent) as usize).min(chunk);
-        input.read_exact(&mut buf[..want]).await.map_err(io)?;
-        let last = sent + want as u64 == length;
-        let body = match key {
-            Some(k) => k.seal_chunk(&shared.peer_id, stream_id, index, last, &buf[..want]),
-            None => buf[..want].to_vec(),
-        };
-        let frame_len = u32::try_from(body.len() + 1)
-            .map_err(|_| OpError::Internal("chunk too large".into()))?;
-        out.write_all(&frame_len.to_be_bytes()).await.map_err(io)?;
-        out.write_all(&[u8::from(last)]).await.map_err(io)?;
-        out.write_all(&body).await.map_err(io)?;
-        sent += want as u64;
-        index += 1;
-        shared.metrics.bytes_delivered.inc_by(want as u64);
-        if last {
-            break;
+    });
+    let result = async {
+        while let Some(item) = rx.recv().await {
+            if stop.is_cancelled() {
+                return Err(OpError::Conflict("stopped by the consumer".into()));
+            }
+            let (last, body) = item?;
+            let frame_len = u32::try_from(body.len() + 1)
+                .map_err(|_| OpError::Internal("chunk too large".into()))?;
+            let mut head = [0u8; 5];
+            head[..4].copy_from_slice(&frame_len.to_be_bytes());
+            head[4] = u8::from(last);
+            out.write_all(&head).await.map_err(io_error)?;
+            out.write_all(&body).await.map_err(io_error)?;
+            shared
+                .metrics
+                .bytes_delivered
+                .inc_by((body.len() - tag) as u64);
+            if last {
+                return out.close().await.map_err(io_error);
+            }
         }
+        Err(OpError::Internal("the content ended early".into()))
     }
-    out.close().await.map_err(io)?;
-    Ok(())
+    .await;
+    drop(rx);
+    let _ = producer.await;
+    result
 }
 
-/// The receiver's side: reads the opening and the chunks, opens each, writes the content to
-/// `sink`; returns the byte count and the SHA-256.
-pub(super) async fn receive_content<R: AsyncRead + Unpin>(
+/// The receiver's side: reads the opening and the chunks; opening, hashing and writing to
+/// `path` run on a blocking thread while the next chunks arrive. Returns the byte count and
+/// the SHA-256 of the content.
+pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
     shared: &Shared,
     sender: &PeerId,
     input: &mut R,
-    sink: &mut tokio::fs::File,
+    path: &std::path::Path,
     max_len: u64,
 ) -> Result<(u64, String), OpError> {
     let opening: Opening = read_frame(input).await?;
@@ -110,47 +145,77 @@ pub(super) async fn receive_content<R: AsyncRead + Unpin>(
         })?),
         None => None,
     };
-    let io = |e: std::io::Error| OpError::Unavailable(format!("delivery stream: {e}"));
+    let file = std::fs::File::create(path)
+        .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, Vec<u8>)>(PIPELINE);
+    let sender = *sender;
+    let length = opening.length;
+    let stream_id = opening.stream_id;
+    let consumer = tokio::task::spawn_blocking(move || -> Result<(u64, String), OpError> {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Sha256::new();
+        let mut got = 0u64;
+        let mut index = 0u64;
+        while let Some((last, mut buf)) = rx.blocking_recv() {
+            if let Some(k) = &key {
+                k.open_chunk_in_place(&sender, stream_id, index, last, &mut buf)
+                    .map_err(|e| OpError::Refused(format!("chunk {index} did not open: {e}")))?;
+            }
+            got += buf.len() as u64;
+            if got > length {
+                return Err(OpError::Refused("more content than announced".into()));
+            }
+            hasher.update(&buf);
+            file.write_all(&buf)
+                .map_err(|e| OpError::Internal(format!("writing the content: {e}")))?;
+            index += 1;
+            if last {
+                file.flush()
+                    .map_err(|e| OpError::Internal(format!("writing the content: {e}")))?;
+                if got != length {
+                    return Err(OpError::Refused(format!(
+                        "stream ended after {got} of {length} bytes"
+                    )));
+                }
+                return Ok((got, hex::encode(hasher.finalize())));
+            }
+        }
+        Err(OpError::Refused(format!(
+            "stream ended after {got} of {length} bytes"
+        )))
+    });
     let max_frame = CHUNK + 64;
-    let mut hasher = Sha256::new();
-    let mut got = 0u64;
-    let mut index = 0u64;
-    loop {
-        let mut len = [0u8; 4];
-        input.read_exact(&mut len).await.map_err(io)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len == 0 || len > max_frame {
-            return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
-        }
-        let mut frame = vec![0u8; len];
-        input.read_exact(&mut frame).await.map_err(io)?;
-        let last = frame[0] & 1 == 1;
-        let plain = match &key {
-            Some(k) => k
-                .open_chunk(sender, opening.stream_id, index, last, &frame[1..])
-                .map_err(|e| OpError::Refused(format!("chunk {index} did not open: {e}")))?,
-            None => frame[1..].to_vec(),
-        };
-        got += plain.len() as u64;
-        if got > opening.length {
-            return Err(OpError::Refused("more content than announced".into()));
-        }
-        hasher.update(&plain);
-        sink.write_all(&plain).await.map_err(io)?;
-        shared.metrics.bytes_received.inc_by(plain.len() as u64);
-        index += 1;
-        if last {
-            break;
+    let reading = async {
+        loop {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len).await.map_err(io_error)?;
+            let len = u32::from_be_bytes(len) as usize;
+            if len == 0 || len > max_frame {
+                return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
+            }
+            let mut flags = [0u8; 1];
+            input.read_exact(&mut flags).await.map_err(io_error)?;
+            let mut body = vec![0u8; len - 1];
+            input.read_exact(&mut body).await.map_err(io_error)?;
+            let last = flags[0] & 1 == 1;
+            shared.metrics.bytes_received.inc_by(body.len() as u64);
+            if tx.send((last, body)).await.is_err() || last {
+                // The consumer stopped (its error is the answer) or the content is complete.
+                return Ok(());
+            }
         }
     }
-    if got != opening.length {
-        return Err(OpError::Refused(format!(
-            "stream ended after {got} of {} bytes",
-            opening.length
-        )));
+    .await;
+    drop(tx);
+    let consumed = consumer
+        .await
+        .map_err(|e| OpError::Internal(format!("the receiving thread failed: {e}")))?;
+    match (reading, consumed) {
+        (_, Ok(done)) => Ok(done),
+        (Err(e), Err(_)) => Err(e),
+        (Ok(()), Err(e)) => Err(e),
     }
-    sink.flush().await.map_err(io)?;
-    Ok((got, hex::encode(hasher.finalize())))
 }
 
 pub(super) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
