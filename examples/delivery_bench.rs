@@ -48,6 +48,17 @@ fn config(dir: &std::path::Path, name: &str, mode: ModeSetting) -> Config {
     }
 }
 
+/// This process's CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the stat line, 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn stats(label: &str, bytes: usize, mut secs: Vec<f64>) {
     secs.sort_by(|a, b| a.total_cmp(b));
     let p = |q: f64| secs[((secs.len() as f64 - 1.0) * q).round() as usize];
@@ -152,6 +163,8 @@ async fn main() -> Result<()> {
     );
     for (label, mode) in [("pull", DeliveryMode::Pull), ("push", DeliveryMode::Push)] {
         let mut secs = Vec::new();
+        let cpu0 = cpu_seconds();
+        let wall0 = Instant::now();
         for _ in 0..args.runs {
             let t = Instant::now();
             let out = consumer.fetch(&desc.id, mode).await?;
@@ -161,7 +174,13 @@ async fn main() -> Result<()> {
             secs.push(t.elapsed().as_secs_f64());
             let _ = std::fs::remove_file(&out.path);
         }
+        let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
         stats(label, bytes, secs);
+        println!(
+            "        both nodes in this process used {:.0} % CPU (of 200 % on 2 cores), {:.2} CPU-ns per byte",
+            100.0 * cpu / wall,
+            cpu * 1e9 / (bytes as f64 * args.runs as f64)
+        );
     }
     let aead = aead_rate(256 * 1024 * 1024);
     println!("  one-core seal_chunk rate here: {aead:.0} MB/s (sealing only)");
