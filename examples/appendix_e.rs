@@ -83,6 +83,10 @@ async fn main() -> Result<()> {
     let mut draft = ServiceDraft::new("Jazz radio", ["jazz", "radio"], Visibility::Public);
     draft.offers = "live jazz around the clock".into();
     let desc = mesh.nodes[offerer].directory.publish(draft).await?;
+    // Let the stores still in flight and the publisher's index write (1 s later) finish, so
+    // that the discovery below is seen alone.
+    let index_delay = mesh.nodes[offerer].directory.config().index_delay;
+    tokio::time::sleep(index_delay + Duration::from_millis(500)).await;
     let asked = diff(&before, &served(&mesh));
     let key = mesh.nodes[offerer]
         .directory
@@ -95,10 +99,15 @@ async fn main() -> Result<()> {
         }
     }
     println!();
-    println!("Publish by {} of {:?} (id {}):", label(offerer), desc.name, desc.id);
     println!(
-        "  one record + one provider record per keyword + the publisher index, each an \
-         iterative lookup of the k closest nodes then a store at them"
+        "Publish by {} of {:?} (id {}):",
+        label(offerer),
+        desc.name,
+        desc.id
+    );
+    println!(
+        "  one record + one provider record per keyword (+ the publisher index a second later), \
+         each an iterative lookup of the k closest nodes then a store at them"
     );
     println!("  nodes that answered (requests served): {}", show(&asked));
     println!("  record stored at: {}", holders.join(", "));

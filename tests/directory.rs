@@ -59,6 +59,23 @@ where
     }
 }
 
+/// Waits (bounded) until `dir` finds service `id` by `keywords`. Provider announcements are
+/// one-way Kademlia messages, so a discovery racing a publish by a few milliseconds may miss
+/// it; tests call this once before asserting what every node sees.
+async fn settled(dir: &cpns_directory::Directory, keywords: &[&str], id: &str) {
+    let q = Query::keywords(keywords.iter().copied());
+    let ok = eventually(|| {
+        let q = q.clone();
+        async move {
+            dir.find(&q)
+                .await
+                .is_ok_and(|d| d.services.iter().any(|f| f.description.id == id))
+        }
+    })
+    .await;
+    assert!(ok, "{id} never found by {keywords:?}");
+}
+
 /// The main scenario: in a 32-node mesh one node publishes and every other one finds
 /// the service by keyword, with figures, and by id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +88,7 @@ async fn every_node_of_32_finds_a_published_service() {
     let desc = publisher.directory.publish(draft).await.unwrap();
     assert_eq!(desc.keywords, vec!["jazz", "internet radio"]);
     assert_eq!(desc.publisher, publisher.peer);
+    settled(&mesh.nodes[0].directory, &["jazz"], &desc.id).await;
 
     let mut requests = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
@@ -131,34 +149,60 @@ async fn several_keywords_must_all_match_and_capabilities_filter() {
         .await
         .unwrap();
     let finder = &n[7].directory;
-    let find = |k: &'static [&'static str]| async move {
-        ids(&finder
-            .find(&Query::keywords(k.iter().copied()))
+    // Provider announcements are one-way Kademlia messages: a discovery racing the last
+    // publish by a few milliseconds may not see it yet, so wait (bounded) for the full set.
+    let expect = |k: &'static [&'static str], want: HashSet<String>| async move {
+        let mut got = HashSet::new();
+        let ok = eventually(|| {
+            let want = want.clone();
+            async move {
+                let found = finder
+                    .find(&Query::keywords(k.iter().copied()))
+                    .await
+                    .unwrap();
+                ids(&found.services) == want
+            }
+        })
+        .await;
+        if !ok {
+            got = ids(&finder
+                .find(&Query::keywords(k.iter().copied()))
+                .await
+                .unwrap()
+                .services);
+        }
+        assert!(ok, "{k:?}: found {got:?}, want {want:?}");
+    };
+    expect(
+        &["jazz", "radio"],
+        HashSet::from([a.id.clone(), d.id.clone()]),
+    )
+    .await;
+    expect(
+        &["jazz"],
+        HashSet::from([a.id.clone(), b.id.clone(), d.id.clone()]),
+    )
+    .await;
+    expect(
+        &["radio", "news"],
+        HashSet::from([c.id.clone(), d.id.clone()]),
+    )
+    .await;
+    expect(&["jazz", "radio", "news"], HashSet::from([d.id.clone()])).await;
+    assert!(
+        finder
+            .find(&Query::keywords(["opera"]))
             .await
             .unwrap()
-            .services)
-    };
-    assert_eq!(
-        find(&["jazz", "radio"]).await,
-        HashSet::from([a.id.clone(), d.id.clone()])
+            .services
+            .is_empty()
     );
-    assert_eq!(
-        find(&["jazz"]).await,
-        HashSet::from([a.id.clone(), b.id.clone(), d.id.clone()])
-    );
-    assert_eq!(
-        find(&["radio", "news"]).await,
-        HashSet::from([c.id.clone(), d.id.clone()])
-    );
-    assert_eq!(
-        find(&["jazz", "radio", "news"]).await,
-        HashSet::from([d.id.clone()])
-    );
-    assert!(find(&["opera"]).await.is_empty());
 
     // Without a screen, B is filtered out.
-    let mut caps = Capabilities::default();
-    caps.mode = NodeMode::Pne;
+    let caps = Capabilities {
+        mode: NodeMode::Pne,
+        ..Capabilities::default()
+    };
     let q = Query {
         capabilities: Some(caps),
         ..Query::keywords(["jazz"])
@@ -283,7 +327,7 @@ async fn a_service_survives_the_loss_of_its_closest_peers() {
         ..overlay()
     };
     let mesh = Mesh::start(16, o, Config::default(), WAIT).await.unwrap();
-    let Mesh { ca, mut nodes } = mesh;
+    let Mesh { ca, nodes } = mesh;
     let desc = nodes[0]
         .directory
         .publish(public("Printer", &["printer"]))
@@ -291,9 +335,10 @@ async fn a_service_survives_the_loss_of_its_closest_peers() {
         .unwrap();
     let key = nodes[0].directory.service_record_key(&desc).unwrap();
     let target = libp2p::kad::KBucketKey::new(key.clone());
+    settled(&nodes[1].directory, &["printer"], &desc.id).await;
     // The peers holding a replica, closest to the key first.
     let mut holders = Vec::new();
-    for (i, m) in nodes.iter().enumerate().skip(1) {
+    for m in nodes.iter().skip(1) {
         if m.client
             .local_record(RecordKey::new(&key))
             .await
@@ -301,35 +346,32 @@ async fn a_service_survives_the_loss_of_its_closest_peers() {
             .is_some()
         {
             let d = target.distance(&libp2p::kad::KBucketKey::from(m.peer));
-            holders.push((i, d));
+            holders.push((m.peer, d));
         }
     }
     holders.sort_by_key(|(_, d)| *d);
     assert!(holders.len() >= 4, "replicated to {} peers", holders.len());
-    let keep: HashSet<usize> = holders.iter().map(|(i, _)| *i).collect();
     // Stop the three closest replicas.
-    let mut gone: Vec<usize> = holders.iter().take(3).map(|(i, _)| *i).collect();
-    gone.sort_unstable_by(|a, b| b.cmp(a));
-    let mut stopped = Vec::new();
-    for i in &gone {
-        stopped.push(nodes.remove(*i));
-    }
+    let gone: HashSet<cpns_keys::PeerId> = holders.iter().take(3).map(|(p, _)| *p).collect();
+    let (stopped, rest): (Vec<MeshNode>, Vec<MeshNode>) =
+        nodes.into_iter().partition(|m| gone.contains(&m.peer));
+    let nodes = rest;
     for s in stopped {
         s.shutdown().await;
     }
-    let finder_index = (1..nodes.len())
-        .rev()
-        .find(|i| !keep.contains(i) && !gone.iter().any(|g| g <= i))
-        .unwrap();
-    let finder = &nodes[finder_index];
-    assert!(
-        finder
-            .client
+    // A finder that holds no replica itself.
+    let mut finder = None;
+    for (i, m) in nodes.iter().enumerate().skip(1) {
+        if m.client
             .local_record(RecordKey::new(&key))
             .await
             .unwrap()
             .is_none()
-    );
+        {
+            finder = Some(i);
+        }
+    }
+    let finder = &nodes[finder.expect("most of 16 nodes hold no replica with k = 6")];
     let found = finder.directory.get(&desc.id).await.unwrap().unwrap();
     assert_eq!(found.description, desc);
     assert!(found.from_peer.is_some());
@@ -353,6 +395,7 @@ async fn unpublish_and_expiry_make_a_service_disappear() {
         .await
         .unwrap();
     let finder = &n[6].directory;
+    settled(finder, &["scanner"], &desc.id).await;
     assert_eq!(
         finder
             .find(&Query::keywords(["scanner"]))
@@ -388,6 +431,7 @@ async fn unpublish_and_expiry_make_a_service_disappear() {
     draft.ttl = Some(Duration::from_secs(2));
     let flash = n[2].directory.publish(draft).await.unwrap();
     assert!(flash.expires <= flash.published + 2);
+    settled(finder, &["flash"], &flash.id).await;
     assert_eq!(
         finder
             .find(&Query::keywords(["flash"]))
@@ -452,7 +496,12 @@ async fn a_restarted_node_republishes_its_services() {
     let restarted = MeshNode::spawn(&ca, identity, opts).await.unwrap();
     assert_eq!(restarted.directory.local_services(), vec![desc.clone()]);
     restarted.client.wait_routing_table(4, WAIT).await.unwrap();
-    assert_eq!(restarted.directory.republish_all().await.unwrap(), 1);
+    // The directory's background task republishes at once when it starts.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(restarted.directory.clone().run(cancel.clone()));
+    settled(&mesh.nodes[3].directory, &["photos"], &desc.id).await;
+    cancel.cancel();
+    task.await.unwrap();
     let found = mesh.nodes[3]
         .directory
         .find(&Query::keywords(["photos"]))
@@ -488,6 +537,7 @@ async fn pn_services_are_sealed_from_other_households() {
     let desc = n[1].directory.publish(draft).await.unwrap();
 
     // A member finds it, in every scope that includes the PN.
+    settled(&n[2].directory, &["holiday pictures"], &desc.id).await;
     for scope in [Scope::All, Scope::Group(pn.clone())] {
         let q = Query {
             scope,
@@ -589,6 +639,7 @@ async fn key_rotation_republishes_under_the_new_epoch() {
         ))
         .await
         .unwrap();
+    settled(&n[2].directory, &["storage"], &desc.id).await;
     let k1 = k0.rotate();
     for m in [&n[1], &n[2]] {
         m.keys.insert(k1.clone());
@@ -602,6 +653,7 @@ async fn key_rotation_republishes_under_the_new_epoch() {
     // Only epoch 1 known now: still found, under the new epoch's keys.
     n[2].keys.remove(&pn);
     n[2].keys.insert(k1);
+    settled(&n[2].directory, &["storage"], &desc.id).await;
     let found = n[2].directory.find(&q).await.unwrap();
     assert_eq!(ids(&found.services), HashSet::from([desc.id.clone()]));
     mesh.shutdown().await;
@@ -671,41 +723,85 @@ async fn subscribers_hear_of_new_services_through_the_gateway() {
     mesh.shutdown().await;
 }
 
-/// When a publisher refuses direct lookups (requests gated until Entity Registration), its
-/// services are still found through its publisher index in the DHT.
+/// A publisher that went offline cannot be asked directly; its services are still found,
+/// until they expire, through its publisher index in the DHT (written shortly after the
+/// publish) and the replicas of their records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gated_publishers_are_found_through_their_index() {
+async fn an_offline_publishers_services_are_found_through_its_index() {
     init_tracing();
-    let gated = cpns_overlay::Config {
-        gate_requests: true,
-        ..cpns_overlay::Config::default()
+    let o = cpns_overlay::Config {
+        replication_factor: 4,
+        ..overlay()
     };
-    let mesh = Mesh::start(8, gated, Config::default(), WAIT)
-        .await
-        .unwrap();
-    let n = &mesh.nodes;
-    let a = n[1]
+    let mesh = Mesh::start(10, o, Config::default(), WAIT).await.unwrap();
+    let Mesh { ca, mut nodes } = mesh;
+    let a = nodes[1]
         .directory
         .publish(public("Lamp", &["light"]))
         .await
         .unwrap();
-    let b = n[1]
+    let b = nodes[1]
         .directory
         .publish(public("Other", &["heating"]))
         .await
         .unwrap();
-    let found = n[6]
+    // Wait until the (coalesced) index is stored by other nodes, then switch the publisher
+    // off.
+    let index = RecordKey::new(&cpns_directory::test_utils::public_index_key(
+        &nodes[1].peer,
+    ));
+    let others: Vec<cpns_overlay::Client> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, m)| m.client.clone())
+        .collect();
+    assert!(
+        eventually(|| {
+            let (others, index) = (others.clone(), index.clone());
+            async move {
+                let mut holders = 0;
+                for c in &others {
+                    if c.local_record(index.clone()).await.unwrap().is_some() {
+                        holders += 1;
+                    }
+                }
+                holders >= 2
+            }
+        })
+        .await
+    );
+    let publisher = nodes.remove(1);
+    publisher.shutdown().await;
+
+    // A finder holding no replica of the record, so that it comes from another node.
+    let key = RecordKey::new(&cpns_directory::test_utils::public_service_key(&a.id));
+    let mut finder = None;
+    for m in nodes.iter().skip(1) {
+        if m.client.local_record(key.clone()).await.unwrap().is_none() {
+            finder = Some(m);
+        }
+    }
+    let finder = finder.expect("with k = 4, most nodes hold no replica");
+    let found = finder
         .directory
         .find(&Query::keywords(["light"]))
         .await
         .unwrap();
-    assert_eq!(ids(&found.services), HashSet::from([a.id.clone()]));
+    assert_eq!(
+        ids(&found.services),
+        HashSet::from([a.id.clone()]),
+        "{:?}",
+        found.figures
+    );
     assert!(
         found.figures.lookups >= 3,
-        "providers, index and record lookups"
+        "providers, index and record lookups: {:?}",
+        found.figures
     );
+    assert!(found.services[0].from_peer.is_some());
     assert!(!ids(&found.services).contains(&b.id));
-    mesh.shutdown().await;
+    Mesh { ca, nodes }.shutdown().await;
 }
 
 /// The other signed records: the CA's revocation list and a gateway's PN summary.

@@ -49,6 +49,10 @@ pub struct Config {
     /// Assumed lifetime of a provider announcement, for the per-peer provider quota. Should
     /// match the overlay's provider TTL. Default: 48 h.
     pub provider_ttl: Duration,
+    /// Delay before a changed publisher index is written (changes meanwhile are coalesced).
+    /// Indexes are only the DHT fallback of direct lookups, so they stay off the publish path.
+    /// Default: 1 s.
+    pub index_delay: Duration,
     /// Puts succeed once this many remote peers stored the record. Default: 1.
     pub put_quorum: usize,
     /// A keyword lookup stops once this many peers answered with providers (the union of
@@ -93,6 +97,7 @@ impl Default for Config {
             max_provider_keys_per_peer: 1024,
             max_tracked_peers: 4096,
             provider_ttl: Duration::from_secs(48 * 3600),
+            index_delay: Duration::from_secs(1),
             put_quorum: 1,
             find_quorum: 2,
             max_providers: 64,

@@ -71,6 +71,10 @@ struct Inner {
     writes: tokio::sync::Mutex<()>,
     /// Last version handed out (unix milliseconds, strictly increasing).
     last_version: AtomicU64,
+    /// Scopes whose publisher index must be rewritten.
+    index_pending: std::sync::Mutex<BTreeSet<ScopeId>>,
+    /// Whether a task writing pending indexes is scheduled.
+    index_task: std::sync::atomic::AtomicBool,
     adverts: advertise::Registry,
     local_tx: broadcast::Sender<ServiceDescription>,
 }
@@ -133,6 +137,8 @@ impl Directory {
                 published: RwLock::new(BTreeMap::new()),
                 writes: tokio::sync::Mutex::new(()),
                 last_version: AtomicU64::new(0),
+                index_pending: std::sync::Mutex::new(BTreeSet::new()),
+                index_task: std::sync::atomic::AtomicBool::new(false),
                 local_tx,
             }),
         };
@@ -192,13 +198,10 @@ impl Directory {
     /// next republish (e.g. the node has no peers yet).
     pub async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, PublishError> {
         let guard = self.inner.writes.lock().await;
-        let t0 = Instant::now();
         let now = crate::now();
         let local = self.describe(draft, now)?;
         let published = self.build(&local.description, now)?;
-        let t1 = t0.elapsed();
         self.inner.store.put(&local).await?;
-        let t2 = t0.elapsed();
         let mut writes = record_writes(&published);
         let old = self.cache_insert(published.clone());
         if let Some(old) = &old {
@@ -208,24 +211,15 @@ impl Directory {
                 writes.push(self.tombstone(old, now)?);
             }
             if old.scope != published.scope {
-                writes.extend(self.index_write(&old.scope, now)?);
+                self.schedule_index(old.scope.clone());
             }
         }
-        writes.extend(self.index_write(&published.scope, now)?);
+        self.schedule_index(published.scope.clone());
         drop(guard);
         self.notify_local(&published.description);
-        let t3 = t0.elapsed();
-        let r = self.write_all(writes).await;
-        if std::env::var("CPNS_DEBUG_TIMING").is_ok() {
-            eprintln!(
-                "TIMING build {:?} sled {:?} prep {:?} dht {:?}",
-                t1,
-                t2 - t1,
-                t3 - t2,
-                t0.elapsed() - t3
-            );
-        }
-        r.map_err(PublishError::NotReplicated)?;
+        self.write_all(writes)
+            .await
+            .map_err(PublishError::NotReplicated)?;
         Ok(local.description)
     }
 
@@ -243,8 +237,8 @@ impl Directory {
         let mut writes = Vec::new();
         if let Some(old) = &cached {
             writes.push(self.tombstone(old, now)?);
-            writes.extend(self.index_write(&old.scope, now)?);
             writes.extend(self.stop_unused(&old.keyword_keys));
+            self.schedule_index(old.scope.clone());
         }
         drop(guard);
         self.write_all(writes)
@@ -724,6 +718,64 @@ impl Directory {
         }
     }
 
+    /// Marks a scope's publisher index for rewriting. Indexes are the DHT fallback of direct
+    /// lookups, so they are written off the publish path: [`Config::index_delay`] after the
+    /// first change, coalescing every change made meanwhile into one write per scope.
+    fn schedule_index(&self, scope: ScopeId) {
+        if let Ok(mut p) = self.inner.index_pending.lock() {
+            p.insert(scope);
+        }
+        if self.inner.index_task.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.index_task.store(false, Ordering::Release);
+            return;
+        };
+        // A weak handle: a scheduled index write must not keep a closed directory (and its
+        // sled database) alive.
+        let weak = Arc::downgrade(&self.inner);
+        let delay = self.inner.config.index_delay;
+        runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let dir = Directory { inner };
+            loop {
+                let scopes = dir
+                    .inner
+                    .index_pending
+                    .lock()
+                    .map(|mut p| std::mem::take(&mut *p))
+                    .unwrap_or_default();
+                if scopes.is_empty() {
+                    dir.inner.index_task.store(false, Ordering::Release);
+                    // A change may have slipped in between the take and the store.
+                    let more = dir.inner.index_pending.lock().is_ok_and(|p| !p.is_empty());
+                    if !more || dir.inner.index_task.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    continue;
+                }
+                let now = crate::now();
+                let writes: Vec<Write> = scopes
+                    .iter()
+                    .filter_map(|s| match dir.index_write(s, now) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            warn!("publisher index not written: {e}");
+                            None
+                        }
+                    })
+                    .collect();
+                if let Err(e) = dir.write_all(writes).await {
+                    debug!("publisher index not replicated ({e}); the next republish retries");
+                }
+            }
+        });
+    }
+
     /// Runs DHT writes concurrently; the first error is returned after all were tried.
     async fn write_all(&self, writes: Vec<Write>) -> Result<(), cpns_overlay::Error> {
         let client = &self.inner.client;
@@ -733,13 +785,7 @@ impl Directory {
         };
         let results: Vec<Result<(), cpns_overlay::Error>> =
             futures::stream::iter(writes.into_iter().map(|w| async move {
-                let t = Instant::now();
-                let kind = match &w {
-                    Write::Put { value, .. } => format!("put {}", value.len()),
-                    Write::Provide(_) => "provide".into(),
-                    Write::StopProviding(_) => "stop".into(),
-                };
-                let r = match w {
+                match w {
                     Write::Put {
                         key,
                         value,
@@ -759,11 +805,7 @@ impl Directory {
                         .await
                         .map(|_| ()),
                     Write::StopProviding(key) => client.stop_providing(RecordKey::new(&key)).await,
-                };
-                if std::env::var("CPNS_DEBUG_TIMING").is_ok() {
-                    eprintln!("  WRITE {kind} {:?} {:?}", t.elapsed(), r.as_ref().err());
                 }
-                r
             }))
             .buffer_unordered(REPUBLISH_CONCURRENCY)
             .collect()

@@ -734,6 +734,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn oversized_records_are_refused() {
+        let f = fixture();
+        // A well-formed, correctly signed index larger than the 16 KiB limit.
+        let entries = (0..MAX_INDEX_ENTRIES)
+            .map(|i| IndexEntry {
+                record: vec![i as u8; 32],
+                keywords: vec![[i as u8; 8]; 16],
+            })
+            .collect();
+        let key = KeyScope::Public.index(&f.node.peer_id());
+        let header = Header {
+            key: key.clone(),
+            publisher: f.node.peer_id(),
+            version: 1,
+            issued: NOW,
+            expires: NOW + 60,
+            body: Body::Index(entries),
+        };
+        let bytes = sign(&f.node, &f.cred, &header).unwrap();
+        assert!(bytes.len() > f.config.max_record_size);
+        assert!(matches!(
+            verify(&bytes, Some(&key), &f.trust, &f.config, NOW),
+            Err(RecordError::Oversize { .. })
+        ));
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let f = fixture();
         let (key, bytes) = public_record(&f);

@@ -97,6 +97,16 @@ pub fn public_keyword_key(keyword: &str) -> Vec<u8> {
     crate::keyword::KeyScope::Public.keyword(keyword)
 }
 
+/// The record key of a publisher's index of its public services (for tests and diagnostics).
+pub fn public_index_key(publisher: &PeerId) -> Vec<u8> {
+    crate::keyword::KeyScope::Public.index(publisher)
+}
+
+/// The record key of a public service (for tests and diagnostics).
+pub fn public_service_key(id: &str) -> Vec<u8> {
+    crate::keyword::KeyScope::Public.service(id)
+}
+
 /// How to start one mesh node.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {

@@ -108,6 +108,9 @@ impl Reader {
             .values()
             .map(|p| p.name().to_string_lossy().into_owned())
             .collect();
+        // The process table is only needed for these names: drop it rather than keep every
+        // process of the machine in memory between reads.
+        self.system = System::new();
         running.sort();
         running.dedup();
         running.truncate(MAX_RUNNING_APPS);

@@ -49,8 +49,12 @@ impl Node {
         if created {
             info!(peer = %identity.peer_id(), "generated a new identity");
         }
+        // A node's database is small (its PN, keys, services, outbox): a small cache keeps an
+        // idle node's memory low; sled's default would let it grow to 1 GiB.
         let db = sled::Config::new()
             .path(config.data_dir.join("db"))
+            .cache_capacity(4 * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
             .open()
             .map_err(|e| StartError::Database(e.to_string()))?;
 

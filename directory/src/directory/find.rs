@@ -286,7 +286,7 @@ impl Directory {
                 let found = records
                     .iter()
                     .take(MAX_RECORDS_PER_ANSWER)
-                    .filter_map(|r| self.accept(r, key, Some(provider), keywords))
+                    .filter_map(|r| self.accept(r, key, provider, Some(provider), keywords))
                     .collect();
                 (found, figures)
             }
@@ -351,8 +351,7 @@ impl Directory {
                 Ok(out) => {
                     figures.add_query(&out.figures);
                     found.extend(out.records.iter().filter_map(|fr| {
-                        self.accept(&fr.record.value, key, fr.peer, keywords)
-                            .filter(|f| f.description.publisher == provider)
+                        self.accept(&fr.record.value, key, provider, fr.peer, keywords)
                     }));
                 }
                 Err(_) => figures.lookups += 1,
@@ -362,11 +361,13 @@ impl Directory {
     }
 
     /// Verifies and opens a record received for a keyword search in one scope; keeps it if it
-    /// is a live description of that scope having every keyword.
+    /// is a live description of that scope, published by `publisher`, having every keyword.
+    /// `from` is the peer that sent it (the publisher itself, or a DHT node holding a replica).
     fn accept(
         &self,
         bytes: &[u8],
         key: Option<&GroupKey>,
+        publisher: PeerId,
         from: Option<PeerId>,
         keywords: &[String],
     ) -> Option<Found> {
@@ -377,9 +378,7 @@ impl Directory {
                 return None;
             }
         };
-        if let Some(p) = from
-            && desc.publisher != p
-        {
+        if desc.publisher != publisher {
             return None;
         }
         if !keywords.iter().all(|k| desc.keywords.contains(k)) {
