@@ -38,24 +38,38 @@ async fn pn_keeps_working_without_the_server_and_catches_up() -> Result<()> {
     lab.stop_server().await;
 
     let found = phone.handle().find(&Query::keywords(["music"])).await?;
-    ensure!(found.services.iter().any(|f| f.description.id == song.id), "not found offline");
+    ensure!(
+        found.services.iter().any(|f| f.description.id == song.id),
+        "not found offline"
+    );
     let got = phone.handle().fetch(&song.id, DeliveryMode::Pull).await?;
     assert_eq!(got.bytes, 300_000);
     assert_eq!(got.usage, "queued", "the report waits for the server");
     assert_eq!(phone.handle().usage_queued().len(), 1);
     // Status still flows inside the PN.
-    phone.handle().set_status(cpns_overlay::Status::Busy { reason: "offline test".into() }).await?;
+    phone
+        .handle()
+        .set_status(cpns_overlay::Status::Busy {
+            reason: "offline test".into(),
+        })
+        .await?;
     let s = gw
         .handle()
         .wait_until(WAIT, |s| s.members.iter().any(|m| m.status == "busy"))
         .await?;
-    ensure!(s.members.iter().any(|m| m.status == "busy"), "status did not reach the gateway");
+    ensure!(
+        s.members.iter().any(|m| m.status == "busy"),
+        "status did not reach the gateway"
+    );
 
     // The server comes back on the same address and data dir.
     lab.restart_server().await?;
     let deadline = tokio::time::Instant::now() + WAIT;
     while phone.handle().flush_usage().await == 0 && !phone.handle().usage_queued().is_empty() {
-        ensure!(tokio::time::Instant::now() < deadline, "queued report never delivered");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "queued report never delivered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(phone.handle().usage_queued().is_empty());

@@ -11,7 +11,6 @@
 #![allow(unreachable_pub)] // shared test helpers are `pub` for the other test binary
 
 #[path = "util.rs"]
-#[allow(dead_code)]
 mod util;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +60,10 @@ fn unavailable() -> Option<String> {
     }
     match Command::new("ip").args(["netns", "list"]).output() {
         Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!("`ip netns` fails: {}", String::from_utf8_lossy(&o.stderr))),
+        Ok(o) => Some(format!(
+            "`ip netns` fails: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )),
         Err(e) => Some(format!("no `ip` command: {e}")),
     }
 }
@@ -78,31 +80,60 @@ fn two_hosts(tag: &str, net: u8) -> Result<(Lan, String, String)> {
         run(&["ip", "netns", "add", n])?;
     }
     let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
-    run(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb])?;
+    run(&[
+        "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
+    ])?;
     run(&["ip", "link", "set", &va, "netns", &a])?;
     run(&["ip", "link", "set", &vb, "netns", &b])?;
     for (ns, dev, host) in [(&a, &va, 1), (&b, &vb, 2)] {
-        run(&["ip", "-n", ns, "addr", "add", &format!("10.231.{net}.{host}/24"), "dev", dev])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("10.231.{net}.{host}/24"),
+            "dev",
+            dev,
+        ])?;
         run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
         run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
     Ok((lan, a, b))
 }
 
-fn spawn_in(ns: &str, bin: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Result<Child> {
+fn spawn_in(
+    ns: &str,
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Result<Child> {
     let log = std::fs::File::create(log)?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]).arg(bin).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
+    Ok(cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
 }
 
 fn output_in(ns: &str, bin: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(["netns", "exec", ns]).arg(bin).args(args).output()?;
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(bin)
+        .args(args)
+        .output()?;
     if !out.status.success() {
-        bail!("{} {args:?}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} {args:?}: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -122,7 +153,12 @@ fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>
 }
 
 fn status(ns: &str, dir: &Path) -> Option<serde_json::Value> {
-    let out = output_in(ns, &util::bin("cpns"), &["--data-dir", dir.to_str()?, "status", "--json"]).ok()?;
+    let out = output_in(
+        ns,
+        &util::bin("cpns"),
+        &["--data-dir", dir.to_str()?, "status", "--json"],
+    )
+    .ok()?;
     serde_json::from_str(&out).ok()
 }
 
@@ -152,11 +188,17 @@ fn site(tag: &str, net: u8) -> Result<Site> {
         &[],
         &dir.path().join("auth.log"),
     )?);
-    wait_for(Duration::from_secs(20), "cpns-auth's admin endpoint", || {
-        auth_dir.join("admin.json").exists().then_some(())
-    })?;
+    wait_for(
+        Duration::from_secs(20),
+        "cpns-auth's admin endpoint",
+        || auth_dir.join("admin.json").exists().then_some(()),
+    )?;
     eprintln!("  auth up {:?}", t.elapsed());
-    output_in(&a, &util::bin("cpns-auth"), &["--data-dir", &auth_dir_s, "users", "create", "alice"])?;
+    output_in(
+        &a,
+        &util::bin("cpns-auth"),
+        &["--data-dir", &auth_dir_s, "users", "create", "alice"],
+    )?;
     eprintln!("  user {:?}", t.elapsed());
     let env = [
         ("CPNS_STATUS_HEARTBEAT_SECS", "1"),
@@ -169,19 +211,52 @@ fn site(tag: &str, net: u8) -> Result<Site> {
         procs.0.push(spawn_in(
             ns,
             &util::bin("cpns-node"),
-            &["--data-dir", d.to_str().context("path")?, "--listen", &listen, "--mdns", "on", "--device-name", name],
+            &[
+                "--data-dir",
+                d.to_str().context("path")?,
+                "--listen",
+                &listen,
+                "--mdns",
+                "on",
+                "--device-name",
+                name,
+            ],
             &env,
             &dir.path().join(format!("{name}.log")),
         )?);
     }
     for (ns, name) in [(&a, "a"), (&b, "b")] {
         let d = dir.path().join(name);
-        wait_for(Duration::from_secs(20), "the node's API", || d.join("api.json").exists().then_some(()))?;
+        wait_for(Duration::from_secs(20), "the node's API", || {
+            d.join("api.json").exists().then_some(())
+        })?;
         eprintln!("  {name} api {:?}", t.elapsed());
-        let code_json = output_in(&a, &util::bin("cpns-auth"), &["--data-dir", &auth_dir_s, "enrol", "create", "--user", "alice", "--json"])?;
+        let code_json = output_in(
+            &a,
+            &util::bin("cpns-auth"),
+            &[
+                "--data-dir",
+                &auth_dir_s,
+                "enrol",
+                "create",
+                "--user",
+                "alice",
+                "--json",
+            ],
+        )?;
         let code: serde_json::Value = serde_json::from_str(&code_json)?;
         let code = code["code"].as_str().context("code")?;
-        output_in(ns, &util::bin("cpns"), &["--data-dir", d.to_str().context("path")?, "up", "--code", code])?;
+        output_in(
+            ns,
+            &util::bin("cpns"),
+            &[
+                "--data-dir",
+                d.to_str().context("path")?,
+                "up",
+                "--code",
+                code,
+            ],
+        )?;
     }
     Ok(Site {
         _lan: lan,
@@ -197,7 +272,10 @@ fn logs(dir: &Path) -> String {
         .iter()
         .map(|n| {
             let p: PathBuf = dir.join(format!("{n}.log"));
-            format!("--- {n}.log\n{}", std::fs::read_to_string(p).unwrap_or_default())
+            format!(
+                "--- {n}.log\n{}",
+                std::fs::read_to_string(p).unwrap_or_default()
+            )
         })
         .collect()
 }
@@ -235,7 +313,11 @@ fn lan_discovery_forms_a_pn_and_a_partition_marks_the_pne_offline() -> Result<()
     };
 
     // Partition: the PNE's link goes down.
-    let pne_dev = if gw_is_a { format!("vb{tag}") } else { format!("va{tag}") };
+    let pne_dev = if gw_is_a {
+        format!("vb{tag}")
+    } else {
+        format!("va{tag}")
+    };
     run(&["ip", "-n", pne_ns, "link", "set", &pne_dev, "down"])?;
     let member_status = |want: &str| {
         let s = status(gw_ns, gw_dir)?;
@@ -246,13 +328,19 @@ fn lan_discovery_forms_a_pn_and_a_partition_marks_the_pne_offline() -> Result<()
             .filter(|m| m["status"] == want)
             .map(|_| ())
     };
-    wait_for(Duration::from_secs(20), "the gateway to mark the PNE offline", || member_status("offline"))
-        .with_context(|| logs(site.dir.path()))?;
+    wait_for(
+        Duration::from_secs(20),
+        "the gateway to mark the PNE offline",
+        || member_status("offline"),
+    )
+    .with_context(|| logs(site.dir.path()))?;
     eprintln!("PNE offline after {:?}", t0.elapsed());
     // Healed: heartbeats resume.
     run(&["ip", "-n", pne_ns, "link", "set", &pne_dev, "up"])?;
-    wait_for(Duration::from_secs(30), "the PNE back online", || member_status("online"))
-        .with_context(|| logs(site.dir.path()))?;
+    wait_for(Duration::from_secs(30), "the PNE back online", || {
+        member_status("online")
+    })
+    .with_context(|| logs(site.dir.path()))?;
     eprintln!("PNE back online after {:?}", t0.elapsed());
     drop(site.procs);
     Ok(())

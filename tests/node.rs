@@ -184,14 +184,22 @@ fn enrol_subcommand_enrols_against_a_running_server() -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
         let admin = |args: &[&str]| -> Result<String> {
-            let out = Command::new(bin("cpns-auth")).arg("--data-dir").arg(&auth_dir).args(args).output()?;
+            let out = Command::new(bin("cpns-auth"))
+                .arg("--data-dir")
+                .arg(&auth_dir)
+                .args(args)
+                .output()?;
             if !out.status.success() {
-                bail!("cpns-auth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "cpns-auth {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         };
         admin(&["users", "create", "carol"])?;
-        let code: serde_json::Value = serde_json::from_str(&admin(&["enrol", "create", "--user", "carol", "--json"])?)?;
+        let code: serde_json::Value =
+            serde_json::from_str(&admin(&["enrol", "create", "--user", "carol", "--json"])?)?;
         let code = code["code"].as_str().context("code")?.to_string();
         let node_dir = dir.path().join("node");
         let out = Command::new(bin("cpns-node"))
@@ -199,9 +207,14 @@ fn enrol_subcommand_enrols_against_a_running_server() -> Result<()> {
             .arg(&node_dir)
             .args(["--device-name", "carols-laptop", "enrol", &code])
             .output()?;
-        assert!(out.status.success(), "enrol failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enrol failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(node_dir.join(cpns_node::enrolment::ENROLMENT_FILE).exists());
-        let entities: serde_json::Value = serde_json::from_str(&admin(&["entities", "list", "--json"])?)?;
+        let entities: serde_json::Value =
+            serde_json::from_str(&admin(&["entities", "list", "--json"])?)?;
         let listed = entities.to_string();
         assert!(listed.contains("carols-laptop"), "{listed}");
         // One-time: a second device cannot use the same code.

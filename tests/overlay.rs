@@ -381,8 +381,19 @@ async fn client_mode_nodes_provide_and_find_through_a_server() -> Result<()> {
     b.client.wait_routing_table(1, WAIT).await?;
     let key = RecordKey::new(&"/cpns/test/provided");
     a.client.start_providing(key.clone()).await?;
-    let found = b.client.get_providers(key, None).await?;
-    assert!(found.providers.contains(&a.client.local_peer_id()), "{found:?}");
+    // The announcement is one-way: the server may store it just after `start_providing`
+    // returns. Ask again, within a bound, until it is there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = b.client.get_providers(key.clone(), None).await?;
+        if found.providers.contains(&a.client.local_peer_id()) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the client-mode provider was never found: {found:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for n in [server, a, b] {
         n.shutdown().await;
     }
@@ -401,12 +412,19 @@ async fn concurrent_requests_on_both_protocols_get_their_own_answers() -> Result
     let b_client = b.client.clone();
     let server = tokio::spawn(async move {
         while let Some(ev) = b.events.recv().await {
-            if let Event::InboundRequest { message, channel, .. } = ev {
+            if let Event::InboundRequest {
+                message, channel, ..
+            } = ev
+            {
                 let answer = match message {
-                    Message::Pn(PnMessage::Ping { nonce }) => Message::Pn(PnMessage::Pong { nonce }),
-                    Message::Auth(cpns_overlay::AuthMessage::RevocationsRequest { known_version }) => {
-                        Message::Auth(cpns_overlay::AuthMessage::UsageAck { accepted: known_version as u32 })
+                    Message::Pn(PnMessage::Ping { nonce }) => {
+                        Message::Pn(PnMessage::Pong { nonce })
                     }
+                    Message::Auth(cpns_overlay::AuthMessage::RevocationsRequest {
+                        known_version,
+                    }) => Message::Auth(cpns_overlay::AuthMessage::UsageAck {
+                        accepted: known_version as u32,
+                    }),
                     _ => Message::Ack,
                 };
                 let _ = b_client.respond(channel, answer).await;
@@ -418,8 +436,17 @@ async fn concurrent_requests_on_both_protocols_get_their_own_answers() -> Result
     for i in 0..20u64 {
         let c = a.client.clone();
         calls.push(tokio::spawn(async move {
-            let pong = c.request(b_peer, Protocol::Cpns, Message::Pn(PnMessage::Ping { nonce: i })).await?;
-            anyhow::ensure!(pong == Message::Pn(PnMessage::Pong { nonce: i }), "ping {i} got {pong:?}");
+            let pong = c
+                .request(
+                    b_peer,
+                    Protocol::Cpns,
+                    Message::Pn(PnMessage::Ping { nonce: i }),
+                )
+                .await?;
+            anyhow::ensure!(
+                pong == Message::Pn(PnMessage::Pong { nonce: i }),
+                "ping {i} got {pong:?}"
+            );
             Ok(())
         }));
         let c = a.client.clone();
@@ -428,10 +455,14 @@ async fn concurrent_requests_on_both_protocols_get_their_own_answers() -> Result
                 .request(
                     b_peer,
                     Protocol::Auth,
-                    Message::Auth(cpns_overlay::AuthMessage::RevocationsRequest { known_version: 1000 + i }),
+                    Message::Auth(cpns_overlay::AuthMessage::RevocationsRequest {
+                        known_version: 1000 + i,
+                    }),
                 )
                 .await?;
-            let want = Message::Auth(cpns_overlay::AuthMessage::UsageAck { accepted: 1000 + i as u32 });
+            let want = Message::Auth(cpns_overlay::AuthMessage::UsageAck {
+                accepted: 1000 + i as u32,
+            });
             anyhow::ensure!(ack == want, "auth request {i} got {ack:?}");
             Ok(())
         }));

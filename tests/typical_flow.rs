@@ -3,11 +3,11 @@
 //! and push mode, reports usage through the gateway to `cpns-auth` (or not, by preference),
 //! and leaves the PN.
 
-use std::collections::BTreeSet;
 use anyhow::{Context, Result, ensure};
 use cpns_directory::{Query, ServiceDraft};
 use cpns_overlay::DeliveryMode;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 
 use crate::util::{Lab, WAIT, init_tracing};
 
@@ -49,15 +49,24 @@ async fn typical_flow_g1_steps_0_to_9() -> Result<()> {
     let vis = nas.handle().default_visibility();
     let photos = nas
         .handle()
-        .publish(ServiceDraft::new("Family photos", ["photos", "family"], vis.clone()), Some(photos_path))
+        .publish(
+            ServiceDraft::new("Family photos", ["photos", "family"], vis.clone()),
+            Some(photos_path),
+        )
         .await?;
     let iptv = nas
         .handle()
-        .publish(ServiceDraft::new("IPTV channel 1", ["tv", "iptv"], vis), Some(iptv_path))
+        .publish(
+            ServiceDraft::new("IPTV channel 1", ["tv", "iptv"], vis),
+            Some(iptv_path),
+        )
         .await?;
 
     // Step 4: the phone discovers it by keyword (two keywords, both must match).
-    let found = phone.handle().find(&Query::keywords(["photos", "family"])).await?;
+    let found = phone
+        .handle()
+        .find(&Query::keywords(["photos", "family"]))
+        .await?;
     let hit = found
         .services
         .iter()
@@ -76,14 +85,27 @@ async fn typical_flow_g1_steps_0_to_9() -> Result<()> {
     let pushed = phone.handle().fetch(&photos.id, DeliveryMode::Push).await?;
     assert_eq!(pushed.sha256, pulled.sha256);
     // A preference suppresses the IPTV report.
-    phone.handle().set_usage_never_report(vec![iptv.id.clone()]).await?;
+    phone
+        .handle()
+        .set_usage_never_report(vec![iptv.id.clone()])
+        .await?;
     let tv = phone.handle().fetch(&iptv.id, DeliveryMode::Pull).await?;
     assert_eq!(tv.usage, "suppressed");
 
     // The charging records are in cpns-auth: the photos twice, the IPTV never.
-    let csv = lab.admin().export_usage(cpns_auth::UsageFormat::Csv).await?;
-    assert_eq!(csv.matches(photos.id.as_str()).count(), 2, "charging records:\n{csv}");
-    assert!(!csv.contains(iptv.id.as_str()), "a suppressed report reached the server:\n{csv}");
+    let csv = lab
+        .admin()
+        .export_usage(cpns_auth::UsageFormat::Csv)
+        .await?;
+    assert_eq!(
+        csv.matches(photos.id.as_str()).count(),
+        2,
+        "charging records:\n{csv}"
+    );
+    assert!(
+        !csv.contains(iptv.id.as_str()),
+        "a suppressed report reached the server:\n{csv}"
+    );
 
     // Step 9: the phone leaves; the gateway de-registers it and the epoch moves on.
     let epoch_before = gw.handle().pn_epoch().context("epoch")?;
@@ -92,7 +114,11 @@ async fn typical_flow_g1_steps_0_to_9() -> Result<()> {
         .handle()
         .wait_until(WAIT, |s| s.members.len() == 2)
         .await?;
-    assert_eq!(s.members.len(), 2, "the phone is gone from the PN Inventory");
+    assert_eq!(
+        s.members.len(),
+        2,
+        "the phone is gone from the PN Inventory"
+    );
     assert!(gw.handle().pn_epoch().context("epoch")? > epoch_before);
 
     // Every step 0-9 is in the trace of the node that took part in it.
@@ -106,9 +132,18 @@ async fn typical_flow_g1_steps_0_to_9() -> Result<()> {
     }
     let all: BTreeSet<u32> = (0..=9).collect();
     ensure!(steps == all, "G.1 steps traced: {steps:?}");
-    let phone_steps: Vec<u32> = phone.handle().trace().iter().filter(|e| e.flow == "G.1").map(|e| e.step).collect();
+    let phone_steps: Vec<u32> = phone
+        .handle()
+        .trace()
+        .iter()
+        .filter(|e| e.flow == "G.1")
+        .map(|e| e.step)
+        .collect();
     for s in [3, 4, 5, 6, 7, 8, 9] {
-        assert!(phone_steps.contains(&s), "the consumer's trace lacks G.1 step {s}: {phone_steps:?}");
+        assert!(
+            phone_steps.contains(&s),
+            "the consumer's trace lacks G.1 step {s}: {phone_steps:?}"
+        );
     }
     lab.shutdown(vec![gw, nas, phone]).await;
     Ok(())

@@ -161,7 +161,9 @@ async fn exchange(shared: &Arc<Shared>, msg: AuthMessage) -> Result<Message, OpE
         .request(server, Protocol::Auth, Message::Auth(msg.clone()))
         .await;
     match first {
-        Err(cpns_overlay::Error::Refused { reply, .. }) if reply.code == ErrorCode::NotAuthenticated => {
+        Err(cpns_overlay::Error::Refused { reply, .. })
+            if reply.code == ErrorCode::NotAuthenticated =>
+        {
             debug!("session lost (server restarted?): authenticating again");
             shared.state().session_expires = None;
             authenticate(shared, false).await?;
@@ -176,10 +178,16 @@ async fn exchange(shared: &Arc<Shared>, msg: AuthMessage) -> Result<Message, OpE
 }
 
 /// A request whose answer is an [`AuthMessage`].
-pub(crate) async fn request(shared: &Arc<Shared>, msg: AuthMessage) -> Result<AuthMessage, OpError> {
+pub(crate) async fn request(
+    shared: &Arc<Shared>,
+    msg: AuthMessage,
+) -> Result<AuthMessage, OpError> {
     match exchange(shared, msg).await? {
         Message::Auth(m) => Ok(m),
-        other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
+        other => Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            other.name()
+        ))),
     }
 }
 
@@ -187,7 +195,10 @@ pub(crate) async fn request(shared: &Arc<Shared>, msg: AuthMessage) -> Result<Au
 pub(crate) async fn command(shared: &Arc<Shared>, msg: AuthMessage) -> Result<(), OpError> {
     match exchange(shared, msg).await? {
         Message::Ack => Ok(()),
-        other => Err(OpError::Refused(format!("unexpected answer {}", other.name()))),
+        other => Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            other.name()
+        ))),
     }
 }
 

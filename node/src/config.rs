@@ -135,7 +135,9 @@ pub struct Config {
     /// Port of the local HTTP API on 127.0.0.1 (0: any free port; the address is written to
     /// `DATA_DIR/api.json`). Default: 0.
     pub api_port: u16,
-    /// Kademlia replication factor. Default: 20.
+    /// Kademlia replication factor: how many gateways store each DHT record. Default: 8 (the
+    /// DHT is made of a community's gateways; 8 replicas survive the loss of several while
+    /// keeping publication fast — docs/BENCHMARKS.md measures 20 against 8).
     pub dht_replication: usize,
     /// Most trace events kept. Default: 4096.
     pub trace_capacity: usize,
@@ -160,7 +162,7 @@ impl Default for Config {
             auto_pair: true,
             log: "info".into(),
             api_port: 0,
-            dht_replication: 20,
+            dht_replication: 8,
             trace_capacity: 4096,
             status: StatusConfig::default(),
             capabilities: CapabilitiesConfig::default(),

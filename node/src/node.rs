@@ -186,7 +186,9 @@ fn check_ports_free(listen: &[Multiaddr]) -> Result<(), StartError> {
             && port != 0
             && let Err(e) = std::net::TcpListener::bind((ip, port))
         {
-            return Err(StartError::Overlay(cpns_overlay::Error::Listen(format!("{addr}: {e}"))));
+            return Err(StartError::Overlay(cpns_overlay::Error::Listen(format!(
+                "{addr}: {e}"
+            ))));
         }
     }
     Ok(())

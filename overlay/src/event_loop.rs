@@ -420,7 +420,12 @@ impl EventLoop {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.dht_server = dht_server;
                     state.agent = Some(info.agent_version.clone());
-                    state.listen_addrs = info.listen_addrs.iter().take(MAX_LISTEN_ADDRS).cloned().collect();
+                    state.listen_addrs = info
+                        .listen_addrs
+                        .iter()
+                        .take(MAX_LISTEN_ADDRS)
+                        .cloned()
+                        .collect();
                 }
                 self.emit(Event::Identified {
                     peer: peer_id,

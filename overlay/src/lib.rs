@@ -82,7 +82,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    if out.is_empty() { format!("{e:?}") } else { out }
+    if out.is_empty() {
+        format!("{e:?}")
+    } else {
+        out
+    }
 }
 
 /// How long [`new`] waits for its listeners to report their addresses.

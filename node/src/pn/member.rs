@@ -367,12 +367,20 @@ pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<(), OpError> {
     let pn_id = shared.pn_id().unwrap_or_default();
     let answer = shared
         .client
-        .request(gateway, Protocol::Cpns, Message::Pn(PnMessage::InventoryRequest { pn_id }))
+        .request(
+            gateway,
+            Protocol::Cpns,
+            Message::Pn(PnMessage::InventoryRequest { pn_id }),
+        )
         .await?;
     if let Message::Pn(PnMessage::InventoryResponse(summary)) = answer {
         admit_members(shared, &summary.members).await;
         if let Some(p) = shared.state().pn.as_mut() {
-            p.members = summary.members.iter().map(|m| (m.peer_id, m.clone())).collect();
+            p.members = summary
+                .members
+                .iter()
+                .map(|m| (m.peer_id, m.clone()))
+                .collect();
         }
         shared.after_pn_change();
     }
