@@ -108,9 +108,6 @@ impl Reader {
             .values()
             .map(|p| p.name().to_string_lossy().into_owned())
             .collect();
-        // The process table is only needed for these names: drop it rather than keep every
-        // process of the machine in memory between reads.
-        self.system = System::new();
         running.sort();
         running.dedup();
         running.truncate(MAX_RUNNING_APPS);
@@ -132,7 +129,7 @@ impl Reader {
             None => PowerSource::Mains,
         };
 
-        Capabilities {
+        let caps = Capabilities {
             mode,
             gateway_preference: preference,
             static_caps: StaticCapabilities {
@@ -173,7 +170,11 @@ impl Reader {
                 running_applications: running,
             },
             revision,
-        }
+        };
+        // The process table is only needed for the names above: drop it rather than keep
+        // every process of the machine in memory between reads.
+        self.system = System::new();
+        caps
     }
 }
 
