@@ -628,3 +628,99 @@ fn cli_without_a_node_exits_3() -> Result<()> {
     assert_eq!(out.status.code(), Some(3), "stale api.json");
     Ok(())
 }
+
+/// The README's "two nodes, one command each": both daemons enrol at start (`--code`), the
+/// second pairs with the first by its pairing code (`--pair cpnspair1-…`); they elect a gateway
+/// and form a PN. Then a service published with `cpns services publish` on one is found with
+/// `cpns services find` on the other, and `cpns trace --mermaid` draws B.1.
+#[test]
+fn two_nodes_one_command_each_form_a_pn_and_find_a_service() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let mut daemons = Daemons::default();
+    let auth = root.join("auth");
+    let mut serve = command("cpns-auth");
+    serve
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&auth)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    daemons.start("cpns-auth", serve, &root.join("auth.log"))?;
+    wait_for(&mut daemons, WAIT, "cpns-auth's admin endpoint", || {
+        if !auth.join("admin.json").exists() {
+            return Ok(None);
+        }
+        let out = run(auth_cli(&auth, &["status", "--json"]), WAIT)?;
+        Ok(out.status.success().then_some(()))
+    })?;
+    run_json(auth_cli(&auth, &["users", "create", "alice", "--json"]))?;
+    let code = || -> Result<String> {
+        let v = run_json(auth_cli(
+            &auth,
+            &["enrol", "create", "--user", "alice", "--json"],
+        ))?;
+        v["code"].as_str().map(str::to_owned).context("no code")
+    };
+
+    let a = start_node(&mut daemons, root, "a", &["--code", &code()?])?;
+    let sa = wait_for(&mut daemons, WAIT, "a to enrol", || {
+        let s = node_status(&mut Daemons::default(), &a)?;
+        Ok((s["enrolled"] == true).then_some(s))
+    })?;
+    let pairing = run_json(cpns(&a, &["pairing-code"]))?;
+    let pairing = pairing["code"].as_str().context("pairing code")?.to_owned();
+    assert!(pairing.starts_with("cpnspair1-"), "{pairing}");
+    let b = start_node(
+        &mut daemons,
+        root,
+        "b",
+        &["--code", &code()?, "--pair", &pairing],
+    )?;
+    let sb = wait_for(&mut daemons, WAIT, "the PN to form", || {
+        let s = node_status(&mut Daemons::default(), &b)?;
+        Ok(
+            (s["pn_id"].is_string() && s["members"].as_array().map(Vec::len) == Some(2))
+                .then_some(s),
+        )
+    })?;
+    let gateway = sb["gateway"].as_str().context("gateway")?.to_owned();
+    let peer_a = sa["peer_id"].as_str().context("peer")?;
+    let gateway_dir = if gateway == peer_a { &a } else { &b };
+
+    let published = run_json(cpns(
+        &a,
+        &[
+            "services",
+            "publish",
+            "--name",
+            "Hall printer",
+            "-k",
+            "printer",
+        ],
+    ))?;
+    let id = published["id"].as_str().context("service id")?.to_owned();
+    let found = wait_for(&mut daemons, WAIT, "the service to be found", || {
+        let d = run_json(cpns(&b, &["services", "find", "printer"]))?;
+        let hit = d["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f["description"]["id"] == id.as_str());
+        Ok(hit.then_some(d))
+    })?;
+    assert!(found["figures"]["requests"].as_u64().is_some());
+
+    let mut mermaid = command("cpns");
+    mermaid
+        .arg("--data-dir")
+        .arg(gateway_dir)
+        .args(["trace", "--mermaid"]);
+    let out = run(mermaid, WAIT)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("sequenceDiagram"), "{text}");
+    assert!(
+        text.contains("B.1 26. ConnectionSetupConfirmation"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -211,6 +211,26 @@ impl Handle {
         pairing::pair(&self.shared, addr).await
     }
 
+    /// Pairs with a device named by an address (`…/p2p/PEERID`) or a pairing code
+    /// (`cpnspair1-…`); tries the code's addresses in turn.
+    pub async fn pair_with(&self, target: &str) -> Result<pairing::PairOutcome, OpError> {
+        let mut last = None;
+        for addr in crate::pn::code::resolve(target)? {
+            match pairing::pair(&self.shared, addr).await {
+                Ok(o) => return Ok(o),
+                Err(e @ OpError::Unavailable(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| OpError::BadRequest("nothing to dial".into())))
+    }
+
+    /// This node's pairing code (`cpns pairing-code`): its PeerId and listen addresses.
+    pub async fn pairing_code(&self) -> Result<String, OpError> {
+        let addrs = self.shared.client.listen_addrs().await?;
+        crate::pn::code::encode(self.shared.peer_id, &addrs)
+    }
+
     /// Waits until this node is in a PN; returns its id, or `None` after `limit`.
     pub async fn wait_for_pn(&self, limit: Duration) -> Option<String> {
         gateway::wait_ready(&self.shared, limit).await

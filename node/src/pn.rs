@@ -3,11 +3,13 @@
 //!
 //! * [`registration`]: Entity Registration and Discovery (steps 1-2), both ways, with credentials.
 //! * [`pairing`]: the pairing driver (steps 1-7) and the responder's side of it.
+//! * [`code`]: pairing codes (`cpnspair1-…`), to pair from a code instead of an address.
 //! * [`election`]: the gateway election rule (step 5).
 //! * [`gateway`]: the gateway's side: to `cpns-auth` (steps 8-17) and admitting PNEs (18-26).
 //! * [`member`]: the PNE's side of joining (18, 24-26) and of membership updates.
 //! * [`inventory`]: the gateway's local PN Inventory in sled.
 
+pub(crate) mod code;
 pub(crate) mod election;
 pub(crate) mod gateway;
 pub(crate) mod inventory;

@@ -18,6 +18,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/up", post(up))
         .route("/v1/down", post(down))
         .route("/v1/pair", post(pair))
+        .route("/v1/pair/code", get(pairing_code))
         .route("/v1/pn", get(inventory))
         .route("/v1/pn/invite", post(invite))
         .route("/v1/pn/expel", post(expel))
@@ -56,8 +57,19 @@ struct PairBody {
 }
 
 async fn pair(State(s): State<ApiState>, Body(b): Body<PairBody>) -> ApiResult<PairOutcome> {
-    let addr = b.addr.parse().map_err(bad)?;
-    Ok(Json(s.handle.pair(addr).await?))
+    // `addr` is a multiaddr with /p2p/PEERID or a pairing code.
+    Ok(Json(s.handle.pair_with(&b.addr).await?))
+}
+
+#[derive(Serialize)]
+struct PairingCodeView {
+    code: String,
+}
+
+async fn pairing_code(State(s): State<ApiState>) -> ApiResult<PairingCodeView> {
+    Ok(Json(PairingCodeView {
+        code: s.handle.pairing_code().await?,
+    }))
 }
 
 #[derive(Deserialize)]

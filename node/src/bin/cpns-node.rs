@@ -44,6 +44,12 @@ struct Args {
     /// The device's name.
     #[arg(long)]
     device_name: Option<String>,
+    /// Enrol at start with this code from `cpns-auth enrol create`, unless already enrolled.
+    #[arg(long, env = "CPNS_CODE")]
+    code: Option<String>,
+    /// Pair at start with this device (address with /p2p/PEERID, or pairing code); repeatable.
+    #[arg(long)]
+    pair: Vec<String>,
     /// Validate the configuration (this FILE, or `--config` with the environment and flags) and
     /// exit: 0 if valid, 1 with the bad key named.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
@@ -119,13 +125,43 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// What to do once the daemon runs: enrol, pair.
+struct Startup {
+    code: Option<String>,
+    pair: Vec<String>,
+}
+
+async fn run(config: Config, start: Startup) -> anyhow::Result<()> {
     let node = Node::start(config).await.context("starting the node")?;
     for addr in node.dial_addrs().await {
         println!("listening on {addr}");
     }
     println!("peer id {}", node.peer_id());
     println!("api on {}", node.api_addr());
+    let handle = node.handle();
+    if let Some(code) = start.code {
+        if handle.status().await.map(|s| s.enrolled).unwrap_or(false) {
+            println!("already enrolled: --code ignored");
+        } else {
+            match handle.up(&code).await {
+                Ok(s) => println!(
+                    "enrolled as {} of user {}",
+                    s.device,
+                    s.user.unwrap_or_default()
+                ),
+                Err(e) => eprintln!("cpns-node: enrolment failed: {e}"),
+            }
+        }
+    }
+    if let Ok(code) = handle.pairing_code().await {
+        println!("pairing code {code}");
+    }
+    for target in start.pair {
+        match handle.pair_with(&target).await {
+            Ok(o) => println!("paired with {} ({})", o.peer_id, o.result),
+            Err(e) => eprintln!("cpns-node: pairing with {target} failed: {e}"),
+        }
+    }
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
@@ -199,8 +235,12 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
+    let start = Startup {
+        code: args.code.clone(),
+        pair: args.pair.clone(),
+    };
     let result = match args.command.unwrap_or(Command::Run) {
-        Command::Run => run(config).await,
+        Command::Run => run(config, start).await,
         Command::Enrol { code } => enrol(config, &code).await,
     };
     match result {

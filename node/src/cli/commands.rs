@@ -45,11 +45,16 @@ enum Command {
     },
     /// Leave the PN: the gateway de-registers this node with cpns-auth (G.1 step 9).
     Down,
-    /// Pair with a device at MULTIADDR (…/p2p/PEERID): registration, capabilities, gateway
-    /// election or joining (B.1).
+    /// Pair with a device: registration, capabilities, gateway election or joining (B.1).
     Pair {
-        /// The device's address with /p2p/PEERID.
+        /// The device's address with /p2p/PEERID, or its pairing code (`cpnspair1-…`).
         addr: String,
+    },
+    /// This node's pairing code, for another device's `cpns pair CODE`.
+    PairingCode {
+        /// Also print it as a QR code in the terminal.
+        #[arg(long)]
+        qr: bool,
     },
     /// PN management: inventory, invite, expel, seal/open with the PN key.
     Pn {
@@ -159,6 +164,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Pair { addr } => super::pn::pair(&api, cli.json, addr).await,
+        Command::PairingCode { qr } => super::pn::pairing_code(&api, cli.json, *qr).await,
         Command::Pn { action } => super::pn::run(&api, cli.json, action).await,
         Command::Mode { action } => super::pn::mode(&api, cli.json, action).await,
         Command::Mesh { .. } => Ok(()),

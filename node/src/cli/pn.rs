@@ -74,6 +74,35 @@ pub(super) async fn pair(api: &ApiClient, json_out: bool, addr: &str) -> Result<
     Ok(())
 }
 
+pub(super) async fn pairing_code(
+    api: &ApiClient,
+    json_out: bool,
+    qr: bool,
+) -> Result<(), CliError> {
+    let v: Value = api.get("/v1/pair/code").await?;
+    if json_out {
+        return print_json(&v);
+    }
+    let code = v["code"].as_str().unwrap_or_default();
+    if qr {
+        use qrcode::render::unicode::Dense1x2;
+        // Upper case puts the code in QR's alphanumeric mode; parsing ignores case.
+        let symbol = qrcode::QrCode::new(code.to_ascii_uppercase().as_bytes())
+            .map_err(|e| CliError::Other(format!("cannot make a QR code: {e}")))?;
+        println!(
+            "{}",
+            symbol
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(true)
+                .build()
+        );
+    }
+    println!("{code}");
+    Ok(())
+}
+
 pub(super) async fn run(
     api: &ApiClient,
     json_out: bool,
