@@ -373,3 +373,57 @@ async fn a_remote_pn_inventory_comes_from_the_dht() -> Result<()> {
     lab.shutdown(vec![alice, bob]).await;
     Ok(())
 }
+
+/// An event-triggered report (5.6.2): a subscriber's policy asks to hear when a PNE's battery
+/// falls below 20 %; the PNE's battery runs down (a capability override, as a lab would
+/// simulate it) and the subscriber is notified once it crosses the threshold, not before.
+#[tokio::test]
+async fn battery_below_threshold_triggers_a_notification() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let gw = lab.gateway_node("alice", "nas").await?;
+    gw.handle().wait_for_pn(WAIT).await.context("PN")?;
+    let watcher = lab.node("alice", "watcher").await?;
+    let phone = lab.node("alice", "phone").await?;
+    let on_battery = |pct: u8| cpns_node::config::CapabilitiesConfig {
+        power: Some("battery".into()),
+        battery_percent: Some(pct),
+        ..Default::default()
+    };
+    phone.handle().set_capabilities(on_battery(60)).await?;
+    for n in [&watcher, &phone] {
+        n.handle().pair(gw.dial_addr().await?).await?;
+        n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
+    }
+    let mut notes = watcher.handle().watch_notifications();
+    watcher
+        .handle()
+        .subscribe_status(
+            phone.peer_id(),
+            StatusPolicy {
+                on_change: false,
+                battery_below: Some(20),
+                ..Default::default()
+            },
+        )
+        .await?;
+    // 60 % -> 45 %: a material change, reported, but above the threshold: no notification.
+    phone.handle().set_capabilities(on_battery(45)).await?;
+    // 45 % -> 15 %: crosses 20 %.
+    phone.handle().set_capabilities(on_battery(15)).await?;
+    let n = tokio::time::timeout(WAIT, notes.recv()).await??;
+    assert_eq!(n.target, phone.peer_id().to_string());
+    assert_eq!(n.trigger, "battery_below");
+    assert_eq!(n.battery_percent, Some(15));
+    assert!(
+        watcher
+            .handle()
+            .notifications()
+            .iter()
+            .all(|n| n.battery_percent != Some(45)),
+        "no notification above the threshold"
+    );
+    lab.shutdown(vec![gw, watcher, phone]).await;
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! refused, or the network failed), 2 usage error, 3 the node is not running (no API file, or
 //! nothing answers at its address).
 
+mod caps;
 mod client;
 mod commands;
 mod groups;

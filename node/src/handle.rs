@@ -488,6 +488,41 @@ impl Handle {
         crate::metrics::render(&self.shared).await
     }
 
+    /// Changes capability overrides at run time (`cpns caps set`): for devices that cannot
+    /// report a value themselves, and for labs that simulate a battery running down. A
+    /// material change is reported at once (to the gateway, to subscribers).
+    pub async fn set_capabilities(
+        &self,
+        patch: crate::config::CapabilitiesConfig,
+    ) -> Result<cpns_overlay::Capabilities, OpError> {
+        let s = &self.shared;
+        let mut merged = s.capability_overrides();
+        macro_rules! take {
+            ($($f:ident),*) => { $( if patch.$f.is_some() { merged.$f = patch.$f.clone(); } )* };
+        }
+        take!(
+            device_type,
+            screen,
+            battery_capacity_mwh,
+            power,
+            battery_percent,
+            wan,
+            memory_bytes,
+            free_memory_bytes,
+            cpu_cores,
+            chipsets
+        );
+        let mut check = s.config.clone();
+        check.capabilities = merged.clone();
+        check
+            .validate()
+            .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        s.set_capability_overrides(merged);
+        let (caps, changed) = s.refresh_caps();
+        status::report_capabilities(s, &caps, changed).await;
+        Ok(caps)
+    }
+
     /// This node's current Device Capabilities (5.6.1).
     pub fn capabilities(&self) -> cpns_overlay::Capabilities {
         self.shared.refresh_caps().0

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     trust: RwLock<Option<Arc<Trust>>>,
     state: Mutex<State>,
     caps_reader: Mutex<caps::Reader>,
+    /// The capability overrides in force: the config's, changed at run time through
+    /// `POST /v1/capabilities` (devices that cannot report themselves, labs).
+    caps_overrides: RwLock<crate::config::CapabilitiesConfig>,
 }
 
 /// The node's mutable state.
@@ -117,6 +120,7 @@ impl Shared {
         );
         let peer_id = identity.peer_id();
         let mode_setting = config.mode;
+        let caps_overrides = config.capabilities.clone();
         let trace = Trace::new(config.trace_capacity);
         let trust = enrolment
             .as_ref()
@@ -153,6 +157,7 @@ impl Shared {
                 joining: None,
             }),
             caps_reader: Mutex::new(reader),
+            caps_overrides: RwLock::new(caps_overrides),
         }
     }
 
@@ -266,7 +271,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .read(
-                &self.config.capabilities,
+                &self
+                    .caps_overrides
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner()),
                 mode,
                 self.gateway_preference(),
                 old.revision,
@@ -277,6 +285,22 @@ impl Shared {
         }
         self.state().caps = new.clone();
         (new, changed)
+    }
+
+    /// The capability overrides in force.
+    pub(crate) fn capability_overrides(&self) -> crate::config::CapabilitiesConfig {
+        self.caps_overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the capability overrides (validated by the caller).
+    pub(crate) fn set_capability_overrides(&self, o: crate::config::CapabilitiesConfig) {
+        *self
+            .caps_overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = o;
     }
 
     /// Takes a revocation list if it is CA-signed and newer: stores it with the enrolment,

@@ -583,6 +583,18 @@ pub(crate) fn spawn(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
 
 async fn periodic(shared: &Arc<Shared>) {
     let (caps, changed) = shared.refresh_caps();
+    report_capabilities(shared, &caps, changed).await;
+}
+
+/// After a capabilities refresh: a PNE re-sends a material change to its gateway and reports
+/// its status (the heartbeat); a gateway checks its members' silence and updates `cpns-auth`;
+/// a battery below the threshold is reported to this node's own subscribers (5.6.2
+/// event-triggered report).
+pub(crate) async fn report_capabilities(
+    shared: &Arc<Shared>,
+    caps: &cpns_overlay::Capabilities,
+    changed: bool,
+) {
     let (gateway, is_gateway) = {
         let s = shared.state();
         (

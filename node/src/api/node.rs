@@ -15,6 +15,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/ping", post(ping))
+        .route("/v1/capabilities", get(capabilities).post(set_capabilities))
         .route("/v1/trace", get(trace))
         .route("/v1/trace/mermaid", get(trace_mermaid))
 }
@@ -62,4 +63,15 @@ async fn trace_mermaid(State(s): State<ApiState>, Query(q): Query<TraceQuery>) -
         events.retain(|e| e.flow == flow);
     }
     crate::trace::mermaid(&events, &s.handle.trace_labels())
+}
+
+async fn capabilities(State(s): State<ApiState>) -> ApiResult<cpns_overlay::Capabilities> {
+    Ok(Json(s.handle.capabilities()))
+}
+
+async fn set_capabilities(
+    State(s): State<ApiState>,
+    Body(patch): Body<crate::config::CapabilitiesConfig>,
+) -> ApiResult<cpns_overlay::Capabilities> {
+    Ok(Json(s.handle.set_capabilities(patch).await?))
 }

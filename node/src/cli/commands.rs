@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         action: super::mesh::MeshAction,
     },
+    /// Device Capabilities: show them, or override some at run time.
+    Caps {
+        #[command(subcommand)]
+        action: Option<super::caps::CapsAction>,
+    },
     /// The node's mode: get, or set pne|gateway|auto.
     Mode {
         #[command(subcommand)]
@@ -172,6 +177,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Content { action } => super::services::content(&api, cli.json, action).await,
         Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
         Command::Groups { action } => super::groups::run(&api, cli.json, action).await,
+        Command::Caps { action } => super::caps::run(&api, cli.json, action).await,
         Command::Status { action: None } => {
             let s: StatusView = api.get("/v1/status").await?;
             if cli.json {

@@ -1,0 +1,97 @@
+//! `cpns caps [set KEY=VALUE…]`: Device Capabilities (5.6.1).
+
+use clap::Subcommand;
+use cpns_overlay::Capabilities;
+use serde_json::{Map, Value};
+
+use super::client::{ApiClient, CliError};
+use super::commands::print_json;
+
+/// `cpns caps` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CapsAction {
+    /// Override capabilities at run time, e.g. `battery_percent=15 power=battery`. Keys:
+    /// device_type, screen (WxH or none), battery_capacity_mwh, power (mains|battery),
+    /// battery_percent, wan (true|false), memory_bytes, free_memory_bytes, cpu_cores.
+    Set {
+        /// KEY=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+}
+
+fn value(key: &str, raw: &str) -> Result<Value, CliError> {
+    let bad = |what: &str| CliError::Other(format!("{key}: {raw:?} is not {what}"));
+    Ok(match key {
+        "device_type" | "screen" | "power" => Value::String(raw.to_string()),
+        "wan" => Value::Bool(raw.parse().map_err(|_| bad("true or false"))?),
+        "battery_percent"
+        | "battery_capacity_mwh"
+        | "memory_bytes"
+        | "free_memory_bytes"
+        | "cpu_cores" => Value::Number(raw.parse::<u64>().map_err(|_| bad("a number"))?.into()),
+        other => return Err(CliError::Other(format!("unknown capability {other:?}"))),
+    })
+}
+
+fn show(c: &Capabilities) {
+    let s = &c.static_caps;
+    let d = &c.dynamic;
+    println!(
+        "mode:        {} (gateway preference {})",
+        c.mode, c.gateway_preference
+    );
+    println!("device:      {} — {}", s.device_type, s.os);
+    println!("cpu:         {} ({} cores)", s.cpu, s.cpu_cores);
+    println!(
+        "memory:      {} MiB, {} MiB free",
+        s.memory_bytes >> 20,
+        d.free_memory_bytes >> 20
+    );
+    match s.screen {
+        Some(sc) => println!("screen:      {}x{}", sc.width, sc.height),
+        None => println!("screen:      none"),
+    }
+    println!(
+        "power:       {:?}{}",
+        d.power,
+        d.battery_percent
+            .map(|b| format!(", battery {b} %"))
+            .unwrap_or_default()
+    );
+    println!(
+        "networks:    {} (WAN {})",
+        d.networks
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if d.wan { "yes" } else { "no" }
+    );
+    println!("revision:    {}", c.revision);
+}
+
+pub(super) async fn run(
+    api: &ApiClient,
+    json_out: bool,
+    action: &Option<CapsAction>,
+) -> Result<(), CliError> {
+    let caps: Capabilities = match action {
+        None => api.get("/v1/capabilities").await?,
+        Some(CapsAction::Set { pairs }) => {
+            let mut body = Map::new();
+            for p in pairs {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Other(format!("expected KEY=VALUE, got {p:?}")))?;
+                body.insert(k.to_string(), value(k, v)?);
+            }
+            api.post("/v1/capabilities", &Value::Object(body)).await?
+        }
+    };
+    if json_out {
+        return print_json(&caps);
+    }
+    show(&caps);
+    Ok(())
+}
