@@ -148,3 +148,60 @@ async fn typical_flow_g1_steps_0_to_9() -> Result<()> {
     lab.shutdown(vec![gw, nas, phone]).await;
     Ok(())
 }
+
+/// "Advertise service description" (5.6.4.2, G.1 step 4 as an advertisement): a PNE that
+/// watches a keyword hears of a new matching service published by another member, through the
+/// gateway, without polling; a service without that keyword is not advertised to it.
+#[tokio::test]
+async fn a_watcher_hears_of_new_matching_services_without_polling() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let gw = lab.gateway_node("alice", "router").await?;
+    gw.handle().wait_for_pn(WAIT).await.context("gateway PN")?;
+    let nas = lab.node("alice", "nas").await?;
+    let phone = lab.node("alice", "phone").await?;
+    for n in [&nas, &phone] {
+        n.handle().pair(gw.dial_addr().await?).await?;
+        n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
+    }
+    crate::util::same_epoch(&[&gw, &nas, &phone]).await?;
+    let subscriptions = phone.handle().watch_services("printer").await?;
+    assert!(subscriptions >= 1);
+
+    let vis = nas.handle().default_visibility();
+    nas.handle()
+        .publish(ServiceDraft::new("Scanner", ["scanner"], vis.clone()), None)
+        .await?;
+    let printer = nas
+        .handle()
+        .publish(
+            ServiceDraft::new("Hall printer", ["printer", "colour"], vis),
+            None,
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let heard = phone.handle().advertisements();
+        if heard.iter().any(|d| d.id == printer.id) {
+            assert!(
+                heard.iter().all(|d| d.name != "Scanner"),
+                "a non-matching service was advertised"
+            );
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the advertisement never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let traced = phone
+        .handle()
+        .trace()
+        .iter()
+        .any(|e| e.flow == "G.1" && e.step == 4 && e.message == "AdvertiseServiceDescription");
+    assert!(traced, "the advertisement is traced as G.1 step 4");
+    lab.shutdown(vec![gw, nas, phone]).await;
+    Ok(())
+}
