@@ -225,26 +225,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             }
             if !s.members.is_empty() {
                 println!();
-                let rows = s
-                    .members
-                    .iter()
-                    .map(|m| {
-                        vec![
-                            m.peer_id.clone(),
-                            m.mode.clone(),
-                            match &m.reason {
-                                Some(r) => format!("{} ({r})", m.status),
-                                None => m.status.clone(),
-                            },
-                            m.user.clone(),
-                            m.device.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                print!(
-                    "{}",
-                    render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows)
-                );
+                print!("{}", super::table::members(&s.members));
             }
             Ok(())
         }

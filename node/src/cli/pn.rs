@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 
 use super::client::{ApiClient, CliError};
 use super::commands::print_json;
-use super::table::render;
 use crate::PairOutcome;
 
 /// `cpns pn` actions.
@@ -122,26 +121,7 @@ pub(super) async fn run(
                 "PN {} of {} (gateway {}, key epoch {})",
                 inv.pn_id, inv.owner, inv.gateway, inv.epoch
             );
-            let rows = inv
-                .members
-                .iter()
-                .map(|m| {
-                    vec![
-                        m.peer_id.clone(),
-                        m.mode.clone(),
-                        match &m.reason {
-                            Some(r) => format!("{} ({r})", m.status),
-                            None => m.status.clone(),
-                        },
-                        m.user.clone(),
-                        m.device.clone(),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            print!(
-                "{}",
-                render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows)
-            );
+            print!("{}", super::table::members(&inv.members));
             Ok(())
         }
         PnAction::Invite { user, entity } => {

@@ -39,3 +39,23 @@ pub(crate) fn short(id: &str) -> String {
         format!("…{}", &id[id.len() - n..])
     }
 }
+
+/// The table of a PN's members.
+pub(crate) fn members(members: &[crate::views::MemberView]) -> String {
+    let rows = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.peer_id.clone(),
+                m.mode.clone(),
+                match &m.reason {
+                    Some(r) => format!("{} ({r})", m.status),
+                    None => m.status.clone(),
+                },
+                m.user.clone(),
+                m.device.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    render(&["MEMBER", "MODE", "STATUS", "USER", "DEVICE"], &rows)
+}

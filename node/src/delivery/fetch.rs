@@ -44,7 +44,7 @@ pub(crate) async fn fetch(
         .is_some_and(|p| p.is_member(&offerer))
         || shared.peer_entry(&offerer).is_some();
     if !known && offerer != me {
-        crate::pn::member::register_with(shared, offerer).await?;
+        crate::pn::registration::register(shared, offerer).await?;
     }
     let (caps, _) = shared.refresh_caps();
     let started_at = now();

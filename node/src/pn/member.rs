@@ -13,7 +13,6 @@ use cpns_overlay::{
 use libp2p::{Multiaddr, PeerId};
 use tracing::{info, warn};
 
-use super::registration::{own_registration, verify_and_admit};
 use super::{Membership, PnState, clear_membership, save_membership};
 use crate::auth_link::{install_grant, pn_group};
 use crate::config::ModeSetting;
@@ -37,7 +36,7 @@ pub(crate) async fn join(
     }
     // A gateway met through another member has not registered with us yet: steps 1-2 first.
     if shared.peer_entry(&gateway).is_none() {
-        register_with(shared, gateway).await?;
+        super::registration::register(shared, gateway).await?;
     }
     let pn_hint = shared
         .peer_entry(&gateway)
@@ -136,49 +135,6 @@ pub(crate) async fn join(
     info!(pn = %summary.pn_id, %gateway, epoch = summary.epoch, "member of the PN");
     shared.after_pn_change();
     Ok(summary.pn_id)
-}
-
-/// Steps 1-2 with a peer met only by address (for instance the gateway named by another
-/// member).
-pub(crate) async fn register_with(shared: &Arc<Shared>, peer: PeerId) -> Result<(), OpError> {
-    let me = shared.peer_id;
-    let reg = own_registration(shared).await?;
-    shared.trace(B1, 1, &me, &peer, "EntityRegistrationAndDiscovery", "");
-    let answer = shared
-        .client
-        .request(
-            peer,
-            Protocol::Cpns,
-            Message::Pn(PnMessage::EntityRegistration(reg)),
-        )
-        .await
-        .map_err(|e| OpError::Refused(format!("step 1 refused: {e}")))?;
-    let Message::Pn(PnMessage::EntityRegistration(theirs)) = answer else {
-        return Err(OpError::Refused(format!(
-            "step 2: unexpected {}",
-            answer.name()
-        )));
-    };
-    shared.trace(
-        B1,
-        2,
-        &peer,
-        &me,
-        "EntityRegistrationAndDiscovery",
-        theirs.mode.as_str(),
-    );
-    verify_and_admit(shared, peer, &theirs)
-        .await
-        .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
-    shared.trace(
-        G1,
-        2,
-        &me,
-        &peer,
-        "CpnsEntityDiscovery",
-        theirs.mode.as_str(),
-    );
-    Ok(())
 }
 
 /// Opens a PN key sealed for this node under its EUKey and keeps it.
@@ -362,7 +318,7 @@ pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<(), OpError> {
     if let Some(e) = last {
         return Err(OpError::Unavailable(format!("gateway unreachable: {e}")));
     }
-    register_with(shared, gateway).await?;
+    super::registration::register(shared, gateway).await?;
     // The member list is not kept across restarts: ask the gateway for the current one.
     let pn_id = shared.pn_id().unwrap_or_default();
     let answer = shared

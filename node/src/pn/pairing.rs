@@ -52,42 +52,7 @@ pub(crate) async fn pair(shared: &Arc<Shared>, addr: Multiaddr) -> Result<PairOu
     }
 
     // Steps 1-2.
-    let reg = own_registration(shared).await?;
-    shared.trace(B1, 1, &me, &peer, "EntityRegistrationAndDiscovery", "");
-    let answer = shared
-        .client
-        .request(
-            peer,
-            Protocol::Cpns,
-            Message::Pn(PnMessage::EntityRegistration(reg)),
-        )
-        .await
-        .map_err(|e| OpError::Refused(format!("step 1 refused: {e}")))?;
-    let Message::Pn(PnMessage::EntityRegistration(theirs)) = answer else {
-        return Err(OpError::Refused(format!(
-            "step 2: unexpected {}",
-            answer.name()
-        )));
-    };
-    shared.trace(
-        B1,
-        2,
-        &peer,
-        &me,
-        "EntityRegistrationAndDiscovery",
-        theirs.mode.as_str(),
-    );
-    verify_and_admit(shared, peer, &theirs)
-        .await
-        .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
-    shared.trace(
-        G1,
-        2,
-        &me,
-        &peer,
-        "CpnsEntityDiscovery",
-        theirs.mode.as_str(),
-    );
+    super::registration::register(shared, peer).await?;
 
     // Steps 3-4.
     let (my_caps, _) = shared.refresh_caps();
@@ -298,6 +263,7 @@ pub(crate) async fn on_registration(
                 "EntityRegistrationAndDiscovery",
                 mine.mode.as_str(),
             );
+            shared.trace(G1, 2, &peer, &me, "CpnsEntityDiscovery", reg.mode.as_str());
             Message::Pn(PnMessage::EntityRegistration(mine))
         }
         Err(e) => Message::error(ErrorCode::NotRegistered, e.to_string()),

@@ -12,6 +12,7 @@ use tracing::debug;
 
 use crate::error::OpError;
 use crate::shared::{PeerEntry, Shared, now};
+use crate::trace::flow::{B1, G1};
 
 /// This node's registration: mode, credential, PN, gateway, addresses, revocation version.
 pub(crate) async fn own_registration(shared: &Shared) -> Result<EntityRegistration, OpError> {
@@ -105,5 +106,48 @@ pub(crate) async fn verify_and_admit(
             }
         });
     }
+    Ok(())
+}
+
+/// Steps 1-2 from the initiator's side: this node registers with `peer` (step 1), takes the
+/// peer's registration in answer (step 2) and admits the peer if its credential is good.
+pub(crate) async fn register(shared: &Arc<Shared>, peer: PeerId) -> Result<(), OpError> {
+    let me = shared.peer_id;
+    let reg = own_registration(shared).await?;
+    shared.trace(B1, 1, &me, &peer, "EntityRegistrationAndDiscovery", "");
+    let answer = shared
+        .client
+        .request(
+            peer,
+            Protocol::Cpns,
+            Message::Pn(PnMessage::EntityRegistration(reg)),
+        )
+        .await
+        .map_err(|e| OpError::Refused(format!("step 1 refused: {e}")))?;
+    let Message::Pn(PnMessage::EntityRegistration(theirs)) = answer else {
+        return Err(OpError::Refused(format!(
+            "step 2: unexpected {}",
+            answer.name()
+        )));
+    };
+    shared.trace(
+        B1,
+        2,
+        &peer,
+        &me,
+        "EntityRegistrationAndDiscovery",
+        theirs.mode.as_str(),
+    );
+    verify_and_admit(shared, peer, &theirs)
+        .await
+        .map_err(|(code, text)| OpError::Refused(format!("step 2 ({}): {text}", code.as_str())))?;
+    shared.trace(
+        G1,
+        2,
+        &me,
+        &peer,
+        "CpnsEntityDiscovery",
+        theirs.mode.as_str(),
+    );
     Ok(())
 }
