@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use cpns_directory::{Query, ServiceDraft};
 use cpns_overlay::DeliveryMode;
 
-use crate::util::{Lab, WAIT, init_tracing, same_epoch};
+use crate::util::{Lab, WAIT, init_tracing};
 
 /// With the server down, members still find services, get content sealed under the PN key
 /// and keep their usage reports queued; once the server is back, the reports arrive.
@@ -16,15 +16,8 @@ async fn pn_keeps_working_without_the_server_and_catches_up() -> Result<()> {
     init_tracing();
     let mut lab = Lab::start().await?;
     lab.user("alice").await?;
-    let gw = lab.gateway_node("alice", "router").await?;
-    gw.handle().wait_for_pn(WAIT).await.context("PN")?;
-    let nas = lab.node("alice", "nas").await?;
-    let phone = lab.node("alice", "phone").await?;
-    for n in [&nas, &phone] {
-        n.handle().pair(gw.dial_addr().await?).await?;
-        n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
-    }
-    same_epoch(&[&gw, &nas, &phone]).await?;
+    let (gw, mut members) = lab.pn("alice", "router", &["nas", "phone"]).await?;
+    let (phone, nas) = (members.remove(1), members.remove(0));
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("song.flac");
     std::fs::write(&file, vec![42u8; 300_000])?;

@@ -28,16 +28,8 @@ async fn typical_flow_g1_steps_0_to_9() -> Result<()> {
     init_tracing();
     let lab = Lab::start().await?;
     lab.user("alice").await?;
-    let gw = lab.gateway_node("alice", "router").await?;
-    gw.handle().wait_for_pn(WAIT).await.context("gateway PN")?;
-    let nas = lab.node("alice", "nas").await?;
-    let phone = lab.node("alice", "phone").await?;
-    for n in [&nas, &phone] {
-        n.handle().pair(gw.dial_addr().await?).await?;
-        n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
-    }
-
-    crate::util::same_epoch(&[&gw, &nas, &phone]).await?;
+    let (gw, mut members) = lab.pn("alice", "router", &["nas", "phone"]).await?;
+    let (phone, nas) = (members.remove(1), members.remove(0));
 
     // Step 0: the NAS publishes family photos (PN visibility, the default) and an IPTV stream.
     let dir = tempfile::tempdir()?;
@@ -157,15 +149,8 @@ async fn a_watcher_hears_of_new_matching_services_without_polling() -> Result<()
     init_tracing();
     let lab = Lab::start().await?;
     lab.user("alice").await?;
-    let gw = lab.gateway_node("alice", "router").await?;
-    gw.handle().wait_for_pn(WAIT).await.context("gateway PN")?;
-    let nas = lab.node("alice", "nas").await?;
-    let phone = lab.node("alice", "phone").await?;
-    for n in [&nas, &phone] {
-        n.handle().pair(gw.dial_addr().await?).await?;
-        n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
-    }
-    crate::util::same_epoch(&[&gw, &nas, &phone]).await?;
+    let (gw, mut members) = lab.pn("alice", "router", &["nas", "phone"]).await?;
+    let (phone, nas) = (members.remove(1), members.remove(0));
     let subscriptions = phone.handle().watch_services("printer").await?;
     assert!(subscriptions >= 1);
 
@@ -203,5 +188,33 @@ async fn a_watcher_hears_of_new_matching_services_without_polling() -> Result<()
         .any(|e| e.flow == "G.1" && e.step == 4 && e.message == "AdvertiseServiceDescription");
     assert!(traced, "the advertisement is traced as G.1 step 4");
     lab.shutdown(vec![gw, nas, phone]).await;
+    Ok(())
+}
+
+/// A household whose gateway is its only DHT server (its PNEs are Kademlia clients and no
+/// other household is bootstrapped): a service the gateway publishes is accepted, not refused
+/// for want of a second server, and its PNE finds it.
+#[tokio::test]
+async fn a_lone_gateway_publishes_and_its_pne_finds_the_service() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let (gw, mut members) = lab.pn("alice", "router", &["phone"]).await?;
+    let phone = members.remove(0);
+    let vis = gw.handle().default_visibility();
+    let printer = gw
+        .handle()
+        .publish(ServiceDraft::new("Hall printer", ["printer"], vis), None)
+        .await
+        .context("the lone gateway's publish")?;
+    let found = phone.handle().find(&Query::keywords(["printer"])).await?;
+    ensure!(
+        found
+            .services
+            .iter()
+            .any(|f| f.description.id == printer.id),
+        "the PNE did not find the gateway's service: {found:?}"
+    );
+    lab.shutdown(vec![gw, phone]).await;
     Ok(())
 }

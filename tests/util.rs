@@ -221,6 +221,34 @@ impl Lab {
         Ok(LabNode { node, _dir: dir })
     }
 
+    /// A PN ready to use: a gateway-mode node `gateway` of `user` with its PN set up, and one
+    /// auto-mode node per name in `members`, each paired with the gateway and in its PN, all on
+    /// the same key epoch.
+    pub async fn pn(
+        &self,
+        user: &str,
+        gateway: &str,
+        members: &[&str],
+    ) -> anyhow::Result<(LabNode, Vec<LabNode>)> {
+        use anyhow::Context as _;
+        let gw = self.gateway_node(user, gateway).await?;
+        gw.handle()
+            .wait_for_pn(WAIT)
+            .await
+            .context("the gateway's PN")?;
+        let mut nodes = Vec::new();
+        for name in members {
+            let n = self.node(user, name).await?;
+            n.handle().pair(gw.dial_addr().await?).await?;
+            n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
+            nodes.push(n);
+        }
+        let mut all: Vec<&LabNode> = vec![&gw];
+        all.extend(nodes.iter());
+        same_epoch(&all).await?;
+        Ok((gw, nodes))
+    }
+
     /// Stops the nodes, then the server.
     pub async fn shutdown(self, nodes: Vec<LabNode>) {
         for n in nodes {

@@ -77,6 +77,9 @@ struct Inner {
     index_task: std::sync::atomic::AtomicBool,
     adverts: advertise::Registry,
     local_tx: broadcast::Sender<ServiceDescription>,
+    /// Woken when a publish or unpublish could not reach the DHT, so that [`Directory::run`]
+    /// retries within [`RETRY_FIRST`] instead of at the next regular republish.
+    retry_soon: tokio::sync::Notify,
 }
 
 /// Which key a record is published under: public, or a group at one epoch.
@@ -140,6 +143,7 @@ impl Directory {
                 index_pending: std::sync::Mutex::new(BTreeSet::new()),
                 index_task: std::sync::atomic::AtomicBool::new(false),
                 local_tx,
+                retry_soon: tokio::sync::Notify::new(),
             }),
         };
         // Fill the cache from the store so that direct lookups are answered from the start.
@@ -217,9 +221,10 @@ impl Directory {
         self.schedule_index(published.scope.clone());
         drop(guard);
         self.notify_local(&published.description);
-        self.write_all(writes)
-            .await
-            .map_err(PublishError::NotReplicated)?;
+        self.write_all(writes).await.map_err(|e| {
+            self.inner.retry_soon.notify_one();
+            PublishError::NotReplicated(e)
+        })?;
         Ok(local.description)
     }
 
@@ -241,9 +246,10 @@ impl Directory {
             self.schedule_index(old.scope.clone());
         }
         drop(guard);
-        self.write_all(writes)
-            .await
-            .map_err(PublishError::NotReplicated)
+        self.write_all(writes).await.map_err(|e| {
+            self.inner.retry_soon.notify_one();
+            PublishError::NotReplicated(e)
+        })
     }
 
     /// This node's own services, as stored.
@@ -319,6 +325,9 @@ impl Directory {
                 biased;
                 _ = cancel.cancelled() => return,
                 _ = sweep.tick() => self.expire_own().await,
+                _ = self.inner.retry_soon.notified() => {
+                    next = next.min(tokio::time::Instant::now() + RETRY_FIRST);
+                }
                 _ = tokio::time::sleep_until(next) => {
                     let result = tokio::select! {
                         biased;
@@ -798,7 +807,17 @@ impl Directory {
                             publisher: None,
                             expires: Some(Instant::now() + Duration::from_secs(left)),
                         };
-                        client.put_record(record, quorum).await.map(|_| ())
+                        match client.put_record(record, quorum).await {
+                            Ok(_) => Ok(()),
+                            // A DHT server that knows no other server (a household's lone
+                            // gateway) holds the record itself: that is the whole DHT its
+                            // PNEs can reach, and Kademlia replicates it when servers appear.
+                            Err(e) if sole_server_of_its_peers(client).await => {
+                                debug!("record kept on this node only: {e}");
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                     Write::Provide(key) => client
                         .start_providing(RecordKey::new(&key))
@@ -860,4 +879,13 @@ fn record_writes(p: &Published) -> Vec<Write> {
     }];
     w.extend(p.keyword_keys.iter().cloned().map(Write::Provide));
     w
+}
+
+/// Whether this node is the only DHT server its connected peers can use: in Kademlia server
+/// mode, no other server in its routing table, but connected to someone (its PNEs) who asks
+/// it. A node with no connection at all has reached nobody and stays "not replicated".
+async fn sole_server_of_its_peers(client: &Client) -> bool {
+    matches!(client.kad_mode().await, Ok(cpns_overlay::KadMode::Server))
+        && matches!(client.routing_table_size().await, Ok(0))
+        && client.peers().await.is_ok_and(|p| !p.is_empty())
 }

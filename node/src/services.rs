@@ -14,7 +14,7 @@ use std::time::Duration;
 use cpns_directory::{
     Directory, Discovery, Found, Query, ServiceDescription, ServiceDraft, Validator, Visibility,
 };
-use cpns_overlay::{DirectoryMessage, Message, Protocol, RecordValidator, Rejection};
+use cpns_overlay::{DirectoryMessage, KadMode, Message, Protocol, RecordValidator, Rejection};
 use libp2p::PeerId;
 use libp2p::kad::{ProviderRecord, Record};
 use tracing::{debug, info, warn};
@@ -28,6 +28,9 @@ use crate::trace::flow::G1;
 const MAX_ADVERTISEMENTS: usize = 256;
 /// How often the revocation list is refreshed from the DHT.
 const REVOCATION_REFRESH: Duration = Duration::from_secs(300);
+
+/// Longest a publish on a PNE waits for a DHT server (its gateway) in its routing table.
+const PUBLISH_WAIT_FOR_PEERS: Duration = Duration::from_secs(5);
 
 /// The node's DHT validation hook. Until the node is enrolled (no pinned CA yet), it stores
 /// nothing for anyone; afterwards it is the directory's [`Validator`].
@@ -248,6 +251,14 @@ pub(crate) async fn publish(
     draft: ServiceDraft,
 ) -> Result<ServiceDescription, OpError> {
     let directory = shared.services.directory()?;
+    // A PNE (Kademlia client) stores through DHT servers, its gateway first: right after the
+    // PN forms, identify may not yet have told it that the gateway serves the DHT.
+    if matches!(shared.client.kad_mode().await, Ok(KadMode::Client)) {
+        let _ = shared
+            .client
+            .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
+            .await;
+    }
     let desc = directory
         .publish(draft)
         .await

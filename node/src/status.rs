@@ -493,36 +493,59 @@ pub(crate) async fn subscribe(
     target: PeerId,
     policy: StatusPolicy,
 ) -> Result<PeerId, OpError> {
-    let at = {
-        let s = shared.state();
-        match &s.pn {
-            Some(pn) if pn.is_member(&target) && pn.membership.gateway != shared.peer_id => {
-                pn.membership.gateway
-            }
-            _ => target,
+    let mut last = None;
+    for at in where_to_ask(shared, target) {
+        if at == shared.peer_id {
+            shared
+                .status
+                .add_subscriber(target, shared.peer_id, policy)
+                .map_err(OpError::Conflict)?;
+            return Ok(at);
         }
-    };
-    if at == shared.peer_id {
-        shared
-            .status
-            .add_subscriber(target, shared.peer_id, policy)
-            .map_err(OpError::Conflict)?;
-        return Ok(at);
+        let answer = shared
+            .client
+            .request(
+                at,
+                Protocol::Cpns,
+                Message::Status(StatusMessage::Subscribe {
+                    target,
+                    policy: policy.clone(),
+                }),
+            )
+            .await?;
+        match answer {
+            Message::Ack => return Ok(at),
+            other => last = Some(other),
+        }
     }
-    let answer = shared
-        .client
-        .request(
-            at,
-            Protocol::Cpns,
-            Message::Status(StatusMessage::Subscribe { target, policy }),
-        )
-        .await?;
-    match answer {
-        Message::Ack => Ok(at),
-        other => Err(OpError::Refused(format!(
-            "unexpected answer {}",
-            other.name()
-        ))),
+    Err(refused(last))
+}
+
+/// Where to ask about `target`'s status, in order. A PNE asks its gateway, which tracks its
+/// members; when the target is not (yet) a member it knows of, the gateway may know more (a
+/// member that joined a moment ago), and the target itself comes next. Anyone else asks the
+/// target.
+fn where_to_ask(shared: &Arc<Shared>, target: PeerId) -> Vec<PeerId> {
+    let s = shared.state();
+    match &s.pn {
+        Some(pn) if target != shared.peer_id && pn.membership.gateway != shared.peer_id => {
+            if pn.is_member(&target) || target == pn.membership.gateway {
+                vec![pn.membership.gateway]
+            } else {
+                vec![pn.membership.gateway, target]
+            }
+        }
+        _ => vec![target],
+    }
+}
+
+/// The error for a status request nobody accepted, from the last answer.
+fn refused(last: Option<Message>) -> OpError {
+    match last {
+        Some(Message::Error(e)) if e.code == ErrorCode::NotFound => OpError::NotFound(e.message),
+        Some(Message::Error(e)) => OpError::Refused(e.message),
+        Some(other) => OpError::Refused(format!("unexpected answer {}", other.name())),
+        None => OpError::NotFound("no one to ask".into()),
     }
 }
 
@@ -536,32 +559,26 @@ pub(crate) async fn query(
     {
         return Ok((status, battery, shared.peer_id));
     }
-    let at = {
-        let s = shared.state();
-        match &s.pn {
-            Some(pn) if pn.is_member(&target) => pn.membership.gateway,
-            _ => target,
+    let mut last = None;
+    for at in where_to_ask(shared, target) {
+        let answer = shared
+            .client
+            .request(
+                at,
+                Protocol::Cpns,
+                Message::Status(StatusMessage::Query { target }),
+            )
+            .await?;
+        match answer {
+            Message::Status(StatusMessage::Report {
+                status,
+                battery_percent,
+                ..
+            }) => return Ok((status, battery_percent, at)),
+            other => last = Some(other),
         }
-    };
-    let answer = shared
-        .client
-        .request(
-            at,
-            Protocol::Cpns,
-            Message::Status(StatusMessage::Query { target }),
-        )
-        .await?;
-    match answer {
-        Message::Status(StatusMessage::Report {
-            status,
-            battery_percent,
-            ..
-        }) => Ok((status, battery_percent, at)),
-        other => Err(OpError::Refused(format!(
-            "unexpected answer {}",
-            other.name()
-        ))),
     }
+    Err(refused(last))
 }
 
 /// Starts the heartbeat / capability refresh task and the gateway's silence check.

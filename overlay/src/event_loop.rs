@@ -59,10 +59,17 @@ struct PeerState {
     agent: Option<String>,
     /// Where the peer listens, from identify (at most [`MAX_LISTEN_ADDRS`]).
     listen_addrs: Vec<Multiaddr>,
+    /// Keys this peer announced itself as provider of before identify told us where it
+    /// listens (at most [`MAX_ADDRESSLESS_PROVIDED`]); their records get the addresses
+    /// once identify arrives.
+    addressless_provided: Vec<kad::RecordKey>,
 }
 
 /// Most listen addresses remembered per connected peer.
 const MAX_LISTEN_ADDRS: usize = 8;
+
+/// Most provider records per peer waiting for that peer's addresses.
+const MAX_ADDRESSLESS_PROVIDED: usize = 64;
 
 /// Drives the swarm. Spawn [`EventLoop::run`] on the runtime; it returns when the token is
 /// cancelled or every [`crate::Client`] is dropped.
@@ -392,6 +399,32 @@ impl EventLoop {
         }
     }
 
+    /// Gives the stored provider records of `peer` for `keys` that have no addresses the
+    /// addresses identify just reported.
+    fn fill_provider_addresses(
+        &mut self,
+        peer: PeerId,
+        keys: Vec<kad::RecordKey>,
+        addrs: Vec<Multiaddr>,
+    ) {
+        if addrs.is_empty() {
+            return;
+        }
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        for key in keys {
+            let stored = store
+                .providers(&key)
+                .into_iter()
+                .find(|r| r.provider == peer && r.addresses.is_empty());
+            if let Some(mut record) = stored {
+                record.addresses = addrs.clone();
+                if let Err(e) = store.add_provider(record) {
+                    debug!("provider addresses not filled in: {e}");
+                }
+            }
+        }
+    }
+
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
@@ -426,6 +459,9 @@ impl EventLoop {
                         .take(MAX_LISTEN_ADDRS)
                         .cloned()
                         .collect();
+                    let keys = std::mem::take(&mut state.addressless_provided);
+                    let addrs = state.listen_addrs.clone();
+                    self.fill_provider_addresses(peer_id, keys, addrs);
                 }
                 self.emit(Event::Identified {
                     peer: peer_id,
@@ -676,9 +712,17 @@ impl EventLoop {
                 // confirmed external one), and kad answers provider lookups only with
                 // addresses; without these it would drop such providers from every answer.
                 if record.addresses.is_empty()
-                    && let Some(state) = self.peers.get(&source)
+                    && let Some(state) = self.peers.get_mut(&source)
                 {
                     record.addresses = state.listen_addrs.clone();
+                    // Identify has not arrived yet: store the record now and fill its
+                    // addresses in when it does, or the provider stays unfindable.
+                    if record.addresses.is_empty()
+                        && state.addressless_provided.len() < MAX_ADDRESSLESS_PROVIDED
+                        && !state.addressless_provided.contains(&record.key)
+                    {
+                        state.addressless_provided.push(record.key.clone());
+                    }
                 }
                 match self.config.validator.validate_provider(&source, &record) {
                     Ok(()) => {
