@@ -339,6 +339,7 @@ async fn client(seed: u64, code: &str, cancel: &CancellationToken) -> Result<Ben
                             status: Status::Online,
                             pn_id: None,
                             members: vec![],
+                            take_over: false,
                         })
                     }
                     Message::Auth(AuthMessage::PnInventoryCreated { pn, .. }) => {

@@ -221,6 +221,7 @@ async fn spawn_node(seed: u8) -> Result<Spawned> {
                             status: Status::Online,
                             pn_id: None,
                             members: vec![],
+                            take_over: false,
                         })
                     }
                     _ => Message::Ack,

@@ -7,6 +7,7 @@ mod util;
 mod auth;
 mod cli;
 mod directory;
+mod failover;
 mod faults;
 mod groups;
 mod node;

@@ -65,6 +65,7 @@ pub struct Lab {
 /// A node of a [`Lab`], with its own data dir.
 pub struct LabNode {
     node: cpns_node::Node,
+    config: cpns_node::Config,
     _dir: tempfile::TempDir,
 }
 
@@ -93,6 +94,32 @@ impl LabNode {
     /// Stops the node.
     pub async fn shutdown(self) {
         self.node.shutdown().await;
+    }
+    /// Stops the node, keeping its data dir and config for [`StoppedNode::start`].
+    pub async fn stop(self) -> StoppedNode {
+        self.node.shutdown().await;
+        StoppedNode {
+            config: self.config,
+            dir: self._dir,
+        }
+    }
+}
+
+/// A [`LabNode`] that was stopped: its data dir and config.
+pub struct StoppedNode {
+    config: cpns_node::Config,
+    dir: tempfile::TempDir,
+}
+
+impl StoppedNode {
+    /// Starts the node again on its data dir and config (new ports).
+    pub async fn start(self) -> anyhow::Result<LabNode> {
+        let node = cpns_node::Node::start(self.config.clone()).await?;
+        Ok(LabNode {
+            node,
+            config: self.config,
+            _dir: self.dir,
+        })
     }
 }
 
@@ -198,13 +225,8 @@ impl Lab {
         mode: cpns_node::ModeSetting,
         boot: libp2p::Multiaddr,
     ) -> anyhow::Result<LabNode> {
-        let dir = tempfile::tempdir()?;
-        let mut config = Self::config(dir.path(), device, mode);
-        config.bootstrap = vec![boot.to_string()];
-        let node = cpns_node::Node::start(config).await?;
-        let code = self.code(user).await?;
-        node.handle().up(&code).await?;
-        Ok(LabNode { node, _dir: dir })
+        self.node_configured(user, device, mode, |c| c.bootstrap = vec![boot.to_string()])
+            .await
     }
 
     /// Starts a node with a mode setting and enrols it.
@@ -214,11 +236,28 @@ impl Lab {
         device: &str,
         mode: cpns_node::ModeSetting,
     ) -> anyhow::Result<LabNode> {
+        self.node_configured(user, device, mode, |_| {}).await
+    }
+
+    /// Starts a node with a mode setting and [`Lab::config`] changed by `edit`, and enrols it.
+    pub async fn node_configured(
+        &self,
+        user: &str,
+        device: &str,
+        mode: cpns_node::ModeSetting,
+        edit: impl FnOnce(&mut cpns_node::Config),
+    ) -> anyhow::Result<LabNode> {
         let dir = tempfile::tempdir()?;
-        let node = cpns_node::Node::start(Self::config(dir.path(), device, mode)).await?;
+        let mut config = Self::config(dir.path(), device, mode);
+        edit(&mut config);
+        let node = cpns_node::Node::start(config.clone()).await?;
         let code = self.code(user).await?;
         node.handle().up(&code).await?;
-        Ok(LabNode { node, _dir: dir })
+        Ok(LabNode {
+            node,
+            config,
+            _dir: dir,
+        })
     }
 
     /// A PN ready to use: a gateway-mode node `gateway` of `user` with its PN set up, and one
@@ -230,15 +269,30 @@ impl Lab {
         gateway: &str,
         members: &[&str],
     ) -> anyhow::Result<(LabNode, Vec<LabNode>)> {
+        self.pn_configured(user, gateway, members, |_| {}).await
+    }
+
+    /// [`Lab::pn`] with every node's config changed by `edit`.
+    pub async fn pn_configured(
+        &self,
+        user: &str,
+        gateway: &str,
+        members: &[&str],
+        edit: impl Fn(&mut cpns_node::Config),
+    ) -> anyhow::Result<(LabNode, Vec<LabNode>)> {
         use anyhow::Context as _;
-        let gw = self.gateway_node(user, gateway).await?;
+        let gw = self
+            .node_configured(user, gateway, cpns_node::ModeSetting::Gateway, &edit)
+            .await?;
         gw.handle()
             .wait_for_pn(WAIT)
             .await
             .context("the gateway's PN")?;
         let mut nodes = Vec::new();
         for name in members {
-            let n = self.node(user, name).await?;
+            let n = self
+                .node_configured(user, name, cpns_node::ModeSetting::Auto, &edit)
+                .await?;
             n.handle().pair(gw.dial_addr().await?).await?;
             n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
             nodes.push(n);

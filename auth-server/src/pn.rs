@@ -112,12 +112,16 @@ fn rotate(pn: &mut PnRecord, now: UnixTime) {
 impl Core {
     /// B.1 step 17: creates the gateway's PN, or updates the one it already runs (named by
     /// `claimed`, or found by gateway of record). A member of the owner user (or an admin) that
-    /// claims a PN becomes its gateway (a gateway switch, 5.6.9); membership and key stay.
-    /// Returns the record and the gateway's grant of the current key.
+    /// claims a PN with `take_over` becomes its gateway (a failover or planned switch, 5.6.9);
+    /// membership and key stay. The same claim without `take_over` from a member that is not
+    /// the gateway of record (a gateway back after the PN moved on) changes nothing: the
+    /// answer names the current gateway, which the claimant joins as a PNE.
+    /// Returns the record and the claimant's grant of the current key.
     pub(crate) async fn establish_pn(
         &self,
         gateway: PeerId,
         claimed: Option<String>,
+        take_over: bool,
         now: UnixTime,
     ) -> Result<(PnRecordInfo, GroupKeyGrant, bool), RequestError> {
         let (pn, gw, created) = self
@@ -138,6 +142,12 @@ impl Core {
                     }),
                     None => None,
                 };
+                if let Some(pn) = &claimed_pn
+                    && pn.gateway != gateway
+                    && !take_over
+                {
+                    return Ok((Batch::default(), (pn.clone(), gw, false)));
+                }
                 let existing = match claimed_pn {
                     Some(pn) => Some(pn),
                     None => store

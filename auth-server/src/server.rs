@@ -398,11 +398,16 @@ async fn status_update(core: &Core, client: &Client, gateway: PeerId) {
         return;
     }
     let request = Message::Auth(AuthMessage::StatusUpdateRequest);
-    let pn_id = match client.request(gateway, Protocol::Auth, request).await {
-        Ok(Message::Auth(AuthMessage::StatusResponse { status, pn_id, .. })) => {
-            debug!(%gateway, status = status.as_str(), ?pn_id, "status response (step 16)");
+    let (pn_id, take_over) = match client.request(gateway, Protocol::Auth, request).await {
+        Ok(Message::Auth(AuthMessage::StatusResponse {
+            status,
+            pn_id,
+            take_over,
+            ..
+        })) => {
+            debug!(%gateway, status = status.as_str(), ?pn_id, take_over, "status response (step 16)");
             core.metrics.push("status_update", "ok");
-            pn_id
+            (pn_id, take_over)
         }
         Ok(other) => {
             warn!(%gateway, got = other.name(), "step 14 answered with something else than a status response");
@@ -415,7 +420,10 @@ async fn status_update(core: &Core, client: &Client, gateway: PeerId) {
             return;
         }
     };
-    match core.establish_pn(gateway, pn_id, unix_now()).await {
+    match core
+        .establish_pn(gateway, pn_id, take_over, unix_now())
+        .await
+    {
         Ok((pn, key, created)) => {
             info!(%gateway, pn = %pn.pn_id, epoch = pn.epoch, created, "PN inventory (step 17)");
             let msg = Message::Auth(AuthMessage::PnInventoryCreated { pn, key });

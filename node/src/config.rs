@@ -61,6 +61,9 @@ pub struct StatusConfig {
     pub offline_after_secs: u64,
     /// Report to subscribers when the battery falls below this percentage. Default: 20.
     pub battery_threshold: u8,
+    /// After how many seconds without an answer from its gateway a PNE starts a gateway
+    /// failover (5.6.9; see the `pn::failover` module). 0: never. Default: 60.
+    pub gateway_failover_after_secs: u64,
 }
 
 impl Default for StatusConfig {
@@ -69,6 +72,7 @@ impl Default for StatusConfig {
             heartbeat_secs: 5,
             offline_after_secs: 15,
             battery_threshold: 20,
+            gateway_failover_after_secs: 60,
         }
     }
 }
@@ -273,6 +277,13 @@ impl Config {
             return Err(invalid(
                 "status.offline_after_secs",
                 "must be longer than status.heartbeat_secs",
+            ));
+        }
+        let failover = self.status.gateway_failover_after_secs;
+        if failover != 0 && failover <= self.status.heartbeat_secs {
+            return Err(invalid(
+                "status.gateway_failover_after_secs",
+                "must be 0 (never) or longer than status.heartbeat_secs",
             ));
         }
         if self.status.battery_threshold > 100 {

@@ -429,7 +429,8 @@ impl Handle {
     }
 
     /// Changes the mode setting at run time (`cpns mode set pne|gateway|auto`, 5.6.9
-    /// "request to change its Mode"). Becoming a gateway sets a PN up with `cpns-auth`; a
+    /// "request to change its Mode"). Becoming a gateway sets a PN up with `cpns-auth`, or,
+    /// on a PNE of a PN, takes that PN's gateway role over (a planned gateway switch); a
     /// gateway that runs a PN cannot become a plain PNE until the PN is released.
     pub async fn set_mode(&self, setting: crate::config::ModeSetting) -> Result<(), OpError> {
         use crate::config::ModeSetting;
@@ -447,7 +448,11 @@ impl Handle {
         match setting {
             ModeSetting::Gateway => {
                 if in_pn && !gateway_of_pn {
-                    return Err(OpError::Conflict("this node is a PNE of a PN: leave it (`cpns down`) before becoming a gateway".into()));
+                    // A planned gateway switch (5.6.9): this member takes the role over and
+                    // the others, the old gateway too, re-join through it.
+                    crate::pn::failover::take_over(s).await?;
+                    s.state().mode_setting = setting;
+                    return Ok(());
                 }
                 s.state().mode_setting = setting;
                 if !mode.is_gateway() {

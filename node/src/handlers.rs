@@ -99,6 +99,9 @@ async fn answer_request(
             PnMessage::UsageReport(report) => {
                 plain(crate::usage::on_member_report(shared, peer, report).await)
             }
+            PnMessage::GatewayChanged { pn_id, addrs } => {
+                plain(crate::pn::failover::on_gateway_changed(shared, peer, pn_id, addrs).await)
+            }
             other @ (PnMessage::MembershipConfirmation { .. }
             | PnMessage::ConnectionSetupConfirmation(_)
             | PnMessage::InventoryResponse(_)

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::api;
 use crate::config::{Config, ModeSetting};
 use crate::enrolment::Enrolment;
-use crate::error::StartError;
+use crate::error::{OpError, StartError};
 use crate::handlers;
 use crate::keyring::KeyRing;
 use crate::pn;
@@ -250,10 +250,13 @@ async fn resume(shared: Arc<Shared>) {
         gateway == Some(shared.peer_id) || (!in_pn && shared.config.mode == ModeSetting::Gateway);
     if is_gateway {
         pn::gateway::take_gateway_role(&shared).await;
-        if let Err(e) = pn::gateway::establish(&shared).await {
-            warn!(
+        match pn::gateway::establish(&shared).await {
+            Ok(_) => {}
+            // The PN moved to another gateway while this one was away: it re-joins as a PNE.
+            Err(OpError::Conflict(e)) => info!("{e}"),
+            Err(e) => warn!(
                 "cannot set the PN up with cpns-auth now (serving existing members offline): {e}"
-            );
+            ),
         }
     } else if in_pn && let Err(e) = pn::member::resume(&shared).await {
         warn!("cannot reach the PN's gateway now: {e}");

@@ -7,10 +7,12 @@
 //! * [`election`]: the gateway election rule (step 5).
 //! * [`gateway`]: the gateway's side: to `cpns-auth` (steps 8-17) and admitting PNEs (18-26).
 //! * [`member`]: the PNE's side of joining (18, 24-26) and of membership updates.
+//! * [`failover`]: switching the gateway (5.6.9), by request or when it falls silent.
 //! * [`inventory`]: the gateway's local PN Inventory in sled.
 
 pub(crate) mod code;
 pub(crate) mod election;
+pub(crate) mod failover;
 pub(crate) mod gateway;
 pub(crate) mod inventory;
 pub(crate) mod member;

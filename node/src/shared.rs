@@ -79,6 +79,12 @@ pub(crate) struct State {
     pub(crate) session_expires: Option<UnixTime>,
     /// The gateway a connection setup (step 18) is pending with.
     pub(crate) joining: Option<PeerId>,
+    /// Set while this PNE claims its PN's gateway role (step 16 says `take_over`).
+    pub(crate) taking_over: bool,
+    /// When this PNE last heard from its gateway (unix seconds; 0: not yet).
+    pub(crate) gateway_heard: UnixTime,
+    /// Whether a gateway failover is under way.
+    pub(crate) failover_running: bool,
 }
 
 /// A registered peer.
@@ -155,6 +161,9 @@ impl Shared {
                 pn: None,
                 session_expires: None,
                 joining: None,
+                taking_over: false,
+                gateway_heard: 0,
+                failover_running: false,
             }),
             caps_reader: Mutex::new(reader),
             caps_overrides: RwLock::new(caps_overrides),

@@ -459,9 +459,14 @@ async fn report_to_gateway(shared: &Arc<Shared>) {
         battery_percent: battery,
         free_memory_bytes: Some(free),
     });
-    if let Err(e) = shared.client.request(gateway, Protocol::Cpns, msg).await {
-        debug!(%gateway, "heartbeat not delivered: {e}");
-    }
+    let answered = match shared.client.request(gateway, Protocol::Cpns, msg).await {
+        Ok(_) => true,
+        Err(e) => {
+            debug!(%gateway, "heartbeat not delivered: {e}");
+            false
+        }
+    };
+    crate::pn::failover::watch(shared, answered);
 }
 
 /// Before shutdown: tell the gateway this node goes Offline.

@@ -15,6 +15,10 @@ pub mod flow {
     pub const B1: &str = "B.1";
     /// The typical flow of Appendix G.1, steps 0-9.
     pub const G1: &str = "G.1";
+    /// Switching a PN's gateway (5.6.9): 1 the gateway fell silent, 2 a member claims the
+    /// role (then B.1 8-17), 3 the new gateway tells a member, 4 the member re-joins (then
+    /// B.1 18-26).
+    pub const GW_SWITCH: &str = "5.6.9";
 }
 
 /// One traced protocol event.

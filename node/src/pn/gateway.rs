@@ -78,11 +78,20 @@ pub(crate) async fn establish(shared: &Arc<Shared>) -> Result<String, OpError> {
         format!("revision {revision}"),
     );
     shared.gateway_progress.send_replace(13);
-    wait_ready(shared, READY_WAIT).await.ok_or_else(|| {
-        OpError::Unavailable(
+    let mut progress = shared.gateway_progress.subscribe();
+    let done = tokio::time::timeout(READY_WAIT, progress.wait_for(|p| *p >= 17)).await;
+    if !matches!(done, Ok(Ok(_))) {
+        return Err(OpError::Unavailable(
             "cpns-auth did not create the PN Inventory (steps 14-17) in time".into(),
-        )
-    })
+        ));
+    }
+    let s = shared.state();
+    match &s.pn {
+        Some(pn) if pn.membership.gateway == me => Ok(pn.membership.pn_id.clone()),
+        _ => Err(OpError::Conflict(
+            "the PN has another gateway now; this node re-joins it as a PNE".into(),
+        )),
+    }
 }
 
 /// Waits until this node's PN exists; returns its id.
@@ -118,11 +127,12 @@ pub(crate) async fn on_server_request(
             let mut rx = shared.gateway_progress.subscribe();
             let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| *p >= 13)).await;
             shared.trace(B1, 14, &peer, &me, "StatusManagementUpdateRequest", "");
-            let (pn_id, members, status) = {
+            let (pn_id, members, status, take_over) = {
                 let s = shared.state();
+                let take_over = s.taking_over;
                 let pn_id =
                     s.pn.as_ref()
-                        .filter(|p| p.membership.gateway == me)
+                        .filter(|p| p.membership.gateway == me || take_over)
                         .map(|p| p.membership.pn_id.clone());
                 let members: Vec<(PeerId, Status)> =
                     s.pn.as_ref()
@@ -133,7 +143,7 @@ pub(crate) async fn on_server_request(
                                 .collect()
                         })
                         .unwrap_or_default();
-                (pn_id, members, s.status.clone())
+                (pn_id, members, s.status.clone(), take_over)
             };
             let detail = if members.is_empty() {
                 "no change".to_string()
@@ -153,6 +163,7 @@ pub(crate) async fn on_server_request(
                 status,
                 pn_id,
                 members,
+                take_over,
             })
         }
         AuthMessage::PnInventoryCreated { pn, key } => {
@@ -200,6 +211,17 @@ async fn create_inventory(
 ) -> Result<(), OpError> {
     let me = shared.peer_id;
     let key = install_grant(shared, key).await?;
+    if pn.gateway != me {
+        // The PN moved to another gateway while this one was away (5.6.9): join it.
+        let (s, gw) = (shared.clone(), pn.gateway);
+        tokio::spawn(async move {
+            if let Err(e) = super::failover::rehome(&s, gw, Vec::new()).await {
+                warn!(gateway = %gw, "joining the PN's new gateway failed: {e}");
+            }
+        });
+        shared.gateway_progress.send_replace(17);
+        return Ok(());
+    }
     let enrolment = shared.enrolment()?;
     let listen_addrs = shared.client.listen_addrs().await?;
     let membership = Membership {
@@ -233,8 +255,20 @@ async fn create_inventory(
         .await
         .map_err(OpError::Internal)?;
     let mut members = BTreeMap::new();
-    // Members the server still lists (after a gateway restart) stay; their status is
-    // Offline until they are heard from again.
+    // Members the server still lists (after a gateway restart, or known as a PNE before a
+    // take-over) stay; their status is Offline until they are heard from again.
+    let known: Vec<MemberInfo> = shared
+        .state()
+        .pn
+        .as_ref()
+        .map(|p| p.members.values().cloned().collect())
+        .unwrap_or_default();
+    for mut info in known {
+        if info.peer_id != me && pn.members.contains(&info.peer_id) {
+            info.status = Status::Offline;
+            members.insert(info.peer_id, info);
+        }
+    }
     for entry in inventory::load(&shared.db) {
         if entry.info.peer_id == me || pn.members.contains(&entry.info.peer_id) {
             let mut info = entry.info;

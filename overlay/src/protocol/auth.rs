@@ -70,6 +70,10 @@ pub enum AuthMessage {
         pn_id: Option<PnId>,
         /// Status of the members the gateway tracks.
         members: Vec<(PeerId, Status)>,
+        /// Whether a member claims `pn_id`'s gateway role from the gateway of record (a
+        /// failover or a planned switch, 5.6.9). Without it, a claim from a node that is no
+        /// longer the gateway of record (a gateway back after the PN moved on) changes nothing.
+        take_over: bool,
     },
     /// B.1 step 17: the server created or updated the PN Inventory and tells the gateway,
     /// with the gateway's own grant of the PN key.

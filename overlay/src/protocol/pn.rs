@@ -63,6 +63,15 @@ pub enum PnMessage {
     /// G.1 step 8: a PNE's usage report (signed by the PNE), for its gateway to forward to
     /// `cpns-auth`.
     UsageReport(super::UsageReport),
+    /// The PN's gateway switched (5.6.9 "switch current PN GW to other PN GW"): the sender is
+    /// now the gateway of record at `cpns-auth`, which each receiver checks before it re-joins
+    /// the PN through the sender.
+    GatewayChanged {
+        /// The PN.
+        pn_id: PnId,
+        /// Where the new gateway listens.
+        addrs: Vec<Multiaddr>,
+    },
 }
 
 impl PnMessage {
@@ -84,6 +93,7 @@ impl PnMessage {
             PnMessage::Ping { .. } => "Ping",
             PnMessage::Pong { .. } => "Pong",
             PnMessage::UsageReport(_) => "UsageReport",
+            PnMessage::GatewayChanged { .. } => "PnGatewayChanged",
         }
     }
 }
