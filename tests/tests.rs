@@ -13,4 +13,5 @@ mod groups;
 mod node;
 mod overlay;
 mod pn_establishment;
+mod renewal;
 mod typical_flow;

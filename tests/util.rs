@@ -126,8 +126,14 @@ impl StoppedNode {
 impl Lab {
     /// Starts the server on 127.0.0.1 with a fresh data dir.
     pub async fn start() -> anyhow::Result<Lab> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Lab::start`] with the server's config changed by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut cpns_auth::Config)) -> anyhow::Result<Lab> {
         let dir = tempfile::tempdir()?;
-        let config = cpns_auth::Config::with_data_dir(dir.path().join("auth"));
+        let mut config = cpns_auth::Config::with_data_dir(dir.path().join("auth"));
+        edit(&mut config);
         let server = cpns_auth::Server::start(config).await?;
         let listen = server.listen_addrs();
         Ok(Lab {

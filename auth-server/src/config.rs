@@ -41,6 +41,11 @@ pub struct Config {
     /// Lifetime of an entity credential from its issue. Default: 365 days.
     #[serde(with = "duration_text")]
     pub credential_lifetime: Duration,
+    /// How old an entity's current credential must be before the server renews it (nodes
+    /// renew when a third of the lifetime is left); bounds how many serials one entity can
+    /// collect. Default: 1 day.
+    #[serde(with = "duration_text")]
+    pub credential_renewal_min_age: Duration,
     /// How long a node has to answer an authentication challenge (B.1 step 9 to 10).
     /// Default: 30 s.
     #[serde(with = "duration_text")]
@@ -90,6 +95,7 @@ impl Default for Config {
             admin_port: 0,
             code_ttl: Duration::from_secs(3600),
             credential_lifetime: Duration::from_secs(365 * 86_400),
+            credential_renewal_min_age: Duration::from_secs(86_400),
             challenge_ttl: Duration::from_secs(30),
             session_ttl: Duration::from_secs(3600),
             membership_clock_skew: Duration::from_secs(300),
@@ -250,6 +256,12 @@ impl Config {
             self.credential_lifetime,
             s(60),
             s(10 * 366 * 86_400),
+        )?;
+        within(
+            "credential_renewal_min_age",
+            self.credential_renewal_min_age,
+            s(1),
+            self.credential_lifetime,
         )?;
         within("code_ttl", self.code_ttl, s(1), s(30 * 86_400))?;
         within(

@@ -19,8 +19,9 @@ use libp2p::multiaddr::Protocol;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::authn::AuthnError;
 use crate::core::{Core, unix_now};
-use crate::error::{AdminError, EnrolmentError};
+use crate::error::{AdminError, EnrolmentError, RequestError, forbidden};
 use crate::records::{CodeRecord, EntityRecord, UserRecord};
 use crate::store::{Batch, Table, meta};
 use crate::views::{CodeView, CreatedCode};
@@ -362,6 +363,63 @@ impl Core {
             ca: self.ca.public(),
             revocations: (*self.revocations()).clone(),
         })
+    }
+
+    /// Renews the credential of an authenticated entity (DESIGN: "nodes renew before
+    /// expiry"): same PeerId, user, device and modes, a new serial and expiry, stored with the
+    /// entity (whose serial list keeps every serial, so that a revocation names them all)
+    /// before the answer. Refused for a revoked entity, a deleted user, or while the current
+    /// credential is younger than `credential_renewal_min_age`.
+    pub(crate) async fn renew_credential(
+        &self,
+        peer: PeerId,
+        now: UnixTime,
+    ) -> Result<EntityCredential, RequestError> {
+        let lifetime = self.config.credential_lifetime.as_secs();
+        let min_age = self.config.credential_renewal_min_age.as_secs();
+        let credential = self
+            .commit(|store| {
+                let mut e: EntityRecord = store
+                    .get(Table::Entities, peer.to_bytes())?
+                    .ok_or(RequestError::NotAuthenticated)?;
+                if e.revoked.is_some() {
+                    return Err(RequestError::Authn(AuthnError::Revoked {
+                        serial: e.serial(),
+                    }));
+                }
+                if store.get::<UserRecord>(Table::Users, &e.user)?.is_none() {
+                    return Err(forbidden(format!("user {} no longer exists", e.user)));
+                }
+                let age = now.saturating_sub(e.credential.body.issued);
+                if age < min_age {
+                    return Err(RequestError::Conflict(format!(
+                        "the credential is {age}s old; it is renewed from {min_age}s"
+                    )));
+                }
+                let serial: u64 = store.get(Table::Meta, meta::NEXT_SERIAL)?.unwrap_or(1);
+                let credential = EntityCredential::issue(
+                    &self.ca,
+                    CredentialBody {
+                        entity: peer,
+                        user: e.user.clone(),
+                        device: e.device.clone(),
+                        modes: e.modes,
+                        serial,
+                        issued: now,
+                        expires: now.saturating_add(lifetime),
+                    },
+                );
+                e.serials.push(serial);
+                e.credential = credential.clone();
+                let mut b = Batch::default();
+                b.put(Table::Meta, meta::NEXT_SERIAL, &(serial + 1))?;
+                b.put(Table::Entities, peer.to_bytes(), &e)?;
+                b.put(Table::Serials, serial.to_be_bytes(), &peer.to_bytes())?;
+                Ok((b, credential))
+            })
+            .await?;
+        self.metrics.rotation("credential");
+        Ok(credential)
     }
 }
 

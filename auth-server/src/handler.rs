@@ -250,6 +250,10 @@ async fn with_session(
             let pn = core.pn_info(s, &pn_id).await?;
             auth(AuthMessage::PnInfo(pn))
         }
+        AuthMessage::RenewCredential => {
+            let credential = core.renew_credential(s.entity, now).await?;
+            auth(AuthMessage::CredentialRenewed(credential))
+        }
         AuthMessage::GroupCreate { name } => {
             let info = core.group_create(s, &name, now).await?;
             auth(AuthMessage::GroupInfo(info))

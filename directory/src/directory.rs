@@ -59,7 +59,8 @@ struct Inner {
     client: Client,
     identity: Identity,
     peer: PeerId,
-    credential: EntityCredential,
+    /// This node's credential, replaced when it is renewed.
+    credential: RwLock<EntityCredential>,
     trust: Arc<Trust>,
     keys: Arc<dyn KeyRing>,
     store: Store,
@@ -133,7 +134,7 @@ impl Directory {
                 client,
                 identity,
                 peer,
-                credential,
+                credential: RwLock::new(credential),
                 trust,
                 keys,
                 store,
@@ -402,13 +403,35 @@ impl Directory {
         Ok(best)
     }
 
+    /// The credential records are signed with.
+    pub fn credential(&self) -> EntityCredential {
+        match self.inner.credential.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces this node's credential (after a renewal) and re-publishes every own service
+    /// with it, so that no record outlives the old credential's expiry. Returns how many
+    /// services were re-published.
+    pub async fn renew_credential(
+        &self,
+        credential: EntityCredential,
+    ) -> Result<usize, PublishError> {
+        match self.inner.credential.write() {
+            Ok(mut c) => *c = credential,
+            Err(p) => *p.into_inner() = credential,
+        }
+        self.republish_all().await
+    }
+
     /// Publishes the PN's inventory summary, signed by this gateway, under a key derived from
     /// the PN id. The credential must allow gateway mode and belong to the PN's owner.
     pub async fn publish_pn_summary(
         &self,
         summary: &PnInventorySummary,
     ) -> Result<(), PublishError> {
-        let cred = &self.inner.credential;
+        let cred = self.credential();
         if !cred.body.modes.contains(Mode::Gateway) {
             return Err(PublishError::Forbidden(
                 "the credential does not allow gateway mode".into(),
@@ -548,7 +571,7 @@ impl Directory {
     }
 
     fn sign(&self, header: &Header) -> Result<Vec<u8>, PublishError> {
-        let value = record::sign(&self.inner.identity, &self.inner.credential, header)
+        let value = record::sign(&self.inner.identity, &self.credential(), header)
             .map_err(|e| PublishError::Codec(e.to_string()))?;
         if value.len() > self.inner.config.max_record_size {
             return Err(PublishError::Invalid(format!(

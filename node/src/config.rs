@@ -145,6 +145,9 @@ pub struct Config {
     pub dht_replication: usize,
     /// Most trace events kept. Default: 4096.
     pub trace_capacity: usize,
+    /// Renew the entity credential with `cpns-auth` once less than this percentage of its
+    /// lifetime is left (1-100). Default: 33.
+    pub credential_renew_percent: u8,
     /// Status management.
     pub status: StatusConfig,
     /// Capability overrides.
@@ -168,6 +171,7 @@ impl Default for Config {
             api_port: 0,
             dht_replication: 8,
             trace_capacity: 4096,
+            credential_renew_percent: 33,
             status: StatusConfig::default(),
             capabilities: CapabilitiesConfig::default(),
             usage: UsageConfig::default(),
@@ -269,6 +273,12 @@ impl Config {
         }
         if self.trace_capacity == 0 || self.trace_capacity > 1_000_000 {
             return Err(invalid("trace_capacity", "must be between 1 and 1000000"));
+        }
+        if !(1..=100).contains(&self.credential_renew_percent) {
+            return Err(invalid(
+                "credential_renew_percent",
+                "must be between 1 and 100",
+            ));
         }
         if self.status.heartbeat_secs == 0 {
             return Err(invalid("status.heartbeat_secs", "must be at least 1"));

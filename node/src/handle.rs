@@ -78,6 +78,7 @@ impl Handle {
             status: state.status.to_string(),
             epoch,
             auth_server,
+            credential: crate::renewal::view(s),
             dht_mode: dht_mode.into(),
             routing_table,
             connected_peers: peers.len(),
@@ -420,6 +421,11 @@ impl Handle {
             .await
             .map_err(|e| OpError::Unavailable(format!("looking the PN up: {e}")))?
             .ok_or_else(|| OpError::NotFound(format!("no inventory known for {wanted}")))
+    }
+
+    /// Renews this node's entity credential with `cpns-auth` now (`cpns renew`).
+    pub async fn renew_credential(&self) -> Result<crate::renewal::CredentialView, OpError> {
+        crate::renewal::renew(&self.shared).await
     }
 
     /// The current mode and the mode setting (`cpns mode get`).

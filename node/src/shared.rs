@@ -85,6 +85,8 @@ pub(crate) struct State {
     pub(crate) gateway_heard: UnixTime,
     /// Whether a gateway failover is under way.
     pub(crate) failover_running: bool,
+    /// When an automatic credential renewal was last tried and failed.
+    pub(crate) renewal_tried: Option<std::time::Instant>,
 }
 
 /// A registered peer.
@@ -164,6 +166,7 @@ impl Shared {
                 taking_over: false,
                 gateway_heard: 0,
                 failover_running: false,
+                renewal_tried: None,
             }),
             caps_reader: Mutex::new(reader),
             caps_overrides: RwLock::new(caps_overrides),

@@ -606,6 +606,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
 async fn periodic(shared: &Arc<Shared>) {
     let (caps, changed) = shared.refresh_caps();
     report_capabilities(shared, &caps, changed).await;
+    crate::renewal::check(shared).await;
 }
 
 /// After a capabilities refresh: a PNE re-sends a material change to its gateway and reports

@@ -32,6 +32,8 @@ pub struct StatusView {
     pub epoch: Option<u64>,
     /// The authentication server, when enrolled.
     pub auth_server: Option<AuthServerView>,
+    /// This node's entity credential (serial, validity, whether renewal is due).
+    pub credential: Option<crate::renewal::CredentialView>,
     /// `server` or `client`.
     pub dht_mode: String,
     /// Peers in the DHT routing table.

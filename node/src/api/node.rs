@@ -1,4 +1,4 @@
-//! Endpoints about the node itself: status, peers, ping, trace.
+//! Endpoints about the node itself: status, peers, ping, trace, credential renewal.
 
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
@@ -18,6 +18,11 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/capabilities", get(capabilities).post(set_capabilities))
         .route("/v1/trace", get(trace))
         .route("/v1/trace/mermaid", get(trace_mermaid))
+        .route("/v1/credential/renew", post(renew_credential))
+}
+
+async fn renew_credential(State(s): State<ApiState>) -> ApiResult<crate::renewal::CredentialView> {
+    Ok(Json(s.handle.renew_credential().await?))
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusView> {

@@ -96,6 +96,9 @@ enum Command {
         #[command(subcommand)]
         action: super::pn::ModeAction,
     },
+    /// Renew this node's entity credential with cpns-auth now (it also renews by itself once
+    /// a third of its lifetime is left).
+    Renew,
     /// Connected peers.
     Peers,
     /// Round-trip time of a CPNS request to a peer, and whether the path is direct.
@@ -195,6 +198,14 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                     .unwrap_or_default()
             );
             println!("enrolled:  {}", if s.enrolled { "yes" } else { "no" });
+            if let Some(c) = &s.credential {
+                println!(
+                    "credential: serial {}, valid until {} (unix s){}",
+                    c.serial,
+                    c.expires,
+                    if c.renewal_due { ", renewal due" } else { "" }
+                );
+            }
             println!("pn:        {}", s.pn_id.as_deref().unwrap_or("-"));
             println!("gateway:   {}", s.gateway.as_deref().unwrap_or("-"));
             if let Some(e) = s.epoch {
@@ -251,6 +262,19 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             print!(
                 "{}",
                 render(&["PEER", "MODE", "REGISTERED", "RTT", "ADDRESS"], &rows)
+            );
+            Ok(())
+        }
+        Command::Renew => {
+            let c: crate::renewal::CredentialView = api
+                .post("/v1/credential/renew", &serde_json::json!({}))
+                .await?;
+            if cli.json {
+                return print_json(&c);
+            }
+            println!(
+                "credential renewed: serial {}, valid until {} (unix seconds)",
+                c.serial, c.expires
             );
             Ok(())
         }

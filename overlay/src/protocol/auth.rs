@@ -156,6 +156,12 @@ pub enum AuthMessage {
     /// A PN's record.
     PnInfo(PnRecordInfo),
 
+    /// An authenticated entity asks for a fresh credential before its own expires (same
+    /// PeerId, user, device and modes; a new serial and expiry). Answered by
+    /// [`AuthMessage::CredentialRenewed`], or refused while the current one is too young.
+    RenewCredential,
+    /// The renewed credential.
+    CredentialRenewed(EntityCredential),
     /// Service Group Management (5.6.8): create a group; the creator is its first member and
     /// admin (answered by [`AuthMessage::GroupInfo`]).
     GroupCreate {
@@ -259,6 +265,8 @@ impl AuthMessage {
             AuthMessage::PnKeyPull { .. } => "PnKeyPull",
             AuthMessage::PnInfoRequest { .. } => "PnInfoRequest",
             AuthMessage::PnInfo(_) => "PnInfo",
+            AuthMessage::RenewCredential => "CredentialRenewalRequest",
+            AuthMessage::CredentialRenewed(_) => "CredentialRenewed",
             AuthMessage::GroupCreate { .. } => "GroupCreate",
             AuthMessage::GroupDelete { .. } => "GroupDelete",
             AuthMessage::GroupInvite { .. } => "GroupInvite",

@@ -1,0 +1,156 @@
+//! Credential renewal (DESIGN: "Credentials expire; nodes renew before expiry and warn when
+//! they cannot").
+//!
+//! A node asks `cpns-auth` for a fresh credential (`AuthMessage::RenewCredential`, over an
+//! authenticated session) once less than `credential_renew_percent` of its credential's
+//! lifetime is left, checked at every heartbeat tick and at most once a minute while it keeps
+//! failing; `cpns renew` (`POST /v1/credential/renew`) does it at once. The new credential is
+//! saved in the data dir before it is used, the node's service records are re-signed with it,
+//! and every failure while renewal is due is logged as a warning with the time left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpns_keys::EntityCredential;
+use cpns_overlay::AuthMessage;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::error::OpError;
+use crate::shared::{Shared, now};
+
+/// Least time between two automatic attempts that failed.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What `cpns renew` and the status show of the credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialView {
+    /// Its serial.
+    pub serial: u64,
+    /// When it was issued (unix seconds).
+    pub issued: u64,
+    /// When it expires (unix seconds).
+    pub expires: u64,
+    /// Whether it is due for renewal.
+    pub renewal_due: bool,
+}
+
+/// Whether less than `percent` % of the credential's lifetime is left at `now`.
+pub(crate) fn due(credential: &EntityCredential, now: u64, percent: u8) -> bool {
+    let body = &credential.body;
+    let lifetime = body.expires.saturating_sub(body.issued);
+    let left = body.expires.saturating_sub(now);
+    u128::from(left) * 100 < u128::from(lifetime) * u128::from(percent)
+}
+
+/// The node's credential as shown to its owner.
+pub(crate) fn view(shared: &Shared) -> Option<CredentialView> {
+    let e = shared.enrolment().ok()?;
+    let body = &e.credential.body;
+    Some(CredentialView {
+        serial: body.serial,
+        issued: body.issued,
+        expires: body.expires,
+        renewal_due: due(&e.credential, now(), shared.config.credential_renew_percent),
+    })
+}
+
+/// Renews now: asks `cpns-auth`, saves the new credential durably, then uses it.
+pub(crate) async fn renew(shared: &Arc<Shared>) -> Result<CredentialView, OpError> {
+    let old = shared.enrolment()?;
+    let answer = crate::auth_link::request(shared, AuthMessage::RenewCredential).await?;
+    let AuthMessage::CredentialRenewed(credential) = answer else {
+        return Err(OpError::Refused(format!(
+            "unexpected answer {}",
+            answer.name()
+        )));
+    };
+    let trust = shared.trust()?;
+    credential
+        .verify(trust.ca(), now())
+        .map_err(|e| OpError::Refused(format!("the renewed credential does not verify: {e}")))?;
+    if credential.entity() != &shared.peer_id
+        || credential.body.user != old.credential.body.user
+        || credential.body.modes != old.credential.body.modes
+    {
+        return Err(OpError::Refused(
+            "the renewed credential is not this node's".into(),
+        ));
+    }
+    let mut updated = (*shared.enrolment()?).clone();
+    updated.credential = credential.clone();
+    updated
+        .save(&shared.config.data_dir)
+        .map_err(|e| OpError::Internal(format!("saving the renewed credential: {e}")))?;
+    shared.set_enrolment(updated);
+    info!(
+        serial = credential.body.serial,
+        expires = credential.body.expires,
+        "entity credential renewed"
+    );
+    if let Ok(directory) = shared.services.directory() {
+        let c = credential.clone();
+        tokio::spawn(async move {
+            if let Err(e) = directory.renew_credential(c).await {
+                warn!("services not re-published with the renewed credential: {e}");
+            }
+        });
+    }
+    view(shared).ok_or_else(|| OpError::Internal("no enrolment after renewal".into()))
+}
+
+/// Called at every heartbeat tick: renews when due, and warns when it cannot.
+pub(crate) async fn check(shared: &Arc<Shared>) {
+    let Ok(e) = shared.enrolment() else { return };
+    let t = now();
+    if !due(&e.credential, t, shared.config.credential_renew_percent) {
+        return;
+    }
+    {
+        let mut s = shared.state();
+        if s.renewal_tried.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return;
+        }
+        s.renewal_tried = Some(std::time::Instant::now());
+    }
+    match renew(shared).await {
+        Ok(_) => shared.state().renewal_tried = None,
+        Err(err) => warn!(
+            left_secs = e.credential.body.expires.saturating_sub(t),
+            "the entity credential is due for renewal and could not be renewed: {err}"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpns_keys::{CredentialBody, Identity, Modes};
+
+    fn credential(issued: u64, expires: u64) -> EntityCredential {
+        let ca = Identity::generate();
+        EntityCredential::issue(
+            &ca,
+            CredentialBody {
+                entity: Identity::generate().peer_id(),
+                user: "alice".into(),
+                device: "nas".into(),
+                modes: Modes::ALL,
+                serial: 1,
+                issued,
+                expires,
+            },
+        )
+    }
+
+    #[test]
+    fn due_when_less_than_the_share_is_left() {
+        let c = credential(1_000, 1_300);
+        assert!(!due(&c, 1_000, 33));
+        assert!(!due(&c, 1_200, 33));
+        assert!(due(&c, 1_202, 33));
+        assert!(due(&c, 1_300, 33));
+        assert!(due(&c, 5_000, 33));
+        assert!(due(&c, 1_001, 100));
+    }
+}
