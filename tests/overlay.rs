@@ -38,18 +38,27 @@ async fn mesh(n: usize, config: Config) -> Result<Vec<TestNode>> {
     for node in &nodes[1..] {
         node.client.bootstrap().await.context("bootstrap")?;
     }
+    // A node that bootstrapped before the first node had identified a later one has not heard
+    // of it: it bootstraps again (bounded) until it knows every peer.
+    let deadline = tokio::time::Instant::now() + WAIT;
     for node in &nodes {
-        let size = node
-            .client
-            .wait_routing_table(n - 1, WAIT)
-            .await
-            .context("routing table")?;
-        if size < n - 1 {
-            bail!(
-                "routing table of {} has {size} of {} peers",
-                node.client.local_peer_id(),
-                n - 1
-            );
+        loop {
+            let size = node
+                .client
+                .wait_routing_table(n - 1, std::time::Duration::from_secs(2))
+                .await
+                .context("routing table")?;
+            if size >= n - 1 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "routing table of {} has {size} of {} peers",
+                    node.client.local_peer_id(),
+                    n - 1
+                );
+            }
+            let _ = node.client.bootstrap().await;
         }
     }
     Ok(nodes)
