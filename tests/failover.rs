@@ -3,7 +3,7 @@
 //! its PN moved on joins it as a PNE.
 
 use anyhow::{Context, Result, ensure};
-use cpns_directory::{Query, ServiceDraft};
+use cpns_directory::ServiceDraft;
 use cpns_node::ModeSetting;
 
 use crate::util::{Lab, LabNode, WAIT, init_tracing, same_epoch};
@@ -84,14 +84,7 @@ async fn a_silent_gateway_is_replaced_and_comes_back_as_a_pne() -> Result<()> {
         .handle()
         .publish(ServiceDraft::new("Hall printer", ["printer"], vis), None)
         .await?;
-    let found = first.handle().find(&Query::keywords(["printer"])).await?;
-    ensure!(
-        found
-            .services
-            .iter()
-            .any(|f| f.description.id == printer.id),
-        "not found after the failover: {found:?}"
-    );
+    crate::util::finds(&first, "printer", &printer.id).await?;
 
     // The old gateway comes back: cpns-auth names the new gateway, and it joins as a PNE.
     let back = stopped.start().await?;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use cpns_directory::{Query, ServiceDraft};
+use cpns_directory::ServiceDraft;
 use cpns_node::ModeSetting;
 use cpns_node::enrolment::Enrolment;
 
@@ -81,14 +81,7 @@ async fn a_due_credential_is_renewed_by_the_node_and_services_stay_findable() ->
         entity.serials.contains(&before.serial) && entity.serials.contains(&renewed.serial),
         "{entity:?}"
     );
-    let found = phone.handle().find(&Query::keywords(["printer"])).await?;
-    ensure!(
-        found
-            .services
-            .iter()
-            .any(|f| f.description.id == printer.id),
-        "not found after the renewal: {found:?}"
-    );
+    crate::util::finds(&phone, "printer", &printer.id).await?;
     // A revocation names every serial the entity ever had.
     let revoked = lab.admin().revoke(&gw.peer_id().to_string()).await?;
     ensure!(

@@ -207,14 +207,7 @@ async fn a_lone_gateway_publishes_and_its_pne_finds_the_service() -> Result<()> 
         .publish(ServiceDraft::new("Hall printer", ["printer"], vis), None)
         .await
         .context("the lone gateway's publish")?;
-    let found = phone.handle().find(&Query::keywords(["printer"])).await?;
-    ensure!(
-        found
-            .services
-            .iter()
-            .any(|f| f.description.id == printer.id),
-        "the PNE did not find the gateway's service: {found:?}"
-    );
+    crate::util::finds(&phone, "printer", &printer.id).await?;
     lab.shutdown(vec![gw, phone]).await;
     Ok(())
 }

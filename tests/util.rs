@@ -105,6 +105,20 @@ impl LabNode {
     }
 }
 
+/// Fails unless `node` finds the service `id` by `keyword` (one discovery).
+pub async fn finds(node: &LabNode, keyword: &str, id: &str) -> anyhow::Result<()> {
+    let found = node
+        .handle()
+        .find(&cpns_directory::Query::keywords([keyword]))
+        .await?;
+    anyhow::ensure!(
+        found.services.iter().any(|f| f.description.id == id),
+        "{} did not find {id} by {keyword:?}: {found:?}",
+        node.peer_id()
+    );
+    Ok(())
+}
+
 /// A [`LabNode`] that was stopped: its data dir and config.
 pub struct StoppedNode {
     config: cpns_node::Config,
