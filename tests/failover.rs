@@ -84,7 +84,7 @@ async fn a_silent_gateway_is_replaced_and_comes_back_as_a_pne() -> Result<()> {
         .handle()
         .publish(ServiceDraft::new("Hall printer", ["printer"], vis), None)
         .await?;
-    crate::util::finds(&first, "printer", &printer.id).await?;
+    crate::util::finds(first, "printer", &printer.id).await?;
 
     // The old gateway comes back: cpns-auth names the new gateway, and it joins as a PNE.
     let back = stopped.start().await?;
