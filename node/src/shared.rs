@@ -87,6 +87,8 @@ pub(crate) struct State {
     pub(crate) failover_running: bool,
     /// When an automatic credential renewal was last tried and failed.
     pub(crate) renewal_tried: Option<std::time::Instant>,
+    /// When this gateway last checked with `cpns-auth` that it still is its PN's gateway.
+    pub(crate) gateway_checked: Option<std::time::Instant>,
 }
 
 /// A registered peer.
@@ -167,6 +169,7 @@ impl Shared {
                 gateway_heard: 0,
                 failover_running: false,
                 renewal_tried: None,
+                gateway_checked: None,
             }),
             caps_reader: Mutex::new(reader),
             caps_overrides: RwLock::new(caps_overrides),

@@ -459,8 +459,13 @@ async fn report_to_gateway(shared: &Arc<Shared>) {
         battery_percent: battery,
         free_memory_bytes: Some(free),
     });
+    // An error answer still means the gateway is there (only silence starts a failover).
     let answered = match shared.client.request(gateway, Protocol::Cpns, msg).await {
         Ok(_) => true,
+        Err(e @ cpns_overlay::Error::Refused { .. }) => {
+            debug!(%gateway, "heartbeat refused: {e}");
+            true
+        }
         Err(e) => {
             debug!(%gateway, "heartbeat not delivered: {e}");
             false
@@ -640,6 +645,7 @@ pub(crate) async fn report_capabilities(
     }
     if is_gateway {
         check_silence(shared).await;
+        crate::pn::failover::check_still_gateway(shared).await;
         if changed && crate::auth_link::has_session(shared) {
             let _ = crate::auth_link::request(
                 shared,

@@ -255,6 +255,46 @@ pub(crate) async fn rehome(
     }
 }
 
+/// At a gateway, once per `status.gateway_failover_after_secs`: whether `cpns-auth` still names
+/// it its PN's gateway. A gateway cut off from some members (but not from the server) may have
+/// been replaced by one of them without hearing `PnGatewayChanged`; it then joins the new one.
+pub(crate) async fn check_still_gateway(shared: &Arc<Shared>) {
+    let period = Duration::from_secs(shared.config.status.gateway_failover_after_secs);
+    if period.is_zero() {
+        return;
+    }
+    let pn_id = {
+        let mut s = shared.state();
+        let Some(pn_id) =
+            s.pn.as_ref()
+                .filter(|p| p.membership.gateway == shared.peer_id)
+                .map(|p| p.membership.pn_id.clone())
+        else {
+            return;
+        };
+        match s.gateway_checked {
+            Some(at) if at.elapsed() < period => return,
+            None => {
+                // The first check waits a whole period after the PN is up.
+                s.gateway_checked = Some(std::time::Instant::now());
+                return;
+            }
+            Some(_) => s.gateway_checked = Some(std::time::Instant::now()),
+        }
+        pn_id
+    };
+    match gateway_of_record(shared, &pn_id).await {
+        Ok((gw, _)) if gw != shared.peer_id => {
+            warn!(gateway = %gw, "cpns-auth names another gateway of this PN; joining it as a PNE");
+            if let Err(e) = rehome(shared, gw, Vec::new()).await {
+                warn!(gateway = %gw, "joining the PN's new gateway failed: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => debug!("cannot check the PN's gateway of record now: {e}"),
+    }
+}
+
 /// Called after each heartbeat to the gateway: starts a failover once the gateway has been
 /// silent for `status.gateway_failover_after_secs` (0: never).
 pub(crate) fn watch(shared: &Arc<Shared>, answered: bool) {
@@ -353,10 +393,11 @@ async fn heartbeat(shared: &Arc<Shared>, gateway: PeerId) -> bool {
         battery_percent: None,
         free_memory_bytes: None,
     });
+    // An error answer still means the gateway is there.
     tokio::time::timeout(
         Duration::from_secs(2),
         shared.client.request(gateway, Protocol::Cpns, msg),
     )
     .await
-    .is_ok_and(|r| r.is_ok())
+    .is_ok_and(|r| matches!(r, Ok(_) | Err(cpns_overlay::Error::Refused { .. })))
 }
