@@ -7,7 +7,6 @@
 //! plays the node's side of the server's own requests (steps 14 and 17, key pushes,
 //! revocation lists), like a gateway would.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -20,12 +19,11 @@ use cpns_overlay::{
     Invitee, MemberGrant, MembershipDecision, Message, NodeMode, PnRecordInfo, Protocol,
     SessionInfo, Status, transcript,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::util::{WAIT, bin, init_tracing};
+use crate::util::{WAIT, init_tracing};
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -47,29 +45,29 @@ fn code_of(r: &Result<Message, cpns_overlay::Error>) -> Option<ErrorCode> {
     }
 }
 
-fn expect_code(r: Result<Message, cpns_overlay::Error>, want: ErrorCode) -> Result<()> {
+pub(crate) fn expect_code(r: Result<Message, cpns_overlay::Error>, want: ErrorCode) -> Result<()> {
     match code_of(&r) {
         Some(c) if c == want => Ok(()),
         _ => bail!("expected {want:?}, got {r:?}"),
     }
 }
 
-async fn start_server(dir: &std::path::Path) -> Result<ServerHandle> {
+pub(crate) async fn start_server(dir: &std::path::Path) -> Result<ServerHandle> {
     Ok(cpns_auth::Server::start(Config::with_data_dir(dir.join("auth"))).await?)
 }
 
 /// A device: an overlay node enrolled with the server, and the requests the server sent it.
-struct Device {
-    node: TestNode,
-    enrolment: Enrolment,
-    server: PeerId,
+pub(crate) struct Device {
+    pub(crate) node: TestNode,
+    pub(crate) enrolment: Enrolment,
+    pub(crate) server: PeerId,
     /// Server-to-node requests received (steps 14 and 17, key pushes, revocation lists).
     pushed: mpsc::Receiver<AuthMessage>,
 }
 
 impl Device {
     /// Starts an overlay node with a seeded identity and enrols it with `code`.
-    async fn enrol(seed: u8, code: &str, device: &str) -> Result<Device> {
+    pub(crate) async fn enrol(seed: u8, code: &str, device: &str) -> Result<Device> {
         let (node, pushed) = spawn_node(seed).await?;
         let enrolment = enrol(&node.client, &node.identity, code, device).await?;
         Ok(Device {
@@ -80,11 +78,11 @@ impl Device {
         })
     }
 
-    fn peer(&self) -> PeerId {
+    pub(crate) fn peer(&self) -> PeerId {
         self.node.identity.peer_id()
     }
 
-    async fn request(&self, m: AuthMessage) -> Result<Message, cpns_overlay::Error> {
+    pub(crate) async fn request(&self, m: AuthMessage) -> Result<Message, cpns_overlay::Error> {
         self.node
             .client
             .request(self.server, Protocol::Auth, Message::Auth(m))
@@ -92,7 +90,7 @@ impl Device {
     }
 
     /// B.1 steps 8-11.
-    async fn auth(&self, mode: NodeMode) -> Result<SessionInfo> {
+    pub(crate) async fn auth(&self, mode: NodeMode) -> Result<SessionInfo> {
         let nonce = self.challenge(mode).await?;
         let (mac, sig) = self.proof(&nonce, mode);
         match self
@@ -109,7 +107,7 @@ impl Device {
     }
 
     /// Step 8 → the nonce of step 9.
-    async fn challenge(&self, mode: NodeMode) -> Result<[u8; 32]> {
+    pub(crate) async fn challenge(&self, mode: NodeMode) -> Result<[u8; 32]> {
         match self
             .request(AuthMessage::ConnectionSetupRequest {
                 credential: self.enrolment.credential.clone(),
@@ -129,7 +127,11 @@ impl Device {
         }
     }
 
-    fn proof(&self, nonce: &[u8; 32], mode: NodeMode) -> ([u8; 32], cpns_keys::Signature) {
+    pub(crate) fn proof(
+        &self,
+        nonce: &[u8; 32],
+        mode: NodeMode,
+    ) -> ([u8; 32], cpns_keys::Signature) {
         let t = transcript::auth_response(
             nonce,
             &self.server,
@@ -141,7 +143,7 @@ impl Device {
     }
 
     /// A PNE's signed request to join `pn_id` through `gateway` (B.1 step 18).
-    fn setup(&self, pn_id: &str, gateway: PeerId) -> ConnectionSetup {
+    pub(crate) fn setup(&self, pn_id: &str, gateway: PeerId) -> ConnectionSetup {
         let time = now();
         let nonce = random16();
         let t = transcript::membership_request(pn_id, &gateway, &self.peer(), time, &nonce);
@@ -157,13 +159,13 @@ impl Device {
     }
 
     /// Opens a key grant sealed for this device.
-    fn open(&self, grant: &GroupKeyGrant) -> Result<GroupKey> {
+    pub(crate) fn open(&self, grant: &GroupKeyGrant) -> Result<GroupKey> {
         let aad = transcript::group_key_aad(&grant.group, grant.epoch, &self.peer());
         let secret = self.enrolment.eukey.open(&aad, &grant.sealed)?;
         Ok(GroupKey::decode_secret(&secret)?)
     }
 
-    fn open_member(&self, grants: &[MemberGrant]) -> Result<GroupKey> {
+    pub(crate) fn open_member(&self, grants: &[MemberGrant]) -> Result<GroupKey> {
         let g = grants
             .iter()
             .find(|g| g.member == self.peer())
@@ -172,7 +174,7 @@ impl Device {
     }
 
     /// Waits for a server-to-node request matching `pred`.
-    async fn next_push(
+    pub(crate) async fn next_push(
         &mut self,
         what: &str,
         pred: impl Fn(&AuthMessage) -> bool,
@@ -189,7 +191,7 @@ impl Device {
         }
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.node.shutdown().await;
     }
 }
@@ -237,7 +239,7 @@ async fn spawn_node(seed: u8) -> Result<Spawned> {
 }
 
 /// A gateway establishes its PN (B.1 steps 8-17); returns the PN record and its key.
-async fn establish(gw: &mut Device) -> Result<(PnRecordInfo, GroupKey)> {
+pub(crate) async fn establish(gw: &mut Device) -> Result<(PnRecordInfo, GroupKey)> {
     gw.auth(NodeMode::Gateway).await?;
     let caps = Capabilities {
         mode: NodeMode::Gateway,
@@ -264,7 +266,7 @@ async fn establish(gw: &mut Device) -> Result<(PnRecordInfo, GroupKey)> {
     Ok((pn, key))
 }
 
-async fn membership(
+pub(crate) async fn membership(
     gw: &Device,
     setup: ConnectionSetup,
 ) -> Result<(MembershipDecision, PnRecordInfo)> {
@@ -274,7 +276,11 @@ async fn membership(
     }
 }
 
-async fn pn_key(gw: &Device, pn_id: &str, member: PeerId) -> Result<(u64, Vec<MemberGrant>)> {
+pub(crate) async fn pn_key(
+    gw: &Device,
+    pn_id: &str,
+    member: PeerId,
+) -> Result<(u64, Vec<MemberGrant>)> {
     match gw
         .request(AuthMessage::PnKeyRequest {
             pn_id: pn_id.to_owned(),
@@ -287,14 +293,14 @@ async fn pn_key(gw: &Device, pn_id: &str, member: PeerId) -> Result<(u64, Vec<Me
     }
 }
 
-async fn pull(d: &Device) -> Result<Vec<GroupKeyGrant>> {
+pub(crate) async fn pull(d: &Device) -> Result<Vec<GroupKeyGrant>> {
     match d.request(AuthMessage::KeysPull).await? {
         Message::Auth(AuthMessage::Keys(keys)) => Ok(keys),
         other => bail!("Keys expected, got {other:?}"),
     }
 }
 
-fn group_info(m: Message) -> Result<GroupInfo> {
+pub(crate) fn group_info(m: Message) -> Result<GroupInfo> {
     match m {
         Message::Auth(AuthMessage::GroupInfo(info)) => Ok(info),
         other => bail!("GroupInfo expected, got {other:?}"),
@@ -525,155 +531,6 @@ async fn membership_policy_keys_and_expel() -> Result<()> {
     for d in [gw, phone, tv] {
         d.shutdown().await;
     }
-    server.shutdown().await;
-    Ok(())
-}
-
-/// Service Groups: create, invite, join (pushed keys), pull, expel, delete.
-#[tokio::test]
-async fn service_groups_rotate_push_and_pull() -> Result<()> {
-    init_tracing();
-    let dir = tempfile::tempdir()?;
-    let server = start_server(dir.path()).await?;
-    let admin = server.admin();
-    admin.create_user("alice").await?;
-    let hour = Duration::from_secs(3600);
-    let mut a = Device::enrol(
-        21,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "a",
-    )
-    .await?;
-    let mut b = Device::enrol(
-        22,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "b",
-    )
-    .await?;
-    a.auth(NodeMode::Pne).await?;
-    b.auth(NodeMode::Pne).await?;
-
-    let g = group_info(
-        a.request(AuthMessage::GroupCreate {
-            name: "films".into(),
-        })
-        .await?,
-    )?;
-    ensure!(g.group.0.starts_with("sg-") && g.epoch == 1 && g.members == vec![a.peer()]);
-    // The new key is pushed to its creator.
-    let AuthMessage::KeyPush { member, grants } = a
-        .next_push("key push (create)", |m| {
-            matches!(m, AuthMessage::KeyPush { .. })
-        })
-        .await?
-    else {
-        unreachable!()
-    };
-    ensure!(member == a.peer() && grants.len() == 1 && a.open(&grants[0])?.epoch() == 1);
-
-    // Only admins invite; only invitees join.
-    expect_code(
-        b.request(AuthMessage::GroupJoin {
-            group: g.group.clone(),
-        })
-        .await,
-        ErrorCode::Forbidden,
-    )?;
-    expect_code(
-        b.request(AuthMessage::GroupInvite {
-            group: g.group.clone(),
-            entity: b.peer(),
-        })
-        .await,
-        ErrorCode::Forbidden,
-    )?;
-    let invited = group_info(
-        a.request(AuthMessage::GroupInvite {
-            group: g.group.clone(),
-            entity: b.peer(),
-        })
-        .await?,
-    )?;
-    ensure!(invited.invited == vec![b.peer()] && invited.epoch == 1);
-    match b.request(AuthMessage::GroupList).await? {
-        Message::Auth(AuthMessage::Groups(list)) => ensure!(list.len() == 1),
-        other => bail!("Groups expected, got {other:?}"),
-    }
-    let joined = group_info(
-        b.request(AuthMessage::GroupJoin {
-            group: g.group.clone(),
-        })
-        .await?,
-    )?;
-    ensure!(joined.epoch == 2 && joined.members.len() == 2 && joined.invited.is_empty());
-    // Both members get the new epoch pushed.
-    for d in [&mut a, &mut b] {
-        let peer = d.peer();
-        let AuthMessage::KeyPush { grants, .. } = d
-            .next_push("key push (join)", |m| {
-                matches!(m, AuthMessage::KeyPush { grants, member } if *member == peer && grants.iter().any(|g| g.epoch == 2))
-            })
-            .await?
-        else {
-            unreachable!()
-        };
-        ensure!(d.open(&grants[0])?.epoch() == 2);
-    }
-    // Pull gives the same key to both.
-    let ka = pull(&a).await?;
-    let kb = pull(&b).await?;
-    ensure!(ka.len() == 1 && kb.len() == 1);
-    let key_b = b.open(&kb[0])?;
-    ensure!(a.open(&ka[0])?.key_bytes() == key_b.key_bytes() && key_b.epoch() == 2);
-
-    // Expel b: epoch 3; b cannot read the group or pull its key any more.
-    let after = group_info(
-        a.request(AuthMessage::GroupExpel {
-            group: g.group.clone(),
-            entity: b.peer(),
-        })
-        .await?,
-    )?;
-    ensure!(after.epoch == 3 && after.members == vec![a.peer()]);
-    ensure!(pull(&b).await?.is_empty());
-    expect_code(
-        b.request(AuthMessage::GroupInfoRequest {
-            group: g.group.clone(),
-        })
-        .await,
-        ErrorCode::Forbidden,
-    )?;
-    let new_key = a.open(&pull(&a).await?[0])?;
-    let sealed = new_key.seal(&a.peer(), b"only for members");
-    ensure!(key_b.open(&sealed).is_err());
-    // The owner cannot leave; a non-admin cannot delete; the admin deletes (key gone).
-    expect_code(
-        a.request(AuthMessage::GroupLeave {
-            group: g.group.clone(),
-        })
-        .await,
-        ErrorCode::Conflict,
-    )?;
-    expect_code(
-        b.request(AuthMessage::GroupDelete {
-            group: g.group.clone(),
-        })
-        .await,
-        ErrorCode::Forbidden,
-    )?;
-    ensure!(admin.show_group(&g.group.0).await?.epoch == 3);
-    ensure!(
-        a.request(AuthMessage::GroupDelete {
-            group: g.group.clone()
-        })
-        .await?
-            == Message::Ack
-    );
-    ensure!(admin.list_groups().await?.is_empty());
-    ensure!(pull(&a).await?.is_empty());
-
-    a.shutdown().await;
-    b.shutdown().await;
     server.shutdown().await;
     Ok(())
 }
@@ -1093,477 +950,5 @@ async fn bad_frames_do_not_kill_the_server() -> Result<()> {
     );
     d.shutdown().await;
     server.shutdown().await;
-    Ok(())
-}
-
-fn usage_report(d: &Device, sequence: u64, pn_id: Option<String>) -> cpns_overlay::UsageReport {
-    let records: Vec<cpns_overlay::UsageRecord> = (0..2)
-        .map(|i| cpns_overlay::UsageRecord {
-            service_id: format!("svc-{i}"),
-            service_name: format!("Films, part {i}"),
-            offerer: d.server,
-            pn_id: pn_id.clone(),
-            started: now() - 60,
-            duration_ms: 1500 + i,
-            bytes: 1 << 20,
-            capabilities: Capabilities {
-                mode: NodeMode::Pne,
-                ..Capabilities::default()
-            },
-            status: Status::Online,
-        })
-        .collect();
-    let t = transcript::usage_report(&d.peer(), sequence, &records);
-    cpns_overlay::UsageReport {
-        entity: d.peer(),
-        credential: d.enrolment.credential.clone(),
-        sequence,
-        records,
-        signature: d.node.identity.sign(&t),
-    }
-}
-
-async fn send_usage(from: &Device, report: cpns_overlay::UsageReport) -> Result<u32> {
-    match from.request(AuthMessage::UsageReport(report)).await? {
-        Message::Auth(AuthMessage::UsageAck { accepted }) => Ok(accepted),
-        other => bail!("UsageAck expected, got {other:?}"),
-    }
-}
-
-/// Usage reports (5.6.3): signed by the entity, sent by it or forwarded by its PN's gateway,
-/// stored once per sequence number, exported as charging records (5.5).
-#[tokio::test]
-async fn usage_reports_become_charging_records() -> Result<()> {
-    init_tracing();
-    let dir = tempfile::tempdir()?;
-    let server = start_server(dir.path()).await?;
-    let admin = server.admin();
-    admin.create_user("alice").await?;
-    let hour = Duration::from_secs(3600);
-    let mut gw = Device::enrol(
-        71,
-        &admin.create_code("alice", Modes::ALL, hour, false).await?,
-        "nas",
-    )
-    .await?;
-    let tv = Device::enrol(
-        72,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "tv",
-    )
-    .await?;
-    let other = Device::enrol(
-        73,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "radio",
-    )
-    .await?;
-    let (pn, _) = establish(&mut gw).await?;
-    let (decision, _) = membership(&gw, tv.setup(&pn.pn_id, gw.peer())).await?;
-    ensure!(decision == MembershipDecision::Admitted);
-
-    // Needs a session.
-    expect_code(
-        tv.request(AuthMessage::UsageReport(usage_report(&tv, 1, None)))
-            .await,
-        ErrorCode::NotAuthenticated,
-    )?;
-    tv.auth(NodeMode::Pne).await?;
-    other.auth(NodeMode::Pne).await?;
-    ensure!(send_usage(&tv, usage_report(&tv, 1, Some(pn.pn_id.clone()))).await? == 2);
-    // The same sequence again is stored once.
-    ensure!(send_usage(&tv, usage_report(&tv, 1, Some(pn.pn_id.clone()))).await? == 0);
-    // A tampered report fails its signature.
-    let mut forged = usage_report(&tv, 2, None);
-    forged.records[0].bytes = 1;
-    expect_code(
-        tv.request(AuthMessage::UsageReport(forged)).await,
-        ErrorCode::BadProof,
-    )?;
-    // The PN's gateway may forward the TV's report; another device may not.
-    ensure!(send_usage(&gw, usage_report(&tv, 3, None)).await? == 2);
-    expect_code(
-        other
-            .request(AuthMessage::UsageReport(usage_report(&tv, 4, None)))
-            .await,
-        ErrorCode::Forbidden,
-    )?;
-
-    let records = admin.usage_records().await?;
-    ensure!(records.len() == 4, "{records:?}");
-    ensure!(
-        records
-            .iter()
-            .all(|r| r.user == "alice" && r.device == "tv")
-    );
-    ensure!(records[0].pn_id == pn.pn_id && records[0].capabilities.starts_with("mode=pne"));
-    let csv = admin.export_usage(cpns_auth::UsageFormat::Csv).await?;
-    ensure!(
-        csv.lines().count() == 5 && csv.contains("\"Films, part 0\""),
-        "{csv}"
-    );
-    let json: Vec<cpns_auth::ChargingRecord> =
-        serde_json::from_str(&admin.export_usage(cpns_auth::UsageFormat::Json).await?)?;
-    ensure!(json == records);
-
-    for d in [gw, tv, other] {
-        d.shutdown().await;
-    }
-    server.shutdown().await;
-    Ok(())
-}
-
-/// A `cpns-auth serve` process and its stdout lines.
-struct ServeProcess {
-    child: tokio::process::Child,
-    addrs: Vec<String>,
-}
-
-async fn serve(data_dir: &std::path::Path) -> Result<ServeProcess> {
-    let mut child = tokio::process::Command::new(bin("cpns-auth"))
-        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut addrs = Vec::new();
-    let ready = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(a) = line.strip_prefix("listening on:") {
-                addrs.push(a.trim().to_owned());
-            }
-            if line == "ready" {
-                return Ok::<_, anyhow::Error>(true);
-            }
-        }
-        Ok(false)
-    })
-    .await
-    .context("waiting for `ready`")??;
-    ensure!(ready && !addrs.is_empty(), "server did not start");
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(ServeProcess { child, addrs })
-}
-
-/// Runs the CLI on `data_dir`; returns stdout, failing on a non-zero exit.
-async fn cli(data_dir: &std::path::Path, args: &[&str]) -> Result<String> {
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(bin("cpns-auth"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .output(),
-    )
-    .await
-    .context("cli timed out")??;
-    ensure!(
-        out.status.success(),
-        "cpns-auth {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-async fn cli_json(data_dir: &std::path::Path, args: &[&str]) -> Result<serde_json::Value> {
-    let text = cli(data_dir, args).await?;
-    serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
-}
-
-fn strs(v: &serde_json::Value, key: &str) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.get(key).and_then(|s| s.as_str()).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Checks the state the multi-process test built, through the CLI (running or stopped).
-async fn check_state(
-    d: &std::path::Path,
-    pn_id: &str,
-    sg_joined: &str,
-    acked: &[String],
-    running: bool,
-) -> Result<()> {
-    let status = cli_json(d, &["status", "--json"]).await?;
-    ensure!(status["running"] == running, "{status}");
-    let users = strs(&cli_json(d, &["users", "list", "--json"]).await?, "name");
-    ensure!(users == vec!["alice", "bob"], "{users:?}");
-    let entities = cli_json(d, &["entities", "list", "--json"]).await?;
-    ensure!(strs(&entities, "device").len() == 3, "{entities}");
-    let revoked = entities
-        .as_array()
-        .map(|a| a.iter().filter(|e| !e["revoked"].is_null()).count());
-    ensure!(revoked == Some(1), "{entities}");
-    let pn = cli_json(d, &["pns", "show", pn_id, "--json"]).await?;
-    ensure!(
-        pn["epoch"] == 2 && pn["members"].as_array().map(Vec::len) == Some(2),
-        "{pn}"
-    );
-    let groups = strs(&cli_json(d, &["groups", "list", "--json"]).await?, "group");
-    for g in acked {
-        ensure!(
-            groups.contains(g),
-            "acknowledged group {g} lost: {groups:?}"
-        );
-    }
-    let sg = cli_json(d, &["groups", "show", sg_joined, "--json"]).await?;
-    ensure!(
-        sg["epoch"] == 2 && sg["members"].as_array().map(Vec::len) == Some(2),
-        "{sg}"
-    );
-    // Human-readable output works too.
-    let table = cli(d, &["entities", "list"]).await?;
-    ensure!(
-        table.contains("USER") && table.contains("alice-nas"),
-        "{table}"
-    );
-    Ok(())
-}
-
-/// The real binary: the admin CLI works while the server runs and when it is stopped;
-/// kill -9 mid-way (during a burst of group creations) and a restart lose no user, entity,
-/// PN, Service Group or key epoch, nor any acknowledged change.
-#[tokio::test]
-async fn cli_and_kill_dash_nine_lose_nothing() -> Result<()> {
-    init_tracing();
-    let dir = tempfile::tempdir()?;
-    let d = dir.path().join("auth");
-    let p = serve(&d).await?;
-    ensure!(d.join("admin.json").exists() && d.join("ca.key").exists());
-
-    cli(&d, &["users", "create", "alice"]).await?;
-    cli(&d, &["users", "create", "bob"]).await?;
-    let created = cli_json(&d, &["enrol", "create", "--user", "alice", "--json"]).await?;
-    let code = created["code"].as_str().context("code")?.to_owned();
-    ensure!(
-        created["addrs"][0]
-            .as_str()
-            .is_some_and(|a| p.addrs[0].starts_with(a)),
-        "{created}"
-    );
-    let code2 = cli(
-        &d,
-        &[
-            "enrol", "create", "--user", "alice", "--modes", "pne", "--ttl", "10m",
-        ],
-    )
-    .await?
-    .trim()
-    .to_owned();
-    ensure!(code2.starts_with("cpns1-"), "{code2}");
-    let qr = cli(&d, &["enrol", "create", "--user", "bob", "--qr"]).await?;
-    ensure!(
-        qr.contains('█') && qr.lines().last().is_some_and(|l| l.starts_with("cpns1-")),
-        "{qr}"
-    );
-
-    let mut gw = Device::enrol(61, &code, "alice-nas").await?;
-    let phone = Device::enrol(62, &code2, "alice-phone").await?;
-    let bob_code = qr.lines().last().context("code line")?.trim().to_owned();
-    let bob_tv = Device::enrol(63, &bob_code, "bob-tv").await?;
-    // Users, codes and revocation through the CLI while the server runs.
-    cli(&d, &["users", "create", "carol"]).await?;
-    let deleted = cli_json(&d, &["users", "delete", "carol", "--json"]).await?;
-    ensure!(deleted["name"] == "carol", "{deleted}");
-    let codes = cli_json(&d, &["enrol", "list", "--json"]).await?;
-    ensure!(codes.as_array().map(Vec::len) == Some(3), "{codes}");
-    let revoked = cli_json(
-        &d,
-        &["entities", "revoke", &bob_tv.peer().to_string(), "--json"],
-    )
-    .await?;
-    ensure!(revoked["already_revoked"] == false, "{revoked}");
-    expect_code(
-        bob_tv
-            .request(AuthMessage::ConnectionSetupRequest {
-                credential: bob_tv.enrolment.credential.clone(),
-                mode: NodeMode::Pne,
-            })
-            .await,
-        ErrorCode::Revoked,
-    )?;
-    let (pn, _) = establish(&mut gw).await?;
-    let (decision, _) = membership(&gw, phone.setup(&pn.pn_id, gw.peer())).await?;
-    ensure!(decision == MembershipDecision::Admitted);
-    phone.auth(NodeMode::Pne).await?;
-    let sg = group_info(
-        gw.request(AuthMessage::GroupCreate {
-            name: "photos".into(),
-        })
-        .await?,
-    )?;
-    group_info(
-        gw.request(AuthMessage::GroupInvite {
-            group: sg.group.clone(),
-            entity: phone.peer(),
-        })
-        .await?,
-    )?;
-    ensure!(
-        group_info(
-            phone
-                .request(AuthMessage::GroupJoin {
-                    group: sg.group.clone()
-                })
-                .await?
-        )?
-        .epoch
-            == 2
-    );
-
-    // The CLI while the server runs.
-    let entities = cli_json(&d, &["entities", "list", "--json"]).await?;
-    ensure!(entities.as_array().map(Vec::len) == Some(3), "{entities}");
-    let show = cli_json(&d, &["entities", "show", &gw.peer().to_string(), "--json"]).await?;
-    ensure!(
-        show["online"] == true && show["pns"][0] == pn.pn_id.as_str(),
-        "{show}"
-    );
-
-    // A burst of group creations; kill -9 once some are acknowledged.
-    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<String>();
-    let client = gw.node.client.clone();
-    let server_peer = gw.server;
-    let mut burst = Vec::new();
-    for i in 0..40 {
-        let client = client.clone();
-        let tx = acked_tx.clone();
-        burst.push(tokio::spawn(async move {
-            let m = AuthMessage::GroupCreate {
-                name: format!("burst-{i}"),
-            };
-            if let Ok(Message::Auth(AuthMessage::GroupInfo(info))) = client
-                .request(server_peer, Protocol::Auth, Message::Auth(m))
-                .await
-            {
-                let _ = tx.send(info.group.0);
-            }
-        }));
-    }
-    drop(acked_tx);
-    let mut acked = Vec::new();
-    while acked.len() < 5 {
-        let g = tokio::time::timeout(WAIT, acked_rx.recv())
-            .await
-            .context("no group acknowledged")?
-            .context("burst ended")?;
-        acked.push(g);
-    }
-    let pid = p.child.id().context("pid")?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    let mut child = p.child;
-    let status = tokio::time::timeout(WAIT, child.wait()).await??;
-    ensure!(!status.success(), "killed server exited cleanly?");
-    for t in burst {
-        let _ = t.await;
-    }
-    while let Ok(g) = acked_rx.try_recv() {
-        acked.push(g);
-    }
-    // admin.json is stale now; the CLI notices and opens the data dir directly.
-    ensure!(d.join("admin.json").exists());
-    check_state(&d, &pn.pn_id, &sg.group.0, &acked, false).await?;
-
-    // Restart on the same data dir: same identity; the state is all there.
-    let p2 = serve(&d).await?;
-    check_state(&d, &pn.pn_id, &sg.group.0, &acked, true).await?;
-    let status = cli_json(&d, &["status", "--json"]).await?;
-    ensure!(
-        status["peer_id"] == server_peer.to_string().as_str(),
-        "{status}"
-    );
-    // Devices authenticate again (the server kept its CA and their EUKeys) and keep their keys.
-    let _ = gw.node.client.disconnect(server_peer).await;
-    for addr in &p2.addrs {
-        let a: libp2p::Multiaddr = addr.parse()?;
-        gw.node.client.add_address(server_peer, a).await?;
-    }
-    gw.node.client.dial(p2.addrs[0].parse()?).await?;
-    gw.auth(NodeMode::Gateway).await?;
-    let (epoch, grants) = pn_key(&gw, &pn.pn_id, phone.peer()).await?;
-    ensure!(epoch == 2 && grants.len() == 2);
-
-    // Clean stop: SIGTERM removes admin.json; the CLI works on the stopped server.
-    let pid = p2.child.id().context("pid")?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    let mut child = p2.child;
-    let status = tokio::time::timeout(WAIT, child.wait()).await??;
-    ensure!(status.success(), "clean shutdown: {status}");
-    ensure!(!d.join("admin.json").exists(), "admin.json left behind");
-    check_state(&d, &pn.pn_id, &sg.group.0, &acked, false).await?;
-    // Codes made while the server is stopped carry its last addresses.
-    let offline = cli_json(&d, &["enrol", "create", "--user", "bob", "--json"]).await?;
-    ensure!(
-        offline["addrs"][0]
-            .as_str()
-            .is_some_and(|a| p2.addrs[0].starts_with(a)),
-        "{offline}"
-    );
-    let csv = cli(&d, &["usage", "export"]).await?;
-    ensure!(csv.starts_with("id,received,entity"), "{csv}");
-    // Usage errors exit with 2, failures with 1.
-    let bad = tokio::process::Command::new(bin("cpns-auth"))
-        .args(["users", "frobnicate"])
-        .output()
-        .await?;
-    ensure!(bad.status.code() == Some(2));
-    let missing = tokio::process::Command::new(bin("cpns-auth"))
-        .arg("--data-dir")
-        .arg(&d)
-        .args(["pns", "show", "pn-0000000000000000"])
-        .output()
-        .await?;
-    ensure!(missing.status.code() == Some(1));
-
-    gw.shutdown().await;
-    phone.shutdown().await;
-    bob_tv.shutdown().await;
-    Ok(())
-}
-
-/// `--check-config` names the bad key.
-#[tokio::test]
-async fn check_config_names_the_bad_key() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let good = dir.path().join("good.toml");
-    std::fs::write(&good, "admin_port = 0\nchallenge_ttl = \"10s\"\n")?;
-    let out = tokio::process::Command::new(bin("cpns-auth"))
-        .arg("--check-config")
-        .arg(&good)
-        .output()
-        .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "admin_port = 0\nsesion_ttl = \"1h\"\n")?;
-    let out = tokio::process::Command::new(bin("cpns-auth"))
-        .arg("--check-config")
-        .arg(&bad)
-        .output()
-        .await?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.code() == Some(1) && err.contains("sesion_ttl"),
-        "{err}"
-    );
     Ok(())
 }

@@ -5,6 +5,9 @@
 mod util;
 
 mod auth;
+mod auth_cli;
+mod auth_groups;
+mod auth_usage;
 mod cli;
 mod directory;
 mod failover;
