@@ -11,11 +11,12 @@ use cpns_node::enrolment::Enrolment;
 
 use crate::util::{Lab, WAIT, init_tracing};
 
-/// A server whose credentials live one minute and may be renewed from one second of age.
-async fn short_lived_lab() -> Result<Lab> {
+/// A server whose credentials live one minute and may be renewed from `min_age` seconds of
+/// age (ages are counted in whole seconds).
+async fn short_lived_lab(min_age: u64) -> Result<Lab> {
     let lab = Lab::start_with(|c| {
         c.credential_lifetime = Duration::from_secs(60);
-        c.credential_renewal_min_age = Duration::from_secs(1);
+        c.credential_renewal_min_age = Duration::from_secs(min_age);
     })
     .await?;
     lab.user("alice").await?;
@@ -25,7 +26,7 @@ async fn short_lived_lab() -> Result<Lab> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_credential_is_renewed_by_the_node_and_services_stay_findable() -> Result<()> {
     init_tracing();
-    let lab = short_lived_lab().await?;
+    let lab = short_lived_lab(1).await?;
     // Due once less than 97 % of its 60 s is left: about two seconds after enrolment.
     let gw = lab
         .node_configured("alice", "router", ModeSetting::Gateway, |c| {
@@ -97,7 +98,8 @@ async fn a_due_credential_is_renewed_by_the_node_and_services_stay_findable() ->
 #[tokio::test]
 async fn renewal_on_request_is_refused_when_too_young_then_granted() -> Result<()> {
     init_tracing();
-    let lab = short_lived_lab().await?;
+    // Three seconds: the first request, made at once, is certainly too young.
+    let lab = short_lived_lab(3).await?;
     let node = lab.node("alice", "laptop").await?;
     let first = node
         .handle()
