@@ -6,6 +6,8 @@
 //! N times in pull mode and N times in push mode (default 5). Prints throughput p50/p90/p99
 //! in MB/s, next to the one-core AEAD rate measured here with the same key and chunk size.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -46,17 +48,6 @@ fn config(dir: &std::path::Path, name: &str, mode: ModeSetting) -> Config {
         log: "error".into(),
         ..Config::default()
     }
-}
-
-/// This process's CPU time (user + system) in seconds, from /proc/self/stat.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the stat line, 12 and 13 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn stats(label: &str, bytes: usize, mut secs: Vec<f64>) {
@@ -163,7 +154,7 @@ async fn main() -> Result<()> {
     );
     for (label, mode) in [("pull", DeliveryMode::Pull), ("push", DeliveryMode::Push)] {
         let mut secs = Vec::new();
-        let cpu0 = cpu_seconds();
+        let cpu0 = common::cpu_secs();
         let wall0 = Instant::now();
         for _ in 0..args.runs {
             let t = Instant::now();
@@ -174,7 +165,7 @@ async fn main() -> Result<()> {
             secs.push(t.elapsed().as_secs_f64());
             let _ = std::fs::remove_file(&out.path);
         }
-        let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+        let (cpu, wall) = (common::cpu_secs() - cpu0, wall0.elapsed().as_secs_f64());
         stats(label, bytes, secs);
         println!(
             "        both nodes in this process used {:.0} % CPU (of 200 % on 2 cores), {:.2} CPU-ns per byte",

@@ -14,10 +14,13 @@
 //! the process RSS and the CPU the idle mesh burns. Every loop is bounded in count and every
 //! operation in time; `--max-secs` bounds the whole run.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use common::{cpu_secs, fd_limit, open_files, rss_mib};
 use cpns_directory::test_utils::{Mesh, NodeOptions};
 use cpns_directory::{Config, Query, ServiceDraft, Visibility};
 
@@ -106,13 +109,7 @@ struct Series {
 
 impl Series {
     fn pct(&self, p: f64) -> f64 {
-        if self.micros.is_empty() {
-            return f64::NAN;
-        }
-        let mut v = self.micros.clone();
-        v.sort_unstable();
-        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-        v[i.min(v.len() - 1)] as f64 / 1000.0
+        common::percentile_ms(&self.micros, p)
     }
     fn mean(v: &[u64]) -> f64 {
         if v.is_empty() {
@@ -140,48 +137,6 @@ impl Series {
             100.0 * self.ok as f64 / self.total.max(1) as f64,
         )
     }
-}
-
-/// Resident set size of this process, in MiB.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// The soft limit of open files of this process.
-fn fd_limit() -> usize {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(1024)
-}
-
-/// Open file descriptors of this process (sockets, sled files).
-fn open_files() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-/// CPU time used by this process so far (user + system), in seconds.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() -> Result<()> {

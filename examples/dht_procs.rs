@@ -16,12 +16,15 @@
 //! another random node, then a get by id. Every operation is bounded (10 s), the run by
 //! `--max-secs`, and the children exit when the parent goes.
 
+mod common;
+
 use std::io::{BufRead, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use common::{cpu_secs, percentile_ms, rss_mib};
 use cpns_directory::test_utils::{Ca, MeshNode, NodeOptions, node_identity};
 use cpns_directory::{Config, Query, ServiceDraft, Visibility};
 
@@ -75,28 +78,6 @@ fn main() -> Result<()> {
 fn share(args: &Args, i: usize) -> (usize, usize) {
     let per = args.nodes.div_ceil(args.procs);
     ((i * per).min(args.nodes), ((i + 1) * per).min(args.nodes))
-}
-
-/// CPU time used by this process so far, in seconds.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident set size of this process, in MiB.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 async fn child(args: Args, index: usize) -> Result<()> {
@@ -305,22 +286,12 @@ impl Rng {
     }
 }
 
-fn pct(v: &[u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)] as f64 / 1000.0
-}
-
 fn row(name: &str, us: &[u64], ok: usize, total: usize, extra: &str) {
     println!(
         "| {name} | {:.2} | {:.2} | {:.2} | {extra} | {:.1} % |",
-        pct(us, 50.0),
-        pct(us, 90.0),
-        pct(us, 99.0),
+        percentile_ms(us, 50.0),
+        percentile_ms(us, 90.0),
+        percentile_ms(us, 99.0),
         100.0 * ok as f64 / total.max(1) as f64
     );
 }

@@ -78,6 +78,20 @@ impl Device {
         })
     }
 
+    /// Enrols a device of `user` with a fresh one-hour, one-time code allowing `modes`.
+    pub(crate) async fn enrol_with(
+        admin: &cpns_auth::Admin,
+        seed: u8,
+        user: &str,
+        modes: Modes,
+        device: &str,
+    ) -> Result<Device> {
+        let code = admin
+            .create_code(user, modes, Duration::from_secs(3600), false)
+            .await?;
+        Self::enrol(seed, &code, device).await
+    }
+
     pub(crate) fn peer(&self) -> PeerId {
         self.node.identity.peer_id()
     }
@@ -546,24 +560,9 @@ async fn authentication_refusals() -> Result<()> {
     let admin = server.admin();
     admin.create_user("alice").await?;
     let hour = Duration::from_secs(3600);
-    let pne = Device::enrol(
-        31,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "pne",
-    )
-    .await?;
-    let mut gw = Device::enrol(
-        32,
-        &admin.create_code("alice", Modes::ALL, hour, false).await?,
-        "gw",
-    )
-    .await?;
-    let other = Device::enrol(
-        33,
-        &admin.create_code("alice", Modes::ALL, hour, false).await?,
-        "other",
-    )
-    .await?;
+    let pne = Device::enrol_with(&admin, 31, "alice", Modes::PNE, "pne").await?;
+    let mut gw = Device::enrol_with(&admin, 32, "alice", Modes::ALL, "gw").await?;
+    let other = Device::enrol_with(&admin, 33, "alice", Modes::ALL, "other").await?;
 
     // Not yet authenticated.
     expect_code(

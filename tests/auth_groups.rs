@@ -1,7 +1,5 @@
 //! `cpns-auth`'s Service Groups (5.6.8) with bare overlay devices (see [`crate::auth`]).
 
-use std::time::Duration;
-
 use anyhow::{Result, bail, ensure};
 use cpns_keys::Modes;
 use cpns_overlay::{AuthMessage, ErrorCode, Message, NodeMode};
@@ -17,19 +15,8 @@ async fn service_groups_rotate_push_and_pull() -> Result<()> {
     let server = start_server(dir.path()).await?;
     let admin = server.admin();
     admin.create_user("alice").await?;
-    let hour = Duration::from_secs(3600);
-    let mut a = Device::enrol(
-        21,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "a",
-    )
-    .await?;
-    let mut b = Device::enrol(
-        22,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "b",
-    )
-    .await?;
+    let mut a = Device::enrol_with(&admin, 21, "alice", Modes::PNE, "a").await?;
+    let mut b = Device::enrol_with(&admin, 22, "alice", Modes::PNE, "b").await?;
     a.auth(NodeMode::Pne).await?;
     b.auth(NodeMode::Pne).await?;
 

@@ -1,8 +1,6 @@
 //! `cpns-auth`'s usage statistics and charging (5.6.3, 5.5) with bare overlay devices (see
 //! [`crate::auth`]).
 
-use std::time::Duration;
-
 use anyhow::{Result, bail, ensure};
 use cpns_keys::Modes;
 use cpns_overlay::{
@@ -55,25 +53,9 @@ async fn usage_reports_become_charging_records() -> Result<()> {
     let server = start_server(dir.path()).await?;
     let admin = server.admin();
     admin.create_user("alice").await?;
-    let hour = Duration::from_secs(3600);
-    let mut gw = Device::enrol(
-        71,
-        &admin.create_code("alice", Modes::ALL, hour, false).await?,
-        "nas",
-    )
-    .await?;
-    let tv = Device::enrol(
-        72,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "tv",
-    )
-    .await?;
-    let other = Device::enrol(
-        73,
-        &admin.create_code("alice", Modes::PNE, hour, false).await?,
-        "radio",
-    )
-    .await?;
+    let mut gw = Device::enrol_with(&admin, 71, "alice", Modes::ALL, "nas").await?;
+    let tv = Device::enrol_with(&admin, 72, "alice", Modes::PNE, "tv").await?;
+    let other = Device::enrol_with(&admin, 73, "alice", Modes::PNE, "radio").await?;
     let (pn, _) = establish(&mut gw).await?;
     let (decision, _) = membership(&gw, tv.setup(&pn.pn_id, gw.peer())).await?;
     ensure!(decision == MembershipDecision::Admitted);

@@ -182,6 +182,28 @@ fn start_node(daemons: &mut Daemons, root: &Path, name: &str, extra: &[&str]) ->
     Ok(dir)
 }
 
+/// Starts `cpns-auth serve` on loopback with its data dir in `root/auth`, waits for its admin
+/// endpoint, and creates the user `alice`. Returns the data dir.
+fn start_auth_with_alice(daemons: &mut Daemons, root: &Path) -> Result<PathBuf> {
+    let auth = root.join("auth");
+    let mut serve = command("cpns-auth");
+    serve
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&auth)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    daemons.start("cpns-auth", serve, &root.join("auth.log"))?;
+    wait_for(daemons, WAIT, "cpns-auth's admin endpoint", || {
+        if !auth.join("admin.json").exists() {
+            return Ok(None);
+        }
+        let out = run(auth_cli(&auth, &["status", "--json"]), WAIT)?;
+        Ok(out.status.success().then_some(()))
+    })?;
+    run_json(auth_cli(&auth, &["users", "create", "alice", "--json"]))?;
+    Ok(auth)
+}
+
 /// The manual session of the README with the real binaries: `cpns-auth serve`, a user, two
 /// codes; node 0 in gateway mode runs `cpns up` (and sets its PN up), node 1 bootstraps from
 /// it, runs `cpns up` and `cpns pair`; both then show the same PN with node 0 as gateway,
@@ -191,22 +213,7 @@ fn two_nodes_enrol_and_pair_through_the_cli() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let mut daemons = Daemons::default();
-    let auth = root.join("auth");
-    let mut serve = command("cpns-auth");
-    serve
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&auth)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
-    daemons.start("cpns-auth", serve, &root.join("auth.log"))?;
-    wait_for(&mut daemons, WAIT, "cpns-auth's admin endpoint", || {
-        if !auth.join("admin.json").exists() {
-            return Ok(None);
-        }
-        let out = run(auth_cli(&auth, &["status", "--json"]), WAIT)?;
-        Ok(out.status.success().then_some(()))
-    })?;
-    run_json(auth_cli(&auth, &["users", "create", "alice", "--json"]))?;
+    let auth = start_auth_with_alice(&mut daemons, root)?;
     let code = || -> Result<String> {
         let v = run_json(auth_cli(
             &auth,
@@ -638,22 +645,7 @@ fn two_nodes_one_command_each_form_a_pn_and_find_a_service() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let mut daemons = Daemons::default();
-    let auth = root.join("auth");
-    let mut serve = command("cpns-auth");
-    serve
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&auth)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
-    daemons.start("cpns-auth", serve, &root.join("auth.log"))?;
-    wait_for(&mut daemons, WAIT, "cpns-auth's admin endpoint", || {
-        if !auth.join("admin.json").exists() {
-            return Ok(None);
-        }
-        let out = run(auth_cli(&auth, &["status", "--json"]), WAIT)?;
-        Ok(out.status.success().then_some(()))
-    })?;
-    run_json(auth_cli(&auth, &["users", "create", "alice", "--json"]))?;
+    let auth = start_auth_with_alice(&mut daemons, root)?;
     let code = || -> Result<String> {
         let v = run_json(auth_cli(
             &auth,

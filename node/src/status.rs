@@ -439,28 +439,40 @@ pub(crate) async fn set_own(shared: &Arc<Shared>, status: Status) -> Result<(), 
 
 /// Sends this node's heartbeat to its gateway (a PNE only).
 async fn report_to_gateway(shared: &Arc<Shared>) {
-    let target = {
+    let gateway = my_gateway(shared);
+    if let Some(gateway) = gateway {
+        let answered = heartbeat(shared, gateway, None).await;
+        crate::pn::failover::watch(shared, answered);
+    }
+}
+
+/// This PNE's gateway (none for a gateway or outside a PN).
+fn my_gateway(shared: &Shared) -> Option<PeerId> {
+    shared
+        .state()
+        .pn
+        .as_ref()
+        .map(|p| p.membership.gateway)
+        .filter(|g| *g != shared.peer_id)
+}
+
+/// Sends one heartbeat (a status report, 5.6.2) to `gateway`: `status`, or this node's own,
+/// with its battery and free memory. Whether the gateway is there: an error answer counts,
+/// only silence does not (silence is what starts a gateway failover).
+pub(crate) async fn heartbeat(
+    shared: &Arc<Shared>,
+    gateway: PeerId,
+    status: Option<Status>,
+) -> bool {
+    let msg = {
         let s = shared.state();
-        match &s.pn {
-            Some(pn) if pn.membership.gateway != shared.peer_id => Some((
-                pn.membership.gateway,
-                s.status.clone(),
-                s.caps.dynamic.battery_percent,
-                s.caps.dynamic.free_memory_bytes,
-            )),
-            _ => None,
-        }
+        Message::Status(StatusMessage::Heartbeat {
+            status: status.unwrap_or_else(|| s.status.clone()),
+            battery_percent: s.caps.dynamic.battery_percent,
+            free_memory_bytes: Some(s.caps.dynamic.free_memory_bytes),
+        })
     };
-    let Some((gateway, status, battery, free)) = target else {
-        return;
-    };
-    let msg = Message::Status(StatusMessage::Heartbeat {
-        status,
-        battery_percent: battery,
-        free_memory_bytes: Some(free),
-    });
-    // An error answer still means the gateway is there (only silence starts a failover).
-    let answered = match shared.client.request(gateway, Protocol::Cpns, msg).await {
+    match shared.client.request(gateway, Protocol::Cpns, msg).await {
         Ok(_) => true,
         Err(e @ cpns_overlay::Error::Refused { .. }) => {
             debug!(%gateway, "heartbeat refused: {e}");
@@ -470,27 +482,15 @@ async fn report_to_gateway(shared: &Arc<Shared>) {
             debug!(%gateway, "heartbeat not delivered: {e}");
             false
         }
-    };
-    crate::pn::failover::watch(shared, answered);
+    }
 }
 
 /// Before shutdown: tell the gateway this node goes Offline.
 pub(crate) async fn announce_offline(shared: &Arc<Shared>) {
-    let gateway = shared
-        .state()
-        .pn
-        .as_ref()
-        .map(|p| p.membership.gateway)
-        .filter(|g| *g != shared.peer_id);
-    if let Some(gateway) = gateway {
-        let msg = Message::Status(StatusMessage::Heartbeat {
-            status: Status::Offline,
-            battery_percent: None,
-            free_memory_bytes: None,
-        });
+    if let Some(gateway) = my_gateway(shared) {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            shared.client.request(gateway, Protocol::Cpns, msg),
+            heartbeat(shared, gateway, Some(Status::Offline)),
         )
         .await;
     }

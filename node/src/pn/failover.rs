@@ -361,7 +361,13 @@ async fn fail_over(shared: &Arc<Shared>) -> Result<(), OpError> {
             };
         }
         // Heard from the gateway again meanwhile?
-        if heartbeat(shared, silent).await {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::status::heartbeat(shared, silent, None),
+        )
+        .await
+        .unwrap_or(false);
+        if answered {
             info!(gateway = %silent, "the gateway answers again; no failover");
             return Ok(());
         }
@@ -383,21 +389,4 @@ async fn fail_over(shared: &Arc<Shared>) -> Result<(), OpError> {
     Err(OpError::Unavailable(
         "no member took the gateway role over in time".into(),
     ))
-}
-
-/// One status report to the gateway; whether it answered.
-async fn heartbeat(shared: &Arc<Shared>, gateway: PeerId) -> bool {
-    let status = shared.state().status.clone();
-    let msg = Message::Status(cpns_overlay::StatusMessage::Heartbeat {
-        status,
-        battery_percent: None,
-        free_memory_bytes: None,
-    });
-    // An error answer still means the gateway is there.
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        shared.client.request(gateway, Protocol::Cpns, msg),
-    )
-    .await
-    .is_ok_and(|r| matches!(r, Ok(_) | Err(cpns_overlay::Error::Refused { .. })))
 }
