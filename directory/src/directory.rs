@@ -3,6 +3,7 @@
 
 mod advertise;
 mod find;
+mod shared_records;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
@@ -10,17 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cpns_keys::{
-    EntityCredential, GroupId, GroupKey, Identity, Mode, PeerId, RevocationList, UnixTime,
-};
-use cpns_overlay::{Client, PnInventorySummary, Quorum, Record, RecordKey};
+use cpns_keys::{EntityCredential, GroupId, GroupKey, Identity, PeerId, UnixTime};
+use cpns_overlay::{Client, Quorum, Record, RecordKey};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::Config;
-use crate::error::{DirectoryError, FindError, PublishError};
+use crate::error::{DirectoryError, PublishError};
 use crate::keyring::KeyRing;
 use crate::keyword::{self, KeyScope};
 use crate::record::{self, Body, Header, IndexEntry, ServiceBody};
@@ -357,52 +356,6 @@ impl Directory {
         }
     }
 
-    /// Puts a CA-signed revocation list under its fixed key (any node may re-put it: the CA
-    /// signature is the authentication).
-    pub async fn publish_revocations(&self, list: &RevocationList) -> Result<(), PublishError> {
-        list.verify(self.inner.trust.ca())
-            .map_err(|e| PublishError::Forbidden(format!("revocation list: {e}")))?;
-        let value =
-            record::revocations_record(list).map_err(|e| PublishError::Codec(e.to_string()))?;
-        if value.len() > self.inner.config.max_revocation_record_size {
-            return Err(PublishError::Invalid(format!(
-                "revocation list record of {} bytes exceeds {}",
-                value.len(),
-                self.inner.config.max_revocation_record_size
-            )));
-        }
-        let now = crate::now();
-        let expires = now.saturating_add(self.inner.config.max_record_ttl.as_secs());
-        let key = keyword::revocations_key(self.inner.trust.ca());
-        self.write_all(vec![Write::Put {
-            key,
-            value,
-            expires,
-        }])
-        .await
-        .map_err(PublishError::NotReplicated)
-    }
-
-    /// Fetches the newest CA-signed revocation list in the DHT (also taken into [`Trust`] by
-    /// the validator when it passes through).
-    pub async fn fetch_revocations(&self) -> Result<Option<RevocationList>, FindError> {
-        let key = keyword::revocations_key(self.inner.trust.ca());
-        let mut best: Option<RevocationList> = None;
-        for value in self.fetch_all(&key).await? {
-            if let Ok(record::Checked::Revocations(list)) = record::verify(
-                &value,
-                Some(&key),
-                &self.inner.trust,
-                &self.inner.config,
-                crate::now(),
-            ) && best.as_ref().is_none_or(|b| b.version < list.version)
-            {
-                best = Some(list);
-            }
-        }
-        Ok(best)
-    }
-
     /// The credential records are signed with.
     pub fn credential(&self) -> EntityCredential {
         match self.inner.credential.read() {
@@ -423,86 +376,6 @@ impl Directory {
             Err(p) => *p.into_inner() = credential,
         }
         self.republish_all().await
-    }
-
-    /// Publishes the PN's inventory summary, signed by this gateway, under a key derived from
-    /// the PN id. The credential must allow gateway mode and belong to the PN's owner.
-    pub async fn publish_pn_summary(
-        &self,
-        summary: &PnInventorySummary,
-    ) -> Result<(), PublishError> {
-        let cred = self.credential();
-        if !cred.body.modes.contains(Mode::Gateway) {
-            return Err(PublishError::Forbidden(
-                "the credential does not allow gateway mode".into(),
-            ));
-        }
-        if summary.gateway != self.inner.peer || summary.owner != cred.body.user {
-            return Err(PublishError::Forbidden(
-                "a summary names this node as gateway and its user as owner".into(),
-            ));
-        }
-        let now = crate::now();
-        let key = keyword::pn_summary_key(&summary.pn_id);
-        let expires = now.saturating_add(self.inner.config.record_ttl.as_secs());
-        let header = Header {
-            key: key.clone(),
-            publisher: self.inner.peer,
-            version: self.next_version(now),
-            issued: now,
-            expires,
-            body: Body::PnSummary(Box::new(summary.clone())),
-        };
-        let value = self.sign(&header)?;
-        self.write_all(vec![Write::Put {
-            key,
-            value,
-            expires,
-        }])
-        .await
-        .map_err(PublishError::NotReplicated)
-    }
-
-    /// Fetches a PN's inventory summary (the newest valid one found).
-    pub async fn fetch_pn_summary(
-        &self,
-        pn_id: &str,
-    ) -> Result<Option<PnInventorySummary>, FindError> {
-        let key = keyword::pn_summary_key(pn_id);
-        let mut best: Option<(u64, UnixTime, Box<PnInventorySummary>)> = None;
-        for value in self.fetch_all(&key).await? {
-            if let Ok(record::Checked::Signed { header }) = record::verify(
-                &value,
-                Some(&key),
-                &self.inner.trust,
-                &self.inner.config,
-                crate::now(),
-            ) && let Body::PnSummary(s) = header.body
-                && best
-                    .as_ref()
-                    .is_none_or(|(v, i, _)| (*v, *i) < (header.version, header.issued))
-            {
-                best = Some((header.version, header.issued, s));
-            }
-        }
-        Ok(best.map(|(_, _, s)| *s))
-    }
-
-    // ---- internals ----
-
-    /// Every valid value under a key (a full lookup: these records are rare and the newest
-    /// one matters).
-    async fn fetch_all(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, FindError> {
-        match self
-            .inner
-            .client
-            .get_record(RecordKey::new(&key), false)
-            .await
-        {
-            Ok(out) => Ok(out.records.into_iter().map(|r| r.record.value).collect()),
-            Err(cpns_overlay::Error::NotFound) => Ok(Vec::new()),
-            Err(e) => Err(FindError::Overlay(e)),
-        }
     }
 
     fn next_version(&self, now: UnixTime) -> u64 {
