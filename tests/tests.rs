@@ -5,6 +5,7 @@
 mod util;
 
 mod auth;
+mod authz;
 mod auth_cli;
 mod auth_groups;
 mod auth_usage;

@@ -86,7 +86,8 @@ pub struct EventLoop {
     pending_requests: HashMap<(Protocol, request_response::OutboundRequestId), Reply<Envelope>>,
     pending_queries: HashMap<kad::QueryId, PendingQuery>,
     peers: HashMap<PeerId, PeerState>,
-    admitted: HashSet<PeerId>,
+    /// Admitted peers and when their admission ends (Unix seconds).
+    admitted: HashMap<PeerId, u64>,
     listen_addrs: Vec<Multiaddr>,
 }
 
@@ -109,7 +110,7 @@ impl EventLoop {
             pending_requests: HashMap::new(),
             pending_queries: HashMap::new(),
             peers: HashMap::new(),
-            admitted: HashSet::new(),
+            admitted: HashMap::new(),
             listen_addrs,
         }
     }
@@ -157,6 +158,11 @@ impl EventLoop {
         if any && let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
             debug!("bootstrap not started: {e}");
         }
+    }
+
+    /// Whether `peer` is admitted now (an admission ends with the credential it was for).
+    fn is_admitted(&self, peer: &PeerId) -> bool {
+        self.admitted.get(peer).is_some_and(|u| *u > unix_now())
     }
 
     fn full(&self, len: usize) -> bool {
@@ -349,17 +355,35 @@ impl EventLoop {
                     .sum();
                 let _ = reply.send(Ok(n));
             }
-            Command::Admit { peer, admitted } => {
-                if !admitted {
+            Command::Admit { peer, until } => match until {
+                None => {
                     self.admitted.remove(&peer);
-                } else if self.admitted.len() < self.config.max_admitted {
-                    self.admitted.insert(peer);
-                } else {
-                    warn!(%peer, "admitted-peer set is full; peer not admitted");
+                }
+                Some(until) => {
+                    if !self.admitted.contains_key(&peer)
+                        && self.admitted.len() >= self.config.max_admitted
+                    {
+                        // Make room from admissions that have ended before refusing.
+                        let now = unix_now();
+                        self.admitted.retain(|_, u| *u > now);
+                    }
+                    if self.admitted.contains_key(&peer)
+                        || self.admitted.len() < self.config.max_admitted
+                    {
+                        self.admitted.insert(peer, until);
+                    } else {
+                        warn!(%peer, "admitted-peer set is full; peer not admitted");
+                    }
+                }
+            },
+            Command::ForgetDhtPeer { peer } => {
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.dht_server = false;
                 }
             }
             Command::IsAdmitted { peer, reply } => {
-                let _ = reply.send(Ok(self.admitted.contains(&peer)));
+                let _ = reply.send(Ok(self.is_admitted(&peer)));
             }
         }
     }
@@ -549,7 +573,7 @@ impl EventLoop {
                 if protocol == Protocol::Cpns
                     && self.config.gate_requests
                     && !request.body.is_open()
-                    && !self.admitted.contains(&peer)
+                    && !self.is_admitted(&peer)
                 {
                     self.stats.reject_message("not_registered");
                     self.reply_error(
@@ -628,6 +652,14 @@ impl EventLoop {
             Protocol::Auth => b.auth.send_response(channel.inner, env),
         };
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The PeerId in a multiaddr's `/p2p/` component, if any.
