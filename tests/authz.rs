@@ -149,6 +149,8 @@ fn fake_gateway_script(fake_members: Vec<PeerId>) -> Script {
                 mode: NodeMode::Pne,
                 status: Status::Online,
                 listen_addrs: Vec::new(),
+                serial: 1,
+                expires: u64::MAX,
             };
             let mut members = vec![member(me.peer())];
             members.extend(fake_members.iter().copied().map(member));
@@ -160,6 +162,8 @@ fn fake_gateway_script(fake_members: Vec<PeerId>) -> Script {
                 members,
                 services: Vec::new(),
                 updated: 0,
+                details: Vec::new(),
+                admins: Vec::new(),
             }))
         }
         _ => Message::Ack,
@@ -239,8 +243,7 @@ async fn a_gateway_claim_the_credential_does_not_allow_is_refused() -> Result<()
         ),
         Ok(o) => bail!("pairing with a PNE-only device claiming the gateway went on: {o:?}"),
     }
-    while let Ok(Some((_, m))) = tokio::time::timeout(Duration::from_millis(1), seen.recv()).await
-    {
+    while let Ok(Some((_, m))) = tokio::time::timeout(Duration::from_millis(1), seen.recv()).await {
         ensure!(
             !matches!(m, Message::Pn(PnMessage::ConnectionSetupRequest(_))),
             "the device tried to join a PNE-only device"

@@ -171,7 +171,8 @@ async fn third_node_joins_and_three_members_share_one_epoch() -> Result<()> {
     Ok(())
 }
 
-/// A node of another user is refused at step 20 until a PN admin invites that user.
+/// A node of another user joins only once its owner accepted the invitation the pairing
+/// left, and is then refused at step 20 until a PN admin invites that user.
 #[tokio::test]
 async fn another_users_node_is_refused_at_step_20_until_invited() -> Result<()> {
     init_tracing();
@@ -185,19 +186,35 @@ async fn another_users_node_is_refused_at_step_20_until_invited() -> Result<()> 
         .context("the gateway's PN")?;
     let bob = lab.node("bob", "bob-phone").await?;
 
-    bob.handle().pair(gw.dial_addr().await?).await?;
-    // The join runs in the background: wait for the refusal in the gateway's trace.
-    let refused = wait_trace(&gw, |e| e.step == 20 && e.detail.starts_with("refused")).await;
-    ensure!(refused, "no refusal at step 20: {:#?}", gw.handle().trace());
-    assert!(bob.handle().status().await?.pn_id.is_none());
+    // Pairing alone does not join another user's PN: it leaves an invitation.
+    let outcome = bob.handle().pair(gw.dial_addr().await?).await?;
+    ensure!(outcome.result == "invitation", "{outcome:?}");
+    let id = outcome.invitation.context("no invitation id")?;
+    ensure!(
+        bob.handle()
+            .pn_invitations()
+            .iter()
+            .any(|i| i.id == id && i.user == "alice"),
+        "{:?}",
+        bob.handle().pn_invitations()
+    );
+    // Accepted, the join runs, and cpns-auth refuses it at step 20: bob is not invited.
+    let refused = bob.handle().pn_accept(&id).await;
+    ensure!(refused.is_err(), "{refused:?}");
+    let step20 = wait_trace(&gw, |e| e.step == 20 && e.detail.starts_with("refused")).await;
+    ensure!(step20, "no refusal at step 20: {:#?}", gw.handle().trace());
+    ensure!(bob.handle().status().await?.pn_id.is_none());
 
     gw.handle().pn_invite(Invitee::User("bob".into())).await?;
-    bob.handle().pair(gw.dial_addr().await?).await?;
+    let outcome = bob.handle().pair(gw.dial_addr().await?).await?;
+    let id = outcome.invitation.context("no invitation id")?;
+    let pn = bob.handle().pn_accept(&id).await?;
     let s = bob.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
     ensure!(
-        s.pn_id.is_some(),
-        "bob's device admitted after the invitation"
+        s.pn_id.as_deref() == Some(pn.as_str()),
+        "bob's device admitted after the invitation: {s:?}"
     );
+    ensure!(bob.handle().pn_invitations().is_empty());
     lab.shutdown(vec![gw, bob]).await;
     Ok(())
 }

@@ -5,10 +5,10 @@
 mod util;
 
 mod auth;
-mod authz;
 mod auth_cli;
 mod auth_groups;
 mod auth_usage;
+mod authz;
 mod cli;
 mod directory;
 mod failover;

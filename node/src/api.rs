@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use subtle_eq::constant_time_eq;
 
 use crate::Handle;
+use crate::context::Context;
 use crate::error::{OpError, StartError};
-use crate::shared::Shared;
 use crate::views::{ErrorBody, ErrorDetail};
 
 /// File in the data dir that tells clients where the API is and its token.
@@ -150,7 +150,8 @@ async fn not_found() -> ApiError {
 /// Binds the API on 127.0.0.1, writes the API file, and returns the address and the server
 /// task (which stops when the node's token is cancelled).
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    shared: &Context,
+    handle: Handle,
 ) -> Result<
     (
         SocketAddr,
@@ -179,7 +180,7 @@ pub(crate) async fn serve(
     )
     .map_err(|e| StartError::Api(format!("writing {API_FILE}: {e}")))?;
     let state = ApiState {
-        handle: Handle::new(shared.clone()),
+        handle,
         token: Arc::new(token),
     };
     let app = Router::new()

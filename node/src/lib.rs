@@ -23,24 +23,26 @@
 
 mod api;
 mod auth_link;
+pub mod authz;
 mod caps;
 pub mod cli;
 pub mod config;
+mod context;
 pub mod delivery;
 pub mod enrolment;
 mod error;
 mod groups;
 mod handle;
-mod handlers;
 mod keyring;
 mod lan;
 mod metrics;
 mod node;
 mod pn;
 mod renewal;
+mod router;
 mod services;
-mod shared;
 pub mod status;
+mod store;
 pub mod trace;
 pub mod usage;
 pub mod views;
@@ -50,5 +52,14 @@ pub use config::{Config, ConfigError, ModeSetting};
 pub use error::{OpError, StartError};
 pub use handle::Handle;
 pub use node::{IDENTITY_FILE, Node};
-pub use pn::pairing::PairOutcome;
+pub use pn::{Invitation, PairOutcome};
 pub use renewal::CredentialView;
+pub use store::StoreError;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> cpns_keys::UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

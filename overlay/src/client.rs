@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::KadMode;
 use crate::error::Error;
-use crate::protocol::{Envelope, Message, MessageId};
+use crate::protocol::{Envelope, ErrorCode, Message, MessageId};
 use crate::stats::Stats;
 
 /// Which request-response protocol a request travels on.
@@ -210,6 +210,8 @@ pub(crate) enum Command {
         /// `None`: un-admit. `Some(until)`: admitted until that Unix time (the end of the
         /// credential that was checked), after which the peer is refused again.
         until: Option<u64>,
+        /// With an un-admission: the code its requests are refused with from now on.
+        refusal: Option<ErrorCode>,
     },
     IsAdmitted {
         peer: PeerId,
@@ -428,7 +430,12 @@ impl Client {
     /// admission with the credential that was checked.
     pub async fn admit_peer(&self, peer: PeerId, admitted: bool) -> Result<(), Error> {
         let until = admitted.then_some(u64::MAX);
-        self.tell(Command::Admit { peer, until }).await
+        self.tell(Command::Admit {
+            peer,
+            until,
+            refusal: None,
+        })
+        .await
     }
 
     /// Admits a peer until the Unix time `until` (its credential's expiry): the node admits a
@@ -438,13 +445,31 @@ impl Client {
         self.tell(Command::Admit {
             peer,
             until: Some(until),
+            refusal: None,
         })
         .await
     }
 
-    /// Un-admits a peer (revoked, expelled, forgotten): its requests are refused from now on.
+    /// Un-admits a peer (forgotten, or gone from the PN): its requests are refused from now
+    /// on as from any peer that did not register.
     pub async fn unadmit(&self, peer: PeerId) -> Result<(), Error> {
-        self.tell(Command::Admit { peer, until: None }).await
+        self.tell(Command::Admit {
+            peer,
+            until: None,
+            refusal: None,
+        })
+        .await
+    }
+
+    /// Un-admits a peer that must not come back by registering again (revoked, expelled):
+    /// its requests are refused with `code`, whatever they are, until it is admitted again.
+    pub async fn refuse_peer(&self, peer: PeerId, code: ErrorCode) -> Result<(), Error> {
+        self.tell(Command::Admit {
+            peer,
+            until: None,
+            refusal: Some(code),
+        })
+        .await
     }
 
     /// Drops `peer` from the Kademlia routing table until identify says again that it serves

@@ -88,6 +88,9 @@ pub struct EventLoop {
     peers: HashMap<PeerId, PeerState>,
     /// Admitted peers and when their admission ends (Unix seconds).
     admitted: HashMap<PeerId, u64>,
+    /// Peers the application refused for good (revoked, expelled), with the code every one of
+    /// their requests gets (at most [`Config::max_admitted`]).
+    refused: HashMap<PeerId, ErrorCode>,
     listen_addrs: Vec<Multiaddr>,
 }
 
@@ -111,6 +114,7 @@ impl EventLoop {
             pending_queries: HashMap::new(),
             peers: HashMap::new(),
             admitted: HashMap::new(),
+            refused: HashMap::new(),
             listen_addrs,
         }
     }
@@ -355,11 +359,24 @@ impl EventLoop {
                     .sum();
                 let _ = reply.send(Ok(n));
             }
-            Command::Admit { peer, until } => match until {
+            Command::Admit {
+                peer,
+                until,
+                refusal,
+            } => match until {
                 None => {
                     self.admitted.remove(&peer);
+                    if let Some(code) = refusal {
+                        if self.refused.len() >= self.config.max_admitted
+                            && let Some(any) = self.refused.keys().next().copied()
+                        {
+                            self.refused.remove(&any);
+                        }
+                        self.refused.insert(peer, code);
+                    }
                 }
                 Some(until) => {
+                    self.refused.remove(&peer);
                     if !self.admitted.contains_key(&peer)
                         && self.admitted.len() >= self.config.max_admitted
                     {
@@ -570,6 +587,14 @@ impl EventLoop {
                     protocol,
                     id: request.id,
                 };
+                if protocol == Protocol::Cpns
+                    && self.config.gate_requests
+                    && let Some(code) = self.refused.get(&peer).copied()
+                {
+                    self.stats.reject_message(code.as_str());
+                    self.reply_error(channel, code, "refused by this node");
+                    return;
+                }
                 if protocol == Protocol::Cpns
                     && self.config.gate_requests
                     && !request.body.is_open()

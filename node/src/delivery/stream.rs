@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{CHUNK, MAX_CONTROL_FRAME};
+use crate::context::Context;
 use crate::error::OpError;
-use crate::shared::Shared;
 
 /// The first frame of a delivery stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ fn io_error(e: std::io::Error) -> OpError {
 /// chunks. Reading and sealing run on a blocking thread, a few chunks ahead of the network
 /// writes, so that the AEAD and the transport work in parallel.
 pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
-    shared: &Shared,
+    shared: &Context,
     out: &mut W,
     key: Option<GroupKey>,
     mut file: std::fs::File,
@@ -126,7 +126,7 @@ pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
 /// `path` run on a blocking thread while the next chunks arrive. Returns the byte count and
 /// the SHA-256 of the content.
 pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
-    shared: &Shared,
+    shared: &Context,
     sender: &PeerId,
     input: &mut R,
     path: &std::path::Path,
