@@ -117,7 +117,7 @@ impl Node {
         let preference = crate::pn::preference_of(&config, config.mode);
         let overrides = config.capabilities.clone();
         let (reader, caps) = tokio::task::spawn_blocking(move || {
-            let mut reader = Box::new(crate::caps::Reader::new());
+            let mut reader: Box<crate::caps::Reader> = Box::default();
             let caps = reader.read(&overrides, mode, preference, 1);
             (reader, caps)
         })

@@ -654,7 +654,7 @@ impl State {
             let done = match self.jobs.get(&id) {
                 Some(Purpose::ReadCaps(_)) => {
                     // The reader went with the job: read without one from now on.
-                    self.reader = Some(Box::new(caps::Reader::new()));
+                    self.reader = Some(Box::default());
                     self.jobs.remove(&id);
                     return;
                 }

@@ -108,7 +108,7 @@ fn node(ca: &Ca, user: &str, serial: u64, mode: ModeSetting) -> (State, Identity
         stored,
         vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
         caps,
-        Box::new(crate::caps::Reader::new()),
+        Box::default(),
     );
     (state, id, eukey)
 }

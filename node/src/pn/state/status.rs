@@ -359,7 +359,7 @@ impl State {
     /// A capabilities read came back.
     pub(super) fn caps_read(&mut self, then: CapsThen, done: Done, fx: &mut Fx) {
         let Done::Caps(reader, new) = done else {
-            self.reader = Some(Box::new(caps::Reader::new()));
+            self.reader = Some(Box::default());
             return;
         };
         self.reader = Some(reader);
