@@ -9,6 +9,7 @@ mod auth_cli;
 mod auth_groups;
 mod auth_usage;
 mod authz;
+mod authz_table;
 mod cli;
 mod directory;
 mod failover;

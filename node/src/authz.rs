@@ -449,6 +449,13 @@ pub(crate) fn check(kind: RequestKind, sender: Sender) -> Result<SenderClass, (E
         }
         Sender::Class(c) => c,
     };
+    if class == SenderClass::NotEnrolled && !kind.allowed().not_enrolled {
+        // The same answer the overlay's pre-filter gives.
+        return Err((
+            ErrorCode::NotRegistered,
+            "register first (Entity Registration and Discovery)".into(),
+        ));
+    }
     let a = kind.allowed();
     let ok = match class {
         SenderClass::NotEnrolled => a.not_enrolled,
@@ -462,11 +469,6 @@ pub(crate) fn check(kind: RequestKind, sender: Sender) -> Result<SenderClass, (E
     }
     Err(if kind == RequestKind::Answer {
         (ErrorCode::BadRequest, "an answer, not a request".into())
-    } else if class == SenderClass::NotEnrolled {
-        (
-            ErrorCode::NotRegistered,
-            "register first (Entity Registration and Discovery)".into(),
-        )
     } else {
         (
             ErrorCode::Forbidden,

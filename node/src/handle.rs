@@ -472,7 +472,7 @@ impl Handle {
             .as_ref()
             .map(|p| p.members.len())
             .unwrap_or(0);
-        crate::metrics::render(&self.ctx, members).await
+        crate::metrics::render(&self.ctx.metrics, &self.ctx.client, members).await
     }
 
     /// Changes capability overrides at run time (`cpns caps set`): for devices that cannot

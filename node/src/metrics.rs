@@ -11,9 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::authz::RequestKind;
-use crate::context::Context;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
     reason: String,
@@ -62,7 +59,7 @@ impl Metrics {
     }
 
     /// A request the authorisation table refused, by kind and sender class.
-    pub(crate) fn refused_request(&self, kind: RequestKind, class: &str) {
+    pub(crate) fn refused_request(&self, kind: &str, class: &str) {
         self.requests_refused
             .get_or_create(&RefusalLabel {
                 request: kind.to_string(),
@@ -84,10 +81,10 @@ impl Metrics {
     }
 }
 
-/// Renders every metric in Prometheus text format; `members` is the PN's size.
-pub(crate) async fn render(shared: &Context, members: usize) -> String {
+/// Renders every metric in Prometheus text format: the node's counters `m`, the overlay's
+/// (through `client`), and `members`, the PN's size.
+pub(crate) async fn render(m: &Metrics, client: &cpns_overlay::Client, members: usize) -> String {
     let mut registry = Registry::with_prefix("cpns_node");
-    let m = &shared.metrics;
     registry.register(
         "registrations_refused",
         "Entity registrations (B.1 steps 1-2) refused, by reason",
@@ -155,10 +152,10 @@ pub(crate) async fn render(shared: &Context, members: usize) -> String {
     );
 
     let peers: Gauge = Gauge::default();
-    peers.set(shared.client.peers().await.map(|p| p.len()).unwrap_or(0) as i64);
+    peers.set(client.peers().await.map(|p| p.len()).unwrap_or(0) as i64);
     registry.register("peers", "Connected peers", peers);
     let routing: Gauge = Gauge::default();
-    routing.set(shared.client.routing_table_size().await.unwrap_or(0) as i64);
+    routing.set(client.routing_table_size().await.unwrap_or(0) as i64);
     registry.register(
         "dht_routing_table",
         "Peers in the DHT routing table",
@@ -168,7 +165,7 @@ pub(crate) async fn render(shared: &Context, members: usize) -> String {
     member_gauge.set(members as i64);
     registry.register("pn_members", "Members of this node's PN", member_gauge);
 
-    let stats = shared.client.stats();
+    let stats = client.stats();
     let queries: Counter = Counter::default();
     queries.inc_by(cpns_overlay::Stats::get(&stats.queries));
     registry.register("dht_queries", "DHT queries started", queries);
