@@ -279,6 +279,64 @@ fn two_nodes_enrol_and_pair_through_the_cli() -> Result<()> {
     Ok(())
 }
 
+/// Consent across users from the CLI: pairing with another user's gateway leaves an
+/// invitation (`cpns pn invitations`); `cpns pn accept ID` joins once an admin invited the
+/// user (`cpns pn invite --user`); `cpns pn decline ID` drops one.
+#[test]
+fn another_users_invitation_is_listed_and_accepted_through_the_cli() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let mut daemons = Daemons::default();
+    let auth = start_auth_with_alice(&mut daemons, root)?;
+    run_json(auth_cli(&auth, &["users", "create", "bob", "--json"]))?;
+    let code = |user: &str| -> Result<String> {
+        let v = run_json(auth_cli(
+            &auth,
+            &["enrol", "create", "--user", user, "--json"],
+        ))?;
+        v["code"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no code in enrol create --json")
+    };
+    let n0 = start_node(&mut daemons, root, "n0", &["--mode", "gateway"])?;
+    let s0 = node_status(&mut daemons, &n0)?;
+    let addr0 = format!(
+        "{}/p2p/{}",
+        s0["listen_addrs"][0].as_str().context("listen_addrs")?,
+        s0["peer_id"].as_str().context("peer_id")?
+    );
+    let pn = run_json(cpns(&n0, &["up", "--code", &code("alice")?]))?["pn_id"]
+        .as_str()
+        .context("the gateway's PN")?
+        .to_owned();
+    run_json(cpns(&n0, &["pn", "invite", "--user", "bob"]))?;
+    let n1 = start_node(&mut daemons, root, "n1", &[])?;
+    node_status(&mut daemons, &n1)?;
+    run_json(cpns(&n1, &["up", "--code", &code("bob")?]))?;
+
+    let paired = run_json(cpns(&n1, &["pair", &addr0]))?;
+    assert_eq!(paired["result"], "invitation", "{paired}");
+    let listed = run_json(cpns(&n1, &["pn", "invitations"]))?;
+    let id = listed[0]["id"]
+        .as_str()
+        .context("an invitation")?
+        .to_owned();
+    assert_eq!(listed[0]["user"], "alice");
+    assert!(run_json(cpns(&n1, &["status"]))?["pn_id"].is_null());
+    let joined = run_json(cpns(&n1, &["pn", "accept", &id]))?;
+    assert_eq!(joined["pn_id"], pn.as_str());
+    assert_eq!(run_json(cpns(&n1, &["status"]))?["pn_id"], pn.as_str());
+    assert_eq!(
+        run_json(cpns(&n1, &["pn", "invitations"]))?,
+        serde_json::json!([])
+    );
+    // An unknown invitation is a clear error with the failure exit code.
+    let out = run(cpns(&n1, &["pn", "decline", "inv-000000000000"]), WAIT)?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    Ok(())
+}
+
 /// Kills, on drop, whatever a `mesh.json` still names (a failing mesh test must not leave
 /// daemons behind). A PID is killed only if its command line mentions the mesh dir, so a
 /// recycled PID is never touched.

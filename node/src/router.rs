@@ -111,7 +111,9 @@ impl Router {
         let view = self.pn.view();
         let sender = authz::classify(&view, protocol, &peer, crate::now());
         authz::check(kind, sender).map_err(|(code, text)| {
-            self.ctx.metrics.refused_request(&kind.to_string(), sender.label());
+            self.ctx
+                .metrics
+                .refused_request(&kind.to_string(), sender.label());
             debug!(%peer, %kind, sender = sender.label(), "refused: {text}");
             Box::new(Message::error(code, text))
         })

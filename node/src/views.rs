@@ -146,10 +146,54 @@ pub struct PnInventoryView {
     pub services: Vec<String>,
     /// When the summary was made (Unix seconds).
     pub updated: u64,
+    /// Per member, what the PN Inventory holds beyond the member list (given to members;
+    /// empty for a remote PN's public summary).
+    #[serde(default)]
+    pub details: Vec<MemberDetailView>,
+}
+
+/// One member's entry in the PN Inventory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberDetailView {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its credential's serial.
+    pub serial: u64,
+    /// When its credential expires (Unix seconds).
+    pub expires: u64,
+    /// Where it listens.
+    pub listen_addrs: Vec<String>,
+    /// Its current Device Capabilities (5.6.1), as JSON.
+    pub capabilities: Option<serde_json::Value>,
+    /// Ids of the services it offers.
+    pub services: Vec<String>,
+    /// When the gateway last heard from it (Unix seconds; 0: not since the gateway started).
+    pub last_seen: u64,
 }
 
 impl From<cpns_overlay::PnInventorySummary> for PnInventoryView {
     fn from(s: cpns_overlay::PnInventorySummary) -> Self {
+        let details = s
+            .details
+            .iter()
+            .map(|d| {
+                let m = s.members.iter().find(|m| m.peer_id == d.peer_id);
+                MemberDetailView {
+                    peer_id: d.peer_id.to_string(),
+                    serial: m.map(|m| m.serial).unwrap_or(0),
+                    expires: m.map(|m| m.expires).unwrap_or(0),
+                    listen_addrs: m
+                        .map(|m| m.listen_addrs.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    capabilities: d
+                        .capabilities
+                        .as_ref()
+                        .and_then(|c| serde_json::to_value(c).ok()),
+                    services: d.services.clone(),
+                    last_seen: d.last_seen,
+                }
+            })
+            .collect();
         Self {
             pn_id: s.pn_id,
             owner: s.owner,
@@ -158,6 +202,7 @@ impl From<cpns_overlay::PnInventorySummary> for PnInventoryView {
             members: s.members.iter().map(MemberView::from).collect(),
             services: s.services,
             updated: s.updated,
+            details,
         }
     }
 }

@@ -23,6 +23,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/pn/invite", post(invite))
         .route("/v1/pn/expel", post(expel))
         .route("/v1/pn/release", post(release))
+        .route("/v1/pn/invitations", get(invitations))
+        .route("/v1/pn/accept", post(accept))
+        .route("/v1/pn/decline", post(decline))
         .route("/v1/pn/seal", post(seal))
         .route("/v1/pn/open", post(open))
         .route("/v1/mode", get(mode_get).post(mode_set))
@@ -171,4 +174,24 @@ async fn release(State(s): State<ApiState>) -> ApiResult<Released> {
     Ok(Json(Released {
         pn_id: s.handle.pn_release().await?,
     }))
+}
+
+async fn invitations(State(s): State<ApiState>) -> ApiResult<Vec<crate::Invitation>> {
+    Ok(Json(s.handle.pn_invitations()))
+}
+
+#[derive(Deserialize)]
+struct InvitationBody {
+    id: String,
+}
+
+async fn accept(State(s): State<ApiState>, Body(b): Body<InvitationBody>) -> ApiResult<Released> {
+    Ok(Json(Released {
+        pn_id: s.handle.pn_accept(&b.id).await?,
+    }))
+}
+
+async fn decline(State(s): State<ApiState>, Body(b): Body<InvitationBody>) -> ApiResult<Done> {
+    s.handle.pn_decline(&b.id).await?;
+    Ok(Json(Done { ok: true }))
 }

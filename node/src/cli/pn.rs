@@ -41,6 +41,18 @@ pub(crate) enum PnAction {
         /// The sealed JSON.
         sealed: String,
     },
+    /// Invitations to join a PN of another user, waiting for this owner's answer.
+    Invitations,
+    /// Accept an invitation: this node joins that PN.
+    Accept {
+        /// The invitation's id (`inv-…`).
+        id: String,
+    },
+    /// Decline an invitation.
+    Decline {
+        /// The invitation's id (`inv-…`).
+        id: String,
+    },
 }
 
 /// `cpns mode` actions.
@@ -67,6 +79,10 @@ pub(super) async fn pair(api: &ApiClient, json_out: bool, addr: &str) -> Result<
             "the peer won the election; it sets the PN up and this node joins".to_string()
         }
         "no_gateway" => "neither device may be a gateway: no PN".to_string(),
+        "invitation" => format!(
+            "its PN belongs to another user: join it with `cpns pn accept {}`",
+            o.invitation.as_deref().unwrap_or("?")
+        ),
         other => other.to_string(),
     };
     println!("paired with {} ({}): {what}", o.peer_id, o.peer_mode);
@@ -122,6 +138,46 @@ pub(super) async fn run(
                 inv.pn_id, inv.owner, inv.gateway, inv.epoch
             );
             print!("{}", super::table::members(&inv.members));
+            if !inv.services.is_empty() {
+                println!("services: {}", inv.services.join(", "));
+            }
+            Ok(())
+        }
+        PnAction::Invitations => {
+            let list: Vec<crate::Invitation> = api.get("/v1/pn/invitations").await?;
+            if json_out {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no invitation waits");
+            }
+            for i in &list {
+                println!(
+                    "{}  PN {} of {} via {} ({}, {})",
+                    i.id,
+                    i.pn_id.as_deref().unwrap_or("?"),
+                    i.user,
+                    i.device,
+                    i.gateway,
+                    i.source
+                );
+            }
+            Ok(())
+        }
+        PnAction::Accept { id } => {
+            let v: Value = api.post("/v1/pn/accept", &json!({ "id": id })).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            println!("joined {}", v["pn_id"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        PnAction::Decline { id } => {
+            let v: Value = api.post("/v1/pn/decline", &json!({ "id": id })).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            println!("declined {id}");
             Ok(())
         }
         PnAction::Invite { user, entity } => {
