@@ -307,6 +307,19 @@ async fn every_request_kind_from_every_sender_class() -> Result<()> {
             row(k.allowed())
         );
     }
+    // docs/ARCHITECTURE.md shows the same table.
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md"),
+    )?;
+    for k in RequestKind::ALL {
+        let spaced: String = row(k.allowed())
+            .chars()
+            .map(String::from)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let line = format!("| `{k}` | `{spaced}` |");
+        ensure!(doc.contains(&line), "docs/ARCHITECTURE.md lacks {line}");
+    }
     let lab = Lab::start().await?;
     lab.user("alice").await?;
     let (gw, members) = lab.pn("alice", "router", &["laptop", "tablet"]).await?;
