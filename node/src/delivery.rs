@@ -61,6 +61,9 @@ const MAX_SESSIONS: usize = 256;
 const SESSION_TTL: Duration = Duration::from_secs(60);
 /// Most delivery streams and pushes handled at once.
 const MAX_STREAMS: usize = 32;
+/// Most delivery streams one peer has open at once: a peer cannot take every slot (and the
+/// only peers let in are registered ones, whose identities cost an enrolment).
+const MAX_STREAMS_PER_PEER: usize = 4;
 /// How long an opened delivery stream may take to send its first frame.
 const FIRST_FRAME: Duration = Duration::from_secs(10);
 /// Largest file accepted by `cpns content send`.
@@ -427,14 +430,30 @@ impl Delivery {
         else {
             return;
         };
-        let mut running: JoinSet<()> = JoinSet::new();
+        let mut running: JoinSet<Option<PeerId>> = JoinSet::new();
+        let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
+        let mut streams: HashMap<tokio::task::Id, PeerId> = HashMap::new();
         loop {
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => break,
-                Some(res) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = res && e.is_panic() {
-                        warn!("a delivery task panicked: {e}");
+                Some(res) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match &res {
+                        Ok((id, _)) => *id,
+                        Err(e) => {
+                            if e.is_panic() {
+                                warn!("a delivery task panicked: {e}");
+                            }
+                            e.id()
+                        }
+                    };
+                    if let Some(peer) = streams.remove(&id)
+                        && let Some(n) = per_peer.get_mut(&peer)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_peer.remove(&peer);
+                        }
                     }
                 }
                 p = pushes.recv() => {
@@ -444,6 +463,7 @@ impl Delivery {
                         if let Err(e) = d.push(peer, session).await {
                             warn!(%peer, session, "push delivery failed: {e}");
                         }
+                        None
                     });
                 }
                 n = incoming.next() => {
@@ -464,12 +484,20 @@ impl Delivery {
                         debug!(%peer, sender = sender.label(), "delivery stream refused");
                         continue;
                     }
+                    let open = per_peer.entry(peer).or_default();
+                    if *open >= MAX_STREAMS_PER_PEER {
+                        debug!(%peer, "too many delivery streams from one peer: dropping one");
+                        continue;
+                    }
+                    *open += 1;
                     let d = self.clone();
-                    running.spawn(async move {
+                    let task = running.spawn(async move {
                         if let Err(e) = d.on_stream(peer, stream).await {
                             debug!(%peer, "delivery stream failed: {e}");
                         }
+                        Some(peer)
                     });
+                    streams.insert(task.id(), peer);
                 }
             }
         }

@@ -97,7 +97,9 @@ impl Delivery {
             )
             .await?;
         let Message::Delivery(DeliveryMessage::Invoked {
-            decision, session, ..
+            decision,
+            session,
+            length,
         }) = answer
         else {
             return Err(OpError::Refused(format!(
@@ -118,7 +120,12 @@ impl Delivery {
             .await
             .map_err(|e| OpError::Internal(e.to_string()))?;
         let path = dir.join(sanitise(service_id));
-        let (bytes, sha256) = match mode {
+        // Written under a temporary name, renamed once whole and checked: a transfer that fails
+        // or is stopped never leaves a file that looks complete.
+        let part = dir.join(format!("{}.part", sanitise(service_id)));
+        let max_len = length.unwrap_or(0);
+        let sealed_by = desc.visibility.group().cloned();
+        let received = match mode {
             DeliveryMode::Pull => {
                 let mut control = shared.client.stream_control();
                 let mut stream = control
@@ -128,7 +135,15 @@ impl Delivery {
                         OpError::Unavailable(format!("opening the delivery stream: {e}"))
                     })?;
                 write_frame(&mut stream, &Hello::Pull { session }).await?;
-                receive_to_file(shared, &offerer, &mut stream, &path, u64::MAX).await?
+                receive_to_file(
+                    shared,
+                    &offerer,
+                    &mut stream,
+                    &part,
+                    max_len,
+                    sealed_by.as_ref(),
+                )
+                .await
             }
             DeliveryMode::Push => {
                 let (tx, rx) = oneshot::channel();
@@ -157,9 +172,27 @@ impl Delivery {
                     .await
                     .map_err(|_| OpError::Unavailable("the offerer did not push in time".into()))?
                     .map_err(|_| OpError::Unavailable("push cancelled".into()))?;
-                receive_to_file(shared, &offerer, &mut stream, &path, u64::MAX).await?
+                receive_to_file(
+                    shared,
+                    &offerer,
+                    &mut stream,
+                    &part,
+                    max_len,
+                    sealed_by.as_ref(),
+                )
+                .await
             }
         };
+        let (bytes, sha256) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&part, &path)
+            .await
+            .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
         let duration = started.elapsed();
         shared.trace(
             G1,

@@ -99,7 +99,7 @@ impl Delivery {
             .await
             .map_err(|e| OpError::Internal(e.to_string()))?;
         let path = dir.join(sanitise(name));
-        let result = receive_to_file(shared, &peer, &mut stream, &path, MAX_INBOX_FILE).await;
+        let result = receive_to_file(shared, &peer, &mut stream, &path, MAX_INBOX_FILE, None).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&path).await;
         }

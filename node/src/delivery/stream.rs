@@ -131,12 +131,21 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
     input: &mut R,
     path: &std::path::Path,
     max_len: u64,
+    sealed_by: Option<&GroupId>,
 ) -> Result<(u64, String), OpError> {
-    let opening: Opening = read_frame(input).await?;
+    let opening: Opening = timed(read_frame(input)).await?;
     if opening.length > max_len {
         return Err(OpError::Refused(format!(
-            "content of {} bytes is over the limit",
+            "content of {} bytes is over the limit of {max_len}",
             opening.length
+        )));
+    }
+    // A service sealed under a group key is accepted sealed under that group's key only.
+    if let Some(g) = sealed_by
+        && opening.sealed.as_ref().is_none_or(|(got, _)| got != g)
+    {
+        return Err(OpError::Refused(format!(
+            "the content of a service of {g} came without its seal"
         )));
     }
     let key = match &opening.sealed {
@@ -189,15 +198,17 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
     let reading = async {
         loop {
             let mut len = [0u8; 4];
-            input.read_exact(&mut len).await.map_err(io_error)?;
+            timed(input.read_exact(&mut len)).await.map_err(io_error)?;
             let len = u32::from_be_bytes(len) as usize;
             if len == 0 || len > max_frame {
                 return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
             }
             let mut flags = [0u8; 1];
-            input.read_exact(&mut flags).await.map_err(io_error)?;
+            timed(input.read_exact(&mut flags))
+                .await
+                .map_err(io_error)?;
             let mut body = vec![0u8; len - 1];
-            input.read_exact(&mut body).await.map_err(io_error)?;
+            timed(input.read_exact(&mut body)).await.map_err(io_error)?;
             let last = flags[0] & 1 == 1;
             shared.metrics.bytes_received.inc_by(body.len() as u64);
             if tx.send((last, body)).await.is_err() || last {
@@ -215,6 +226,28 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
         (_, Ok(done)) => Ok(done),
         (Err(e), Err(_)) => Err(e),
         (Ok(()), Err(e)) => Err(e),
+    }
+}
+
+/// How long a receiver waits for the next bytes of a stream before it gives up.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A read that fails (as a timeout) after [`IDLE`] without progress.
+async fn timed<T, E: From<std::io::Error>>(
+    read: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(IDLE, read).await {
+        Ok(r) => r,
+        Err(_) => Err(E::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no data for 30 s",
+        ))),
+    }
+}
+
+impl From<std::io::Error> for OpError {
+    fn from(e: std::io::Error) -> Self {
+        io_error(e)
     }
 }
 

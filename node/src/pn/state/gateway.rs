@@ -574,10 +574,19 @@ impl State {
             device: body.device.clone(),
             mode: a.setup.capabilities.mode,
             status: Status::Online,
+            // Where it listens: from its registration, else (a member re-joining after a
+            // gateway switch) from the inventory.
             listen_addrs: self
                 .peers
                 .get(&peer)
                 .map(|p| p.listen_addrs.clone())
+                .filter(|a| !a.is_empty())
+                .or_else(|| {
+                    self.pn
+                        .as_ref()
+                        .and_then(|p| p.members.get(&peer))
+                        .map(|m| m.info.listen_addrs.clone())
+                })
                 .unwrap_or_default(),
             serial: a.setup.credential.serial(),
             expires: body.expires,
