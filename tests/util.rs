@@ -31,6 +31,8 @@ pub fn bin(name: &str) -> std::path::PathBuf {
                 "-p",
                 "cpns-node",
                 "-p",
+                "cpns-cli",
+                "-p",
                 "cpns-auth",
                 "--bins",
             ])

@@ -8,6 +8,7 @@ mod node;
 mod pn;
 mod services;
 mod status;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,43 +19,21 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use subtle_eq::constant_time_eq;
 
 use crate::Handle;
 use crate::error::{OpError, StartError};
 use crate::shared::Shared;
-use crate::views::{ErrorBody, ErrorDetail};
+use crate::views::ErrorBody;
 
-/// File in the data dir that tells clients where the API is and its token.
-pub const API_FILE: &str = "api.json";
-
-/// The content of [`API_FILE`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ApiFile {
-    /// `127.0.0.1:PORT`.
-    pub addr: SocketAddr,
-    /// The bearer token.
-    pub token: String,
-    /// The node's PeerId.
-    pub peer_id: String,
-    /// The daemon's process id.
-    pub pid: u32,
-}
-
-impl ApiFile {
-    /// Reads the API file of a data dir.
-    pub fn read(data_dir: &Path) -> std::io::Result<ApiFile> {
-        let text = std::fs::read_to_string(data_dir.join(API_FILE))?;
-        serde_json::from_str(&text)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    }
-}
+pub use cpns_api::{API_FILE, ApiFile};
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) handle: Handle,
     pub(crate) token: Arc<String>,
+    /// The web view: its sessions (a cookie stands for the token), fetches in flight.
+    pub(crate) web: Arc<web::WebState>,
 }
 
 /// An error answer: status code plus the JSON body.
@@ -76,13 +55,7 @@ impl From<OpError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.1,
-                message: self.2,
-            },
-        };
-        (self.0, axum::Json(body)).into_response()
+        (self.0, axum::Json(ErrorBody::new(self.1, self.2))).into_response()
     }
 }
 
@@ -111,13 +84,16 @@ where
     }
 }
 
+/// Every `/v1/…` request needs the bearer token, or the web view's session cookie (which the
+/// token's holder obtained through a one-time link; see `api/web.rs`).
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let ok = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()))
+        || state.web.sessions.authorised(req.method(), req.headers());
     if !ok {
         return ApiError(
             StatusCode::UNAUTHORIZED,
@@ -181,6 +157,7 @@ pub(crate) async fn serve(
     let state = ApiState {
         handle: Handle::new(shared.clone()),
         token: Arc::new(token),
+        web: Arc::new(web::WebState::new(addr.port(), &shared.config.data_dir)),
     };
     let app = Router::new()
         .merge(node::routes())
@@ -188,10 +165,17 @@ pub(crate) async fn serve(
         .merge(status::routes())
         .merge(services::routes())
         .merge(groups::routes())
+        .merge(web::routes())
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .merge(cpns_web::assets::routes(
+            state.web.sessions.clone(),
+            cpns_web::Page::Node,
+        ))
         // Prometheus scrapes without the token; the API listens on loopback only.
         .route("/metrics", axum::routing::get(metrics))
+        // Every route: Host must be the loopback address (DNS rebinding), no CORS.
+        .layer(middleware::from_fn(cpns_web::loopback_only))
         .with_state(state);
     let cancel = shared.cancel.clone();
     let task = async move {

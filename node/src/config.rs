@@ -454,16 +454,7 @@ fn convert(template: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     })
 }
 
-/// `$XDG_DATA_HOME/cpns`, else `$HOME/.local/share/cpns`, else `./cpns-data`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("cpns");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join(".local/share/cpns");
-    }
-    PathBuf::from("cpns-data")
-}
+pub use cpns_api::default_data_dir;
 
 fn hostname() -> String {
     sysinfo::System::host_name().unwrap_or_else(|| "cpns-device".into())

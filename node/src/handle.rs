@@ -16,7 +16,7 @@ use crate::pn::{gateway, member, pairing};
 use crate::shared::Shared;
 use crate::status::{self, Notification};
 use crate::trace::TraceEvent;
-use crate::views::{AuthServerView, MemberView, PeerView, PingView, StatusView};
+use crate::views::{AuthServerView, PeerView, PingView, StatusView};
 
 /// A cheap, cloneable handle to a running node.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ impl Handle {
                 Some(pn.membership.pn_id.clone()),
                 Some(pn.membership.gateway.to_string()),
                 Some(pn.membership.epoch),
-                pn.members.values().map(MemberView::from).collect(),
+                pn.members.values().map(crate::views::member).collect(),
             ),
             None => (None, None, None, Vec::new()),
         };
@@ -288,6 +288,12 @@ impl Handle {
     /// Status notifications received, oldest first.
     pub fn notifications(&self) -> Vec<Notification> {
         self.shared.status.received()
+    }
+
+    /// Ticks (the value counts up) at every change of this node's PN: joined or left, members
+    /// and their status, gateway, key epoch. The web view pushes its page on it.
+    pub fn pn_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.pn_changed.subscribe()
     }
 
     /// A stream of status notifications as they arrive.

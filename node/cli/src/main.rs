@@ -6,6 +6,6 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = cpns_node::cli::Cli::parse();
-    ExitCode::from(cpns_node::cli::run(cli).await)
+    let cli = cpns_cli::Cli::parse();
+    ExitCode::from(cpns_cli::run(cli).await)
 }

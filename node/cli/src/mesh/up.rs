@@ -24,8 +24,8 @@ use super::down;
 use super::record::{MeshFile, ProcessRecord, Role, Settings};
 use super::spawn::{self, Binaries};
 use super::view;
-use crate::PairOutcome;
-use crate::views::StatusView;
+use cpns_api::PairOutcome;
+use cpns_api::StatusView;
 
 /// The user every node of a mesh is enrolled for.
 pub(super) const USER: &str = "mesh";
@@ -332,13 +332,37 @@ async fn previous_auth_port(auth_bin: &Path, auth_dir: &Path) -> Option<u16> {
     let info = spawn::auth_cli(auth_bin, auth_dir, &["status", "--json"])
         .await
         .ok()?;
-    info["listen_addrs"].as_array()?.iter().find_map(|a| {
-        let addr: libp2p::Multiaddr = a.as_str()?.parse().ok()?;
-        addr.iter().find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Tcp(port) if port != 0 => Some(port),
-            _ => None,
-        })
-    })
+    info["listen_addrs"]
+        .as_array()?
+        .iter()
+        .find_map(|a| tcp_port(a.as_str()?))
+}
+
+/// The non-zero port of a multiaddr's `/tcp/PORT` part, read from its text form (the CLI does
+/// not link libp2p).
+fn tcp_port(multiaddr: &str) -> Option<u16> {
+    let mut parts = multiaddr.split('/');
+    while let Some(p) = parts.next() {
+        if p == "tcp" {
+            return parts.next()?.parse().ok().filter(|port| *port != 0);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tcp_ports_of_multiaddrs() {
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/7400"), Some(7400));
+        assert_eq!(
+            super::tcp_port("/ip4/127.0.0.1/tcp/7400/p2p/12D3KooW"),
+            Some(7400)
+        );
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/0"), None);
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/udp/9/quic-v1"), None);
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/x"), None);
+    }
 }
 
 /// Starts node `i` (node 0 in gateway mode, the others in auto mode bootstrapping from it).

@@ -7,8 +7,7 @@ use serde::Serialize;
 
 use super::client::{ApiClient, CliError};
 use super::table::{render, short};
-use crate::trace::TraceEvent;
-use crate::views::{PeerView, PingView, StatusView};
+use cpns_api::{CredentialView, PeerView, PingView, StatusView, TraceEvent};
 
 /// `cpns`: control a running cpns-node.
 #[derive(Debug, Parser)]
@@ -19,7 +18,7 @@ use crate::views::{PeerView, PingView, StatusView};
 )]
 pub struct Cli {
     /// The node's data dir (where it wrote api.json).
-    #[arg(long, global = true, env = "CPNS_DATA_DIR", default_value_os_t = crate::config::default_data_dir())]
+    #[arg(long, global = true, env = "CPNS_DATA_DIR", default_value_os_t = cpns_api::default_data_dir())]
     pub data_dir: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -266,7 +265,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Renew => {
-            let c: crate::renewal::CredentialView = api
+            let c: CredentialView = api
                 .post("/v1/credential/renew", &serde_json::json!({}))
                 .await?;
             if cli.json {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::client::{ApiClient, CliError};
 use super::commands::print_json;
-use crate::PairOutcome;
+use cpns_api::PairOutcome;
 
 /// `cpns pn` actions.
 #[derive(Debug, Subcommand)]
@@ -113,7 +113,7 @@ pub(super) async fn run(
                 Some(id) => format!("/v1/pn?pn_id={id}"),
                 None => "/v1/pn".into(),
             };
-            let inv: crate::views::PnInventoryView = api.get(&path).await?;
+            let inv: cpns_api::PnInventoryView = api.get(&path).await?;
             if json_out {
                 return print_json(&inv);
             }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::client::{ApiClient, CliError};
 use super::commands::print_json;
 use super::table::{render, short};
-use crate::status::Notification;
+use cpns_api::Notification;
 
 /// Status Management actions.
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::super::client::ApiClient;
 use super::super::table::render;
 use super::record::{MeshFile, ProcessRecord, Role, Settings};
-use crate::views::StatusView;
+use cpns_api::StatusView;
 
 /// How long one process may take to answer a status question.
 const ASK_BOUND: Duration = Duration::from_secs(5);
@@ -87,7 +87,7 @@ impl ProcessView {
 
 /// Asks a node's API for its status.
 pub(super) async fn node_status(p: &ProcessRecord) -> Result<(String, StatusView), String> {
-    let file = crate::ApiFile::read(&p.data_dir).map_err(|e| format!("no api.json: {e}"))?;
+    let file = cpns_api::ApiFile::read(&p.data_dir).map_err(|e| format!("no api.json: {e}"))?;
     if file.pid != p.pid {
         return Err(format!(
             "api.json belongs to PID {}, not {}",

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use cpns_directory::{Discovery, Found, ServiceDescription};
+use cpns_api::{DiscoveryView, FoundView, ServiceView};
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, CliError};
 use super::commands::print_json;
 use super::table::{render, short};
-use crate::delivery::FetchOutcome;
+use cpns_api::FetchOutcome;
 
 /// `cpns services` actions.
 #[derive(Debug, Subcommand)]
@@ -123,7 +123,7 @@ pub(crate) enum UsageAction {
     Queued,
 }
 
-fn service_rows(services: &[ServiceDescription]) -> Vec<Vec<String>> {
+fn service_rows(services: &[ServiceView]) -> Vec<Vec<String>> {
     services
         .iter()
         .map(|d| {
@@ -196,7 +196,7 @@ pub(super) async fn services(
                 "ttl_secs": ttl_secs,
                 "requirements": { "min_memory_bytes": min_memory, "needs_screen": needs_screen },
             });
-            let d: ServiceDescription = api.post("/v1/services", &body).await?;
+            let d: ServiceView = api.post("/v1/services", &body).await?;
             if json_out {
                 return print_json(&d);
             }
@@ -229,13 +229,13 @@ pub(super) async fn services(
             if *match_capabilities {
                 q.push("match_capabilities=true".into());
             }
-            let d: Discovery = api
+            let d: DiscoveryView = api
                 .get(&format!("/v1/services/find?{}", q.join("&")))
                 .await?;
             if json_out {
                 return print_json(&d);
             }
-            let services: Vec<ServiceDescription> =
+            let services: Vec<ServiceView> =
                 d.services.iter().map(|f| f.description.clone()).collect();
             print!("{}", render(&SERVICE_HEADERS, &service_rows(&services)));
             println!(
@@ -249,11 +249,11 @@ pub(super) async fn services(
             Ok(())
         }
         ServicesAction::Show { id } => {
-            let f: Found = api.get(&format!("/v1/services/{id}")).await?;
+            let f: FoundView = api.get(&format!("/v1/services/{id}")).await?;
             print_json(&f)
         }
         ServicesAction::List => {
-            let list: Vec<ServiceDescription> = api.get("/v1/services").await?;
+            let list: Vec<ServiceView> = api.get("/v1/services").await?;
             if json_out {
                 return print_json(&list);
             }
@@ -271,7 +271,7 @@ pub(super) async fn services(
             Ok(())
         }
         ServicesAction::Advertisements => {
-            let list: Vec<ServiceDescription> = api.get("/v1/services/advertisements").await?;
+            let list: Vec<ServiceView> = api.get("/v1/services/advertisements").await?;
             if json_out {
                 return print_json(&list);
             }

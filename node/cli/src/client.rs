@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::ApiFile;
-use crate::views::ErrorBody;
+use cpns_api::{API_FILE, ApiFile, ErrorBody};
 
 /// Why a CLI request failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +61,7 @@ impl ApiClient {
     pub fn from_data_dir(dir: &Path) -> Result<ApiClient, CliError> {
         let file = ApiFile::read(dir).map_err(|e| CliError::NotRunning {
             dir: dir.to_owned(),
-            reason: format!("cannot read {}: {e}", crate::API_FILE),
+            reason: format!("cannot read {}: {e}", API_FILE),
         })?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

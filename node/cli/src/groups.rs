@@ -1,7 +1,7 @@
 //! `cpns groups …`: Service Group Management (5.6.8).
 
 use clap::Subcommand;
-use cpns_overlay::GroupInfo;
+use cpns_api::GroupView;
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, CliError};
@@ -56,7 +56,7 @@ pub(crate) enum GroupsAction {
     PullKeys,
 }
 
-fn print_group(g: &GroupInfo) {
+fn print_group(g: &GroupView) {
     println!(
         "{} \"{}\" (key epoch {}, owner {})",
         g.group,
@@ -79,7 +79,7 @@ pub(super) async fn run(
 ) -> Result<(), CliError> {
     match action {
         GroupsAction::Create { name } => {
-            let g: GroupInfo = api.post("/v1/groups", &json!({ "name": name })).await?;
+            let g: GroupView = api.post("/v1/groups", &json!({ "name": name })).await?;
             if json_out {
                 return print_json(&g);
             }
@@ -87,7 +87,7 @@ pub(super) async fn run(
             Ok(())
         }
         GroupsAction::List => {
-            let list: Vec<GroupInfo> = api.get("/v1/groups").await?;
+            let list: Vec<GroupView> = api.get("/v1/groups").await?;
             if json_out {
                 return print_json(&list);
             }
@@ -110,7 +110,7 @@ pub(super) async fn run(
             Ok(())
         }
         GroupsAction::Show { id } => {
-            let g: GroupInfo = api.get(&format!("/v1/groups/{id}")).await?;
+            let g: GroupView = api.get(&format!("/v1/groups/{id}")).await?;
             if json_out {
                 return print_json(&g);
             }
@@ -139,7 +139,7 @@ pub(super) async fn run(
             } else {
                 "expel"
             };
-            let g: GroupInfo = api
+            let g: GroupView = api
                 .post(&format!("/v1/groups/{id}/{verb}"), &json!({ "peer": peer }))
                 .await?;
             if json_out {
@@ -149,7 +149,7 @@ pub(super) async fn run(
             Ok(())
         }
         GroupsAction::Join { id } => {
-            let g: GroupInfo = api
+            let g: GroupView = api
                 .post(&format!("/v1/groups/{id}/join"), &json!({}))
                 .await?;
             if json_out {

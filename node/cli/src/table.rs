@@ -41,7 +41,7 @@ pub(crate) fn short(id: &str) -> String {
 }
 
 /// The table of a PN's members.
-pub(crate) fn members(members: &[crate::views::MemberView]) -> String {
+pub(crate) fn members(members: &[cpns_api::MemberView]) -> String {
     let rows = members
         .iter()
         .map(|m| {

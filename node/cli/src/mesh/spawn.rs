@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::super::client::{ApiClient, CliError};
 use super::record::{ProcessRecord, Role};
-use crate::views::StatusView;
+use cpns_api::StatusView;
 
 /// How often a waiting loop looks again.
 const POLL: Duration = Duration::from_millis(50);
@@ -193,7 +193,7 @@ pub(super) async fn wait_node_ready(
 ) -> Result<(ApiClient, StatusView), CliError> {
     loop {
         check_alive(child, record)?;
-        let ours = crate::ApiFile::read(&record.data_dir).is_ok_and(|f| f.pid == record.pid);
+        let ours = cpns_api::ApiFile::read(&record.data_dir).is_ok_and(|f| f.pid == record.pid);
         if ours && let Ok(api) = ApiClient::from_data_dir(&record.data_dir) {
             let answer =
                 tokio::time::timeout(Duration::from_secs(5), api.get::<StatusView>("/v1/status"))

@@ -1,7 +1,7 @@
 //! `cpns caps [set KEY=VALUE…]`: Device Capabilities (5.6.1).
 
 use clap::Subcommand;
-use cpns_overlay::Capabilities;
+use cpns_api::CapabilitiesView;
 use serde_json::{Map, Value};
 
 use super::client::{ApiClient, CliError};
@@ -34,7 +34,7 @@ fn value(key: &str, raw: &str) -> Result<Value, CliError> {
     })
 }
 
-fn show(c: &Capabilities) {
+fn show(c: &CapabilitiesView) {
     let s = &c.static_caps;
     let d = &c.dynamic;
     println!(
@@ -76,7 +76,7 @@ pub(super) async fn run(
     json_out: bool,
     action: &Option<CapsAction>,
 ) -> Result<(), CliError> {
-    let caps: Capabilities = match action {
+    let caps: CapabilitiesView = match action {
         None => api.get("/v1/capabilities").await?,
         Some(CapsAction::Set { pairs }) => {
             let mut body = Map::new();
