@@ -18,3 +18,4 @@ mod overlay;
 mod pn_establishment;
 mod renewal;
 mod typical_flow;
+mod web;

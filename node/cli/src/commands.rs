@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::client::{ApiClient, CliError};
 use super::table::{render, short};
-use cpns_api::{CredentialView, PeerView, PingView, StatusView, TraceEvent};
+use cpns_api::{CredentialView, PeerView, PingView, StatusView, TraceEvent, WebLink};
 
 /// `cpns`: control a running cpns-node.
 #[derive(Debug, Parser)]
@@ -105,6 +105,13 @@ enum Command {
         /// The peer's PeerId.
         peer: String,
     },
+    /// The web view of this node's PN: prints a one-time URL on 127.0.0.1 (valid for two
+    /// minutes, for one browser) that opens the page.
+    Web {
+        /// Also open it in the desktop's browser (xdg-open, or $BROWSER).
+        #[arg(long)]
+        open: bool,
+    },
     /// The protocol trace: every spec step this node took part in.
     Trace {
         /// Render as a Mermaid sequence diagram.
@@ -180,6 +187,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
         Command::Groups { action } => super::groups::run(&api, cli.json, action).await,
         Command::Caps { action } => super::caps::run(&api, cli.json, action).await,
+        Command::Web { open } => web(&api, cli.json, *open).await,
         Command::Status { action: None } => {
             let s: StatusView = api.get("/v1/status").await?;
             if cli.json {
@@ -333,4 +341,34 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `cpns web [--open]`.
+async fn web(api: &ApiClient, json: bool, open: bool) -> Result<(), CliError> {
+    let link: WebLink = api.post("/v1/web/link", &serde_json::json!({})).await?;
+    if json {
+        print_json(&link)?;
+    } else {
+        println!("{}", link.url);
+        eprintln!(
+            "open it within {} s; it works once (then the browser holds a session cookie)",
+            link.expires_in_secs
+        );
+    }
+    if open {
+        let browser = std::env::var_os("BROWSER").unwrap_or_else(|| "xdg-open".into());
+        std::process::Command::new(&browser)
+            .arg(&link.url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                CliError::Other(format!(
+                    "cannot start {}: {e}; open the URL yourself",
+                    browser.to_string_lossy()
+                ))
+            })?;
+    }
+    Ok(())
 }

@@ -1,0 +1,163 @@
+//! The web view (`cpns web`) in a real browser: a 3-node PN with a real `cpns-auth` on
+//! loopback, the link from the real `cpns` binary, and headless Debian chromium driven by
+//! playwright-core (`node/web/test/browser.mjs`). Screenshots land in
+//! `target/web-screenshots/`. Skips, saying why, where chromium, node or the npm packages
+//! (`npm ci --prefix node/web`) are missing; CI installs all three.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use cpns_node::ApiFile;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::util::{Lab, bin, init_tracing};
+
+/// The browser script's bound (it bounds each of its own waits too).
+const SCRIPT_LIMIT: Duration = Duration::from_secs(150);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_tools() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!(
+            "no chromium at {chromium} (apt-get install chromium)"
+        ));
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        return Some("no node on PATH (apt-get install nodejs npm)".into());
+    }
+    let pw = repo().join("node/web/node_modules/playwright-core");
+    if !pw.exists() {
+        return Some(format!("no {} (npm ci --prefix node/web)", pw.display()));
+    }
+    None
+}
+
+/// `target/web-screenshots`, next to the test binary's profile dir.
+fn screenshots_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo().join("target"));
+    Ok(target.join("web-screenshots"))
+}
+
+/// The page loads only from the one-time link, lists the PN's members, shows a member going
+/// Busy without a reload, draws the trace as SVG, and publishes a service that another
+/// node's CLI then finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_works_in_a_real_browser() -> Result<()> {
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED the_web_view_works_in_a_real_browser: {why}");
+        return Ok(());
+    }
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let (gw, members) = lab.pn("alice", "gateway", &["laptop", "phone"]).await?;
+    let cpns = bin("cpns");
+
+    // The link, from the real CLI.
+    let out = tokio::process::Command::new(&cpns)
+        .arg("--data-dir")
+        .arg(gw.data_dir())
+        .arg("web")
+        .output()
+        .await?;
+    ensure!(out.status.success(), "cpns web: {out:?}");
+    let url = String::from_utf8(out.stdout)?.trim().to_string();
+    ensure!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/web/login?token="),
+        "{url}"
+    );
+
+    let mut ids: Vec<String> = vec![gw.peer_id().to_string()];
+    ids.extend(members.iter().map(|m| m.peer_id().to_string()));
+    let busy = &members[0];
+    let busy_api = ApiFile::read(busy.data_dir())?;
+    let shots = screenshots_dir()?;
+    let keyword = "webprinter";
+    let mut child = tokio::process::Command::new("node")
+        .arg(repo().join("node/web/test/browser.mjs"))
+        .env("CPNS_WEB_URL", &url)
+        .env("CPNS_MEMBERS", ids.join(","))
+        .env("CPNS_BUSY_PEER", busy.peer_id().to_string())
+        .env("CPNS_BUSY_API", format!("http://{}", busy_api.addr))
+        .env("CPNS_BUSY_TOKEN", &busy_api.token)
+        .env("CPNS_KEYWORD", keyword)
+        .env("CPNS_SCREENSHOTS", &shots)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut published = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            eprintln!("browser: {line}");
+            if let Some(id) = line.strip_prefix("PUBLISHED ") {
+                published = Some(id.to_string());
+            }
+        }
+        child.wait().await
+    };
+    let status = tokio::time::timeout(SCRIPT_LIMIT, read)
+        .await
+        .context("the browser script did not finish in time")??;
+    if !status.success() {
+        bail!(
+            "the browser script failed ({status}); screenshots in {}",
+            shots.display()
+        );
+    }
+    let id = published.context("the script published nothing")?;
+
+    // Another node's CLI finds the service published from the page.
+    let other = &members[1];
+    let deadline = tokio::time::Instant::now() + crate::util::WAIT;
+    loop {
+        let out = tokio::process::Command::new(&cpns)
+            .arg("--data-dir")
+            .arg(other.data_dir())
+            .args(["--json", "services", "find", keyword])
+            .output()
+            .await?;
+        let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let ids: Vec<&str> = found["services"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f["description"]["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.contains(&id.as_str()) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} did not find {id}: {found}",
+            other.peer_id()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut all = vec![gw];
+    all.extend(members);
+    lab.shutdown(all).await;
+    Ok(())
+}
