@@ -161,3 +161,123 @@ async fn the_web_view_works_in_a_real_browser() -> Result<()> {
     lab.shutdown(all).await;
     Ok(())
 }
+
+/// Without a browser: every request must name 127.0.0.1 in `Host` (DNS rebinding), no CORS
+/// preflight is answered, the one-time link works once, and a request that changes something
+/// on the strength of the cookie must come from the page's own origin.
+#[tokio::test]
+async fn the_web_view_refuses_rebinding_cross_origin_and_reused_links() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let node = cpns_node::Node::start(crate::node::test_config(dir.path())).await?;
+    let api = ApiFile::read(dir.path())?;
+    let base = format!("http://{}", api.addr);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+
+    // DNS rebinding: the right token, a foreign Host.
+    let r = http
+        .get(format!("{base}/v1/status"))
+        .bearer_auth(&api.token)
+        .header("Host", "evil.example:80")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    let r = http
+        .get(format!("{base}/metrics"))
+        .header("Host", "rebind.example")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403, "metrics too");
+    // No CORS: a preflight is refused and carries no Access-Control-* header.
+    let r = http
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/status"))
+        .header("Origin", "http://evil.example")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()
+            .keys()
+            .all(|k| !k.as_str().starts_with("access-control")),
+        "{:?}",
+        r.headers()
+    );
+
+    // A link, then its token for a cookie, once.
+    let link: cpns_api::WebLink = http
+        .post(format!("{base}/v1/web/link"))
+        .bearer_auth(&api.token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let r = http.post(format!("{base}/v1/web/link")).send().await?;
+    assert_eq!(r.status(), 401, "a link needs the token");
+    let r = http.get(&link.url).send().await?;
+    assert_eq!(r.status(), 303);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .context("set-cookie")?
+        .to_str()?
+        .to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let pair = cookie.split(';').next().context("cookie")?.to_string();
+    assert_eq!(http.get(&link.url).send().await?.status(), 401, "used once");
+    let r = http
+        .get(format!("{base}/web/login?token=00"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401, "a forged token");
+
+    // The cookie reads; it writes only from the page's own origin.
+    let r = http
+        .get(format!("{base}/v1/status"))
+        .header("Cookie", &pair)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let set = |origin: Option<&str>| {
+        let mut req = http
+            .post(format!("{base}/v1/status/set"))
+            .header("Cookie", &pair)
+            .json(&serde_json::json!({ "status": "busy" }));
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        req.send()
+    };
+    assert_eq!(set(None).await?.status(), 401, "no Origin");
+    assert_eq!(
+        set(Some("http://127.0.0.1:1")).await?.status(),
+        401,
+        "another local origin"
+    );
+    assert_eq!(set(Some(&base)).await?.status(), 200, "the page's origin");
+    let r = http
+        .get(format!("{base}/v1/status"))
+        .header("Cookie", "cpns_node_1=forged")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401, "a forged cookie");
+    // The page and its assets carry a CSP that keeps scripts and connections local.
+    let r = http
+        .get(format!("{base}/web/"))
+        .header("Cookie", &pair)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .context("csp")?
+        .to_str()?;
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
+    node.shutdown().await;
+    Ok(())
+}
