@@ -716,3 +716,54 @@ fn two_nodes_one_command_each_form_a_pn_and_find_a_service() -> Result<()> {
     );
     Ok(())
 }
+
+/// A closed pipe (`cpns status --json | head -c0`) ends `cpns` quietly with exit code 0, not
+/// with the panic of `println!` ("failed printing to stdout: Broken pipe", exit 101).
+#[tokio::test]
+async fn a_closed_pipe_is_not_a_panic() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = cpns_node::Node::start(crate::node::test_config(tmp.path())).await?;
+    for args in [
+        &["--json", "status"][..],
+        &["status"],
+        &["completions", "bash"],
+    ] {
+        let mut cmd = command("cpns");
+        cmd.arg("--data-dir")
+            .arg(tmp.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        // The reader goes away before cpns writes anything.
+        drop(child.stdout.take());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "cpns {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "cpns {args:?}: {err}");
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Completions and the man page come from the clap definitions: they know every command.
+#[test]
+fn completions_and_man_page_are_generated() -> Result<()> {
+    for (args, needle) in [
+        (&["completions", "bash"][..], "complete -F _cpns"),
+        (&["completions", "zsh"], "#compdef cpns"),
+        (&["completions", "fish"], "complete -c cpns"),
+        (&["man"], ".TH cpns 1"),
+    ] {
+        let mut cmd = command("cpns");
+        cmd.args(args);
+        let out = run(cmd, WAIT)?;
+        ensure!(out.status.success(), "cpns {args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(text.contains(needle), "cpns {args:?} lacks {needle:?}");
+        for command in ["services", "mesh", "web"] {
+            ensure!(text.contains(command), "cpns {args:?} lacks {command}");
+        }
+    }
+    Ok(())
+}

@@ -37,29 +37,30 @@ fn value(key: &str, raw: &str) -> Result<Value, CliError> {
 fn show(c: &CapabilitiesView) {
     let s = &c.static_caps;
     let d = &c.dynamic;
-    println!(
+    crate::output::outln!(
         "mode:        {} (gateway preference {})",
-        c.mode, c.gateway_preference
+        c.mode,
+        c.gateway_preference
     );
-    println!("device:      {} — {}", s.device_type, s.os);
-    println!("cpu:         {} ({} cores)", s.cpu, s.cpu_cores);
-    println!(
+    crate::output::outln!("device:      {} — {}", s.device_type, s.os);
+    crate::output::outln!("cpu:         {} ({} cores)", s.cpu, s.cpu_cores);
+    crate::output::outln!(
         "memory:      {} MiB, {} MiB free",
         s.memory_bytes >> 20,
         d.free_memory_bytes >> 20
     );
     match s.screen {
-        Some(sc) => println!("screen:      {}x{}", sc.width, sc.height),
-        None => println!("screen:      none"),
+        Some(sc) => crate::output::outln!("screen:      {}x{}", sc.width, sc.height),
+        None => crate::output::outln!("screen:      none"),
     }
-    println!(
+    crate::output::outln!(
         "power:       {:?}{}",
         d.power,
         d.battery_percent
             .map(|b| format!(", battery {b} %"))
             .unwrap_or_default()
     );
-    println!(
+    crate::output::outln!(
         "networks:    {} (WAN {})",
         d.networks
             .iter()
@@ -68,7 +69,7 @@ fn show(c: &CapabilitiesView) {
             .join(", "),
         if d.wan { "yes" } else { "no" }
     );
-    println!("revision:    {}", c.revision);
+    crate::output::outln!("revision:    {}", c.revision);
 }
 
 pub(super) async fn run(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
 use super::client::{ApiClient, CliError};
@@ -112,6 +112,15 @@ enum Command {
         #[arg(long)]
         open: bool,
     },
+    /// Shell completions for cpns, generated from its command definitions; e.g.
+    /// `cpns completions bash > /etc/bash_completion.d/cpns`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The manual page of cpns (roff), generated from its command definitions; e.g.
+    /// `cpns man | man -l -`.
+    Man,
     /// The protocol trace: every spec step this node took part in.
     Trace {
         /// Render as a Mermaid sequence diagram.
@@ -125,7 +134,7 @@ enum Command {
 
 pub(super) fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
-    println!("{text}");
+    crate::output::outln!("{text}");
     Ok(())
 }
 
@@ -134,7 +143,7 @@ pub async fn run(cli: Cli) -> u8 {
     match dispatch(&cli).await {
         Ok(()) => super::EXIT_OK,
         Err(e) => {
-            eprintln!("cpns: {e}");
+            crate::output::errln!("cpns: {e}");
             e.exit_code()
         }
     }
@@ -142,8 +151,23 @@ pub async fn run(cli: Cli) -> u8 {
 
 async fn dispatch(cli: &Cli) -> Result<(), CliError> {
     // `cpns mesh` manages processes, not one node: it needs no running node.
-    if let Command::Mesh { action } = &cli.command {
-        return super::mesh::run(action, cli.json).await;
+    match &cli.command {
+        Command::Mesh { action } => return super::mesh::run(action, cli.json).await,
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "cpns", &mut text);
+            crate::output::out!("{}", String::from_utf8_lossy(&text));
+            return Ok(());
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| CliError::Other(format!("rendering the man page: {e}")))?;
+            crate::output::out!("{}", String::from_utf8_lossy(&text));
+            return Ok(());
+        }
+        _ => {}
     }
     let api = ApiClient::from_data_dir(&cli.data_dir)?;
     match &cli.command {
@@ -157,23 +181,23 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             if cli.json {
                 return print_json(&s);
             }
-            println!(
+            crate::output::outln!(
                 "enrolled as {} of user {} ({})",
                 s.device,
                 s.user.as_deref().unwrap_or("?"),
                 s.peer_id
             );
             if let Some(pn) = &s.pn_id {
-                println!("PN {pn} set up; this node is its gateway");
+                crate::output::outln!("PN {pn} set up; this node is its gateway");
             }
             Ok(())
         }
         Command::Down => {
             let _: serde_json::Value = api.post("/v1/down", &serde_json::json!({})).await?;
             if !cli.json {
-                println!("left the PN");
+                crate::output::outln!("left the PN");
             } else {
-                println!("{{\"ok\": true}}");
+                crate::output::outln!("{{\"ok\": true}}");
             }
             Ok(())
         }
@@ -181,7 +205,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::PairingCode { qr } => super::pn::pairing_code(&api, cli.json, *qr).await,
         Command::Pn { action } => super::pn::run(&api, cli.json, action).await,
         Command::Mode { action } => super::pn::mode(&api, cli.json, action).await,
-        Command::Mesh { .. } => Ok(()),
+        Command::Mesh { .. } | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Services { action } => super::services::services(&api, cli.json, action).await,
         Command::Content { action } => super::services::content(&api, cli.json, action).await,
         Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
@@ -193,10 +217,10 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             if cli.json {
                 return print_json(&s);
             }
-            println!("peer id:   {}", s.peer_id);
-            println!("mode:      {} (setting: {})", s.mode, s.mode_setting);
-            println!("status:    {}", s.status);
-            println!(
+            crate::output::outln!("peer id:   {}", s.peer_id);
+            crate::output::outln!("mode:      {} (setting: {})", s.mode, s.mode_setting);
+            crate::output::outln!("status:    {}", s.status);
+            crate::output::outln!(
                 "device:    {}{}",
                 s.device,
                 s.user
@@ -204,22 +228,22 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                     .map(|u| format!(" (user {u})"))
                     .unwrap_or_default()
             );
-            println!("enrolled:  {}", if s.enrolled { "yes" } else { "no" });
+            crate::output::outln!("enrolled:  {}", if s.enrolled { "yes" } else { "no" });
             if let Some(c) = &s.credential {
-                println!(
-                    "credential: serial {}, valid until {} (unix s){}",
+                crate::output::outln!(
+                    "credential: serial {}, valid until {}{}",
                     c.serial,
-                    c.expires,
+                    crate::output::local_time(c.expires),
                     if c.renewal_due { ", renewal due" } else { "" }
                 );
             }
-            println!("pn:        {}", s.pn_id.as_deref().unwrap_or("-"));
-            println!("gateway:   {}", s.gateway.as_deref().unwrap_or("-"));
+            crate::output::outln!("pn:        {}", s.pn_id.as_deref().unwrap_or("-"));
+            crate::output::outln!("gateway:   {}", s.gateway.as_deref().unwrap_or("-"));
             if let Some(e) = s.epoch {
-                println!("key epoch: {e}");
+                crate::output::outln!("key epoch: {e}");
             }
             if let Some(a) = &s.auth_server {
-                println!(
+                crate::output::outln!(
                     "auth:      {} ({}{})",
                     short(&a.peer_id),
                     if a.connected {
@@ -234,16 +258,18 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                     }
                 );
             }
-            println!(
+            crate::output::outln!(
                 "dht:       {} mode, {} peers in routing table, {} connected",
-                s.dht_mode, s.routing_table, s.connected_peers
+                s.dht_mode,
+                s.routing_table,
+                s.connected_peers
             );
             for a in &s.listen_addrs {
-                println!("listen:    {a}");
+                crate::output::outln!("listen:    {a}");
             }
             if !s.members.is_empty() {
-                println!();
-                print!("{}", super::table::members(&s.members));
+                crate::output::outln!();
+                crate::output::out!("{}", super::table::members(&s.members));
             }
             Ok(())
         }
@@ -266,7 +292,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!(
+            crate::output::out!(
                 "{}",
                 render(&["PEER", "MODE", "REGISTERED", "RTT", "ADDRESS"], &rows)
             );
@@ -279,9 +305,10 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             if cli.json {
                 return print_json(&c);
             }
-            println!(
-                "credential renewed: serial {}, valid until {} (unix seconds)",
-                c.serial, c.expires
+            crate::output::outln!(
+                "credential renewed: serial {}, valid until {}",
+                c.serial,
+                crate::output::local_time(c.expires)
             );
             Ok(())
         }
@@ -292,7 +319,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             if cli.json {
                 return print_json(&p);
             }
-            println!(
+            crate::output::outln!(
                 "pong from {} in {:.3} ms via {} ({})",
                 short(&p.peer_id),
                 p.rtt_ms,
@@ -318,14 +345,14 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                     Some(f) => format!("/v1/trace/mermaid?flow={f}"),
                     None => "/v1/trace/mermaid".into(),
                 };
-                print!("{}", api.get_text(&path).await?);
+                crate::output::out!("{}", api.get_text(&path).await?);
                 return Ok(());
             }
             let rows = events
                 .iter()
                 .map(|e| {
                     vec![
-                        e.time.clone(),
+                        crate::output::local_time_ms(e.time_ms),
                         format!("{} {}", e.flow, e.step),
                         short(&e.from),
                         short(&e.to),
@@ -334,7 +361,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!(
+            crate::output::out!(
                 "{}",
                 render(&["TIME", "STEP", "FROM", "TO", "MESSAGE", "DETAIL"], &rows)
             );
@@ -349,8 +376,8 @@ async fn web(api: &ApiClient, json: bool, open: bool) -> Result<(), CliError> {
     if json {
         print_json(&link)?;
     } else {
-        println!("{}", link.url);
-        eprintln!(
+        crate::output::outln!("{}", link.url);
+        crate::output::errln!(
             "open it within {} s; it works once (then the browser holds a session cookie)",
             link.expires_in_secs
         );

@@ -57,7 +57,7 @@ pub(crate) enum GroupsAction {
 }
 
 fn print_group(g: &GroupView) {
-    println!(
+    crate::output::outln!(
         "{} \"{}\" (key epoch {}, owner {})",
         g.group,
         g.name,
@@ -65,10 +65,10 @@ fn print_group(g: &GroupView) {
         short(&g.owner.to_string())
     );
     for m in &g.members {
-        println!("  member  {m}");
+        crate::output::outln!("  member  {m}");
     }
     for m in &g.invited {
-        println!("  invited {m}");
+        crate::output::outln!("  invited {m}");
     }
 }
 
@@ -103,7 +103,7 @@ pub(super) async fn run(
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!(
+            crate::output::out!(
                 "{}",
                 render(&["GROUP", "NAME", "MEMBERS", "INVITED", "EPOCH"], &rows)
             );
@@ -130,7 +130,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!("{what} {id}");
+            crate::output::outln!("{what} {id}");
             Ok(())
         }
         GroupsAction::Invite { id, peer } | GroupsAction::Expel { id, peer } => {
@@ -163,7 +163,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!("{} new keys", v["new_keys"]);
+            crate::output::outln!("{} new keys", v["new_keys"]);
             Ok(())
         }
     }

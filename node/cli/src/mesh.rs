@@ -111,18 +111,18 @@ async fn status(dir: &std::path::Path, json: bool) -> Result<(), CliError> {
         print_json(&view)?;
     } else {
         match &view.pn_id {
-            Some(pn) => println!(
+            Some(pn) => crate::output::outln!(
                 "mesh of {} nodes in {}: PN {pn}",
                 file.settings.nodes,
                 file.dir.display()
             ),
-            None => println!(
+            None => crate::output::outln!(
                 "mesh of {} nodes in {}: not all in one PN",
                 file.settings.nodes,
                 file.dir.display()
             ),
         }
-        print!("{}", view::render_table(&view));
+        crate::output::out!("{}", view::render_table(&view));
     }
     if view.healthy {
         return Ok(());

@@ -69,7 +69,7 @@ pub(super) async fn pair(api: &ApiClient, json_out: bool, addr: &str) -> Result<
         "no_gateway" => "neither device may be a gateway: no PN".to_string(),
         other => other.to_string(),
     };
-    println!("paired with {} ({}): {what}", o.peer_id, o.peer_mode);
+    crate::output::outln!("paired with {} ({}): {what}", o.peer_id, o.peer_mode);
     Ok(())
 }
 
@@ -88,7 +88,7 @@ pub(super) async fn pairing_code(
         // Upper case puts the code in QR's alphanumeric mode; parsing ignores case.
         let symbol = qrcode::QrCode::new(code.to_ascii_uppercase().as_bytes())
             .map_err(|e| CliError::Other(format!("cannot make a QR code: {e}")))?;
-        println!(
+        crate::output::outln!(
             "{}",
             symbol
                 .render::<Dense1x2>()
@@ -98,7 +98,7 @@ pub(super) async fn pairing_code(
                 .build()
         );
     }
-    println!("{code}");
+    crate::output::outln!("{code}");
     Ok(())
 }
 
@@ -117,11 +117,14 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&inv);
             }
-            println!(
+            crate::output::outln!(
                 "PN {} of {} (gateway {}, key epoch {})",
-                inv.pn_id, inv.owner, inv.gateway, inv.epoch
+                inv.pn_id,
+                inv.owner,
+                inv.gateway,
+                inv.epoch
             );
-            print!("{}", super::table::members(&inv.members));
+            crate::output::out!("{}", super::table::members(&inv.members));
             Ok(())
         }
         PnAction::Invite { user, entity } => {
@@ -130,7 +133,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!(
+            crate::output::outln!(
                 "invited {}",
                 user.as_deref().or(entity.as_deref()).unwrap_or("?")
             );
@@ -141,7 +144,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!("expelled {peer}; PN key epoch now {}", v["epoch"]);
+            crate::output::outln!("expelled {peer}; PN key epoch now {}", v["epoch"]);
             Ok(())
         }
         PnAction::Release => {
@@ -149,7 +152,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!("released {}", v["pn_id"].as_str().unwrap_or("?"));
+            crate::output::outln!("released {}", v["pn_id"].as_str().unwrap_or("?"));
             Ok(())
         }
         PnAction::Seal { text } => {
@@ -163,7 +166,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!("{}", v["text"].as_str().unwrap_or_default());
+            crate::output::outln!("{}", v["text"].as_str().unwrap_or_default());
             Ok(())
         }
     }
@@ -181,7 +184,7 @@ pub(super) async fn mode(
     if json_out {
         return print_json(&v);
     }
-    println!(
+    crate::output::outln!(
         "mode {} (setting {})",
         v["mode"].as_str().unwrap_or("?"),
         v["setting"].as_str().unwrap_or("?")

@@ -200,9 +200,11 @@ pub(super) async fn services(
             if json_out {
                 return print_json(&d);
             }
-            println!(
+            crate::output::outln!(
                 "published {} ({}), visible to {}",
-                d.id, d.name, d.visibility
+                d.id,
+                d.name,
+                d.visibility
             );
             Ok(())
         }
@@ -211,7 +213,7 @@ pub(super) async fn services(
             if json_out {
                 return print_json(&v);
             }
-            println!("unpublished {id}");
+            crate::output::outln!("unpublished {id}");
             Ok(())
         }
         ServicesAction::Find {
@@ -237,8 +239,8 @@ pub(super) async fn services(
             }
             let services: Vec<ServiceView> =
                 d.services.iter().map(|f| f.description.clone()).collect();
-            print!("{}", render(&SERVICE_HEADERS, &service_rows(&services)));
-            println!(
+            crate::output::out!("{}", render(&SERVICE_HEADERS, &service_rows(&services)));
+            crate::output::outln!(
                 "{} found in {:.2} ms: {} requests, {} peers contacted, {} lookups",
                 services.len(),
                 d.figures.duration_us as f64 / 1000.0,
@@ -257,7 +259,7 @@ pub(super) async fn services(
             if json_out {
                 return print_json(&list);
             }
-            print!("{}", render(&SERVICE_HEADERS, &service_rows(&list)));
+            crate::output::out!("{}", render(&SERVICE_HEADERS, &service_rows(&list)));
             Ok(())
         }
         ServicesAction::Watch { keyword } => {
@@ -267,7 +269,9 @@ pub(super) async fn services(
             if json_out {
                 return print_json(&v);
             }
-            println!("watching {keyword:?}; new services appear in `cpns services advertisements`");
+            crate::output::outln!(
+                "watching {keyword:?}; new services appear in `cpns services advertisements`"
+            );
             Ok(())
         }
         ServicesAction::Advertisements => {
@@ -275,7 +279,7 @@ pub(super) async fn services(
             if json_out {
                 return print_json(&list);
             }
-            print!("{}", render(&SERVICE_HEADERS, &service_rows(&list)));
+            crate::output::out!("{}", render(&SERVICE_HEADERS, &service_rows(&list)));
             Ok(())
         }
     }
@@ -300,16 +304,17 @@ pub(super) async fn content(
     match action {
         ContentAction::Fetch { id, push } => {
             let mode = if *push { "push" } else { "pull" };
-            let o: FetchOutcome = api
-                .post(
-                    "/v1/content/fetch",
-                    &json!({ "service_id": id, "mode": mode }),
-                )
-                .await?;
+            let body = json!({ "service_id": id, "mode": mode });
+            let fetch = api.post::<_, FetchOutcome>("/v1/content/fetch", &body);
+            let o = if crate::output::progress_on(json_out) {
+                crate::progress::fetch(api, id, fetch).await?
+            } else {
+                fetch.await?
+            };
             if json_out {
                 return print_json(&o);
             }
-            println!(
+            crate::output::outln!(
                 "{} bytes of {} from {} ({}, {}) in {:.1} ms -> {}",
                 o.bytes,
                 o.service_id,
@@ -319,19 +324,23 @@ pub(super) async fn content(
                 o.duration_ms,
                 o.path
             );
-            println!("sha256 {}; usage {}", o.sha256, o.usage);
+            crate::output::outln!("sha256 {}; usage {}", o.sha256, o.usage);
             Ok(())
         }
         ContentAction::Send { peer, file } => {
             let path = std::fs::canonicalize(file)
                 .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
-            let v: Value = api
-                .post("/v1/content/send", &json!({ "peer": peer, "path": path }))
-                .await?;
+            let body = json!({ "peer": peer, "path": path });
+            let send = api.post::<_, Value>("/v1/content/send", &body);
+            let v = if crate::output::progress_on(json_out) {
+                crate::progress::send(&path, send).await?
+            } else {
+                send.await?
+            };
             if json_out {
                 return print_json(&v);
             }
-            println!("sent {} bytes to {}", v["bytes"], short(peer));
+            crate::output::outln!("sent {} bytes to {}", v["bytes"], short(peer));
             Ok(())
         }
         ContentAction::Inbox => {
@@ -348,7 +357,7 @@ pub(super) async fn content(
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!("{}", render(&["FILE", "BYTES"], &rows));
+            crate::output::out!("{}", render(&["FILE", "BYTES"], &rows));
             Ok(())
         }
     }
@@ -373,9 +382,9 @@ pub(super) async fn usage(
             let list: Vec<String> =
                 serde_json::from_value(v["never_report"].clone()).unwrap_or_default();
             if list.is_empty() {
-                println!("every service use is reported");
+                crate::output::outln!("every service use is reported");
             } else {
-                println!("never reported: {}", list.join(", "));
+                crate::output::outln!("never reported: {}", list.join(", "));
             }
             Ok(())
         }
@@ -384,7 +393,7 @@ pub(super) async fn usage(
             if json_out {
                 return print_json(&v);
             }
-            println!(
+            crate::output::outln!(
                 "{} reports waiting",
                 v.as_array().map(Vec::len).unwrap_or(0)
             );

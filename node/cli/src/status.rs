@@ -47,7 +47,7 @@ fn print_notes(notes: &[Notification]) {
         .iter()
         .map(|n| {
             vec![
-                n.time.to_string(),
+                crate::output::local_time(n.time),
                 short(&n.target),
                 match &n.reason {
                     Some(r) if !r.is_empty() => format!("{} ({r})", n.status),
@@ -60,7 +60,7 @@ fn print_notes(notes: &[Notification]) {
             ]
         })
         .collect::<Vec<_>>();
-    print!(
+    crate::output::out!(
         "{}",
         render(&["TIME", "TARGET", "STATUS", "TRIGGER", "BATTERY"], &rows)
     );
@@ -82,7 +82,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!("status set to {status}");
+            crate::output::outln!("status set to {status}");
             Ok(())
         }
         StatusAction::Of { peer } => {
@@ -90,7 +90,7 @@ pub(super) async fn run(
             if json_out {
                 return print_json(&v);
             }
-            println!(
+            crate::output::outln!(
                 "{} is {}{} (answered by {})",
                 peer,
                 v["status"].as_str().unwrap_or("?"),
@@ -114,7 +114,7 @@ pub(super) async fn run(
                 )
                 .await?;
             if !json_out {
-                println!(
+                crate::output::outln!(
                     "subscribed to {peer} at {}",
                     v["at"].as_str().unwrap_or("?")
                 );
@@ -138,7 +138,7 @@ pub(super) async fn run(
                 seen += fresh.len();
                 if json_out {
                     for n in &fresh {
-                        println!("{}", serde_json::to_string(n).unwrap_or_default());
+                        crate::output::outln!("{}", serde_json::to_string(n).unwrap_or_default());
                     }
                 } else if !fresh.is_empty() {
                     print_notes(&fresh);

@@ -131,7 +131,7 @@ pub(super) async fn run(dir: &Path, clean: bool, json: bool) -> Result<(), CliEr
         Some(f) => stop(f).await,
         None => {
             if !json {
-                eprintln!(
+                crate::output::errln!(
                     "no mesh recorded in {} (no {MESH_FILE}): nothing to stop",
                     dir.display()
                 );
@@ -161,7 +161,7 @@ pub(super) async fn run(dir: &Path, clean: bool, json: bool) -> Result<(), CliEr
         });
     }
     if file.is_some() {
-        println!(
+        crate::output::outln!(
             "mesh in {} stopped: {} exited{}{}",
             dir.display(),
             report.stopped.len(),
@@ -186,7 +186,7 @@ pub(super) async fn run(dir: &Path, clean: bool, json: bool) -> Result<(), CliEr
         );
     }
     if removed {
-        println!("removed {}", dir.display());
+        crate::output::outln!("removed {}", dir.display());
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ pub(super) async fn run(req: UpRequest) -> Result<(), CliError> {
     if req.json {
         return print_json(&view);
     }
-    println!(
+    crate::output::outln!(
         "mesh of {} node{} up in {:.1} s: PN {} with gateway node-0, in {}",
         req.nodes,
         if req.nodes == 1 { "" } else { "s" },
@@ -130,14 +130,14 @@ pub(super) async fn run(req: UpRequest) -> Result<(), CliError> {
         view.pn_id.as_deref().unwrap_or("-"),
         dir.display()
     );
-    print!("{}", view::render_table(&view));
-    println!();
-    println!(
+    crate::output::out!("{}", view::render_table(&view));
+    crate::output::outln!();
+    crate::output::outln!(
         "talk to a node:  cpns --data-dir {} status",
         dir.join("node-0").display()
     );
-    println!("see the mesh:    cpns mesh status --dir {}", dir.display());
-    println!(
+    crate::output::outln!("see the mesh:    cpns mesh status --dir {}", dir.display());
+    crate::output::outln!(
         "stop it:         cpns mesh down --dir {} [--clean]",
         dir.display()
     );
