@@ -13,6 +13,7 @@ mod directory;
 mod failover;
 mod faults;
 mod groups;
+mod metrics;
 mod node;
 mod overlay;
 mod pn_establishment;

@@ -163,6 +163,14 @@ impl Lab {
         self.server.as_ref().expect("the lab's server is stopped")
     }
 
+    /// The server's admin endpoint and its bearer token.
+    pub fn admin_endpoint(&self) -> (std::net::SocketAddr, String) {
+        (
+            self.server().admin_addr(),
+            self.server().admin_token().to_string(),
+        )
+    }
+
     /// Stops the server (the nodes keep running).
     pub async fn stop_server(&mut self) {
         if let Some(s) = self.server.take() {

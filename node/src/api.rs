@@ -10,6 +10,7 @@ mod services;
 mod status;
 mod web;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -105,14 +106,9 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     next.run(req).await
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.handle.metrics_text().await,
-    )
+/// `/metrics`: OpenMetrics for a scraper that asks for it, else Prometheus text 0.0.4.
+async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    cpns_web::metrics::response(state.handle.metrics_text().await, &headers)
 }
 
 async fn not_found() -> ApiError {
@@ -159,6 +155,7 @@ pub(crate) async fn serve(
         token: Arc::new(token),
         web: Arc::new(web::WebState::new(addr.port(), &shared.config.data_dir)),
     };
+    let metrics_only = metrics_listener(&shared.config.metrics_listen, state.clone()).await?;
     let app = Router::new()
         .merge(node::routes())
         .merge(pn::routes())
@@ -166,24 +163,59 @@ pub(crate) async fn serve(
         .merge(services::routes())
         .merge(groups::routes())
         .merge(web::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .merge(cpns_web::assets::routes(
             state.web.sessions.clone(),
             cpns_web::Page::Node,
         ))
-        // Prometheus scrapes without the token; the API listens on loopback only.
-        .route("/metrics", axum::routing::get(metrics))
         // Every route: Host must be the loopback address (DNS rebinding), no CORS.
         .layer(middleware::from_fn(cpns_web::loopback_only))
         .with_state(state);
     let cancel = shared.cancel.clone();
     let task = async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        let api = axum::serve(listener, app)
+            .with_graceful_shutdown({
+                let cancel = cancel.clone();
+                async move { cancel.cancelled().await }
+            })
+            .into_future();
+        match metrics_only {
+            Some((listener, router)) => {
+                let metrics = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                    .into_future();
+                let _ = tokio::join!(api, metrics);
+            }
+            None => {
+                let _ = api.await;
+            }
+        }
     };
     Ok((addr, task))
+}
+
+/// The opt-in listener of `metrics_listen`: `/metrics` only, no token (for a Prometheus
+/// scraper that cannot read the API file, whose token changes at every start).
+async fn metrics_listener(
+    listen: &str,
+    state: ApiState,
+) -> Result<Option<(tokio::net::TcpListener, Router)>, StartError> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| StartError::Api(format!("metrics_listen {listen:?}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Api(format!("bind metrics_listen {addr}: {e}")))?;
+    let router = Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .with_state(state);
+    Ok(Some((listener, router)))
 }
 
 fn write_api_file(dir: &Path, file: &ApiFile) -> std::io::Result<()> {

@@ -277,13 +277,7 @@ async fn usage(
     Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.admin.metrics_text(),
-    )
-        .into_response()
+/// OpenMetrics for a scraper that asks for it, else Prometheus text 0.0.4 (`cpns_web::metrics`).
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    cpns_web::metrics::response(st.admin.metrics_text(), &headers)
 }

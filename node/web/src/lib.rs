@@ -1,4 +1,7 @@
-//! # cpns-web: the pages the daemons serve to their owner's browser
+//! # cpns-web: what the daemons serve on their loopback HTTP port besides JSON
+//!
+//! The pages for their owner's browser (below), and `/metrics` in the format the scraper
+//! asks for ([`metrics`]).
 //!
 //! `cpns-node` shows its PN and `cpns-auth` its operator's view on the same loopback port as
 //! their JSON API. Everything a page needs is embedded in the binary ([`assets`]): no CDN, no
@@ -22,6 +25,7 @@
 //! (another port of 127.0.0.1 is the same site, so `SameSite` alone would not).
 
 pub mod assets;
+pub mod metrics;
 mod sessions;
 
 pub use assets::Page;
