@@ -13,6 +13,7 @@ mod directory;
 mod failover;
 mod faults;
 mod groups;
+mod liveness;
 mod metrics;
 mod node;
 mod overlay;
