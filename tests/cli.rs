@@ -767,3 +767,45 @@ fn completions_and_man_page_are_generated() -> Result<()> {
     }
     Ok(())
 }
+
+/// `cpns` and `cpns-auth` fail the same way: `PROGRAM: MESSAGE (CODE)` on stderr, exit 1 for
+/// a failed operation, 2 for a malformed request, 3 when the daemon does not answer.
+#[test]
+fn cpns_and_cpns_auth_share_the_error_format_and_exit_codes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let check = |program: &str, args: &[&str], exit: i32, code: &str| -> Result<()> {
+        let mut cmd = command(program);
+        cmd.arg("--data-dir").arg(tmp.path()).args(args);
+        let out = run(cmd, WAIT)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().last().unwrap_or("");
+        ensure!(
+            out.status.code() == Some(exit)
+                && line.starts_with(&format!("{program}: "))
+                && line.ends_with(&format!("({code})")),
+            "{program} {args:?}: exit {:?}, stderr {err:?}; want exit {exit} and ({code})",
+            out.status.code()
+        );
+        Ok(())
+    };
+    check("cpns", &["status"], 3, "not_running")?;
+    check("cpns-auth", &["pns", "list"], 1, "failed")?;
+    // Through a running server's admin endpoint.
+    let mut daemons = Daemons::default();
+    let auth = start_auth_with_alice(&mut daemons, tmp.path())?;
+    let check_running = |args: &[&str], exit: i32, code: &str| -> Result<()> {
+        let mut cmd = auth_cli(&auth, args);
+        cmd.stdout(Stdio::null());
+        let out = run(cmd, WAIT)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(exit) && err.trim_end().ends_with(&format!("({code})")),
+            "cpns-auth {args:?} (server running): exit {:?}, {err:?}",
+            out.status.code()
+        );
+        Ok(())
+    };
+    check_running(&["users", "create", "bad name!"], 2, "bad_request")?;
+    check_running(&["pns", "show", "pn-0000000000000000"], 1, "not_found")?;
+    Ok(())
+}

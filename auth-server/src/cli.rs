@@ -271,6 +271,18 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A failed admin command as the running server's admin endpoint reported it (its stable
+/// `code`), or a server that holds the database but does not answer (`not_running`).
+/// `main` prints it as `cpns-auth: MESSAGE (CODE)` and picks the exit code from the code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Failure {
+    /// Stable code (`not_found`, `conflict`, `bad_request`, `not_running`, ...).
+    pub(crate) code: String,
+    /// For people.
+    pub(crate) message: String,
+}
+
 /// Where admin commands go.
 enum Backend {
     Remote {
@@ -328,11 +340,15 @@ impl Backend {
                         AdminFile::path(dir).display()
                     ),
                 };
-                bail!(
-                    "the database in {} is locked by another process (a running `cpns-auth serve`?), \
-                     but {detail}",
-                    dir.display()
-                )
+                Err(Failure {
+                    code: "not_running".into(),
+                    message: format!(
+                        "the database in {} is locked by another process (a running \
+                         `cpns-auth serve`?), but {detail}",
+                        dir.display()
+                    ),
+                }
+                .into())
             }
             Err(e) => Err(e).with_context(|| format!("cannot open the data dir {}", dir.display())),
         }
@@ -391,7 +407,7 @@ impl Backend {
                 ))
             });
         match detail {
-            Some((code, message)) => Err(anyhow!("{message} ({code})")),
+            Some((code, message)) => Err(Failure { code, message }.into()),
             None => Err(anyhow!("admin endpoint answered {status}: {text}")),
         }
     }

@@ -68,7 +68,8 @@ pub(crate) struct ErrorBody {
 /// The error inside [`ErrorBody`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ErrorDetail {
-    /// Stable code: `not_found`, `conflict`, `invalid`, `unauthorized`, `internal`.
+    /// Stable code: `not_found`, `conflict`, `bad_request`, `unauthorized`, `internal`
+    /// (those of the node's API).
     pub(crate) code: String,
     /// For people.
     pub(crate) message: String,
@@ -104,7 +105,7 @@ impl IntoResponse for ApiError {
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "invalid".into(), msg.into())
+    ApiError(StatusCode::BAD_REQUEST, "bad_request".into(), msg.into())
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;

@@ -38,6 +38,24 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The stable code printed after the message: the API's code, `not_running`, or
+    /// `failed`. `cpns-auth` prints its errors the same way.
+    pub fn code(&self) -> &str {
+        match self {
+            CliError::NotRunning { .. } => "not_running",
+            CliError::Api { code, .. } => code,
+            CliError::Other(_) => "failed",
+        }
+    }
+
+    /// The line printed on stderr: `cpns: MESSAGE (CODE)`.
+    pub fn line(&self) -> String {
+        match self {
+            CliError::Api { .. } => format!("cpns: {self}"),
+            _ => format!("cpns: {self} ({})", self.code()),
+        }
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {

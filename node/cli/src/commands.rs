@@ -143,7 +143,7 @@ pub async fn run(cli: Cli) -> u8 {
     match dispatch(&cli).await {
         Ok(()) => super::EXIT_OK,
         Err(e) => {
-            crate::output::errln!("cpns: {e}");
+            crate::output::errln!("{}", e.line());
             e.exit_code()
         }
     }
