@@ -163,6 +163,11 @@ impl Lab {
         self.server.as_ref().expect("the lab's server is stopped")
     }
 
+    /// The server's data dir (for `cpns-auth --data-dir`).
+    pub fn server_data_dir(&self) -> std::path::PathBuf {
+        self.server().data_dir()
+    }
+
     /// The server's admin endpoint and its bearer token.
     pub fn admin_endpoint(&self) -> (std::net::SocketAddr, String) {
         (

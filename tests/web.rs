@@ -55,6 +55,42 @@ fn screenshots_dir() -> Result<PathBuf> {
     Ok(target.join("web-screenshots"))
 }
 
+/// Runs one of `node/web/test/*.mjs` (bounded) and returns its stdout lines; fails if it
+/// fails.
+async fn browser_script(script: &str, env: &[(&str, String)]) -> Result<Vec<String>> {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo().join("node/web/test").join(script));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut reader = BufReader::new(stdout).lines();
+    let mut lines = Vec::new();
+    let read = async {
+        while let Some(line) = reader.next_line().await? {
+            eprintln!("browser: {line}");
+            lines.push(line);
+        }
+        child.wait().await
+    };
+    let status = tokio::time::timeout(SCRIPT_LIMIT, read)
+        .await
+        .context("the browser script did not finish in time")??;
+    if !status.success() {
+        bail!(
+            "{script} failed ({status}); screenshots in {}",
+            screenshots_dir()?.display()
+        );
+    }
+    Ok(lines)
+}
+
 /// The page loads only from the one-time link, lists the PN's members, shows a member going
 /// Busy without a reload, draws the trace as SVG, and publishes a service that another
 /// node's CLI then finds.
@@ -90,42 +126,24 @@ async fn the_web_view_works_in_a_real_browser() -> Result<()> {
     let busy_api = ApiFile::read(busy.data_dir())?;
     let shots = screenshots_dir()?;
     let keyword = "webprinter";
-    let mut child = tokio::process::Command::new("node")
-        .arg(repo().join("node/web/test/browser.mjs"))
-        .env("CPNS_WEB_URL", &url)
-        .env("CPNS_MEMBERS", ids.join(","))
-        .env("CPNS_BUSY_PEER", busy.peer_id().to_string())
-        .env("CPNS_BUSY_API", format!("http://{}", busy_api.addr))
-        .env("CPNS_BUSY_TOKEN", &busy_api.token)
-        .env("CPNS_KEYWORD", keyword)
-        .env("CPNS_SCREENSHOTS", &shots)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut published = None;
-    let read = async {
-        while let Some(line) = lines.next_line().await? {
-            eprintln!("browser: {line}");
-            if let Some(id) = line.strip_prefix("PUBLISHED ") {
-                published = Some(id.to_string());
-            }
-        }
-        child.wait().await
-    };
-    let status = tokio::time::timeout(SCRIPT_LIMIT, read)
-        .await
-        .context("the browser script did not finish in time")??;
-    if !status.success() {
-        bail!(
-            "the browser script failed ({status}); screenshots in {}",
-            shots.display()
-        );
-    }
-    let id = published.context("the script published nothing")?;
+    let lines = browser_script(
+        "browser.mjs",
+        &[
+            ("CPNS_WEB_URL", url),
+            ("CPNS_MEMBERS", ids.join(",")),
+            ("CPNS_BUSY_PEER", busy.peer_id().to_string()),
+            ("CPNS_BUSY_API", format!("http://{}", busy_api.addr)),
+            ("CPNS_BUSY_TOKEN", busy_api.token.clone()),
+            ("CPNS_KEYWORD", keyword.to_string()),
+            ("CPNS_SCREENSHOTS", shots.display().to_string()),
+        ],
+    )
+    .await?;
+    let id = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("PUBLISHED "))
+        .context("the script published nothing")?
+        .to_string();
 
     // Another node's CLI finds the service published from the page.
     let other = &members[1];
@@ -156,6 +174,63 @@ async fn the_web_view_works_in_a_real_browser() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut all = vec![gw];
+    all.extend(members);
+    lab.shutdown(all).await;
+    Ok(())
+}
+
+/// cpns-auth's operator page: refused without the link, lists users and entities, makes an
+/// enrolment code with its QR code (which then enrols a device), shows every section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_page_of_cpns_auth_works_in_a_real_browser() -> Result<()> {
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED the_operator_page_of_cpns_auth_works_in_a_real_browser: {why}");
+        return Ok(());
+    }
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let (gw, members) = lab.pn("alice", "gateway", &["laptop"]).await?;
+    let out = tokio::process::Command::new(bin("cpns-auth"))
+        .arg("--data-dir")
+        .arg(lab.server_data_dir())
+        .arg("web")
+        .output()
+        .await?;
+    ensure!(out.status.success(), "cpns-auth web: {out:?}");
+    let url = String::from_utf8(out.stdout)?.trim().to_string();
+    let entities = [gw.peer_id().to_string(), members[0].peer_id().to_string()];
+    let lines = browser_script(
+        "auth.mjs",
+        &[
+            ("CPNS_WEB_URL", url),
+            ("CPNS_USER", "alice".to_string()),
+            ("CPNS_ENTITIES", entities.join(",")),
+            ("CPNS_SCREENSHOTS", screenshots_dir()?.display().to_string()),
+        ],
+    )
+    .await?;
+    let code = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("CODE "))
+        .context("no code made on the page")?
+        .to_string();
+    // The code made on the page enrols a real device.
+    let dir = tempfile::tempdir()?;
+    let phone = cpns_node::Node::start(Lab::config(
+        dir.path(),
+        "phone",
+        cpns_node::ModeSetting::Auto,
+    ))
+    .await?;
+    let s = phone
+        .handle()
+        .up(&code)
+        .await
+        .context("enrolling with the page's code")?;
+    ensure!(s.enrolled && s.user.as_deref() == Some("alice"), "{s:?}");
+    phone.shutdown().await;
     let mut all = vec![gw];
     all.extend(members);
     lab.shutdown(all).await;

@@ -60,6 +60,16 @@ enum Command {
     Usage(UsageCmd),
     /// The server's identity, addresses and counts.
     Status(JsonFlag),
+    /// The operator's web page (users, entities, PNs, groups, codes with QR, revocations,
+    /// usage): prints a one-time URL on 127.0.0.1 of the running server's admin endpoint.
+    Web {
+        /// Also open it in the desktop's browser (xdg-open, or $BROWSER).
+        #[arg(long)]
+        open: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -503,6 +513,38 @@ async fn admin_command(b: &Backend, command: Command) -> anyhow::Result<()> {
     use reqwest::Method;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by run"),
+        Command::Web { open, json } => {
+            if matches!(b, Backend::Local(_)) {
+                return Err(Failure {
+                    code: "not_running".into(),
+                    message: "the web page is served by a running server: start `cpns-auth serve`"
+                        .into(),
+                }
+                .into());
+            }
+            let link: serde_json::Value = b
+                .call(Method::POST, "/v1/web/link", Some(serde_json::json!({})))
+                .await?;
+            let url = link["url"].as_str().unwrap_or_default().to_string();
+            if json {
+                return print_json(&link);
+            }
+            println!("{url}");
+            eprintln!(
+                "open it within {} s; it works once",
+                link["expires_in_secs"]
+            );
+            if open {
+                let browser = std::env::var_os("BROWSER").unwrap_or_else(|| "xdg-open".into());
+                std::process::Command::new(&browser)
+                    .arg(&url)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", browser.to_string_lossy()))?;
+            }
+        }
         Command::Status(JsonFlag { json }) => {
             let info: ServerInfo = match b {
                 Backend::Local(a) => a.server_info().await?,
