@@ -53,10 +53,10 @@ pub(crate) async fn fetch<T>(
         tokio::select! {
             r = &mut fetch => break r,
             _ = tick.tick() => {
-                if let Ok(p) = api.get::<ContentProgress>(&path).await {
-                    if p.active {
-                        bar.set_position(p.bytes);
-                    }
+                if let Ok(p) = api.get::<ContentProgress>(&path).await
+                    && p.active
+                {
+                    bar.set_position(p.bytes);
                 }
             }
         }

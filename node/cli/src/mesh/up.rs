@@ -350,21 +350,6 @@ fn tcp_port(multiaddr: &str) -> Option<u16> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tcp_ports_of_multiaddrs() {
-        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/7400"), Some(7400));
-        assert_eq!(
-            super::tcp_port("/ip4/127.0.0.1/tcp/7400/p2p/12D3KooW"),
-            Some(7400)
-        );
-        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/0"), None);
-        assert_eq!(super::tcp_port("/ip4/127.0.0.1/udp/9/quic-v1"), None);
-        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/x"), None);
-    }
-}
-
 /// Starts node `i` (node 0 in gateway mode, the others in auto mode bootstrapping from it).
 fn start_node(
     dir: &Path,
@@ -520,5 +505,20 @@ async fn wait_converged(
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tcp_ports_of_multiaddrs() {
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/7400"), Some(7400));
+        assert_eq!(
+            super::tcp_port("/ip4/127.0.0.1/tcp/7400/p2p/12D3KooW"),
+            Some(7400)
+        );
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/0"), None);
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/udp/9/quic-v1"), None);
+        assert_eq!(super::tcp_port("/ip4/127.0.0.1/tcp/x"), None);
     }
 }
