@@ -809,3 +809,39 @@ fn cpns_and_cpns_auth_share_the_error_format_and_exit_codes() -> Result<()> {
     check_running(&["pns", "show", "pn-0000000000000000"], 1, "not_found")?;
     Ok(())
 }
+
+/// `cpns` links the API's types and no daemon crate: no libp2p, no sled, no cpns-node
+/// (issue 16: the CLI depends only on the API's request and response types).
+#[test]
+fn the_cli_links_neither_libp2p_nor_sled() -> Result<()> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "cpns-cli",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()?;
+    ensure!(out.status.success(), "cargo tree: {out:?}");
+    let tree = String::from_utf8(out.stdout)?;
+    ensure!(tree.contains("cpns-api"), "{tree}");
+    for banned in [
+        "libp2p",
+        "sled",
+        "cpns-node",
+        "cpns-overlay",
+        "cpns-directory",
+        "cpns-keys",
+    ] {
+        ensure!(
+            !tree.lines().any(|l| l.starts_with(&format!("{banned} "))),
+            "cpns-cli depends on {banned}:\n{tree}"
+        );
+    }
+    Ok(())
+}

@@ -46,12 +46,30 @@ async fn two_ping_streams_on_one_connection_are_both_answered() -> Result<()> {
     let target = TestNode::spawn(Config::default(), 62).await?;
     let peer = target.client.local_peer_id();
     pinger.client.dial(target.dial_addr().await?).await?;
+    // The pinger's own ping behaviour holds one inbound stream at the target too: wait until
+    // it has pinged (its stream then idles until the next interval, 15 s away), so that the
+    // order of the target's inbound streams is known.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !pinger
+        .client
+        .peers()
+        .await?
+        .iter()
+        .any(|p| p.peer_id == peer && p.rtt_us.is_some())
+    {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the behaviour's first ping never came"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let control = pinger.client.stream_control();
     let open = |mut c: libp2p_stream::Control| async move {
         c.open_stream(peer, PING)
             .await
             .map_err(|e| anyhow::anyhow!("open ping stream: {e}"))
     };
+    // Inbound streams at the target: [behaviour's, first], then [first, second].
     let mut first = open(control.clone()).await?;
     ping_once(&mut first, 3).await.context("first stream")?;
     let mut second = open(control.clone()).await?;

@@ -356,3 +356,48 @@ async fn the_web_view_refuses_rebinding_cross_origin_and_reused_links() -> Resul
     node.shutdown().await;
     Ok(())
 }
+
+/// An open page does not hold up the node's shutdown: its event stream ends cleanly (the
+/// chunked body is terminated, not cut off when the node gives up waiting and aborts).
+#[tokio::test]
+async fn an_open_event_stream_ends_cleanly_at_shutdown() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let node = cpns_node::Node::start(crate::node::test_config(dir.path())).await?;
+    let api = ApiFile::read(dir.path())?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let mut events = http
+        .get(format!("http://{}/web/events", api.addr))
+        .bearer_auth(&api.token)
+        .send()
+        .await?
+        .error_for_status()?;
+    ensure!(
+        events
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")),
+        "{:?}",
+        events.headers()
+    );
+    let first = tokio::time::timeout(crate::util::WAIT, events.chunk())
+        .await??
+        .context("no first event")?;
+    ensure!(
+        String::from_utf8_lossy(&first).contains("event: status"),
+        "{first:?}"
+    );
+    let stop = tokio::spawn(node.shutdown());
+    let end = tokio::time::timeout(crate::util::WAIT, async {
+        loop {
+            match events.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await?;
+    ensure!(matches!(end, Ok(None)), "the stream was cut off: {end:?}");
+    stop.await?;
+    Ok(())
+}

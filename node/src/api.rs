@@ -153,7 +153,11 @@ pub(crate) async fn serve(
     let state = ApiState {
         handle: Handle::new(shared.clone()),
         token: Arc::new(token),
-        web: Arc::new(web::WebState::new(addr.port(), &shared.config.data_dir)),
+        web: Arc::new(web::WebState::new(
+            addr.port(),
+            &shared.config.data_dir,
+            shared.cancel.clone(),
+        )),
     };
     let metrics_only = metrics_listener(&shared.config.metrics_listen, state.clone()).await?;
     let app = Router::new()

@@ -35,15 +35,23 @@ pub(crate) struct WebState {
     downloads: PathBuf,
     /// Service id -> when its fetch started, while it runs.
     fetches: Mutex<HashMap<String, SystemTime>>,
+    /// The node's shutdown: event streams end with it, so that an open page does not hold
+    /// up the API's graceful shutdown.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl WebState {
-    pub(crate) fn new(port: u16, data_dir: &std::path::Path) -> Self {
+    pub(crate) fn new(
+        port: u16,
+        data_dir: &std::path::Path,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Self {
         Self {
             sessions: Arc::new(cpns_web::Sessions::new("node", port)),
             port,
             downloads: data_dir.join("downloads"),
             fetches: Mutex::new(HashMap::new()),
+            cancel,
         }
     }
 
@@ -147,8 +155,9 @@ fn event(e: &PnEvent) -> Event {
 
 /// `GET /web/events`: the node's status (members, their status, gateway, epoch) and its
 /// capabilities at once, then again at every PN change (`Handle::pn_changes`) and every
-/// status notification (`Handle::watch_notifications`), which is sent too. Cancel-safe: the
-/// stream holds only receivers; a slow page skips to the newest state.
+/// status notification (`Handle::watch_notifications`), which is sent too; it ends when the
+/// node shuts down. Cancel-safe: the stream holds only receivers; a slow page skips to the
+/// newest state.
 async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = s.handle.pn_changes();
     let notes = s.handle.watch_notifications();
@@ -162,6 +171,8 @@ async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<Even
                 let mut note = None;
                 if !first {
                     tokio::select! {
+                        biased;
+                        () = s.web.cancel.cancelled() => return None,
                         r = changes.changed() => { if r.is_err() { return None; } }
                         n = notes.recv() => match n {
                             Ok(n) => note = Some(PnEvent::Notification(n.into_api())),
