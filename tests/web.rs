@@ -92,8 +92,8 @@ async fn browser_script(script: &str, env: &[(&str, String)]) -> Result<Vec<Stri
 }
 
 /// The page loads only from the one-time link, lists the PN's members, shows a member going
-/// Busy without a reload, draws the trace as SVG, and publishes a service that another
-/// node's CLI then finds.
+/// Busy without a reload, draws the trace as SVG, publishes a service that another node's
+/// CLI then finds, and fetches another member's file with its progress bar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_view_works_in_a_real_browser() -> Result<()> {
     if let Some(why) = missing_tools() {
@@ -126,6 +126,35 @@ async fn the_web_view_works_in_a_real_browser() -> Result<()> {
     let busy_api = ApiFile::read(busy.data_dir())?;
     let shots = screenshots_dir()?;
     let keyword = "webprinter";
+    // Another member serves a file through a service published with the real CLI (which
+    // states its size); the page fetches it.
+    let content = tempfile::NamedTempFile::new()?;
+    let fetch_bytes: usize = 3 * 1024 * 1024 + 17;
+    std::fs::write(
+        content.path(),
+        (0..fetch_bytes)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )?;
+    let out = tokio::process::Command::new(&cpns)
+        .arg("--data-dir")
+        .arg(members[1].data_dir())
+        .args([
+            "services",
+            "publish",
+            "--name",
+            "Holiday movie",
+            "-k",
+            "webmovie",
+            "--file",
+        ])
+        .arg(content.path())
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "cpns services publish --file: {out:?}"
+    );
     let lines = browser_script(
         "browser.mjs",
         &[
@@ -135,6 +164,8 @@ async fn the_web_view_works_in_a_real_browser() -> Result<()> {
             ("CPNS_BUSY_API", format!("http://{}", busy_api.addr)),
             ("CPNS_BUSY_TOKEN", busy_api.token.clone()),
             ("CPNS_KEYWORD", keyword.to_string()),
+            ("CPNS_FETCH_KEYWORD", "webmovie".to_string()),
+            ("CPNS_FETCH_BYTES", fetch_bytes.to_string()),
             ("CPNS_SCREENSHOTS", shots.display().to_string()),
         ],
     )

@@ -4,7 +4,8 @@
 //
 // Environment: CPNS_WEB_URL (the one-time URL from `cpns web`), CPNS_MEMBERS (PeerIds, comma
 // separated), CPNS_BUSY_API / CPNS_BUSY_TOKEN (the local API of the member to make busy),
-// CPNS_BUSY_PEER, CPNS_KEYWORD, CPNS_SCREENSHOTS (a directory), CHROMIUM (the executable).
+// CPNS_BUSY_PEER, CPNS_KEYWORD, CPNS_FETCH_KEYWORD / CPNS_FETCH_BYTES (a file-backed service of
+// another member), CPNS_SCREENSHOTS (a directory), CHROMIUM (the executable).
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
@@ -103,6 +104,20 @@ try {
   check(/^svc-/.test(id), `published ${id} from the page`);
   await page.locator(`#own tr[data-service="${id}"]`).waitFor({ timeout: WAIT });
   await page.screenshot({ path: `${shots}/services.png`, fullPage: true });
+  // 6. Find another member's file-backed service and fetch it, with progress up to its size.
+  const fetchKeyword = env('CPNS_FETCH_KEYWORD');
+  const fetchBytes = Number(env('CPNS_FETCH_BYTES'));
+  await page.fill('#find-form input[name="keywords"]', fetchKeyword);
+  await page.click('#find-form button[type="submit"]');
+  const row = page.locator('#found tbody tr').first();
+  await row.locator('button').waitFor({ timeout: WAIT });
+  await row.locator('button').click();
+  await page.locator('#fetch-msg', { hasText: 'fetched' }).waitFor({ timeout: WAIT });
+  const bar = row.locator('progress');
+  const [value, max] = [Number(await bar.getAttribute('value')), Number(await bar.getAttribute('max'))];
+  check(max === fetchBytes && value === max, `fetched from the page: the progress bar counted to ${max} of ${fetchBytes} bytes`);
+  await page.screenshot({ path: `${shots}/fetch.png`, fullPage: true });
+
   check(errors.length === 0, `no script errors (${errors.join('; ')})`);
   check(foreign.length === 0, `no request left the node's origin (${foreign.join(', ')})`);
   console.log(`PUBLISHED ${id}`);
