@@ -139,6 +139,10 @@ pub struct Config {
     /// Port of the local HTTP API on 127.0.0.1 (0: any free port; the address is written to
     /// `DATA_DIR/api.json`). Default: 0.
     pub api_port: u16,
+    /// A separate listener that serves only `/metrics`, without a token, for Prometheus
+    /// (`127.0.0.1:9464`); empty: none. The API port's `/metrics` needs the API's token like
+    /// every other path. Default: empty.
+    pub metrics_listen: String,
     /// Kademlia replication factor: how many gateways store each DHT record. Default: 8 (the
     /// DHT is made of a community's gateways; 8 replicas survive the loss of several while
     /// keeping publication fast — docs/BENCHMARKS.md measures 20 against 8).
@@ -169,6 +173,7 @@ impl Default for Config {
             auto_pair: true,
             log: "info".into(),
             api_port: 0,
+            metrics_listen: String::new(),
             dht_replication: 8,
             trace_capacity: 4096,
             credential_renew_percent: 33,
@@ -268,6 +273,14 @@ impl Config {
             .map_err(|e| invalid("gateway_preference", e))?;
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| invalid("log", e.to_string()))?;
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics_listen",
+                "must be an address with a port, like 127.0.0.1:9464",
+            ));
+        }
         if self.dht_replication == 0 || self.dht_replication > 64 {
             return Err(invalid("dht_replication", "must be between 1 and 64"));
         }
@@ -454,16 +467,7 @@ fn convert(template: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     })
 }
 
-/// `$XDG_DATA_HOME/cpns`, else `$HOME/.local/share/cpns`, else `./cpns-data`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("cpns");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join(".local/share/cpns");
-    }
-    PathBuf::from("cpns-data")
-}
+pub use cpns_api::default_data_dir;
 
 fn hostname() -> String {
     sysinfo::System::host_name().unwrap_or_else(|| "cpns-device".into())

@@ -20,7 +20,7 @@ use crate::services::Services;
 use crate::status::{self, Notification};
 use crate::trace::TraceEvent;
 use crate::usage::Usage;
-use crate::views::{AuthServerView, MemberView, PeerView, PingView, StatusView};
+use crate::views::{AuthServerView, PeerView, PingView, StatusView};
 
 /// A cheap, cloneable handle to a running node: the owner's operations. Each method sends
 /// the owner of what it touches a command (the PN actor, the directory, delivery...) or reads
@@ -99,7 +99,7 @@ impl Handle {
                 Some(pn.membership.epoch),
                 pn.members
                     .values()
-                    .map(|m| MemberView::from(&m.info))
+                    .map(|m| crate::views::member(&m.info))
                     .collect(),
             ),
             None => (None, None, None, Vec::new()),

@@ -6,7 +6,8 @@
 //! in the Kademlia DHT, delivers content, and reports status and usage.
 //!
 //! The daemon (`cpns-node`) serves a local HTTP API on 127.0.0.1, guarded by a token written
-//! into its data dir; the `cpns` CLI is a thin client of that API. [`Node`] is the same thing
+//! into its data dir; its bodies are the `cpns-api` crate's types, and the `cpns` CLI
+//! (package `cpns-cli`) is a thin client of that API that links nothing of this crate. [`Node`] is the same thing
 //! in-process, for tests and embedders:
 //!
 //! ```no_run
@@ -25,7 +26,6 @@ mod api;
 mod auth_link;
 pub mod authz;
 mod caps;
-pub mod cli;
 pub mod config;
 mod context;
 pub mod delivery;

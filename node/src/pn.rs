@@ -49,23 +49,12 @@ use crate::enrolment::Enrolment;
 use crate::error::OpError;
 
 /// A status notification this node received (shown by `cpns status notifications`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notification {
-    /// Whose status.
-    pub target: String,
-    /// `online`, `offline` or `busy`.
-    pub status: String,
-    /// Why busy, if busy.
-    pub reason: Option<String>,
-    /// Battery, when known.
-    pub battery_percent: Option<u8>,
-    /// Why it was sent (`change`, `battery_below`, `silence`, `disconnected`, ...).
-    pub trigger: String,
-    /// Who sent it.
-    pub from: String,
-    /// When it arrived (Unix seconds).
-    pub time: u64,
-}
+pub use cpns_api::Notification;
+/// What a pairing led to.
+pub use cpns_api::PairOutcome;
+/// An invitation to join a PN, waiting for the owner's answer (`cpns pn invitations`): a
+/// device joins a PN of another user only once its owner accepted. Kept in `invitations.v1`.
+pub type Invitation = cpns_api::InvitationView;
 
 /// What a node remembers of its PN across restarts (`pn.v1`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,28 +125,6 @@ pub(crate) struct Peer {
     pub(crate) gateway_addrs: Vec<Multiaddr>,
     /// Order of registration, for eviction.
     pub(crate) seq: u64,
-}
-
-/// An invitation to join a PN, waiting for the owner's answer (`cpns pn invitations`): a
-/// device joins a PN of another user only once its owner accepted.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Invitation {
-    /// Its id (`inv-…`), for `cpns pn accept ID`.
-    pub id: String,
-    /// The PN, when known.
-    pub pn_id: Option<String>,
-    /// The PN's gateway (the device to join through).
-    pub gateway: String,
-    /// Where that gateway listens.
-    pub gateway_addrs: Vec<String>,
-    /// The gateway's user (from its credential).
-    pub user: String,
-    /// The gateway's device name.
-    pub device: String,
-    /// How it came: `pairing` (this node paired with a device of another user).
-    pub source: String,
-    /// When it came (Unix seconds).
-    pub received: u64,
 }
 
 /// The PN as the node knows it: its membership and its member table.
@@ -258,26 +225,6 @@ pub(crate) enum Reply {
     Epoch(Result<u64, OpError>),
     /// Done, or why not.
     Done(Result<(), OpError>),
-}
-
-/// What a pairing led to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PairOutcome {
-    /// The peer paired with.
-    pub peer_id: String,
-    /// Its mode after pairing.
-    pub peer_mode: String,
-    /// This node's mode after pairing.
-    pub mode: String,
-    /// What happens next: `joining`, `gateway`, `waiting_for_gateway`, `registered`,
-    /// `no_gateway`, or `invitation` (the peer's PN belongs to another user: its invitation
-    /// waits in `cpns pn invitations`).
-    pub result: String,
-    /// The PN, once known.
-    pub pn_id: Option<String>,
-    /// The invitation left for the owner, when `result` is `invitation`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invitation: Option<String>,
 }
 
 /// Who sent an inbound request, as the router's authorisation check classified it.

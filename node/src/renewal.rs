@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use cpns_keys::EntityCredential;
 use cpns_overlay::AuthMessage;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::auth_link::AuthLink;
@@ -25,18 +24,7 @@ use crate::services::Services;
 /// Least time between two automatic attempts that failed.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// What `cpns renew` and the status show of the credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialView {
-    /// Its serial.
-    pub serial: u64,
-    /// When it was issued (unix seconds).
-    pub issued: u64,
-    /// When it expires (unix seconds).
-    pub expires: u64,
-    /// Whether it is due for renewal.
-    pub renewal_due: bool,
-}
+pub use cpns_api::CredentialView;
 
 /// Whether less than `percent` % of the credential's lifetime is left at `now`.
 pub(crate) fn due(credential: &EntityCredential, now: u64, percent: u8) -> bool {

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::kad::{self, store::RecordStore};
@@ -123,6 +124,12 @@ impl EventLoop {
     /// dropped, so waiting callers wake with [`Error::Shutdown`].
     pub async fn run(mut self, cancel: CancellationToken) {
         self.start_bootstrap();
+        let every = self
+            .config
+            .bootstrap_interval
+            .max(Duration::from_millis(10));
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -132,6 +139,7 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = refresh.tick() => self.refresh_routing_table(),
             }
         }
         debug!(peer = %self.swarm.local_peer_id(), "overlay event loop stopped");
@@ -167,6 +175,21 @@ impl EventLoop {
     /// Whether `peer` is admitted now (an admission ends with the credential it was for).
     fn is_admitted(&self, peer: &PeerId) -> bool {
         self.admitted.get(peer).is_some_and(|u| *u > unix_now())
+    }
+
+    /// The periodic Kademlia bootstrap, run only when the routing table holds a peer: with
+    /// none (a gateway whose PNEs are all Kademlia clients) there is nobody to ask, and that is
+    /// the normal home case, not a fault.
+    fn refresh_routing_table(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        if known == 0 {
+            debug!("routing table refresh skipped: no DHT server known");
+            return;
+        }
+        if let Err(e) = kad.bootstrap() {
+            debug!("routing table refresh not started: {e}");
+        }
     }
 
     fn full(&self, len: usize) -> bool {
