@@ -31,6 +31,8 @@ mod context;
 pub mod delivery;
 pub mod enrolment;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod groups;
 mod handle;
 mod keyring;

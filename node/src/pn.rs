@@ -23,10 +23,10 @@
 
 mod actor;
 pub(crate) mod code;
-mod effect;
+pub(crate) mod effect;
 pub(crate) mod election;
 mod jobs;
-mod state;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
