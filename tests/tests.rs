@@ -20,6 +20,7 @@ mod metrics;
 mod node;
 mod overlay;
 mod pn_establishment;
+mod pn_management;
 mod renewal;
 mod typical_flow;
 mod web;

@@ -284,6 +284,12 @@ impl Services {
     pub(crate) async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, OpError> {
         let ctx = &self.inner.ctx;
         let directory = self.directory()?;
+        if self.inner.pn.view().mode == cpns_overlay::NodeMode::Gateway {
+            return Err(OpError::Conflict(
+                "a gateway-only node offers no services (`cpns mode set gateway` to offer some)"
+                    .into(),
+            ));
+        }
         // A PNE (Kademlia client) stores through DHT servers, its gateway first: right after
         // the PN forms, identify may not yet have told it that the gateway serves the DHT.
         if matches!(ctx.client.kad_mode().await, Ok(KadMode::Client)) {
