@@ -549,6 +549,112 @@ async fn membership_policy_keys_and_expel() -> Result<()> {
     Ok(())
 }
 
+/// An expelled device of the PN owner's own user loses every right at once (issue 14): it can
+/// neither invite itself back (as an entity or through its user), nor expel, nor release the
+/// PN, nor read it, nor pull the key; so it never gets the new epoch key. A remaining admin
+/// may still invite it again, and nobody can invite itself.
+#[tokio::test]
+async fn an_expelled_owner_device_has_no_admin_rights() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let mut gw = Device::enrol_with(&admin, 21, "alice", Modes::ALL, "alice-nas").await?;
+    let phone = Device::enrol_with(&admin, 22, "alice", Modes::ALL, "alice-phone").await?;
+    let laptop = Device::enrol_with(&admin, 23, "alice", Modes::ALL, "alice-laptop").await?;
+    let (pn, _) = establish(&mut gw).await?;
+    for d in [&phone, &laptop] {
+        let (decision, _) = membership(&gw, d.setup(&pn.pn_id, gw.peer())).await?;
+        ensure!(decision == MembershipDecision::Admitted, "{decision:?}");
+    }
+    phone.auth(NodeMode::Pne).await?;
+    laptop.auth(NodeMode::Pne).await?;
+    // A member of the owner user is an admin, but cannot invite itself.
+    expect_code(
+        laptop
+            .request(AuthMessage::PnInvite {
+                pn_id: pn.pn_id.clone(),
+                invitee: Invitee::Entity(laptop.peer()),
+            })
+            .await,
+        ErrorCode::Forbidden,
+    )?;
+    // The laptop expels the phone.
+    match laptop
+        .request(AuthMessage::PnExpel {
+            pn_id: pn.pn_id.clone(),
+            member: phone.peer(),
+        })
+        .await?
+    {
+        Message::Auth(AuthMessage::PnKeyResponse { epoch, .. }) => ensure!(epoch == 4),
+        other => bail!("PnKeyResponse expected, got {other:?}"),
+    }
+    // The expelled phone, still a device of the owner user, has no rights left.
+    let pn_id = pn.pn_id.clone();
+    let attempts = [
+        AuthMessage::PnInvite {
+            pn_id: pn_id.clone(),
+            invitee: Invitee::Entity(phone.peer()),
+        },
+        AuthMessage::PnInvite {
+            pn_id: pn_id.clone(),
+            invitee: Invitee::User("alice".into()),
+        },
+        AuthMessage::PnExpel {
+            pn_id: pn_id.clone(),
+            member: laptop.peer(),
+        },
+        AuthMessage::PnKeyPull {
+            pn_id: pn_id.clone(),
+        },
+        AuthMessage::PnInfoRequest {
+            pn_id: pn_id.clone(),
+        },
+        AuthMessage::PnRelease {
+            pn_id: pn_id.clone(),
+        },
+    ];
+    for m in attempts {
+        let what = format!("{m:?}");
+        expect_code(phone.request(m).await, ErrorCode::Forbidden).context(what)?;
+    }
+    // Nothing changed: still expelled, refused when it asks to join, the PN still there.
+    let view = admin.show_pn(&pn_id).await?;
+    ensure!(view.expelled == vec![phone.peer().to_string()], "{view:?}");
+    ensure!(view.epoch == 4 && view.members.len() == 2, "{view:?}");
+    let (decision, _) = membership(&gw, phone.setup(&pn_id, gw.peer())).await?;
+    ensure!(
+        matches!(decision, MembershipDecision::Refused(ref r) if r.contains("expelled")),
+        "{decision:?}"
+    );
+    match phone.request(AuthMessage::KeysPull).await? {
+        Message::Auth(AuthMessage::Keys(keys)) => {
+            ensure!(
+                keys.iter().all(|k| k.group.0 != pn_id),
+                "expelled device got a PN key"
+            )
+        }
+        other => bail!("Keys expected, got {other:?}"),
+    }
+    // A remaining admin may invite it back.
+    laptop
+        .request(AuthMessage::PnInvite {
+            pn_id: pn_id.clone(),
+            invitee: Invitee::Entity(phone.peer()),
+        })
+        .await?;
+    let (decision, _) = membership(&gw, phone.setup(&pn_id, gw.peer())).await?;
+    ensure!(decision == MembershipDecision::Admitted, "{decision:?}");
+
+    for d in [gw, phone, laptop] {
+        d.shutdown().await;
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
 /// Authentication refusals, each with its own code: replay, forged MAC, PNE-only credential
 /// asking for gateway mode, unauthenticated requests, revoked devices (and the revocation list
 /// reaching a gateway's session), expired challenges.
