@@ -483,3 +483,36 @@ async fn concurrent_requests_on_both_protocols_get_their_own_answers() -> Result
     server.abort();
     Ok(())
 }
+
+/// A flood of addresses for one peer (a registration's `listen_addrs`: about 170,000 fit in
+/// one frame) leaves at most 8 of them in the swarm and the routing table, and the node goes
+/// on answering (issue 14). Before the fix every address went into kad's list of the peer,
+/// each insert scanning that list.
+#[tokio::test]
+async fn an_address_flood_keeps_eight_addresses_per_peer() -> Result<()> {
+    init_tracing();
+    let nodes = mesh(2, open_config()).await?;
+    let victim = &nodes[0].client;
+    let peer = nodes[1].client.local_peer_id();
+    for port in 0..20_000u32 {
+        let addr: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 1024 + port).parse()?;
+        victim.add_address(peer, addr).await?;
+    }
+    let known = timeout(WAIT, victim.peer_addresses(peer)).await??;
+    // Eight remembered, plus the one the connection came from and identify's own.
+    assert!(known.len() <= 8 + 2, "{} addresses kept", known.len());
+    // Still serving: a DHT round trip between the two works.
+    let key = RecordKey::new(&"/cpns/test/after-flood");
+    nodes[1]
+        .client
+        .put_record(Record::new(key.clone(), b"ok".to_vec()), Quorum::One)
+        .await?;
+    assert_eq!(
+        timeout(WAIT, victim.local_record(key))
+            .await??
+            .map(|r| r.value),
+        Some(b"ok".to_vec())
+    );
+    shutdown(nodes).await;
+    Ok(())
+}

@@ -145,6 +145,10 @@ pub(crate) enum Command {
         peer: PeerId,
         addr: Multiaddr,
     },
+    PeerAddresses {
+        peer: PeerId,
+        reply: Reply<Vec<Multiaddr>>,
+    },
     Disconnect {
         peer: PeerId,
     },
@@ -274,9 +278,17 @@ impl Client {
         self.call(|reply| Command::Dial { addr, reply }).await
     }
 
-    /// Teaches the swarm and the DHT routing table an address of a peer.
+    /// Teaches the swarm and the DHT routing table an address of a peer. At most 8 addresses
+    /// per peer are kept (the peer's own identify replaces them); more are ignored.
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), Error> {
         self.tell(Command::AddAddress { peer, addr }).await
+    }
+
+    /// The addresses this node knows for `peer` (those it remembers, at most 8, and those in
+    /// its DHT routing table entry).
+    pub async fn peer_addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>, Error> {
+        self.call(|reply| Command::PeerAddresses { peer, reply })
+            .await
     }
 
     /// Closes every connection to a peer.

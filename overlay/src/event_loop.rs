@@ -29,7 +29,13 @@ use crate::event::Event;
 use crate::protocol::{Envelope, ErrorCode, Message};
 use crate::stats::Stats;
 
+mod addresses;
 mod kad_events;
+
+use addresses::AddressBook;
+
+/// Most peers whose addresses the [`AddressBook`] remembers.
+const MAX_ADDRESS_BOOK_PEERS: usize = 8192;
 
 /// Most providers one lookup dials when asked to connect them ([`ProvidersQuery::connect`]).
 const MAX_PROVIDER_DIALS: usize = 64;
@@ -59,16 +65,13 @@ struct PeerState {
     rtt_us: Option<u64>,
     dht_server: bool,
     agent: Option<String>,
-    /// Where the peer listens, from identify (at most [`MAX_LISTEN_ADDRS`]).
+    /// Where the peer listens, from identify (at most [`addresses::MAX_ADDRS_PER_PEER`]).
     listen_addrs: Vec<Multiaddr>,
     /// Keys this peer announced itself as provider of before identify told us where it
     /// listens (at most [`MAX_ADDRESSLESS_PROVIDED`]); their records get the addresses
     /// once identify arrives.
     addressless_provided: Vec<kad::RecordKey>,
 }
-
-/// Most listen addresses remembered per connected peer.
-const MAX_LISTEN_ADDRS: usize = 8;
 
 /// Most provider records per peer waiting for that peer's addresses.
 const MAX_ADDRESSLESS_PROVIDED: usize = 64;
@@ -88,6 +91,8 @@ pub struct EventLoop {
     peers: HashMap<PeerId, PeerState>,
     admitted: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
+    /// Every address passed to the swarm and the routing table, bounded per peer.
+    addresses: AddressBook,
 }
 
 impl EventLoop {
@@ -111,6 +116,7 @@ impl EventLoop {
             peers: HashMap::new(),
             admitted: HashSet::new(),
             listen_addrs,
+            addresses: AddressBook::new(MAX_ADDRESS_BOOK_PEERS),
         }
     }
 
@@ -167,10 +173,34 @@ impl EventLoop {
         match cmd {
             Command::Dial { addr, reply } => self.dial(addr, reply),
             Command::AddAddress { peer, addr } => {
-                self.swarm.add_peer_address(peer, addr.clone());
-                if self.peers.get(&peer).is_none_or(|p| p.dht_server) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                // At most MAX_ADDRS_PER_PEER per peer reach the swarm and kad, so a flood of
+                // addresses costs constant work each (see `addresses`).
+                if self.addresses.add(peer, &addr) {
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    if self.peers.get(&peer).is_none_or(|p| p.dht_server) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
                 }
+            }
+            Command::PeerAddresses { peer, reply } => {
+                let mut addrs = self.addresses.get(&peer).to_vec();
+                if let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(peer) {
+                    for e in bucket.iter() {
+                        if e.node.key.preimage() == &peer {
+                            for a in e.node.value.iter() {
+                                // kad keeps them with `/p2p/PEER` appended.
+                                let mut a = a.clone();
+                                if matches!(a.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+                                    a.pop();
+                                }
+                                if !addrs.contains(&a) {
+                                    addrs.push(a);
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(addrs));
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -412,36 +442,35 @@ impl EventLoop {
                 ..
             })) => {
                 let dht_server = info.protocols.contains(&KAD_PROTOCOL);
+                // The peer's own list replaces what we knew; only its first few addresses
+                // are looked at.
+                let changes = self.addresses.replace(peer_id, &info.listen_addrs);
+                let kad = &mut self.swarm.behaviour_mut().kad;
                 if dht_server {
-                    for addr in &info.listen_addrs {
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer_id, addr.clone());
+                    for addr in &changes.added {
+                        kad.add_address(&peer_id, addr.clone());
+                    }
+                    for addr in &changes.removed {
+                        kad.remove_address(&peer_id, addr);
                     }
                 } else {
                     // A client-mode peer must not linger in our routing table.
-                    self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+                    kad.remove_peer(&peer_id);
                 }
-                for addr in &info.listen_addrs {
-                    self.swarm.add_peer_address(peer_id, addr.clone());
+                for addr in changes.added {
+                    self.swarm.add_peer_address(peer_id, addr);
                 }
+                let listen_addrs = self.addresses.get(&peer_id).to_vec();
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.dht_server = dht_server;
                     state.agent = Some(info.agent_version.clone());
-                    state.listen_addrs = info
-                        .listen_addrs
-                        .iter()
-                        .take(MAX_LISTEN_ADDRS)
-                        .cloned()
-                        .collect();
+                    state.listen_addrs = listen_addrs.clone();
                     let keys = std::mem::take(&mut state.addressless_provided);
-                    let addrs = state.listen_addrs.clone();
-                    self.fill_provider_addresses(peer_id, keys, addrs);
+                    self.fill_provider_addresses(peer_id, keys, listen_addrs.clone());
                 }
                 self.emit(Event::Identified {
                     peer: peer_id,
-                    listen_addrs: info.listen_addrs,
+                    listen_addrs,
                     agent: info.agent_version,
                     dht_server,
                 });
