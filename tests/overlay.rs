@@ -7,7 +7,7 @@ use cpns_overlay::{
     CPNS_PROTOCOL, Config, Event, Message, PnMessage, Protocol, Quorum, Record, RecordKey,
     RecordValidator, Rejection,
 };
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
 use libp2p::kad::ProviderRecord;
 use std::sync::Arc;
@@ -514,5 +514,67 @@ async fn an_address_flood_keeps_eight_addresses_per_peer() -> Result<()> {
         Some(b"ok".to_vec())
     );
     shutdown(nodes).await;
+    Ok(())
+}
+
+/// A burst of honest streams a few milliseconds apart is handed to the application whole,
+/// even when the application starts taking them only after the burst (issue 14: the stream
+/// layer's hand-off held one stream and dropped the rest with "Channel is full").
+#[tokio::test]
+async fn a_burst_of_streams_reaches_the_acceptor() -> Result<()> {
+    init_tracing();
+    const BURST: usize = 32;
+    let proto = libp2p::StreamProtocol::new("/cpns/test/burst/1.0.0");
+    let a = TestNode::spawn(open_config(), 41).await?;
+    let b = TestNode::spawn(open_config(), 42).await?;
+    let mut incoming = a.client.stream_control().accept(proto.clone())?;
+    let peer = b.client.dial(a.dial_addr().await?).await?;
+    b.client.wait_routing_table(1, WAIT).await?;
+    let mut control = b.client.stream_control();
+    let mut opened = Vec::new();
+    for i in 0..BURST {
+        let mut s = timeout(WAIT, control.open_stream(peer, proto.clone())).await??;
+        s.write_all(&[i as u8]).await?;
+        s.flush().await?;
+        opened.push(s);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // Wait until the last one reached A's stream layer: A's swarm handles streams in order,
+    // so once a probe on another protocol is answered, every stream above was handed off.
+    let _ = b
+        .client
+        .get_record(RecordKey::new(&"/cpns/test/probe"), true)
+        .await;
+    // Only now does A take them (and echo each byte).
+    let echo = tokio::spawn(async move {
+        let mut n = 0;
+        while n < BURST {
+            let Ok(Some((_, mut s))) = timeout(WAIT, incoming.next()).await else {
+                break;
+            };
+            let mut byte = [0u8; 1];
+            if s.read_exact(&mut byte).await.is_ok() {
+                let _ = s.write_all(&byte).await;
+                let _ = s.close().await;
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut echoed = 0;
+    for (i, mut s) in opened.into_iter().enumerate() {
+        let mut byte = [0u8; 1];
+        if timeout(WAIT, s.read_exact(&mut byte))
+            .await
+            .is_ok_and(|r| r.is_ok())
+            && byte[0] == i as u8
+        {
+            echoed += 1;
+        }
+    }
+    assert_eq!(echoed, BURST, "streams of the burst answered");
+    assert_eq!(echo.await?, BURST);
+    a.shutdown().await;
+    b.shutdown().await;
     Ok(())
 }
