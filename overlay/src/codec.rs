@@ -20,21 +20,40 @@ use crate::stats::Stats;
 /// Default maximum size of a decoded frame or value: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 
-/// The hard upper bound of any limit, also passed to bincode so that no length prefix inside a
-/// frame can make it claim more than this.
+/// The hard upper bound of any limit.
 const HARD_LIMIT: usize = 16 * 1024 * 1024;
 
-type Config = bincode::config::Configuration<
+/// The limit bincode itself applies while decoding: what length prefixes inside the input may
+/// claim (it allocates a string or byte buffer for its claimed length before reading it).
+/// bincode takes it as a constant, so a decode uses the smallest of these tiers that is at
+/// least its own `max`: a 1 MiB frame can claim at most 1 MiB, not 16 MiB (issue 14).
+const LIMIT_TIERS: [usize; 4] = [4 * 1024, 64 * 1024, DEFAULT_MAX_FRAME, HARD_LIMIT];
+
+type Config<const L: usize> = bincode::config::Configuration<
     bincode::config::BigEndian,
     bincode::config::Varint,
-    bincode::config::Limit<HARD_LIMIT>,
+    bincode::config::Limit<L>,
 >;
 
-fn config() -> Config {
+fn config<const L: usize>() -> Config<L> {
     bincode::config::standard()
         .with_big_endian()
         .with_variable_int_encoding()
-        .with_limit::<HARD_LIMIT>()
+        .with_limit::<L>()
+}
+
+fn decode_limited<T: DeserializeOwned, const L: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, config::<L>())
+}
+
+/// The bincode limit used for a decode bounded by `max`.
+pub fn inner_limit(max: usize) -> usize {
+    LIMIT_TIERS
+        .into_iter()
+        .find(|t| *t >= max)
+        .unwrap_or(HARD_LIMIT)
 }
 
 /// Why bytes could not be decoded.
@@ -77,7 +96,8 @@ impl From<CodecError> for io::Error {
 
 /// Encodes a value.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, config::<HARD_LIMIT>())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a value from untrusted bytes no longer than `max`; the whole input must be used.
@@ -88,17 +108,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
             max: max.min(HARD_LIMIT),
         });
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
-            bincode::error::DecodeError::UnexpectedEnd { .. } => {
-                CodecError::Truncated(e.to_string())
-            }
-            bincode::error::DecodeError::LimitExceeded => CodecError::Oversize {
-                len: bytes.len(),
-                max: max.min(HARD_LIMIT),
-            },
-            other => CodecError::Garbage(other.to_string()),
-        })?;
+    let limit = inner_limit(max);
+    let decoded = match limit {
+        l if l == LIMIT_TIERS[0] => decode_limited::<T, { LIMIT_TIERS[0] }>(bytes),
+        l if l == LIMIT_TIERS[1] => decode_limited::<T, { LIMIT_TIERS[1] }>(bytes),
+        l if l == LIMIT_TIERS[2] => decode_limited::<T, { LIMIT_TIERS[2] }>(bytes),
+        _ => decode_limited::<T, HARD_LIMIT>(bytes),
+    };
+    let (value, used) = decoded.map_err(|e| match e {
+        bincode::error::DecodeError::UnexpectedEnd { .. } => CodecError::Truncated(e.to_string()),
+        bincode::error::DecodeError::LimitExceeded => CodecError::Oversize {
+            len: bytes.len(),
+            max: max.min(HARD_LIMIT),
+        },
+        other => CodecError::Garbage(other.to_string()),
+    })?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
     }
@@ -360,6 +384,29 @@ mod tests {
             }
             let _ = decode_envelope(&buf, DEFAULT_MAX_FRAME);
         }
+    }
+
+    #[test]
+    fn a_length_prefix_cannot_claim_more_than_the_frame_limit() {
+        // A string claiming 2 MiB inside a 1 MiB-limited decode: refused as oversize by the
+        // inner limit, before any buffer of that size exists (it was 16 MiB: issue 14).
+        let mut bytes = vec![0xFCu8];
+        bytes.extend_from_slice(&(2u32 * 1024 * 1024).to_be_bytes());
+        bytes.extend_from_slice(&[b'a'; 16]);
+        assert!(matches!(
+            decode::<String>(&bytes, DEFAULT_MAX_FRAME),
+            Err(CodecError::Oversize { .. })
+        ));
+        assert_eq!(inner_limit(DEFAULT_MAX_FRAME), DEFAULT_MAX_FRAME);
+        assert_eq!(inner_limit(100), 4096);
+        assert_eq!(inner_limit(usize::MAX), HARD_LIMIT);
+        // Within the limit it decodes.
+        let ok = encode(&"x".repeat(5000)).unwrap();
+        assert_eq!(decode::<String>(&ok, 64 * 1024).unwrap().len(), 5000);
+        assert!(matches!(
+            decode::<String>(&ok, 4096),
+            Err(CodecError::Oversize { .. })
+        ));
     }
 
     #[test]
