@@ -226,7 +226,12 @@ impl RecordValidator for RefuseBad {
             Ok(())
         }
     }
-    fn validate_provider(&self, _: &PeerId, _: &ProviderRecord) -> Result<(), Rejection> {
+    fn validate_provider(
+        &self,
+        _: &PeerId,
+        _: &ProviderRecord,
+        _: Option<&cpns_overlay::PeerCredential>,
+    ) -> Result<(), Rejection> {
         Ok(())
     }
 }

@@ -175,6 +175,9 @@ pub enum RecordError {
     /// A quota (records or providers per peer) is exhausted.
     #[error("quota exhausted: {0}")]
     Quota(&'static str),
+    /// A provider announcement from a peer that presented no valid credential.
+    #[error("the provider presented no valid credential")]
+    NoCredential,
 }
 
 impl RecordError {
@@ -194,6 +197,7 @@ impl RecordError {
             RecordError::Conflict => "conflict",
             RecordError::Stale => "stale",
             RecordError::Quota(_) => "quota",
+            RecordError::NoCredential => "no_credential",
         }
     }
 }

@@ -217,6 +217,12 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: Reply<bool>,
     },
+    SetCredential {
+        credential: Option<Vec<u8>>,
+    },
+    StoreUsage {
+        reply: Reply<crate::store::StoreUsage>,
+    },
 }
 
 /// The handle to a running overlay node. Cheap to clone.
@@ -434,6 +440,31 @@ impl Client {
     /// application. The node admits a peer after checking its credential (B.1 steps 1-2).
     pub async fn admit_peer(&self, peer: PeerId, admitted: bool) -> Result<(), Error> {
         self.tell(Command::Admit { peer, admitted }).await
+    }
+
+    /// Sets (or, with `None`, clears) the encoded entity credential this node presents in the
+    /// credential exchange, and presents it to every connected peer at once (after enrolment
+    /// or a renewal). DHT servers store this node's provider announcements only once they
+    /// hold a valid credential of it.
+    pub async fn set_credential(&self, credential: Option<Vec<u8>>) -> Result<(), Error> {
+        self.tell(Command::SetCredential { credential }).await
+    }
+
+    /// [`Client::set_credential`] without waiting: the command is queued at once (before any
+    /// command sent after it), for callers that cannot await. [`Error::Busy`] if the command
+    /// queue is full.
+    pub fn set_credential_now(&self, credential: Option<Vec<u8>>) -> Result<(), Error> {
+        self.commands
+            .try_send(Command::SetCredential { credential })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Busy,
+                mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
+            })
+    }
+
+    /// What the local DHT store holds: own and remote records, bytes, provider records.
+    pub async fn store_usage(&self) -> Result<crate::store::StoreUsage, Error> {
+        self.call(|reply| Command::StoreUsage { reply }).await
     }
 
     /// Whether a peer is admitted.

@@ -292,6 +292,89 @@ impl libp2p::request_response::Codec for CpnsCodec {
     }
 }
 
+/// Longest credential frame on `/cpns/cred/1.0.0` (an entity credential is about 200 bytes;
+/// `cpns_keys` refuses more than 4 KiB).
+pub const MAX_CREDENTIAL_FRAME: usize = 4096;
+
+/// The codec of the credential exchange (`/cpns/cred/1.0.0`): one opaque byte string per
+/// direction (the sender's encoded entity credential, or nothing), `u16 BE length || bytes`.
+/// The overlay does not interpret it; the [`crate::RecordValidator`] does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CredentialCodec;
+
+async fn read_credential<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    io.read_exact(&mut len).await?;
+    let len = u16::from_be_bytes(len) as usize;
+    if len > MAX_CREDENTIAL_FRAME {
+        return Err(CodecError::Oversize {
+            len,
+            max: MAX_CREDENTIAL_FRAME,
+        }
+        .into());
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_credential<T: AsyncWrite + Unpin + Send>(io: &mut T, b: &[u8]) -> io::Result<()> {
+    if b.len() > MAX_CREDENTIAL_FRAME {
+        return Err(CodecError::Oversize {
+            len: b.len(),
+            max: MAX_CREDENTIAL_FRAME,
+        }
+        .into());
+    }
+    io.write_all(&(b.len() as u16).to_be_bytes()).await?;
+    io.write_all(b).await?;
+    io.close().await
+}
+
+impl libp2p::request_response::Codec for CredentialCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_credential(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_credential(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_credential(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_credential(io, &res).await
+    }
+}
+
 /// Describes an I/O error from the codec for metrics: `oversize`, `truncated`, `garbage`,
 /// `unknown_version`, or `io`.
 pub fn io_error_reason(e: &io::Error) -> &'static str {

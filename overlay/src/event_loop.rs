@@ -30,7 +30,10 @@ use crate::protocol::{Envelope, ErrorCode, Message};
 use crate::stats::Stats;
 
 mod addresses;
+mod credentials;
 mod kad_events;
+
+use credentials::CredentialState;
 
 use addresses::AddressBook;
 
@@ -71,6 +74,10 @@ struct PeerState {
     /// listens (at most [`MAX_ADDRESSLESS_PROVIDED`]); their records get the addresses
     /// once identify arrives.
     addressless_provided: Vec<kad::RecordKey>,
+    /// Its credential, from the credential exchange.
+    credential: CredentialState,
+    /// Its provider announcements waiting for that exchange (see `credentials`).
+    held_providers: Vec<kad::ProviderRecord>,
 }
 
 /// Most provider records per peer waiting for that peer's addresses.
@@ -93,6 +100,8 @@ pub struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     /// Every address passed to the swarm and the routing table, bounded per peer.
     addresses: AddressBook,
+    /// This node's encoded credential, sent in the credential exchange.
+    credential: Option<Vec<u8>>,
 }
 
 impl EventLoop {
@@ -106,7 +115,6 @@ impl EventLoop {
     ) -> Self {
         Self {
             swarm,
-            config,
             commands,
             events,
             stats,
@@ -117,6 +125,8 @@ impl EventLoop {
             admitted: HashSet::new(),
             listen_addrs,
             addresses: AddressBook::new(MAX_ADDRESS_BOOK_PEERS),
+            credential: config.credential.clone(),
+            config,
         }
     }
 
@@ -124,6 +134,12 @@ impl EventLoop {
     /// dropped, so waiting callers wake with [`Error::Shutdown`].
     pub async fn run(mut self, cancel: CancellationToken) {
         self.start_bootstrap();
+        let period = self
+            .config
+            .purge_interval
+            .max(std::time::Duration::from_millis(10));
+        let mut purge = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -132,6 +148,17 @@ impl EventLoop {
                     Some(cmd) => self.handle_command(cmd),
                     None => break,
                 },
+                _ = purge.tick() => {
+                    let n = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .purge_expired(std::time::Instant::now());
+                    if n > 0 {
+                        debug!(purged = n, "expired records of others dropped");
+                    }
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
             }
         }
@@ -388,6 +415,13 @@ impl EventLoop {
                     warn!(%peer, "admitted-peer set is full; peer not admitted");
                 }
             }
+            Command::SetCredential { credential } => {
+                self.credential = credential;
+                self.announce_credential();
+            }
+            Command::StoreUsage { reply } => {
+                let _ = reply.send(Ok(self.swarm.behaviour_mut().kad.store_mut().usage()));
+            }
             Command::IsAdmitted { peer, reply } => {
                 let _ = reply.send(Ok(self.admitted.contains(&peer)));
             }
@@ -436,6 +470,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Cpns(e)) => self.handle_rr(Protocol::Cpns, e),
             SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.handle_rr(Protocol::Auth, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Cred(e)) => self.handle_cred(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -515,6 +550,9 @@ impl EventLoop {
                 if state.address.is_none() {
                     state.address = Some(address.clone());
                     state.outbound = outbound;
+                }
+                if num_established.get() == 1 {
+                    self.start_credential_exchange(peer_id);
                 }
                 self.emit(Event::ConnectionEstablished {
                     peer: peer_id,
