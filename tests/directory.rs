@@ -858,3 +858,226 @@ async fn revocation_lists_and_pn_summaries_travel_through_the_dht() {
     ));
     mesh.shutdown().await;
 }
+
+/// A plain libp2p Kademlia client (not a CPNS overlay, so it knows nothing of the credential
+/// exchange) with a fresh identity, announcing itself as provider of `keys` through `target`.
+/// Returns once every announcement went out and a last lookup was answered by `target`; the
+/// returned task keeps the client's connections open (abort it to stop the client).
+async fn plain_kad_announce(
+    target: &libp2p::Multiaddr,
+    keys: Vec<Vec<u8>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    use libp2p::kad;
+    use libp2p::swarm::SwarmEvent;
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let local = key.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            let store = kad::store::MemoryStore::with_config(
+                local,
+                kad::store::MemoryStoreConfig {
+                    max_provided_keys: 1 << 20,
+                    ..Default::default()
+                },
+            );
+            kad::Behaviour::with_config(local, store, kad::Config::new(cpns_overlay::KAD_PROTOCOL))
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    swarm.behaviour_mut().set_mode(Some(kad::Mode::Client));
+    let peer = cpns_overlay::peer_of(target).unwrap();
+    swarm.behaviour_mut().add_address(&peer, target.clone());
+    for k in &keys {
+        swarm
+            .behaviour_mut()
+            .start_providing(RecordKey::new(k))
+            .unwrap();
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut left = keys.len();
+        let mut done = Some(done_tx);
+        let mut last = None;
+        loop {
+            let event = swarm.select_next_some().await;
+            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            }) = event
+            {
+                match result {
+                    kad::QueryResult::StartProviding(_) if step.last => {
+                        left -= 1;
+                        if left == 0 {
+                            // A last round trip: the announcements are on the wire before it.
+                            last = Some(swarm.behaviour_mut().get_closest_peers(local));
+                        }
+                    }
+                    kad::QueryResult::GetClosestPeers(_) if Some(id) == last => {
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, done_rx)
+        .await
+        .expect("plain kad client: announcements never finished")
+        .unwrap();
+    task
+}
+
+/// Waits (bounded) until `client` has served no new DHT request for three polls in a row:
+/// every announcement sent to it has been handled.
+async fn quiesce(client: &cpns_overlay::Client) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let served = || {
+        client
+            .stats()
+            .dht_requests_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (mut last, mut calm) = (served(), 0);
+    while calm < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = served();
+        calm = if now == last { calm + 1 } else { 0 };
+        last = now;
+    }
+}
+
+fn random_keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| cpns_keys::EuKey::generate().to_bytes().to_vec())
+        .collect()
+}
+
+/// Issue 14, provider store fill: fresh identities from a plain libp2p Kademlia client
+/// announce thousands of random keys and crowd a public keyword; enrolled-but-hostile nodes
+/// do the same with valid credentials. Afterwards the attacked gateway's own publish succeeds
+/// and every honest service is found by keyword. Before the fix, 4 fresh identities with
+/// 1,100 keys each filled the store (4,096 keys for everyone, the node's own included): the
+/// gateway's publish failed with "local store refused", and 64 fresh identities took every
+/// provider slot of the keyword.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_flood_neither_blocks_the_gateway_nor_hides_honest_services() {
+    init_tracing();
+    // A small remote bound, so that the enrolled attackers fill it and fair share is used.
+    let o = cpns_overlay::Config {
+        max_provider_records: 1024,
+        max_provider_records_per_peer: 512,
+        ..overlay()
+    };
+    let mesh = Mesh::start(4, o, Config::default(), WAIT).await.unwrap();
+    let gw = &mesh.nodes[0];
+    let keyword = cpns_directory::test_utils::public_keyword_key("printer");
+
+    // Never enrolled: 4 identities x 1,100 random keys, then 64 on the keyword.
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        attackers.push(plain_kad_announce(&gw.addr, random_keys(1100)).await);
+    }
+    for _ in 0..64 {
+        attackers.push(plain_kad_announce(&gw.addr, vec![keyword.clone()]).await);
+    }
+    quiesce(&gw.client).await;
+    let usage = gw.client.store_usage().await.unwrap();
+    assert_eq!(
+        usage.remote_provider_records, 0,
+        "announcements without a credential were stored: {usage:?}"
+    );
+
+    // Enrolled but hostile: 3 overlay nodes with valid credentials, 600 keys each and the
+    // keyword.
+    let mut hostile = Vec::new();
+    for i in 0..3u8 {
+        let id = cpns_keys::Identity::from_secret_bytes([0xe0 + i; 32]);
+        let cred = mesh.ca.issue(&id, 100 + i as u64, cpns_keys::Modes::ALL);
+        let cfg = cpns_overlay::Config {
+            bootstrap: vec![gw.addr.clone()],
+            credential: Some(cred.to_bytes()),
+            ..overlay()
+        };
+        let node = cpns_overlay::test_utils::TestNode::spawn_with(cfg, id)
+            .await
+            .unwrap();
+        node.client.bootstrap().await.unwrap();
+        let mut keys = random_keys(600);
+        keys.push(keyword.clone());
+        futures::future::join_all(keys.chunks(64).map(|chunk| {
+            let c = node.client.clone();
+            async move {
+                for k in chunk {
+                    let _ = c.start_providing(RecordKey::new(k)).await;
+                }
+            }
+        }))
+        .await;
+        hostile.push(node);
+    }
+    quiesce(&gw.client).await;
+    let usage = gw.client.store_usage().await.unwrap();
+    assert!(
+        usage.remote_provider_records <= 1024 && usage.remote_providers <= 3 + 3,
+        "{usage:?}"
+    );
+    assert!(usage.remote_provider_records >= 1000, "{usage:?}");
+
+    // The gateway's own publish succeeds, and so do the members'.
+    let mut ids_published = HashSet::new();
+    let own = gw
+        .directory
+        .publish(public("Gateway printer", &["printer"]))
+        .await
+        .unwrap();
+    ids_published.insert(own.id);
+    for (i, n) in mesh.nodes[1..].iter().enumerate() {
+        let d = n
+            .directory
+            .publish(public(&format!("Printer {i}"), &["printer"]))
+            .await
+            .unwrap();
+        ids_published.insert(d.id);
+    }
+    // Every honest service is found by keyword, from every node.
+    for (i, n) in mesh.nodes.iter().enumerate() {
+        let q = Query::keywords(["printer"]);
+        let all = eventually(|| {
+            let q = q.clone();
+            let want = ids_published.clone();
+            async move {
+                n.directory
+                    .find(&q)
+                    .await
+                    .is_ok_and(|f| ids(&f.services) == want)
+            }
+        })
+        .await;
+        assert!(
+            all,
+            "node {i} does not find all {} services",
+            ids_published.len()
+        );
+    }
+    for a in attackers {
+        a.abort();
+    }
+    for h in hostile {
+        h.shutdown().await;
+    }
+    mesh.shutdown().await;
+}
