@@ -84,6 +84,13 @@ pub struct Config {
     /// Timeout of a request the server sends (B.1 steps 14 and 17, key pushes). Default: 10 s.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
+    /// Most usage records stored per entity per UTC day (a report counts at least one);
+    /// past it reports are refused `RateLimited` and stay queued at the node. Default: 10,000.
+    pub max_usage_records_per_day: u64,
+    /// How long charging records are kept; older ones are deleted as new reports arrive.
+    /// Default: 400 days (a year of billing and a month to export it).
+    #[serde(with = "duration_text")]
+    pub usage_retention: Duration,
 }
 
 impl Default for Config {
@@ -110,6 +117,8 @@ impl Default for Config {
             max_frame: cpns_overlay::codec::DEFAULT_MAX_FRAME,
             push_keys: true,
             request_timeout: Duration::from_secs(10),
+            max_usage_records_per_day: 10_000,
+            usage_retention: Duration::from_secs(400 * 86_400),
         }
     }
 }
@@ -271,6 +280,15 @@ impl Config {
             s(3600),
         )?;
         within("request_timeout", self.request_timeout, s(1), s(300))?;
+        within(
+            "usage_retention",
+            self.usage_retention,
+            s(86_400),
+            s(10 * 366 * 86_400),
+        )?;
+        if self.max_usage_records_per_day == 0 {
+            return bad("max_usage_records_per_day", "must be at least 1");
+        }
         for (key, value) in [
             (
                 "enrol_attempts_per_minute",
