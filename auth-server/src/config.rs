@@ -58,11 +58,13 @@ pub struct Config {
     /// Default: 5 min.
     #[serde(with = "duration_text")]
     pub membership_clock_skew: Duration,
-    /// Enrolment attempts allowed per peer per minute (token bucket; a burst of this many,
-    /// then one more every 60/N s). Default: 5.
+    /// Enrolment attempts allowed per enrolment code per minute, whichever peers make them
+    /// (token bucket; a burst of this many, then one more every 60/N s). Default: 5.
     pub enrol_attempts_per_minute: u32,
-    /// Most peers the enrolment rate limiter remembers; the least recently seen is forgotten
-    /// first. Default: 10,000.
+    /// Enrolment attempts allowed per minute in total, for any code id. Default: 60.
+    pub enrol_attempts_global_per_minute: u32,
+    /// Most code ids the enrolment rate limiter remembers; the least recently seen is
+    /// forgotten first. Default: 10,000.
     pub max_rate_limited_peers: usize,
     /// Most outstanding authentication challenges in total. Default: 65,536.
     pub max_challenges: usize,
@@ -107,6 +109,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(3600),
             membership_clock_skew: Duration::from_secs(300),
             enrol_attempts_per_minute: 5,
+            enrol_attempts_global_per_minute: 60,
             max_rate_limited_peers: 10_000,
             max_challenges: 65_536,
             max_challenges_per_peer: 4,
@@ -293,6 +296,10 @@ impl Config {
             (
                 "enrol_attempts_per_minute",
                 self.enrol_attempts_per_minute as usize,
+            ),
+            (
+                "enrol_attempts_global_per_minute",
+                self.enrol_attempts_global_per_minute as usize,
             ),
             ("max_rate_limited_peers", self.max_rate_limited_peers),
             ("max_challenges", self.max_challenges),

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::authn::{Authenticator, AuthnLimits, EntityKeys};
 use crate::config::Config;
-use crate::enrol::RateLimiter;
+use crate::enrol::EnrolLimits;
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::pn::NonceCache;
@@ -65,7 +65,7 @@ pub(crate) struct Core {
     write: tokio::sync::Mutex<()>,
     pub(crate) authn: Authenticator,
     revocations: RwLock<Arc<RevocationList>>,
-    pub(crate) rate: Mutex<RateLimiter>,
+    pub(crate) rate: Mutex<EnrolLimits>,
     pub(crate) membership_nonces: Mutex<NonceCache>,
     pub(crate) metrics: Metrics,
     followups: Option<mpsc::Sender<Followup>>,
@@ -129,8 +129,9 @@ impl Core {
         metrics.entities.set(store.len(Table::Entities) as i64);
         Ok(Self {
             authn: Authenticator::new(AuthnLimits::from(&config)),
-            rate: Mutex::new(RateLimiter::new(
+            rate: Mutex::new(EnrolLimits::new(
                 config.enrol_attempts_per_minute,
+                config.enrol_attempts_global_per_minute,
                 config.max_rate_limited_peers,
             )),
             membership_nonces: Mutex::new(NonceCache::new(config.max_challenges)),
