@@ -655,6 +655,73 @@ async fn an_expelled_owner_device_has_no_admin_rights() -> Result<()> {
     Ok(())
 }
 
+/// A membership request (B.1 step 19) cannot be replayed, also not after the server restarts
+/// (issue 14: the nonce cache was in memory only, so a captured join re-admitted a device
+/// that had left).
+#[tokio::test]
+async fn a_membership_request_cannot_be_replayed_after_a_restart() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let config = Config::with_data_dir(dir.path().join("auth"));
+    let server = cpns_auth::Server::start(config.clone()).await?;
+    let addr = server
+        .listen_addrs()
+        .first()
+        .cloned()
+        .context("listen address")?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let mut gw = Device::enrol_with(&admin, 31, "alice", Modes::ALL, "alice-nas").await?;
+    let phone = Device::enrol_with(&admin, 32, "alice", Modes::ALL, "alice-phone").await?;
+    let (pn, _) = establish(&mut gw).await?;
+    let setup = phone.setup(&pn.pn_id, gw.peer());
+    let (decision, _) = membership(&gw, setup.clone()).await?;
+    ensure!(decision == MembershipDecision::Admitted, "{decision:?}");
+    // The phone leaves (de-registered by the gateway, G.1 step 9).
+    gw.request(AuthMessage::PnDeregister {
+        pn_id: pn.pn_id.clone(),
+        member: phone.peer(),
+    })
+    .await?;
+    let replay = || AuthMessage::MembershipRequest {
+        setup: setup.clone(),
+    };
+    expect_code(gw.request(replay()).await, ErrorCode::Replay)?;
+
+    drop(admin);
+    server.shutdown().await;
+    // The old server's last tasks may hold the database for a moment after shutdown.
+    let restarted = Config {
+        listen: vec![addr],
+        ..config
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let server = loop {
+        match cpns_auth::Server::start(restarted.clone()).await {
+            Ok(s) => break s,
+            Err(e)
+                if tokio::time::Instant::now() < deadline && e.to_string().contains("in use") =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    gw.auth(NodeMode::Gateway).await?;
+    expect_code(gw.request(replay()).await, ErrorCode::Replay)?;
+    let view = server.admin().show_pn(&pn.pn_id).await?;
+    ensure!(
+        view.members.len() == 1,
+        "the replay re-admitted the phone: {view:?}"
+    );
+
+    for d in [gw, phone] {
+        d.shutdown().await;
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
 /// Authentication refusals, each with its own code: replay, forged MAC, PNE-only credential
 /// asking for gateway mode, unauthenticated requests, revoked devices (and the revocation list
 /// reaching a gateway's session), expired challenges.

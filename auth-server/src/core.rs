@@ -17,7 +17,6 @@ use crate::config::Config;
 use crate::enrol::EnrolLimits;
 use crate::error::StartError;
 use crate::metrics::Metrics;
-use crate::pn::NonceCache;
 use crate::records::EntityRecord;
 use crate::store::{Batch, Store, StoreError, Table, meta};
 
@@ -66,7 +65,6 @@ pub(crate) struct Core {
     pub(crate) authn: Authenticator,
     revocations: RwLock<Arc<RevocationList>>,
     pub(crate) rate: Mutex<EnrolLimits>,
-    pub(crate) membership_nonces: Mutex<NonceCache>,
     pub(crate) metrics: Metrics,
     followups: Option<mpsc::Sender<Followup>>,
     pub(crate) listen_addrs: RwLock<Vec<Multiaddr>>,
@@ -134,7 +132,6 @@ impl Core {
                 config.enrol_attempts_global_per_minute,
                 config.max_rate_limited_peers,
             )),
-            membership_nonces: Mutex::new(NonceCache::new(config.max_challenges)),
             server_peer: server.peer_id(),
             server,
             config,

@@ -13,8 +13,6 @@
 //! grant (the gateway hands them out, steps 24-25); rotations anyone else caused are also
 //! pushed to the members and their gateway.
 
-use std::collections::{HashMap, VecDeque};
-
 use cpns_keys::{GroupId, GroupKey, PeerId, PublicKey, UnixTime};
 use cpns_overlay::{
     ConnectionSetup, GroupKeyGrant, Invitee, MemberGrant, MembershipDecision, NodeMode,
@@ -27,48 +25,17 @@ use crate::error::{RequestError, forbidden, not_found};
 use crate::records::{EntityRecord, PnRecord, UserRecord};
 use crate::store::{Batch, Store, Table};
 
-/// Remembers `(PNE, nonce)` of membership requests so that one cannot be replayed, for as long
-/// as its time is acceptable. Bounded: when full, the oldest entry is forgotten.
-pub(crate) struct NonceCache {
-    cap: usize,
-    seen: HashMap<(PeerId, [u8; 16]), UnixTime>,
-    order: VecDeque<((PeerId, [u8; 16]), UnixTime)>,
-}
+/// Most expired nonce entries deleted with one membership request.
+const NONCE_PRUNE: usize = 256;
 
-impl NonceCache {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            cap: cap.max(1),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Records the nonce; false if it was seen and is still remembered.
-    pub(crate) fn insert(
-        &mut self,
-        pne: PeerId,
-        nonce: [u8; 16],
-        keep_until: UnixTime,
-        now: UnixTime,
-    ) -> bool {
-        while let Some((key, until)) = self.order.front().copied() {
-            if until > now && self.seen.len() < self.cap {
-                break;
-            }
-            self.order.pop_front();
-            if self.seen.get(&key) == Some(&until) {
-                self.seen.remove(&key);
-            }
-        }
-        let key = (pne, nonce);
-        if self.seen.contains_key(&key) {
-            return false;
-        }
-        self.seen.insert(key, keep_until);
-        self.order.push_back((key, keep_until));
-        true
-    }
+/// The key of a membership-request nonce in [`Table::Nonces`]: when it may be forgotten
+/// (u64 BE, so that expired entries sort first), the PNE and the nonce. The expiry follows
+/// from the signed request time, so a replay maps to the same key.
+fn nonce_key(keep_until: UnixTime, pne: &PeerId, nonce: &[u8; 16]) -> Vec<u8> {
+    let mut k = keep_until.to_be_bytes().to_vec();
+    k.extend_from_slice(&pne.to_bytes());
+    k.extend_from_slice(nonce);
+    k
 }
 
 /// What an authenticated entity asks to do to a PN, for [`authorise`].
@@ -305,14 +272,21 @@ impl Core {
         PublicKey::from_peer_id(&pne)
             .and_then(|k| k.verify(&msg, &setup.signature))
             .map_err(|_| RequestError::Authn(AuthnError::BadSignature))?;
-        let fresh = self
-            .membership_nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pne, setup.nonce, setup.time + max_skew + 1, now);
-        if !fresh {
-            return Err(RequestError::Replay);
-        }
+        // Durable, so that a join cannot be replayed after a restart; kept for as long as the
+        // request's time is acceptable, then pruned.
+        let key = nonce_key(setup.time + max_skew + 1, &pne, &setup.nonce);
+        self.commit(|store| {
+            if store.contains(Table::Nonces, &key)? {
+                return Err(RequestError::Replay);
+            }
+            let mut b = Batch::default();
+            b.put(Table::Nonces, &key, &())?;
+            for old in store.keys_between(Table::Nonces, &[], &now.to_be_bytes(), NONCE_PRUNE)? {
+                b.delete(Table::Nonces, old);
+            }
+            Ok((b, ()))
+        })
+        .await?;
         let max_members = self.config.max_group_members;
         let (decision, info, rotated) = self
             .commit(|store| -> Result<_, RequestError> {
@@ -534,17 +508,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nonce_cache_refuses_replays_and_stays_bounded() {
-        let mut c = NonceCache::new(3);
+    fn nonce_keys_sort_by_expiry() {
         let p = PeerId::random();
-        assert!(c.insert(p, [1; 16], 100, 10));
-        assert!(!c.insert(p, [1; 16], 100, 11));
-        assert!(c.insert(PeerId::random(), [1; 16], 100, 11));
-        for i in 2..10 {
-            assert!(c.insert(p, [i; 16], 100, 12));
-            assert!(c.seen.len() <= 3);
-        }
-        // Entries past their time are forgotten.
-        assert!(c.insert(p, [1; 16], 300, 200));
+        assert!(nonce_key(5, &p, &[9; 16]) < nonce_key(6, &p, &[0; 16]));
+        assert!(nonce_key(5, &p, &[9; 16]).as_slice() < 6u64.to_be_bytes().as_slice());
     }
 }
