@@ -722,6 +722,53 @@ async fn a_membership_request_cannot_be_replayed_after_a_restart() -> Result<()>
     Ok(())
 }
 
+/// cpns-auth keeps its data dir 0700 and every file in it 0600, also a data dir (and a
+/// database) that already existed with laxer modes (issue 14: it kept whatever mode the dir
+/// had, and sled wrote the EUKeys and group keys with the default umask).
+#[tokio::test]
+async fn the_data_dir_and_its_database_are_private() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("auth");
+    std::fs::create_dir_all(&data)?;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))?;
+    let server = cpns_auth::Server::start(Config::with_data_dir(&data)).await?;
+    server.admin().create_user("alice").await?;
+    server.shutdown().await;
+    // Loosen everything, as an old version or a careless copy would have left it (but the
+    // key files: a readable key is refused at start, by design).
+    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        out.push(p.to_path_buf());
+        if p.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut all = Vec::new();
+    walk(&data, &mut all)?;
+    for p in all
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "key"))
+    {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    }
+    let server = cpns_auth::Server::start(Config::with_data_dir(&data)).await?;
+    let mut all = Vec::new();
+    walk(&data, &mut all)?;
+    ensure!(all.iter().any(|p| p.ends_with("db")), "{all:?}");
+    for p in &all {
+        let mode = std::fs::metadata(p)?.permissions().mode() & 0o777;
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        ensure!(mode == want, "{} has mode {mode:o}", p.display());
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
 /// Authentication refusals, each with its own code: replay, forged MAC, PNE-only credential
 /// asking for gateway mode, unauthenticated requests, revoked devices (and the revocation list
 /// reaching a gateway's session), expired challenges.

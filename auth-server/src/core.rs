@@ -79,6 +79,8 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// Creates `dir` with mode 0700, and tightens it to 0700 if it already existed with laxer
+/// bits (an existing data dir kept whatever mode it was made with: issue 14).
 pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -87,7 +89,46 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes everything under `dir` private to the server's user: directories 0700, files
+/// 0600. The database (EUKeys, PN and Service Group keys) is written by sled with the
+/// process umask, so it is tightened after opening; the binary also sets umask 077, so
+/// files sled creates later are private too.
+pub(crate) fn restrict_tree(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut stack = vec![dir.to_path_buf()];
+        // Bounded: the data dir holds a handful of files and sled's few directories.
+        let mut left = 10_000usize;
+        while let Some(d) = stack.pop() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                left = left.saturating_sub(1);
+                if left == 0 {
+                    return Ok(());
+                }
+                if kind.is_dir() {
+                    stack.push(entry.path());
+                } else if kind.is_file() {
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 impl Core {
@@ -106,6 +147,10 @@ impl Core {
         let (ca, _) = Identity::load_or_generate(&dir.join(CA_KEY_FILE))?;
         let (server, _) = Identity::load_or_generate(&dir.join(SERVER_KEY_FILE))?;
         let store = Store::open(&dir.join(DB_DIR))?;
+        restrict_tree(&dir).map_err(|source| StartError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
         let revocations = match store.get::<RevocationList>(Table::Meta, meta::REVOCATIONS)? {
             Some(list) => list,
             None => {
