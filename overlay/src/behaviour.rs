@@ -9,7 +9,7 @@ use libp2p::{
     StreamProtocol, connection_limits, identify, identity, kad, mdns, ping, request_response,
 };
 
-use crate::codec::{CpnsCodec, CredentialCodec};
+use crate::codec::{CpnsCodec, CredentialCodec, FrameBudget};
 use crate::config::{Config, KadMode};
 use crate::stats::Stats;
 use crate::store::{Store, StoreLimits};
@@ -95,16 +95,23 @@ impl Behaviour {
         // and home LANs never get.
         kad.set_mode(Some(to_kad_mode(config.kad_mode)));
 
+        // Streams per connection and bytes being read across all of them are bounded (see
+        // `FrameBudget` and docs/BUDGETS.md).
         let rr_cfg = request_response::Config::default()
             .with_request_timeout(config.request_timeout)
-            .with_max_concurrent_streams(256);
+            .with_max_concurrent_streams(config.max_streams_per_connection);
+        let budget = FrameBudget::new(config.frame_budget);
         let cpns = request_response::Behaviour::with_codec(
-            CpnsCodec::new(config.max_frame).with_stats(stats.clone()),
+            CpnsCodec::new(config.max_frame)
+                .with_stats(stats.clone())
+                .with_budget(budget.clone()),
             [(CPNS_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_cfg.clone(),
         );
         let auth = request_response::Behaviour::with_codec(
-            CpnsCodec::new(config.max_frame).with_stats(stats.clone()),
+            CpnsCodec::new(config.max_frame)
+                .with_stats(stats.clone())
+                .with_budget(budget),
             [(AUTH_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_cfg,
         );

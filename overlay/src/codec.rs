@@ -152,8 +152,73 @@ pub fn decode_envelope(bytes: &[u8], max: usize) -> Result<Envelope, CodecError>
     decode(body, max)
 }
 
-/// Reads one length-prefixed frame, refusing lengths over `max` before reading them.
+/// Bytes of inbound frames being read at once, shared by every connection of a node: what
+/// streams that announce a frame and then dribble it (or never send it) can hold, whoever
+/// sends them and whether or not they were admitted (issue 14: 256 streams x 1 MiB per
+/// connection). A frame that finds no room is refused (`busy`) and its stream dropped.
+#[derive(Clone, Debug)]
+pub struct FrameBudget {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Bytes reserved from a [`FrameBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct FrameReservation {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for FrameReservation {
+    fn drop(&mut self) {
+        self.left
+            .fetch_add(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl FrameBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            left: Arc::new(std::sync::atomic::AtomicUsize::new(bytes)),
+        }
+    }
+
+    /// Reserves `bytes`, or `None` if that much is not left.
+    pub fn reserve(&self, bytes: usize) -> Option<FrameReservation> {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(bytes)
+            })
+            .ok()
+            .map(|_| FrameReservation {
+                left: self.left.clone(),
+                bytes,
+            })
+    }
+
+    /// Bytes not reserved now.
+    pub fn left(&self) -> usize {
+        self.left.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The default [`FrameBudget`] of a node: 64 MiB.
+pub const DEFAULT_FRAME_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Reads one length-prefixed frame, refusing lengths over `max` before reading them. The
+/// buffer grows with the bytes that actually arrive, so a frame announced large but never
+/// sent costs nothing.
 pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    read_frame_within(io, max, None).await
+}
+
+/// [`read_frame`], reserving the frame's announced length from `budget` while it is read.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+    budget: Option<&FrameBudget>,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -166,14 +231,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Res
     if len > max {
         return Err(CodecError::Oversize { len, max }.into());
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::from(CodecError::Truncated(format!("frame of {len} bytes")))
-        } else {
-            e
-        }
-    })?;
+    let _reserved = match budget {
+        Some(b) => Some(b.reserve(len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::OutOfMemory, "inbound frame budget exhausted")
+        })?),
+        None => None,
+    };
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+    if read < len {
+        return Err(CodecError::Truncated(format!("frame of {len} bytes")).into());
+    }
     Ok(buf)
 }
 
@@ -195,6 +263,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io:
 pub struct CpnsCodec {
     max_frame: usize,
     stats: Option<Arc<Stats>>,
+    budget: Option<FrameBudget>,
 }
 
 impl CpnsCodec {
@@ -203,7 +272,14 @@ impl CpnsCodec {
         Self {
             max_frame: max_frame.min(HARD_LIMIT),
             stats: None,
+            budget: None,
         }
+    }
+
+    /// Reads every inbound frame within `budget` (shared by every clone of this codec).
+    pub fn with_budget(mut self, budget: FrameBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Counts refused inbound frames in `stats`.
@@ -214,7 +290,7 @@ impl CpnsCodec {
 
     async fn read<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Envelope> {
         let result = async {
-            let frame = read_frame(io, self.max_frame).await?;
+            let frame = read_frame_within(io, self.max_frame, self.budget.as_ref()).await?;
             Ok(decode_envelope(&frame, self.max_frame)?)
         }
         .await;
@@ -388,6 +464,7 @@ pub fn io_error_reason(e: &io::Error) -> &'static str {
         Some(CodecError::UnknownVersion { .. }) => "unknown_version",
         Some(CodecError::Encode(_)) => "encode",
         None if e.kind() == io::ErrorKind::UnexpectedEof => "truncated",
+        None if e.kind() == io::ErrorKind::OutOfMemory => "busy",
         None => "io",
     }
 }
@@ -498,6 +575,45 @@ mod tests {
         let bytes = [0xFC, 1, 0, 0, 0, 1, 2];
         assert!(decode::<Vec<u8>>(&bytes, DEFAULT_MAX_FRAME).is_err());
         assert!(decode::<String>(&bytes, DEFAULT_MAX_FRAME).is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_within_the_shared_budget() {
+        let budget = FrameBudget::new(2 * 1024 * 1024);
+        // A frame being read holds its announced length...
+        let held = budget.reserve(1536 * 1024).unwrap();
+        let mut frame = (1024u32 * 1024).to_be_bytes().to_vec();
+        frame.extend(vec![7u8; 1024 * 1024]);
+        let mut data: &[u8] = &frame;
+        let e = read_frame_within(
+            &mut futures::io::AllowStdIo::new(&mut data),
+            DEFAULT_MAX_FRAME,
+            Some(&budget),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(io_error_reason(&e), "busy");
+        // ... and gives it back when done.
+        drop(held);
+        let mut data: &[u8] = &frame;
+        let got = read_frame_within(
+            &mut futures::io::AllowStdIo::new(&mut data),
+            DEFAULT_MAX_FRAME,
+            Some(&budget),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 1024 * 1024);
+        assert_eq!(budget.left(), 2 * 1024 * 1024);
+        // An announced length that never arrives is truncated, not a 1 MiB buffer.
+        let mut short: &[u8] = &[0, 16, 0, 0, 1, 2, 3];
+        let e = read_frame(
+            &mut futures::io::AllowStdIo::new(&mut short),
+            DEFAULT_MAX_FRAME,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(io_error_reason(&e), "truncated");
     }
 
     #[tokio::test]

@@ -43,6 +43,13 @@ pub struct Config {
     pub mdns: bool,
     /// Largest CPNS frame accepted or sent. Default: 1 MiB.
     pub max_frame: usize,
+    /// Most request-response streams open at once on one connection, per protocol (the rest
+    /// wait or are refused by the stream layer). Default: 64.
+    pub max_streams_per_connection: usize,
+    /// Bytes of inbound CPNS frames being read at once, over every connection and both
+    /// request-response protocols; a frame that finds no room is refused and its stream
+    /// dropped. Default: 64 MiB.
+    pub frame_budget: usize,
     /// Timeout of one request-response exchange. Default: 10 s.
     pub request_timeout: Duration,
     /// How long an idle connection is kept. Default: 60 s.
@@ -116,6 +123,8 @@ impl Default for Config {
             parallelism: 3,
             mdns: false,
             max_frame: DEFAULT_MAX_FRAME,
+            max_streams_per_connection: 64,
+            frame_budget: crate::codec::DEFAULT_FRAME_BUDGET,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(15),
