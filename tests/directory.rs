@@ -1088,3 +1088,46 @@ async fn a_provider_flood_neither_blocks_the_gateway_nor_hides_honest_services()
     }
     mesh.shutdown().await;
 }
+
+/// Issue 14, service shadowing: another publisher using the same service id cannot take the
+/// service over. Before the fix `find` kept one result per id (the highest version), so the
+/// later publisher's record replaced the first one's in every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_publisher_cannot_shadow_a_service_by_its_id() {
+    init_tracing();
+    let mesh = mesh(4).await;
+    let (honest, squatter) = (&mesh.nodes[1], &mesh.nodes[2]);
+    let mut draft = public("Family photos", &["photos"]);
+    draft.id = Some("svc-photos".into());
+    let desc = honest.directory.publish(draft).await.unwrap();
+    settled(&mesh.nodes[0].directory, &["photos"], &desc.id).await;
+    let mut fake = public("Family photos (better)", &["photos"]);
+    fake.id = Some("svc-photos".into());
+    // Its put under the id's key is refused where the honest record lives; its provider
+    // announcement and its own store still answer lookups.
+    let _ = squatter.directory.publish(fake).await;
+    let q = Query::keywords(["photos"]);
+    let first = &mesh.nodes[0];
+    let both = eventually(|| {
+        let q = q.clone();
+        async move {
+            first
+                .directory
+                .find(&q)
+                .await
+                .is_ok_and(|f| f.services.len() == 2)
+        }
+    })
+    .await;
+    let found = mesh.nodes[0].directory.find(&q).await.unwrap();
+    assert!(both, "{:?}", found.services);
+    assert!(
+        found
+            .services
+            .iter()
+            .any(|f| f.description.publisher == honest.peer && f.description == desc),
+        "the honest service is hidden: {:?}",
+        found.services
+    );
+    mesh.shutdown().await;
+}

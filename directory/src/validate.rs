@@ -118,7 +118,7 @@ impl Validator {
                 if let Some(Peeked::Signed(old)) = old
                     && old.expires > now
                 {
-                    if old.publisher != header.publisher {
+                    if old.publisher != header.publisher && !is_handover(&old, &header) {
                         return Err(RecordError::Conflict);
                     }
                     if header.order() < old.order() {
@@ -200,6 +200,22 @@ impl Validator {
             .lock()
             .map_err(|_| RecordError::Quota("poisoned"))?
             .charge_provider(source, record.key.as_ref(), expires, now)
+    }
+}
+
+/// Whether `new` takes a PN summary over from `old` legitimately: a gateway switch (5.6.9),
+/// where the stored summary, signed by the gateway of record, lists the new gateway as a
+/// member, and the new one keeps the old gateway as a member. The chain of signed summaries
+/// is what makes a gateway one of record: any other gateway credential of the owner user (an
+/// expelled device, say) cannot replace a live summary (issue 14).
+fn is_handover(old: &record::Header, new: &record::Header) -> bool {
+    match (&old.body, &new.body) {
+        (record::Body::PnSummary(o), record::Body::PnSummary(n)) => {
+            o.pn_id == n.pn_id
+                && o.members.iter().any(|m| m.peer_id == new.publisher)
+                && n.members.iter().any(|m| m.peer_id == old.publisher)
+        }
+        _ => false,
     }
 }
 
@@ -515,6 +531,106 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn version_jumps_are_refused() {
+        let f = fixture();
+        let v = Validator::new(Arc::new(fixture().trust), &f.config);
+        let mut desc = description(f.node.peer_id(), Visibility::Public);
+        desc.version = u64::MAX;
+        let key = KeyScope::Public.service(&desc.id);
+        let header = Header {
+            key: key.clone(),
+            publisher: f.node.peer_id(),
+            version: u64::MAX,
+            issued: NOW,
+            expires: desc.expires,
+            body: Body::Service(ServiceBody::Clear(Box::new(desc))),
+        };
+        let bytes = sign(&f.node, &f.cred, &header).unwrap();
+        assert!(matches!(
+            v.put_at(rec(&key, bytes), None, NOW),
+            Err(RecordError::Invalid(_))
+        ));
+    }
+
+    fn summary(gw: &Identity, members: &[PeerId]) -> cpns_overlay::PnInventorySummary {
+        cpns_overlay::PnInventorySummary {
+            pn_id: "pn-0123456789abcdef".into(),
+            owner: "alice".into(),
+            gateway: gw.peer_id(),
+            epoch: 1,
+            members: members
+                .iter()
+                .map(|p| cpns_overlay::MemberInfo {
+                    peer_id: *p,
+                    user: "alice".into(),
+                    device: "d".into(),
+                    mode: cpns_overlay::NodeMode::Pne,
+                    status: cpns_overlay::Status::Online,
+                    listen_addrs: vec![],
+                })
+                .collect(),
+            services: vec![],
+            updated: NOW,
+        }
+    }
+
+    #[test]
+    fn only_the_gateway_of_record_replaces_a_pn_summary() {
+        let f = fixture();
+        let v = Validator::new(Arc::new(fixture().trust), &f.config);
+        // Three gateway-capable devices of the same (owner) user.
+        let gw = &f.node;
+        let member = Identity::from_secret_bytes([4; 32]);
+        let stranger = Identity::from_secret_bytes([5; 32]);
+        let cred_of = |id: &Identity, serial| credential(&f.ca, id, serial, Modes::ALL);
+        let put =
+            |id: &Identity, cred: &EntityCredential, s, version, existing: Option<&Record>| {
+                let key = crate::keyword::pn_summary_key("pn-0123456789abcdef");
+                let header = Header {
+                    key: key.clone(),
+                    publisher: id.peer_id(),
+                    version,
+                    issued: NOW,
+                    expires: NOW + 3600,
+                    body: Body::PnSummary(Box::new(s)),
+                };
+                let bytes = sign(id, cred, &header).unwrap();
+                v.put_at(rec(&key, bytes), existing, NOW)
+            };
+        let honest = put(
+            gw,
+            &f.cred,
+            summary(gw, &[gw.peer_id(), member.peer_id()]),
+            NOW * 1000,
+            None,
+        )
+        .unwrap();
+        // Another gateway of the owner user, not a member: refused.
+        let sc = cred_of(&stranger, 5);
+        assert_eq!(
+            put(
+                &stranger,
+                &sc,
+                summary(&stranger, &[stranger.peer_id(), gw.peer_id()]),
+                NOW * 1000 + 5,
+                Some(&honest),
+            )
+            .unwrap_err(),
+            RecordError::Conflict
+        );
+        // A member taking over (failover) with the old gateway still listed: accepted.
+        let mc = cred_of(&member, 4);
+        put(
+            &member,
+            &mc,
+            summary(&member, &[member.peer_id(), gw.peer_id()]),
+            NOW * 1000 + 9,
+            Some(&honest),
+        )
+        .unwrap();
     }
 
     #[test]
