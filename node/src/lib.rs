@@ -29,6 +29,7 @@ pub mod config;
 pub mod delivery;
 pub mod enrolment;
 mod error;
+pub mod fuzzing;
 mod groups;
 mod handle;
 mod handlers;
