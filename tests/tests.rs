@@ -12,6 +12,7 @@ mod cli;
 mod directory;
 mod failover;
 mod faults;
+mod fuzz_corpora;
 mod groups;
 mod node;
 mod overlay;
