@@ -93,11 +93,7 @@ impl EventLoop {
             }
             kad::InboundRequest::AddProvider {
                 record: Some(record),
-            } => {
-                if !self.hold_provider(&record) {
-                    self.provider_announced(record);
-                }
-            }
+            } if !self.hold_provider(&record) => self.provider_announced(record),
             _ => {}
         }
     }
