@@ -583,3 +583,38 @@ async fn a_burst_of_streams_reaches_the_acceptor() -> Result<()> {
     b.shutdown().await;
     Ok(())
 }
+
+/// Issue 14: expired provider records of others are purged periodically, not only when their
+/// key is looked up (group keyword keys change every epoch and are never looked up again).
+/// The node's own provider records are counted apart.
+#[tokio::test]
+async fn expired_provider_records_of_others_are_purged_without_a_lookup() -> Result<()> {
+    init_tracing();
+    let cfg = Config {
+        record_ttl: Some(std::time::Duration::from_secs(2)),
+        purge_interval: std::time::Duration::from_millis(100),
+        ..open_config()
+    };
+    let nodes = mesh(2, cfg).await?;
+    let (store, announcer) = (&nodes[0].client, &nodes[1].client);
+    for i in 0..10u8 {
+        announcer.start_providing(RecordKey::new(&[i; 32])).await?;
+    }
+    store.start_providing(RecordKey::new(&[99; 32])).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = 0;
+    loop {
+        let u = store.store_usage().await?;
+        seen = seen.max(u.remote_provider_records);
+        if seen == 10 && u.remote_provider_records == 0 {
+            assert_eq!(u.own_provider_keys, 1, "{u:?}");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("remote provider records never purged: {u:?}, {seen} seen");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shutdown(nodes).await;
+    Ok(())
+}
