@@ -14,6 +14,7 @@ mod cli;
 mod directory;
 mod failover;
 mod faults;
+mod fuzz_corpora;
 mod groups;
 mod liveness;
 mod metrics;

@@ -124,6 +124,11 @@ impl Directory {
         db: &sled::Db,
     ) -> Result<Directory, DirectoryError> {
         let store = Store::open(db)?;
+        // DHT servers store our provider announcements only once they hold our credential:
+        // present it before anything is announced (commands run in order).
+        if let Err(e) = client.set_credential_now(Some(credential.to_bytes())) {
+            tracing::warn!("credential not given to the overlay: {e}");
+        }
         let (local_tx, _) = broadcast::channel(config.advertise_channel.max(1));
         let peer = identity.peer_id();
         let dir = Directory {
@@ -371,9 +376,13 @@ impl Directory {
         &self,
         credential: EntityCredential,
     ) -> Result<usize, PublishError> {
+        let bytes = credential.to_bytes();
         match self.inner.credential.write() {
             Ok(mut c) => *c = credential,
             Err(p) => *p.into_inner() = credential,
+        }
+        if let Err(e) = self.inner.client.set_credential(Some(bytes)).await {
+            tracing::warn!("renewed credential not given to the overlay: {e}");
         }
         self.republish_all().await
     }

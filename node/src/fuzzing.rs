@@ -1,17 +1,18 @@
-//! An entry point for the stateful fuzz target (`fuzz/fuzz_targets/node_requests.rs`): the
-//! node's request handling — the authorisation check, then the PN actor's transitions — driven
-//! by arbitrary sequences of decoded messages from arbitrary senders, and by arbitrary outcomes
-//! of the jobs the transitions start. No network, no disk: the transitions are sans-IO, and
-//! their effects are only collected.
+//! Entry points for the fuzz targets (`fuzz/`) and their stable regression tests, reachable
+//! without a running node, each taking any input and never panicking:
 //!
-//! What must hold, whatever the bytes: no panic, and every bound the state keeps (peers,
-//! subscriptions, invitations, notifications, jobs in flight) stays a bound.
+//! * the node's decoders of untrusted bytes (pairing codes, delivery stream frames);
+//! * [`Harness`], the stateful target: the node's request handling — the authorisation check,
+//!   then the PN actor's transitions — driven by arbitrary sequences of decoded messages from
+//!   arbitrary senders and by arbitrary outcomes of the jobs the transitions start. No network,
+//!   no disk: the transitions are sans-IO, and their effects are only collected. Whatever the
+//!   bytes, every bound the state keeps (peers, invitations, notifications) stays a bound.
 
 use std::sync::Arc;
 
 use cpns_keys::{CredentialBody, EntityCredential, EuKey, Identity, Modes, RevocationList};
 use cpns_overlay::{Message, Protocol, codec};
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 
 use crate::authz;
 use crate::config::Config;
@@ -20,6 +21,19 @@ use crate::pn::effect::{Done, Effect, Fx};
 use crate::pn::state::{Env, MAX_PEERS, State};
 use crate::store::PnStored;
 use crate::trace::Trace;
+
+pub use crate::delivery::{decode_stream, encode_stream};
+
+/// Parses a pairing code (or a multiaddr) the way `cpns pair` does, into the addresses to
+/// dial.
+pub fn parse_pairing_target(text: &str) -> Result<Vec<Multiaddr>, String> {
+    crate::pn::code::resolve(text).map_err(|e| e.to_string())
+}
+
+/// A pairing code for `peer` at `addrs` (seed corpora).
+pub fn pairing_code(peer: PeerId, addrs: &[Multiaddr]) -> Result<String, String> {
+    crate::pn::code::encode(peer, addrs).map_err(|e| e.to_string())
+}
 
 /// Largest message decoded from the input (as the overlay's frame limit).
 const MAX_MESSAGE: usize = 64 * 1024;

@@ -31,7 +31,6 @@ mod context;
 pub mod delivery;
 pub mod enrolment;
 mod error;
-#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod groups;
 mod handle;

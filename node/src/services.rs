@@ -70,8 +70,25 @@ impl RecordValidator for NodeValidator {
     fn validate_get(&self, record: &Record) -> Result<(), Rejection> {
         self.get()?.validate_get(record)
     }
-    fn validate_provider(&self, source: &PeerId, record: &ProviderRecord) -> Result<(), Rejection> {
-        self.get()?.validate_provider(source, record)
+    fn validate_provider(
+        &self,
+        source: &PeerId,
+        record: &ProviderRecord,
+        credential: Option<&cpns_overlay::PeerCredential>,
+    ) -> Result<(), Rejection> {
+        self.get()?.validate_provider(source, record, credential)
+    }
+    // Provider announcements need a credential (issue 14), also before the directory is
+    // installed: then nothing is stored for others at all.
+    fn wants_credentials(&self) -> bool {
+        true
+    }
+    fn validate_credential(
+        &self,
+        peer: &PeerId,
+        credential: &[u8],
+    ) -> Result<cpns_overlay::PeerCredential, Rejection> {
+        self.get()?.validate_credential(peer, credential)
     }
 }
 
