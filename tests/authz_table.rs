@@ -100,6 +100,12 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
             expelled: Vec::new(),
         })),
         K::HandOff => cpns(Message::Pn(PnMessage::HandOff { pn_id: pn() })),
+        K::AdminChanged => cpns(Message::Pn(PnMessage::AdminChanged(
+            cpns_overlay::PnAdminInfo {
+                pn_id: pn(),
+                ..Default::default()
+            },
+        ))),
         K::StatusQuery => cpns(Message::Status(StatusMessage::Query { target: sender })),
         K::StatusSubscribe => cpns(Message::Status(StatusMessage::Subscribe {
             target: PeerId::random(),
@@ -178,6 +184,24 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
                 intruder.enrolment.revocations.clone(),
             )),
         ),
+        K::ServerPnChanged => (
+            Protocol::Auth,
+            Message::Auth(AuthMessage::PnChanged {
+                info: cpns_overlay::PnRecordInfo {
+                    pn_id: pn(),
+                    owner: "mallory".into(),
+                    gateway: sender,
+                    members: vec![sender],
+                    admins: vec![sender],
+                    policy: Default::default(),
+                    epoch: 99,
+                },
+                admin: cpns_overlay::PnAdminInfo {
+                    pn_id: pn(),
+                    ..Default::default()
+                },
+            }),
+        ),
         K::Answer => cpns(Message::Ack),
     }
 }
@@ -200,6 +224,7 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ServicesUpdate, "--m--"),
     (RequestKind::MembersUpdate, "---g-"),
     (RequestKind::HandOff, "---g-"),
+    (RequestKind::AdminChanged, "---g-"),
     (RequestKind::StatusQuery, "--mg-"),
     (RequestKind::StatusSubscribe, "--mg-"),
     (RequestKind::StatusUnsubscribe, "-emg-"),
@@ -217,6 +242,7 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ServerInventoryCreated, "----s"),
     (RequestKind::ServerKeyPush, "----s"),
     (RequestKind::ServerRevocations, "----s"),
+    (RequestKind::ServerPnChanged, "----s"),
     (RequestKind::Answer, "-----"),
 ];
 
@@ -384,6 +410,7 @@ async fn every_request_kind_from_every_sender_class() -> Result<()> {
                     | RequestKind::ServerInventoryCreated
                     | RequestKind::ServerKeyPush
                     | RequestKind::ServerRevocations
+                    | RequestKind::ServerPnChanged
             );
             for (class, node) in &peers {
                 let to = target.peer_id();

@@ -20,6 +20,7 @@ mod liveness;
 mod metrics;
 mod node;
 mod overlay;
+mod pn_admin;
 mod pn_establishment;
 mod pn_management;
 mod renewal;

@@ -48,6 +48,8 @@ pub(crate) enum Followup {
     },
     /// The new revocation list, to every gateway with a session.
     Revocations(Arc<RevocationList>),
+    /// A PN's record or admin information changed: to its gateway (5.6.9).
+    PnChanged { pn_id: String },
 }
 
 /// Everything the request handler, the admin API and the CLI share.

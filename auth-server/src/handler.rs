@@ -270,6 +270,26 @@ async fn with_session(
                 grants,
             })
         }
+        AuthMessage::PnAdminRequest { pn_id } => {
+            let info = core.pn_admin_request(s, &pn_id, now).await?;
+            auth(AuthMessage::PnAdmins(info))
+        }
+        AuthMessage::PnAdminApprove { pn_id, entity } => {
+            let info = core.pn_admin_approve(s, &pn_id, &entity, now).await?;
+            auth(AuthMessage::PnAdmins(info))
+        }
+        AuthMessage::PnAdmineeSet {
+            pn_id,
+            member,
+            settings,
+        } => {
+            let info = core.pn_adminee_set(s, &pn_id, &member, &settings).await?;
+            auth(AuthMessage::PnAdmins(info))
+        }
+        AuthMessage::PnAdminsRequest { pn_id } => {
+            let info = core.pn_admins(s, &pn_id).await?;
+            auth(AuthMessage::PnAdmins(info))
+        }
         AuthMessage::PnInfoRequest { pn_id } => {
             let pn = core.pn_info(s, &pn_id).await?;
             auth(AuthMessage::PnInfo(pn))

@@ -52,6 +52,7 @@ mod groups;
 mod handler;
 mod metrics;
 mod pn;
+mod pn_admin;
 mod records;
 mod revocation;
 mod server;

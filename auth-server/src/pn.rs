@@ -449,12 +449,16 @@ impl Core {
                 rotate(&mut pn, now);
                 let mut b = Batch::default();
                 b.put(Table::Pns, &pn.pn_id, &pn)?;
+                crate::pn_admin::forget_member(store, pn_id, member, &mut b)?;
                 Ok((b, pn))
             })
             .await?;
         self.metrics.rotation("pn");
         if by.entity != pn.gateway {
+            // The gateway did not ask: it learns of the removal (and drops the member from
+            // its PN Inventory) through the record; the members get the new key directly.
             self.push_keys(&pn.key, &pn.members);
+            self.push_pn_changed(pn_id);
         }
         Ok((pn.epoch(), self.grants(&pn.key, &pn.members)?))
     }
@@ -466,6 +470,7 @@ impl Core {
             authorise(&pn, by, PnAction::Release)?;
             let mut b = Batch::default();
             b.delete(Table::Pns, pn_id);
+            b.delete(Table::PnAdmin, pn_id);
             Ok((b, ()))
         })
         .await?;

@@ -105,6 +105,15 @@ impl PnRecord {
     }
 }
 
+/// A PN's admin state beyond its record (5.6.9 "PN Admin", 3.2 "Adminee"): who asked to be
+/// admin and waits for an approval, and what admins set for each member. Removed members
+/// leave both lists.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct PnAdminRecord {
+    pub(crate) pending: Vec<PeerId>,
+    pub(crate) adminees: Vec<cpns_overlay::AdmineeEntry>,
+}
+
 /// A Service Group (5.6.8) and its current key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct GroupRecord {

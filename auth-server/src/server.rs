@@ -366,6 +366,19 @@ async fn run_followup(core: Arc<Core>, client: Client, followup: Followup) {
                 send(&core, &client, to, msg, "key_push").await;
             }
         }
+        Followup::PnChanged { pn_id } => match core.pn_changed(&pn_id) {
+            Ok(Some((gateway, info, admin))) => {
+                if core.authn.session(&gateway, unix_now()).is_some() {
+                    let msg = Message::Auth(AuthMessage::PnChanged { info, admin });
+                    send(&core, &client, gateway, msg, "pn_changed").await;
+                } else {
+                    // The gateway reads the record when it authenticates next.
+                    core.metrics.push("pn_changed", "no_session");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(pn = %pn_id, "cannot read a changed PN: {e}"),
+        },
         Followup::Revocations(list) => {
             for to in core.authn.gateway_sessions(unix_now()) {
                 let msg = Message::Auth(AuthMessage::Revocations((*list).clone()));

@@ -45,10 +45,13 @@ pub(crate) enum Table {
     /// PeerId bytes ‖ nonce → expiry (u64): membership-request nonces, durable so that a join
     /// cannot be replayed after a restart.
     Nonces,
+    /// PN id → [`crate::records::PnAdminRecord`]: pending admin requests and Adminee
+    /// settings (5.6.9), beside the PN's record so that the PN record's format stays.
+    PnAdmin,
 }
 
 impl Table {
-    const ALL: [Table; 11] = [
+    const ALL: [Table; 12] = [
         Table::Meta,
         Table::Users,
         Table::Codes,
@@ -60,6 +63,7 @@ impl Table {
         Table::UsageSeen,
         Table::UsageEntities,
         Table::Nonces,
+        Table::PnAdmin,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Table {
             Table::UsageSeen => "usage_seen.v1",
             Table::UsageEntities => "usage_entities.v1",
             Table::Nonces => "membership_nonces.v1",
+            Table::PnAdmin => "pn_admin.v1",
         }
     }
 }

@@ -72,6 +72,8 @@ kinds! {
     MembersUpdate,
     /// The gateway hands its role to a member (5.6.9).
     HandOff,
+    /// The PN's admin information changed (5.6.9 PN Admin, Adminee settings).
+    AdminChanged,
     /// 5.6.2 a status query.
     StatusQuery,
     /// 5.6.2 a status subscription.
@@ -106,6 +108,8 @@ kinds! {
     ServerKeyPush,
     /// A revocation list pushed by `cpns-auth`.
     ServerRevocations,
+    /// 5.6.9 a PN's record or admin information changed at `cpns-auth`.
+    ServerPnChanged,
     /// An answer sent as a request, or a message of the other protocol: never accepted.
     Answer,
 }
@@ -221,6 +225,11 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         "only the gateway hands its own role over",
     ),
     (
+        RequestKind::AdminChanged,
+        GATEWAY,
+        "the gateway relays what cpns-auth decided",
+    ),
+    (
         RequestKind::StatusQuery,
         PN,
         "members' status stays in the PN",
@@ -289,6 +298,11 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         SERVER,
         "the server's own push",
     ),
+    (
+        RequestKind::ServerPnChanged,
+        SERVER,
+        "5.6.9 the record of this node's PN (checked by the handler)",
+    ),
     (RequestKind::Answer, NOBODY, "an answer is never a request"),
 ];
 
@@ -302,6 +316,7 @@ impl RequestKind {
                 Message::Auth(AuthMessage::PnInventoryCreated { .. }) => K::ServerInventoryCreated,
                 Message::Auth(AuthMessage::KeyPush { .. }) => K::ServerKeyPush,
                 Message::Auth(AuthMessage::Revocations(_)) => K::ServerRevocations,
+                Message::Auth(AuthMessage::PnChanged { .. }) => K::ServerPnChanged,
                 _ => K::Answer,
             };
         }
@@ -322,6 +337,7 @@ impl RequestKind {
                 PnMessage::ServicesUpdate { .. } => K::ServicesUpdate,
                 PnMessage::MembersUpdate { .. } => K::MembersUpdate,
                 PnMessage::HandOff { .. } => K::HandOff,
+                PnMessage::AdminChanged(_) => K::AdminChanged,
                 PnMessage::MembershipConfirmation { .. }
                 | PnMessage::ConnectionSetupConfirmation(_)
                 | PnMessage::InventoryResponse(_)
@@ -533,6 +549,10 @@ pub(crate) fn samples() -> Vec<(RequestKind, Message)> {
         (
             RequestKind::HandOff,
             Message::Pn(PnMessage::HandOff { pn_id: "pn".into() }),
+        ),
+        (
+            RequestKind::AdminChanged,
+            Message::Pn(PnMessage::AdminChanged(Default::default())),
         ),
         (
             RequestKind::StatusQuery,

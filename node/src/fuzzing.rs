@@ -90,6 +90,7 @@ impl Harness {
         let stored = PnStored {
             membership: None,
             expelled: None,
+            admin: None,
             members: Vec::new(),
             invitations: Vec::new(),
         };

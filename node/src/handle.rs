@@ -398,6 +398,42 @@ impl Handle {
         self.pn.expel(member).await
     }
 
+    /// Asks `cpns-auth` to make this node an admin of its PN (`cpns pn admin request`): granted
+    /// at once to a device of the owner user, else pending an admin's approval.
+    pub async fn pn_admin_request(&self) -> Result<cpns_overlay::PnAdminInfo, OpError> {
+        self.pn.admin(crate::pn::AdminOp::Request).await
+    }
+
+    /// An admin approves a member's admin request (`cpns pn admin approve PEER`).
+    pub async fn pn_admin_approve(
+        &self,
+        member: PeerId,
+    ) -> Result<cpns_overlay::PnAdminInfo, OpError> {
+        self.pn.admin(crate::pn::AdminOp::Approve(member)).await
+    }
+
+    /// An admin changes an Adminee's settings (`cpns pn admin set PEER KEY=VALUE…`).
+    pub async fn pn_admin_set(
+        &self,
+        member: PeerId,
+        settings: cpns_overlay::AdmineeSettings,
+    ) -> Result<cpns_overlay::PnAdminInfo, OpError> {
+        self.pn
+            .admin(crate::pn::AdminOp::Set(member, Box::new(settings)))
+            .await
+    }
+
+    /// The PN's admins, pending requests and Adminee settings, from `cpns-auth`
+    /// (`cpns pn admin list`).
+    pub async fn pn_admins(&self) -> Result<cpns_overlay::PnAdminInfo, OpError> {
+        self.pn.admin(crate::pn::AdminOp::List).await
+    }
+
+    /// The PN's admin information as this node last heard it (no server round trip).
+    pub fn pn_admin_known(&self) -> Option<cpns_overlay::PnAdminInfo> {
+        self.pn.view().admin.as_deref().cloned()
+    }
+
     /// Releases this gateway's PN (`cpns pn release`).
     pub async fn pn_release(&self) -> Result<String, OpError> {
         self.pn.release().await

@@ -173,6 +173,8 @@ pub(crate) struct View {
     pub(crate) notifications: Arc<VecDeque<Notification>>,
     /// The capability overrides in force.
     pub(crate) overrides: Arc<CapabilitiesConfig>,
+    /// The PN's admin information (5.6.9), as `cpns-auth` last said.
+    pub(crate) admin: Option<Arc<cpns_overlay::PnAdminInfo>>,
 }
 
 impl View {
@@ -225,6 +227,8 @@ pub(crate) enum Reply {
     Epoch(Result<u64, OpError>),
     /// Done, or why not.
     Done(Result<(), OpError>),
+    /// A PN's admin information.
+    Admin(Result<cpns_overlay::PnAdminInfo, OpError>),
 }
 
 /// Who sent an inbound request, as the router's authorisation check classified it.
@@ -299,6 +303,20 @@ pub(crate) enum Op {
     OwnServices(Vec<String>),
     /// The gateway hands its role to a member (5.6.9).
     HandOff(PeerId),
+    /// A PN Admin operation (5.6.9).
+    Admin(AdminOp),
+}
+
+/// The PN Admin operations (5.6.9, 3.2), each decided by `cpns-auth`.
+pub(crate) enum AdminOp {
+    /// Ask to be PN Admin.
+    Request,
+    /// Approve a member's admin request (an admin).
+    Approve(PeerId),
+    /// Change an Adminee's settings (an admin).
+    Set(PeerId, Box<cpns_overlay::AdmineeSettings>),
+    /// The PN's admins, pending requests and Adminee settings.
+    List,
 }
 
 /// What the node saw.
@@ -410,6 +428,15 @@ impl Handle {
     pub(crate) async fn expel(&self, member: PeerId) -> Result<u64, OpError> {
         match self.op(Op::Expel(member)).await? {
             Reply::Epoch(r) => r,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A PN Admin operation (5.6.9); returns the PN's admin information as `cpns-auth` now
+    /// has it.
+    pub(crate) async fn admin(&self, op: AdminOp) -> Result<cpns_overlay::PnAdminInfo, OpError> {
+        match self.op(Op::Admin(op)).await? {
+            Reply::Admin(r) => r,
             other => Err(unexpected(other)),
         }
     }

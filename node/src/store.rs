@@ -225,12 +225,16 @@ pub(crate) enum PnWrite {
     ClearInventory,
     /// One invitation (`None`: answered or expired).
     Invitation(Vec<u8>, Option<Vec<u8>>),
+    /// The PN's admin information (5.6.9; `None`: the node left its PN).
+    Admin(Option<Vec<u8>>),
 }
 
 /// Key of the membership record in [`names::PN`].
 const MEMBERSHIP_KEY: &[u8] = b"membership";
 /// Key of the expelled list in [`names::PN`].
 const EXPELLED_KEY: &[u8] = b"expelled";
+/// Key of the PN's admin information in [`names::PN`].
+const ADMIN_KEY: &[u8] = b"admin";
 
 /// The node's database.
 #[derive(Clone)]
@@ -306,6 +310,7 @@ impl Store {
         Ok(PnStored {
             membership: self.pn.get(MEMBERSHIP_KEY)?.map(|v| v.to_vec()),
             expelled: self.pn.get(EXPELLED_KEY)?.map(|v| v.to_vec()),
+            admin: self.pn.get(ADMIN_KEY)?.map(|v| v.to_vec()),
             members,
             invitations,
         })
@@ -348,6 +353,12 @@ impl Store {
                         PnWrite::Invitation(k, None) => {
                             invitations.remove(k.as_slice())?;
                         }
+                        PnWrite::Admin(Some(v)) => {
+                            pn.insert(ADMIN_KEY, v.as_slice())?;
+                        }
+                        PnWrite::Admin(None) => {
+                            pn.remove(ADMIN_KEY)?;
+                        }
                     }
                 }
                 Ok(())
@@ -373,6 +384,7 @@ impl Store {
 pub(crate) struct PnStored {
     pub(crate) membership: Option<Vec<u8>>,
     pub(crate) expelled: Option<Vec<u8>>,
+    pub(crate) admin: Option<Vec<u8>>,
     pub(crate) members: Vec<Pair>,
     pub(crate) invitations: Vec<Pair>,
 }

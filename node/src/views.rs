@@ -101,6 +101,73 @@ impl IntoApi for ov::PnInventorySummary {
             services,
             updated,
             details,
+            admin: None,
+        }
+    }
+}
+
+impl IntoApi for ov::AdmineeSettings {
+    type Api = api::AdmineeSettingsView;
+    fn into_api(self) -> api::AdmineeSettingsView {
+        let ov::AdmineeSettings {
+            label,
+            may_be_gateway,
+            mode,
+            services_shown,
+            heartbeat_secs,
+            offline_after_secs,
+        } = self;
+        api::AdmineeSettingsView {
+            label,
+            may_be_gateway,
+            mode,
+            services_shown,
+            heartbeat_secs,
+            offline_after_secs,
+        }
+    }
+}
+
+/// The settings an API body asks for, in the protocol's shape.
+pub(crate) fn adminee_settings(v: api::AdmineeSettingsView) -> ov::AdmineeSettings {
+    let api::AdmineeSettingsView {
+        label,
+        may_be_gateway,
+        mode,
+        services_shown,
+        heartbeat_secs,
+        offline_after_secs,
+    } = v;
+    ov::AdmineeSettings {
+        label,
+        may_be_gateway,
+        mode,
+        services_shown,
+        heartbeat_secs,
+        offline_after_secs,
+    }
+}
+
+impl IntoApi for ov::PnAdminInfo {
+    type Api = api::PnAdminsView;
+    fn into_api(self) -> api::PnAdminsView {
+        let ov::PnAdminInfo {
+            pn_id,
+            admins,
+            pending,
+            adminees,
+        } = self;
+        api::PnAdminsView {
+            pn_id,
+            admins: admins.iter().map(ToString::to_string).collect(),
+            pending: pending.iter().map(ToString::to_string).collect(),
+            adminees: adminees
+                .into_iter()
+                .map(|a| api::AdmineeView {
+                    peer_id: a.member.to_string(),
+                    settings: a.settings.into_api(),
+                })
+                .collect(),
         }
     }
 }

@@ -21,9 +21,10 @@ mod status;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{
-    AuthMessage, EnrolRequest, EnrolResponse, EnrolmentCode, GroupInfo, GroupKeyGrant, Invitee,
-    MemberGrant, MembershipDecision, MembershipPolicy, PnInfo, PnRecordInfo, SessionInfo,
-    UsageRecord, UsageReport,
+    AdmineeEntry, AdmineeSettings, AuthMessage, EnrolRequest, EnrolResponse, EnrolmentCode,
+    GroupInfo, GroupKeyGrant, Invitee, MAX_LABEL_LEN, MAX_SERVICES_SHOWN, MemberGrant,
+    MembershipDecision, MembershipPolicy, PnAdminInfo, PnInfo, PnRecordInfo, STATUS_POLICY_SECS,
+    SessionInfo, UsageRecord, UsageReport,
 };
 pub use caps::{
     Application, Candidacy, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,

@@ -128,6 +128,9 @@ pub struct PnInventoryView {
     /// empty for a remote PN's public summary).
     #[serde(default)]
     pub details: Vec<MemberDetailView>,
+    /// The PN's admins and Adminee settings (5.6.9), for this node's own PN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<PnAdminsView>,
 }
 
 /// `POST /v1/pn/invite`: exactly one of the two.
@@ -200,6 +203,69 @@ pub struct ModeView {
 pub struct ModeBody {
     /// `auto`, `pne` or `gateway`.
     pub mode: String,
+}
+
+/// What a PN admin may set for an Adminee (5.6.9, 3.2): every field is optional, `None`
+/// leaves it as it was (and, never set, means the device's own setting).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmineeSettingsView {
+    /// The device's label for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Whether it may be the PN's gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_be_gateway: Option<bool>,
+    /// Its mode preference: `auto`, `pne`, `gateway` or `gateway-only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The ids of its services it shows the PN (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services_shown: Option<Vec<String>>,
+    /// Its heartbeat period to the gateway, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_secs: Option<u32>,
+    /// After how long without a heartbeat the gateway marks it Offline, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_after_secs: Option<u32>,
+}
+
+/// One Adminee's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmineeView {
+    /// The member's PeerId.
+    pub peer_id: String,
+    /// What an admin set for it.
+    pub settings: AdmineeSettingsView,
+}
+
+/// `GET /v1/pn/admins` and the answer of the PN Admin operations: the PN's admins, pending
+/// admin requests and Adminee settings, as `cpns-auth` keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PnAdminsView {
+    /// The PN.
+    pub pn_id: String,
+    /// Its admins (members listed as admins or devices of the owner user).
+    pub admins: Vec<String>,
+    /// Members of another user waiting for an admin's approval.
+    pub pending: Vec<String>,
+    /// Adminee settings.
+    pub adminees: Vec<AdmineeView>,
+}
+
+/// `POST /v1/pn/admin/approve`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminApproveBody {
+    /// The member whose request is approved.
+    pub peer: String,
+}
+
+/// `POST /v1/pn/admin/set`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdmineeSetBody {
+    /// The Adminee (a member's PeerId).
+    pub peer: String,
+    /// The settings to change.
+    pub settings: AdmineeSettingsView,
 }
 
 /// `POST /v1/pn/handoff`: the gateway hands its role to a member.

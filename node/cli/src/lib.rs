@@ -12,6 +12,7 @@ mod groups;
 mod mesh;
 mod output;
 mod pn;
+mod pn_admin;
 mod progress;
 mod services;
 mod status;

@@ -29,8 +29,13 @@ pub(crate) enum PnAction {
         /// The member's PeerId.
         peer: String,
     },
-    /// Release the PN (its gateway only): cpns-auth deletes it and its key.
+    /// Release the PN (its gateway or a PN admin): cpns-auth deletes it and its key.
     Release,
+    /// PN Admin: ask to be admin, approve a request, change an Adminee, list (5.6.9).
+    Admin {
+        #[command(subcommand)]
+        action: super::pn_admin::AdminAction,
+    },
     /// Hand the gateway role to a member (the gateway only): it takes the role over with
     /// cpns-auth's agreement; the members follow and the key epoch continues.
     Handoff {
@@ -136,6 +141,7 @@ pub(super) async fn run(
     action: &PnAction,
 ) -> Result<(), CliError> {
     match action {
+        PnAction::Admin { action } => super::pn_admin::run(api, json_out, action).await,
         PnAction::Inventory { pn_id } => {
             let path = match pn_id {
                 Some(id) => format!("/v1/pn?pn_id={id}"),
@@ -155,6 +161,14 @@ pub(super) async fn run(
             crate::output::out!("{}", super::table::members(&inv.members));
             if !inv.services.is_empty() {
                 crate::output::outln!("services: {}", inv.services.join(", "));
+            }
+            if let Some(admin) = &inv.admin {
+                crate::output::outln!("admins: {}", admin.admins.join(", "));
+                for a in &admin.adminees {
+                    if let Some(label) = &a.settings.label {
+                        crate::output::outln!("label of {}: {label}", a.peer_id);
+                    }
+                }
             }
             Ok(())
         }

@@ -29,6 +29,10 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/pn/accept", post(accept))
         .route("/v1/pn/decline", post(decline))
         .route("/v1/pn/handoff", post(hand_off))
+        .route("/v1/pn/admins", get(admins))
+        .route("/v1/pn/admin/request", post(admin_request))
+        .route("/v1/pn/admin/approve", post(admin_approve))
+        .route("/v1/pn/admin/set", post(admin_set))
         .route("/v1/pn/match", get(capability_match))
         .route("/v1/pn/seal", post(seal))
         .route("/v1/pn/open", post(open))
@@ -63,7 +67,47 @@ async fn inventory(
     State(s): State<ApiState>,
     Query(q): Query<InventoryQuery>,
 ) -> ApiResult<PnInventoryView> {
-    Ok(Json(s.handle.pn_inventory(q.pn_id).await?.into_api()))
+    let own = q.pn_id.is_none();
+    let mut view = s.handle.pn_inventory(q.pn_id).await?.into_api();
+    if own
+        || s.handle
+            .pn_admin_known()
+            .is_some_and(|a| a.pn_id == view.pn_id)
+    {
+        view.admin = s
+            .handle
+            .pn_admin_known()
+            .filter(|a| a.pn_id == view.pn_id)
+            .map(IntoApi::into_api);
+    }
+    Ok(Json(view))
+}
+
+async fn admins(State(s): State<ApiState>) -> ApiResult<cpns_api::PnAdminsView> {
+    Ok(Json(s.handle.pn_admins().await?.into_api()))
+}
+
+async fn admin_request(State(s): State<ApiState>) -> ApiResult<cpns_api::PnAdminsView> {
+    Ok(Json(s.handle.pn_admin_request().await?.into_api()))
+}
+
+async fn admin_approve(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::AdminApproveBody>,
+) -> ApiResult<cpns_api::PnAdminsView> {
+    let peer = b.peer.parse().map_err(bad)?;
+    Ok(Json(s.handle.pn_admin_approve(peer).await?.into_api()))
+}
+
+async fn admin_set(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::AdmineeSetBody>,
+) -> ApiResult<cpns_api::PnAdminsView> {
+    let peer = b.peer.parse().map_err(bad)?;
+    let settings = crate::views::adminee_settings(b.settings);
+    Ok(Json(
+        s.handle.pn_admin_set(peer, settings).await?.into_api(),
+    ))
 }
 
 async fn invite(State(s): State<ApiState>, Body(b): Body<InviteBody>) -> ApiResult<Done> {

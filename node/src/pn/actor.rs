@@ -113,7 +113,8 @@ impl Actor {
         let mut fx = Fx::new(crate::now());
         self.state.on_start(&mut fx);
         self.execute(fx, None).await;
-        let period = Duration::from_secs(self.ctx.config.status.heartbeat_secs.max(1));
+        // The tick is the heartbeat period, which an admin may change (Adminee settings).
+        let mut period = self.state.heartbeat_period();
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancel = self.ctx.cancel.clone();
@@ -157,6 +158,12 @@ impl Actor {
                     self.state.on_tick(&mut fx);
                     self.execute(fx, None).await;
                 }
+            }
+            let wanted = self.state.heartbeat_period();
+            if wanted != period {
+                period = wanted;
+                tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
         }
         // Children must not outlive the node: they are stopped, and whoever waits hears "the
@@ -401,5 +408,6 @@ fn storage_failed(r: Reply, e: &str) -> Reply {
         Reply::Pn(_) => Reply::Pn(Err(err())),
         Reply::Epoch(_) => Reply::Epoch(Err(err())),
         Reply::Done(_) => Reply::Done(Err(err())),
+        Reply::Admin(_) => Reply::Admin(Err(err())),
     }
 }

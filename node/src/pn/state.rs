@@ -9,6 +9,7 @@
 //! failover, take-over, gateway changes), [`owner`] (the owner's other operations: enrolment,
 //! renewal, revocations, modes, invitations, services).
 
+mod admin;
 mod gateway;
 mod joining;
 mod owner;
@@ -149,6 +150,15 @@ pub(super) enum Purpose {
         waiter: WaiterId,
         member: PeerId,
     },
+    /// A PN Admin request to `cpns-auth` (5.6.9).
+    Admin {
+        waiter: WaiterId,
+    },
+    /// The grants after members were removed at `cpns-auth` by another admin, and who
+    /// (with whether expelled).
+    Reconcile {
+        removed: Vec<(PeerId, bool)>,
+    },
     Invite {
         waiter: WaiterId,
     },
@@ -288,6 +298,8 @@ pub(crate) struct State {
     gateway_checked: UnixTime,
     /// Whether a server lookup about the gateway (a change claimed, or still ours) runs.
     gateway_lookup: bool,
+    /// The PN's admin information (5.6.9), as `cpns-auth` last said.
+    admin: Option<Arc<cpns_overlay::PnAdminInfo>>,
     version: u64,
 }
 
@@ -335,6 +347,12 @@ impl State {
             .iter()
             .filter_map(|(_, b)| store::decode(b))
             .collect();
+        let admin = stored
+            .admin
+            .as_deref()
+            .and_then(store::decode::<cpns_overlay::PnAdminInfo>)
+            .filter(|a| pn.as_ref().is_some_and(|p| p.membership.pn_id == a.pn_id))
+            .map(Arc::new);
         let overrides = Arc::new(env.config.capabilities.clone());
         let mut caps = caps;
         caps.mode = mode;
@@ -366,6 +384,7 @@ impl State {
             gateway_heard: 0,
             gateway_checked: 0,
             gateway_lookup: false,
+            admin,
             version: 0,
             env,
         }
@@ -406,6 +425,7 @@ impl State {
             invitations: self.invitations.clone(),
             notifications: self.notifications.clone(),
             overrides: self.overrides.clone(),
+            admin: self.admin.clone(),
         }
     }
 
@@ -448,6 +468,7 @@ impl State {
             Op::CredentialRenewed(c) => self.credential_renewed(*c, waiter, fx),
             Op::OwnServices(ids) => self.own_services_op(ids, waiter, fx),
             Op::HandOff(target) => self.hand_off_op(target, waiter, fx),
+            Op::Admin(op) => self.admin_op(op, waiter, fx),
         }
     }
 
@@ -511,6 +532,7 @@ impl State {
                 expelled,
             } => self.on_members_update(peer, pn_id, members, expelled, fx),
             PnMessage::HandOff { pn_id } => return self.on_hand_off(peer, pn_id, waiter, fx),
+            PnMessage::AdminChanged(info) => self.on_admin_changed(peer, info, fx),
             other => Message::error(
                 ErrorCode::Unsupported,
                 format!("{} is not handled by the PN", other.name()),
@@ -578,6 +600,7 @@ impl State {
                 self.on_revocations(list, fx);
                 Some(Message::Ack)
             }
+            AuthMessage::PnChanged { info, admin } => Some(self.on_pn_changed(info, admin, fx)),
             other => Some(Message::error(
                 ErrorCode::Unsupported,
                 format!("{} is not a server-to-node request", other.name()),
@@ -644,6 +667,8 @@ impl State {
                 fx.resolve(waiter, Reply::Message(m));
             }
             Purpose::HandOff { waiter, target } => self.handed_off(waiter, target, done, fx),
+            Purpose::Admin { waiter } => self.admin_answered(waiter, done, fx),
+            Purpose::Reconcile { removed } => self.reconciled(removed, done, fx),
             Purpose::Heartbeat => {
                 let answered = matches!(done, Done::Heartbeat(true));
                 self.watch_gateway(answered, fx);
@@ -690,6 +715,8 @@ impl State {
                     | Purpose::Release { .. }
                     | Purpose::Expel { .. }
                     | Purpose::Invite { .. }
+                    | Purpose::Admin { .. }
+                    | Purpose::Reconcile { .. }
                     | Purpose::GatewayChangeCheck { .. }
                     | Purpose::StillGateway
                     | Purpose::FailoverInfo,

@@ -98,6 +98,7 @@ fn node(ca: &Ca, user: &str, serial: u64, mode: ModeSetting) -> (State, Identity
     let stored = PnStored {
         membership: None,
         expelled: None,
+        admin: None,
         members: Vec::new(),
         invitations: Vec::new(),
     };

@@ -237,6 +237,179 @@ pub enum AuthMessage {
         /// How many records were stored.
         accepted: u32,
     },
+
+    /// PN Admin (5.6.9, 3.2): a member asks to be an admin of its PN. Granted at once to a
+    /// device of the PN's owner user; another user's device waits for an admin's
+    /// [`AuthMessage::PnAdminApprove`]. Answered by [`AuthMessage::PnAdmins`].
+    PnAdminRequest {
+        /// The PN.
+        pn_id: PnId,
+    },
+    /// An admin approves a pending admin request.
+    PnAdminApprove {
+        /// The PN.
+        pn_id: PnId,
+        /// The member whose request is approved.
+        entity: PeerId,
+    },
+    /// An admin changes an Adminee's information in the PN Inventory (3.2 "Adminee").
+    PnAdmineeSet {
+        /// The PN.
+        pn_id: PnId,
+        /// The Adminee (a member).
+        member: PeerId,
+        /// The settings; each `None` leaves that setting as it was.
+        settings: AdmineeSettings,
+    },
+    /// Asks for a PN's admin information (members only).
+    PnAdminsRequest {
+        /// The PN.
+        pn_id: PnId,
+    },
+    /// A PN's admins, pending admin requests and Adminee settings.
+    PnAdmins(PnAdminInfo),
+    /// `cpns-auth` to a PN's gateway: the PN's record or its admin information changed at
+    /// the server (an admin that is not the gateway expelled a member, or changed an
+    /// Adminee). The gateway reconciles its PN Inventory and tells every member.
+    PnChanged {
+        /// The PN's record.
+        info: PnRecordInfo,
+        /// Its admin information.
+        admin: PnAdminInfo,
+    },
+}
+
+/// Longest Adminee label, in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+/// Most service ids an Adminee setting may list.
+pub const MAX_SERVICES_SHOWN: usize = 64;
+/// Bounds of an Adminee's status policy (seconds).
+pub const STATUS_POLICY_SECS: std::ops::RangeInclusive<u32> = 1..=3600;
+
+/// What a PN admin may set for an Adminee (a member), kept by `cpns-auth` and shown in every
+/// member's PN Inventory. Every field is optional: `None` means "the device's own setting".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmineeSettings {
+    /// The device's label for people (at most [`MAX_LABEL_LEN`] bytes).
+    pub label: Option<String>,
+    /// Whether the device may be the PN's gateway (`false`: it never stands for election).
+    pub may_be_gateway: Option<bool>,
+    /// Its mode preference: `auto`, `pne`, `gateway` or `gateway-only`.
+    pub mode: Option<String>,
+    /// The ids of its services it shows the PN (`Some(vec![])`: none); others stay local.
+    pub services_shown: Option<Vec<String>>,
+    /// Its heartbeat period to the gateway (5.6.2), seconds.
+    pub heartbeat_secs: Option<u32>,
+    /// After how long without a heartbeat the gateway marks it Offline, seconds.
+    pub offline_after_secs: Option<u32>,
+}
+
+impl AdmineeSettings {
+    /// The settings of `self` with those `other` sets laid over them.
+    pub fn merged(&self, other: &AdmineeSettings) -> AdmineeSettings {
+        AdmineeSettings {
+            label: other.label.clone().or_else(|| self.label.clone()),
+            may_be_gateway: other.may_be_gateway.or(self.may_be_gateway),
+            mode: other.mode.clone().or_else(|| self.mode.clone()),
+            services_shown: other
+                .services_shown
+                .clone()
+                .or_else(|| self.services_shown.clone()),
+            heartbeat_secs: other.heartbeat_secs.or(self.heartbeat_secs),
+            offline_after_secs: other.offline_after_secs.or(self.offline_after_secs),
+        }
+    }
+
+    /// Checks the bounds and the combinations that cannot work; the reason otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(l) = &self.label
+            && (l.len() > MAX_LABEL_LEN || l.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "label: at most {MAX_LABEL_LEN} bytes, no control characters"
+            ));
+        }
+        if let Some(m) = &self.mode
+            && !["auto", "pne", "gateway", "gateway-only"].contains(&m.as_str())
+        {
+            return Err(format!(
+                "mode: {m:?} is not one of auto, pne, gateway, gateway-only"
+            ));
+        }
+        if self.may_be_gateway == Some(false)
+            && matches!(self.mode.as_deref(), Some("gateway" | "gateway-only"))
+        {
+            return Err("mode: a device that may not be gateway cannot be set to gateway".into());
+        }
+        if let Some(s) = &self.services_shown
+            && (s.len() > MAX_SERVICES_SHOWN
+                || s.iter()
+                    .any(|id| id.is_empty() || id.len() > super::pn::MAX_SERVICE_ID))
+        {
+            return Err(format!(
+                "services_shown: at most {MAX_SERVICES_SHOWN} ids of 1-{} bytes",
+                super::pn::MAX_SERVICE_ID
+            ));
+        }
+        for (name, v) in [
+            ("heartbeat_secs", self.heartbeat_secs),
+            ("offline_after_secs", self.offline_after_secs),
+        ] {
+            if let Some(v) = v
+                && !STATUS_POLICY_SECS.contains(&v)
+            {
+                return Err(format!(
+                    "{name}: {v} is outside {}..={}",
+                    STATUS_POLICY_SECS.start(),
+                    STATUS_POLICY_SECS.end()
+                ));
+            }
+        }
+        if let (Some(h), Some(o)) = (self.heartbeat_secs, self.offline_after_secs)
+            && o <= h
+        {
+            return Err("offline_after_secs must be longer than heartbeat_secs".into());
+        }
+        Ok(())
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == AdmineeSettings::default()
+    }
+}
+
+/// One Adminee's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmineeEntry {
+    /// The member.
+    pub member: PeerId,
+    /// What an admin set for it.
+    pub settings: AdmineeSettings,
+}
+
+/// A PN's admin information, as `cpns-auth` keeps it (5.6.9 "PN Admin").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PnAdminInfo {
+    /// The PN.
+    pub pn_id: PnId,
+    /// Its admins: current members that are listed admins or devices of the owner user.
+    pub admins: Vec<PeerId>,
+    /// Members of another user that asked to be admin and wait for an admin's approval.
+    pub pending: Vec<PeerId>,
+    /// Adminee settings, one entry per member an admin set something for.
+    pub adminees: Vec<AdmineeEntry>,
+}
+
+impl PnAdminInfo {
+    /// The settings an admin set for `member` (empty when none).
+    pub fn settings_of(&self, member: &PeerId) -> AdmineeSettings {
+        self.adminees
+            .iter()
+            .find(|a| a.member == *member)
+            .map(|a| a.settings.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl AuthMessage {
@@ -284,6 +457,12 @@ impl AuthMessage {
             AuthMessage::Revocations(_) => "Revocations",
             AuthMessage::UsageReport(_) => "UsageReport",
             AuthMessage::UsageAck { .. } => "UsageAck",
+            AuthMessage::PnAdminRequest { .. } => "PnAdminRequest",
+            AuthMessage::PnAdminApprove { .. } => "PnAdminApproval",
+            AuthMessage::PnAdmineeSet { .. } => "PnAdmineeChange",
+            AuthMessage::PnAdminsRequest { .. } => "PnAdminsRequest",
+            AuthMessage::PnAdmins(_) => "PnAdmins",
+            AuthMessage::PnChanged { .. } => "PnChanged",
         }
     }
 }

@@ -97,6 +97,10 @@ pub enum PnMessage {
         /// The PN.
         pn_id: PnId,
     },
+    /// The gateway to every member: the PN's admin information changed at `cpns-auth` (an
+    /// admin was granted, an Adminee's settings changed). Each member shows it in its PN
+    /// Inventory, and an Adminee applies its own settings.
+    AdminChanged(super::PnAdminInfo),
 }
 
 /// Most services one member may list in the PN Inventory.
@@ -129,6 +133,7 @@ impl PnMessage {
             PnMessage::ServicesUpdate { .. } => "PnServicesUpdate",
             PnMessage::MembersUpdate { .. } => "PnMembersUpdate",
             PnMessage::HandOff { .. } => "PnGatewayHandOff",
+            PnMessage::AdminChanged(_) => "PnAdminChanged",
         }
     }
 }

@@ -593,7 +593,7 @@ impl State {
             expires: body.expires,
             candidacy: Some(cpns_overlay::Candidacy::of(
                 &a.setup.capabilities,
-                body.modes.contains(cpns_keys::Mode::Gateway),
+                body.modes.contains(cpns_keys::Mode::Gateway) && self.admin_allows_gateway(&peer),
             )),
         };
         let mut members = self.member_infos();
@@ -764,7 +764,7 @@ impl State {
 
     /// Applies a member's removal with the new epoch's grants. An expelled (or revoked)
     /// member is refused from now on, here and — through the update — by every member.
-    fn remove_member(
+    pub(super) fn remove_member(
         &mut self,
         peer: PeerId,
         epoch: u64,
@@ -785,6 +785,11 @@ impl State {
             }
         }
         if expelled {
+            // The expelled device is told, so that its own status shows no PN (it is refused
+            // from now on, so it could not ask).
+            if let Some(pn_id) = self.pn_id() {
+                fx.send(peer, Message::Pn(PnMessage::Leave { pn_id }));
+            }
             let list = Arc::make_mut(&mut self.expelled);
             if list.len() >= cpns_overlay::MAX_EXPELLED
                 && let Some(first) = list.iter().next().copied()
@@ -1124,6 +1129,10 @@ impl State {
         m.info.mode = caps.mode;
         m.caps = Some(caps.clone());
         let allowed = m.info.candidacy.as_ref().is_some_and(|c| c.allowed);
+        let allowed = allowed && self.admin_allows_gateway(&peer);
+        let Some(m) = self.pn_mut().and_then(|p| p.members.get_mut(&peer)) else {
+            return;
+        };
         let candidacy = Some(cpns_overlay::Candidacy::of(&caps, allowed));
         let candidacy_changed = m.info.candidacy != candidacy;
         m.info.candidacy = candidacy;
@@ -1181,7 +1190,7 @@ impl State {
         let Some(pn) = self.pn.clone() else { return };
         let me = self.me();
         if pn.membership.gateway == me {
-            let services = self.own_services.clone();
+            let services = self.shown_services();
             if let Some(m) = self.pn_mut().and_then(|p| p.members.get_mut(&me)) {
                 m.services = services;
             }
@@ -1192,7 +1201,7 @@ impl State {
                 pn.membership.gateway,
                 Message::Pn(PnMessage::ServicesUpdate {
                     pn_id: pn.membership.pn_id.clone(),
-                    services: self.own_services.clone(),
+                    services: self.shown_services(),
                 }),
             );
         }

@@ -486,6 +486,7 @@ impl State {
         self.expelled = Arc::default();
         self.persist_expelled(fx);
         self.persist_membership(fx);
+        self.forget_admin(fx);
         fx.push(Effect::Persist(crate::store::PnWrite::ClearInventory));
         fx.changed();
     }

@@ -736,7 +736,8 @@ impl State {
             .enrolment
             .as_ref()
             .is_some_and(|e| e.credential.body.modes.contains(Mode::Gateway))
-            && self.mode_setting != crate::config::ModeSetting::Pne;
+            && self.mode_setting != crate::config::ModeSetting::Pne
+            && self.admin_allows_gateway(&self.me());
         cpns_overlay::Candidacy::of(caps, allowed)
     }
 
@@ -750,6 +751,7 @@ impl State {
         allowed
             && self.mode_setting != crate::config::ModeSetting::Pne
             && self.caps.gateway_preference != cpns_overlay::GatewayPreference::Never
+            && self.admin_allows_gateway(&self.me())
     }
 
     /// Step 6 (and a take-over): gateway mode, a DHT server.

@@ -447,12 +447,22 @@ impl State {
 
     /// The gateway marks members silent for too long Offline.
     fn check_silence(&mut self, fx: &mut Fx) {
-        let limit = self.env.config.status.offline_after_secs;
         let now = fx.now;
         let me = self.env.me;
         let mut silent = Vec::new();
+        let limits: std::collections::HashMap<PeerId, u64> = self
+            .pn
+            .as_ref()
+            .map(|p| {
+                p.members
+                    .keys()
+                    .map(|m| (*m, self.offline_after(m)))
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(p) = self.pn_mut() {
             for m in p.members.values_mut() {
+                let limit = limits.get(&m.info.peer_id).copied().unwrap_or(u64::MAX);
                 if m.info.peer_id == me || m.info.status == Status::Offline {
                     continue;
                 }

@@ -1,0 +1,220 @@
+//! PN Admin and Adminees (5.6.9, 3.2) through real nodes and a real cpns-auth: who becomes
+//! admin and how, an admin's change of an Adminee reaching every member and applied by the
+//! Adminee, the refusal of a non-admin's change, and an expulsion by an admin that is not
+//! the gateway removing the member everywhere.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use cpns_directory::ServiceDraft;
+use cpns_overlay::{AdmineeSettings, Invitee};
+
+use crate::util::{Lab, LabNode, WAIT, init_tracing, same_epoch};
+
+/// Polls `check` on a node until it holds (bounded by [`WAIT`]).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Another user's device, invited and accepted into `gw`'s PN.
+async fn invited(lab: &Lab, gw: &LabNode, user: &str, device: &str) -> Result<LabNode> {
+    gw.handle().pn_invite(Invitee::User(user.into())).await?;
+    let n = lab.node(user, device).await?;
+    let outcome = n.handle().pair(gw.dial_addr().await?).await?;
+    let id = outcome.invitation.context("no invitation")?;
+    n.handle().pn_accept(&id).await?;
+    n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
+    Ok(n)
+}
+
+/// A device of the owner user is admin as soon as it asks; another user's device waits for
+/// an admin's approval and cannot change anything meanwhile. An admin's change of an
+/// Adminee (label, may not be gateway, shows no services, its status policy) is stored at
+/// cpns-auth, reaches every member's PN Inventory, and the Adminee applies it: it becomes a
+/// PNE that stands for no election, its services leave the inventory, and it heartbeats at
+/// the new period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_are_granted_by_policy_and_an_adminee_change_reaches_every_member() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    lab.user("bob").await?;
+    let (gw, members) = lab.pn("alice", "router", &["nas"]).await?;
+    let nas = &members[0];
+    let bob = invited(&lab, &gw, "bob", "bob-phone").await?;
+    same_epoch(&[&gw, nas, &bob]).await?;
+
+    let info = nas.handle().pn_admin_request().await?;
+    ensure!(info.admins.contains(&nas.peer_id()), "{info:?}");
+    let info = bob.handle().pn_admin_request().await?;
+    ensure!(
+        info.pending.contains(&bob.peer_id()) && !info.admins.contains(&bob.peer_id()),
+        "another user's device waits: {info:?}"
+    );
+    let refused = bob
+        .handle()
+        .pn_admin_set(
+            nas.peer_id(),
+            AdmineeSettings {
+                label: Some("mine now".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("only a PN admin")),
+        "a non-admin's change is refused: {refused:?}"
+    );
+    let info = nas.handle().pn_admin_approve(bob.peer_id()).await?;
+    ensure!(
+        info.admins.contains(&bob.peer_id()) && info.pending.is_empty(),
+        "{info:?}"
+    );
+
+    // Bob's device offers a service the PN sees.
+    let vis = bob.handle().default_visibility();
+    let svc = bob
+        .handle()
+        .publish(ServiceDraft::new("Bob's camera", ["camera"], vis), None)
+        .await?;
+    let bob_id = bob.peer_id();
+    let offers = |gw: &LabNode| {
+        let h = gw.handle();
+        let id = svc.id.clone();
+        async move {
+            let inv = h.pn_inventory(None).await?;
+            anyhow::Ok(
+                inv.details
+                    .iter()
+                    .any(|d| d.peer_id == bob_id && d.services.contains(&id)),
+            )
+        }
+    };
+    eventually("bob's service in the inventory", async || offers(&gw).await).await?;
+
+    let settings = AdmineeSettings {
+        label: Some("Bob's phone".into()),
+        may_be_gateway: Some(false),
+        services_shown: Some(Vec::new()),
+        heartbeat_secs: Some(2),
+        offline_after_secs: Some(9),
+        ..Default::default()
+    };
+    let info = nas.handle().pn_admin_set(bob_id, settings.clone()).await?;
+    ensure!(info.settings_of(&bob_id) == settings, "{info:?}");
+    // A bad value is refused before it reaches anyone.
+    let bad = nas
+        .handle()
+        .pn_admin_set(
+            bob_id,
+            AdmineeSettings {
+                heartbeat_secs: Some(0),
+                ..Default::default()
+            },
+        )
+        .await;
+    ensure!(bad.is_err(), "{bad:?}");
+
+    for n in [&gw, nas, &bob] {
+        let h = n.handle();
+        let want = settings.clone();
+        eventually("the Adminee settings in every member's view", async || {
+            Ok(h.pn_admin_known()
+                .is_some_and(|a| a.settings_of(&bob_id) == want))
+        })
+        .await?;
+    }
+    // The Adminee applied them: a PNE, no longer a candidate, its services hidden.
+    let h = bob.handle();
+    eventually("the Adminee to be set to pne", async || {
+        Ok(h.status().await?.mode_setting == "pne")
+    })
+    .await?;
+    eventually("bob's service to leave the inventory", async || {
+        Ok(!offers(&gw).await?)
+    })
+    .await?;
+    ensure!(
+        bob.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "AdmineeSettingsApplied"),
+        "the Adminee's step is traced"
+    );
+    ensure!(
+        gw.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "PnChanged"),
+        "the server's push to the gateway is traced"
+    );
+    // The settings are durable at cpns-auth: a fresh read from the server has them.
+    let listed = gw.handle().pn_admins().await?;
+    ensure!(listed.settings_of(&bob_id) == settings, "{listed:?}");
+    lab.shutdown(members.into_iter().chain([gw, bob]).collect())
+        .await;
+    Ok(())
+}
+
+/// An admin that is not the gateway expels a member: cpns-auth rotates the key, the gateway
+/// drops the member from its list and every member's, the expelled device is told (its own
+/// status then shows no PN) and refused, and it cannot invite itself back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expulsion_by_an_admin_that_is_not_the_gateway_reaches_everyone() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let (gw, members) = lab.pn("alice", "router", &["nas", "tv"]).await?;
+    let (nas, tv) = (&members[0], &members[1]);
+    let epoch = same_epoch(&[&gw, nas, tv]).await?;
+    let tv_id = tv.peer_id();
+
+    nas.handle().pn_admin_request().await?;
+    let new_epoch = nas.handle().pn_expel(tv_id).await?;
+    ensure!(new_epoch > epoch, "the key rotates");
+
+    for n in [&gw, nas] {
+        let h = n.handle();
+        eventually("the expelled member to leave every list", async || {
+            let s = h.status().await?;
+            Ok(!s.members.iter().any(|m| m.peer_id == tv_id.to_string()))
+        })
+        .await?;
+    }
+    let h = tv.handle();
+    eventually("the expelled device to show no PN", async || {
+        Ok(h.status().await?.pn_id.is_none())
+    })
+    .await?;
+    ensure!(same_epoch(&[&gw, nas]).await? == new_epoch);
+    ensure!(
+        gw.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "MemberRemovedByAdmin"),
+        "the gateway's removal is traced"
+    );
+    // The expelled device cannot come back by itself.
+    let pn = gw.handle().status().await?.pn_id.context("PN")?;
+    let back = lab.admin().show_pn(&pn).await?;
+    ensure!(!back.members.contains(&tv_id.to_string()), "{back:?}");
+    let outcome = tv.handle().pair(gw.dial_addr().await?).await;
+    ensure!(
+        outcome.is_err() || tv.handle().status().await?.pn_id.is_none(),
+        "an expelled device is refused: {outcome:?}"
+    );
+    lab.shutdown(members.into_iter().chain([gw]).collect())
+        .await;
+    Ok(())
+}
