@@ -202,6 +202,10 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
                 },
             }),
         ),
+        K::ServerPnReleased => (
+            Protocol::Auth,
+            Message::Auth(AuthMessage::PnRelease { pn_id: pn() }),
+        ),
         K::Answer => cpns(Message::Ack),
     }
 }
@@ -243,6 +247,7 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ServerKeyPush, "----s"),
     (RequestKind::ServerRevocations, "----s"),
     (RequestKind::ServerPnChanged, "----s"),
+    (RequestKind::ServerPnReleased, "----s"),
     (RequestKind::Answer, "-----"),
 ];
 
@@ -411,6 +416,7 @@ async fn every_request_kind_from_every_sender_class() -> Result<()> {
                     | RequestKind::ServerKeyPush
                     | RequestKind::ServerRevocations
                     | RequestKind::ServerPnChanged
+                    | RequestKind::ServerPnReleased
             );
             for (class, node) in &peers {
                 let to = target.peer_id();

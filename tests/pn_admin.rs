@@ -218,3 +218,48 @@ async fn an_expulsion_by_an_admin_that_is_not_the_gateway_reaches_everyone() -> 
         .await;
     Ok(())
 }
+
+/// An admin that is not the gateway releases the PN from its own node: cpns-auth deletes it
+/// and tells the gateway, which tells every member; all of them then show no PN. A member
+/// that is not an admin cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_releases_the_pn_from_a_member_that_is_not_the_gateway() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    lab.user("bob").await?;
+    let (gw, members) = lab.pn("alice", "router", &["nas", "tv"]).await?;
+    let bob = invited(&lab, &gw, "bob", "bob-phone").await?;
+    let pn = gw.handle().status().await?.pn_id.context("PN")?;
+
+    let refused = bob.handle().pn_release().await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("admin")),
+        "a member of another user that is no admin cannot release: {refused:?}"
+    );
+    let released = members[0].handle().pn_release().await?;
+    ensure!(released == pn);
+    for n in members.iter().chain([&gw, &bob]) {
+        let h = n.handle();
+        eventually("every node to show no PN", async || {
+            Ok(h.status().await?.pn_id.is_none())
+        })
+        .await?;
+    }
+    ensure!(
+        lab.admin().show_pn(&pn).await.is_err(),
+        "the PN is gone at cpns-auth"
+    );
+    ensure!(
+        gw.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "PnReleasedByAdmin"),
+        "traced at the gateway"
+    );
+    lab.shutdown(members.into_iter().chain([gw, bob]).collect())
+        .await;
+    Ok(())
+}

@@ -50,6 +50,9 @@ pub(crate) enum Followup {
     Revocations(Arc<RevocationList>),
     /// A PN's record or admin information changed: to its gateway (5.6.9).
     PnChanged { pn_id: String },
+    /// An admin that is not the gateway released the PN: to its (former) gateway, which
+    /// tells the members.
+    PnReleased { pn_id: String, gateway: PeerId },
 }
 
 /// Everything the request handler, the admin API and the CLI share.

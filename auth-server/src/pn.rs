@@ -20,7 +20,7 @@ use cpns_overlay::{
 };
 
 use crate::authn::{AuthnError, Session, check_credential};
-use crate::core::{Core, grant, random_id};
+use crate::core::{Core, Followup, grant, random_id};
 use crate::error::{RequestError, forbidden, not_found};
 use crate::records::{EntityRecord, PnRecord, UserRecord};
 use crate::store::{Batch, Store, Table};
@@ -465,16 +465,23 @@ impl Core {
 
     /// The gateway (or an admin) releases the PN: its record and key are deleted.
     pub(crate) async fn pn_release(&self, by: &Session, pn_id: &str) -> Result<(), RequestError> {
-        self.commit(|store| -> Result<_, RequestError> {
-            let pn = get_pn(store, pn_id)?;
-            authorise(&pn, by, PnAction::Release)?;
-            let mut b = Batch::default();
-            b.delete(Table::Pns, pn_id);
-            b.delete(Table::PnAdmin, pn_id);
-            Ok((b, ()))
-        })
-        .await?;
+        let gateway = self
+            .commit(|store| -> Result<_, RequestError> {
+                let pn = get_pn(store, pn_id)?;
+                authorise(&pn, by, PnAction::Release)?;
+                let mut b = Batch::default();
+                b.delete(Table::Pns, pn_id);
+                b.delete(Table::PnAdmin, pn_id);
+                Ok((b, pn.gateway))
+            })
+            .await?;
         self.metrics.pns.set(self.store.len(Table::Pns) as i64);
+        if gateway != by.entity {
+            self.follow(Followup::PnReleased {
+                pn_id: pn_id.to_owned(),
+                gateway,
+            });
+        }
         Ok(())
     }
 

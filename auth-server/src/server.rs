@@ -379,6 +379,14 @@ async fn run_followup(core: Arc<Core>, client: Client, followup: Followup) {
             Ok(None) => {}
             Err(e) => warn!(pn = %pn_id, "cannot read a changed PN: {e}"),
         },
+        Followup::PnReleased { pn_id, gateway } => {
+            if core.authn.session(&gateway, unix_now()).is_some() {
+                let msg = Message::Auth(AuthMessage::PnRelease { pn_id });
+                send(&core, &client, gateway, msg, "pn_released").await;
+            } else {
+                core.metrics.push("pn_released", "no_session");
+            }
+        }
         Followup::Revocations(list) => {
             for to in core.authn.gateway_sessions(unix_now()) {
                 let msg = Message::Auth(AuthMessage::Revocations((*list).clone()));

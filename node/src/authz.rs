@@ -110,6 +110,8 @@ kinds! {
     ServerRevocations,
     /// 5.6.9 a PN's record or admin information changed at `cpns-auth`.
     ServerPnChanged,
+    /// 5.6.9 an admin released this gateway's PN at `cpns-auth`.
+    ServerPnReleased,
     /// An answer sent as a request, or a message of the other protocol: never accepted.
     Answer,
 }
@@ -303,6 +305,11 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         SERVER,
         "5.6.9 the record of this node's PN (checked by the handler)",
     ),
+    (
+        RequestKind::ServerPnReleased,
+        SERVER,
+        "5.6.9 an admin released this node's PN (checked by the handler)",
+    ),
     (RequestKind::Answer, NOBODY, "an answer is never a request"),
 ];
 
@@ -317,6 +324,7 @@ impl RequestKind {
                 Message::Auth(AuthMessage::KeyPush { .. }) => K::ServerKeyPush,
                 Message::Auth(AuthMessage::Revocations(_)) => K::ServerRevocations,
                 Message::Auth(AuthMessage::PnChanged { .. }) => K::ServerPnChanged,
+                Message::Auth(AuthMessage::PnRelease { .. }) => K::ServerPnReleased,
                 _ => K::Answer,
             };
         }

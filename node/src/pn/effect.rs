@@ -87,6 +87,9 @@ pub(crate) enum Job {
     },
     /// A request to `cpns-auth` within a session (authenticating first if needed).
     Auth(AuthMessage),
+    /// A request to `cpns-auth` within a session that the server answers with a plain
+    /// acknowledgement (a release).
+    AuthCommand(AuthMessage),
     /// A request to `cpns-auth` only if a session is open (an update that is not worth an
     /// authentication of its own).
     AuthIfSession(AuthMessage),
@@ -112,7 +115,9 @@ impl std::fmt::Debug for Job {
             Job::Request { peer, message } => write!(f, "Request({peer}, {})", message.name()),
             Job::Heartbeat { gateway, .. } => write!(f, "Heartbeat({gateway})"),
             Job::Authenticate { trace, .. } => write!(f, "Authenticate(trace: {trace})"),
-            Job::Auth(m) | Job::AuthIfSession(m) => write!(f, "Auth({})", m.name()),
+            Job::Auth(m) | Job::AuthIfSession(m) | Job::AuthCommand(m) => {
+                write!(f, "Auth({})", m.name())
+            }
             Job::ReadCaps { .. } => f.write_str("ReadCaps"),
             Job::SaveEnrolment(_) => f.write_str("SaveEnrolment"),
             Job::Sleep(d) => write!(f, "Sleep({d:?})"),
@@ -133,6 +138,8 @@ pub(crate) enum Done {
     Authenticated(Result<SessionInfo, OpError>),
     /// The server's answer.
     Auth(Result<AuthMessage, OpError>),
+    /// The server acknowledged (or refused) a command.
+    Acked(Result<(), OpError>),
     /// The reader and what it read.
     Caps(Box<caps::Reader>, Box<Capabilities>),
     /// The enrolment file was written (or not).
@@ -151,6 +158,7 @@ impl std::fmt::Debug for Done {
             Done::Authenticated(r) => write!(f, "Authenticated(ok: {})", r.is_ok()),
             Done::Auth(Ok(m)) => write!(f, "Auth({})", m.name()),
             Done::Auth(Err(e)) => write!(f, "Auth(error: {e})"),
+            Done::Acked(r) => write!(f, "Acked(ok: {})", r.is_ok()),
             Done::Caps(..) => f.write_str("Caps"),
             Done::Saved(r) => write!(f, "Saved({r:?})"),
             Done::Slept => f.write_str("Slept"),

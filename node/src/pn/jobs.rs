@@ -63,6 +63,7 @@ pub(super) async fn run(ctx: Context, auth: AuthLink, job: Job) -> Done {
             Done::Authenticated(auth.authenticate(trace, mode).await)
         }
         Job::Auth(m) => Done::Auth(auth.request(m).await),
+        Job::AuthCommand(m) => Done::Acked(auth.command(m).await),
         Job::AuthIfSession(m) => {
             if auth.has_session() {
                 Done::Auth(auth.request(m).await)

@@ -601,6 +601,7 @@ impl State {
                 Some(Message::Ack)
             }
             AuthMessage::PnChanged { info, admin } => Some(self.on_pn_changed(info, admin, fx)),
+            AuthMessage::PnRelease { pn_id } => Some(self.on_released_by_admin(pn_id, fx)),
             other => Some(Message::error(
                 ErrorCode::Unsupported,
                 format!("{} is not a server-to-node request", other.name()),

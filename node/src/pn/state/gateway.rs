@@ -930,48 +930,70 @@ impl State {
                 Reply::Pn(Err(OpError::Conflict("not in a PN".into()))),
             );
         };
-        if pn.membership.gateway != self.me() {
-            return fx.resolve(
-                waiter,
-                Reply::Pn(Err(OpError::Conflict(
-                    "only the PN's gateway releases it".into(),
-                ))),
-            );
-        }
+        // The gateway, or any admin (cpns-auth checks; it then tells the gateway, which tells
+        // the members).
         let pn_id = pn.membership.pn_id.clone();
         self.spawn(
             Purpose::Release {
                 waiter,
                 pn_id: pn_id.clone(),
             },
-            Job::Auth(AuthMessage::PnRelease { pn_id }),
+            Job::AuthCommand(AuthMessage::PnRelease { pn_id }),
             fx,
         );
     }
 
     pub(super) fn released(&mut self, waiter: WaiterId, pn_id: String, done: Done, fx: &mut Fx) {
         match done {
-            Done::Auth(Ok(_)) => {
-                let me = self.me();
-                let members: Vec<PeerId> = self
-                    .pn
-                    .as_ref()
-                    .map(|p| p.members.keys().copied().filter(|m| *m != me).collect())
-                    .unwrap_or_default();
-                for m in members {
-                    fx.send(
-                        m,
-                        Message::Pn(PnMessage::Leave {
-                            pn_id: pn_id.clone(),
-                        }),
-                    );
+            Done::Acked(Ok(())) => {
+                if self.is_pn_gateway() {
+                    self.tell_members_released(&pn_id, fx);
                 }
                 self.forget_pn(fx);
                 fx.resolve(waiter, Reply::Pn(Ok(pn_id)));
             }
-            Done::Auth(Err(e)) => fx.resolve(waiter, Reply::Pn(Err(e))),
+            Done::Acked(Err(e)) | Done::Auth(Err(e)) => fx.resolve(waiter, Reply::Pn(Err(e))),
             other => fx.resolve(waiter, Reply::Pn(Err(unexpected(&other)))),
         }
+    }
+
+    /// Tells every member the PN is gone (G.1 step 9's `Leave` from the gateway).
+    fn tell_members_released(&self, pn_id: &str, fx: &mut Fx) {
+        let me = self.me();
+        let members: Vec<PeerId> = self
+            .pn
+            .as_ref()
+            .map(|p| p.members.keys().copied().filter(|m| *m != me).collect())
+            .unwrap_or_default();
+        for m in members {
+            fx.send(
+                m,
+                Message::Pn(PnMessage::Leave {
+                    pn_id: pn_id.to_owned(),
+                }),
+            );
+        }
+    }
+
+    /// `cpns-auth` says an admin released this gateway's PN: the members are told and the
+    /// PN is forgotten here too.
+    pub(super) fn on_released_by_admin(&mut self, pn_id: String, fx: &mut Fx) -> Message {
+        if !self.is_pn_gateway() || self.pn_id().as_deref() != Some(pn_id.as_str()) {
+            return Message::error(ErrorCode::NotFound, "not this PN's gateway");
+        }
+        let me = self.me();
+        let server = self.server().unwrap_or(me);
+        self.trace(
+            crate::trace::flow::GW_SWITCH,
+            17,
+            &server,
+            &me,
+            "PnReleasedByAdmin",
+            pn_id.clone(),
+        );
+        self.tell_members_released(&pn_id, fx);
+        self.forget_pn(fx);
+        Message::Ack
     }
 
     /// A PN admin expels a member; the key moves to a new epoch.
