@@ -13,6 +13,7 @@ mod mesh;
 mod output;
 mod pn;
 mod progress;
+mod proxy;
 mod services;
 mod status;
 mod table;
