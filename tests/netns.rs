@@ -177,12 +177,7 @@ fn site(tag: &str, net: u8) -> Result<Site> {
 }
 
 /// [`site`] with more environment for node `a` and node `b`.
-fn site_with(
-    tag: &str,
-    net: u8,
-    env_a: &[(&str, &str)],
-    env_b: &[(&str, &str)],
-) -> Result<Site> {
+fn site_with(tag: &str, net: u8, env_a: &[(&str, &str)], env_b: &[(&str, &str)]) -> Result<Site> {
     let t = Instant::now();
     let (lan, a, b) = two_hosts(tag, net)?;
     eprintln!("  namespaces {:?}", t.elapsed());
@@ -407,7 +402,9 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         .map(PathBuf::from)
         .find(|p| p.exists())
     else {
-        eprintln!("skipping the Non-CPNS proxy test: minidlna is not installed (apt-get install minidlna)");
+        eprintln!(
+            "skipping the Non-CPNS proxy test: minidlna is not installed (apt-get install minidlna)"
+        );
         return Ok(());
     };
     let tag = format!("{}", (std::process::id() + 1) % 10_000);
@@ -419,6 +416,7 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
             ("CPNS_MODE", "gateway"),
             ("CPNS_PROXY_ENABLED", "true"),
             ("CPNS_PROXY_SEARCH_SECS", "2"),
+            ("CPNS_LOG", "info,cpns_node::proxy=debug"),
         ],
         &[("CPNS_MODE", "pne")],
     )?;
@@ -433,7 +431,10 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     let mdb = site.dir.path().join("minidlna");
     std::fs::create_dir_all(&media)?;
     std::fs::create_dir_all(&mdb)?;
-    let files = [("tone-a.wav", wav(12_000, 1)), ("tone-b.wav", wav(30_000, 2))];
+    let files = [
+        ("tone-a.wav", wav(12_000, 1)),
+        ("tone-b.wav", wav(30_000, 2)),
+    ];
     for (name, bytes) in &files {
         std::fs::write(media.join(name), bytes)?;
     }
@@ -460,7 +461,7 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     site.procs.0.push(server);
     let server_index = site.procs.0.len() - 1;
 
-    wait_for(Duration::from_secs(60), "the PN to form", || {
+    wait_for(Duration::from_secs(90), "the PN to form", || {
         let sa = status(&site.a, &da)?;
         let sb = status(&site.b, &db)?;
         (sa["pn_id"].is_string()
@@ -474,13 +475,16 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
 
     // Registration, functions, publication at the gateway.
     let device = wait_for(
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         "the gateway to register the DLNA server and publish its files",
         || {
             let list = cli_json(&site.a, &da, &["proxy", "devices"]).ok()?;
             list.as_array()?
                 .iter()
-                .find(|d| d["name"] == "CPNS Test DLNA" && d["services"].as_array()?.len() == 2)
+                .find(|d| {
+                    d["name"] == "CPNS Test DLNA"
+                        && d["services"].as_array().is_some_and(|s| s.len() == 2)
+                })
                 .cloned()
         },
     )
@@ -517,8 +521,16 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         .with_context(|| logs(site.dir.path()))?;
     let path = fetched["path"].as_str().context("fetched path")?;
     let got = std::fs::read(path)?;
-    ensure!(got.len() == want.1.len(), "size {} != {}", got.len(), want.1.len());
-    ensure!(got == want.1, "the fetched file is byte-identical to the server's");
+    ensure!(
+        got.len() == want.1.len(),
+        "size {} != {}",
+        got.len(),
+        want.1.len()
+    );
+    ensure!(
+        got == want.1,
+        "the fetched file is byte-identical to the server's"
+    );
     eprintln!("fetched {} bytes after {:?}", got.len(), t0.elapsed());
 
     // The server stops: the device leaves the proxy and its services are withdrawn.
@@ -546,7 +558,10 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         .filter_map(|e| e["step"].as_u64())
         .collect();
     for step in 1..=4 {
-        ensure!(steps.contains(&step), "step {step} of 5.6.10 traced: {steps:?}");
+        ensure!(
+            steps.contains(&step),
+            "step {step} of 5.6.10 traced: {steps:?}"
+        );
     }
     eprintln!("device withdrawn after {:?}", t0.elapsed());
     drop(site.procs);

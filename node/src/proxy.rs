@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpns_api::{ProxiedDeviceView, ProxiedItemView};
-use cpns_directory::{ServiceDraft, Source};
+use cpns_directory::ServiceDraft;
 use futures::StreamExt;
 use rupnp::ssdp::{SearchTarget, URN};
 use sha2::Digest;
@@ -57,6 +57,9 @@ const MAX_DEVICES: usize = 64;
 const MAX_CONTAINERS: usize = 128;
 /// Entries asked for per `Browse`.
 const PAGE: u32 = 100;
+/// A MediaServer's listing is read again every this many rounds (and every round while it
+/// offers nothing: a server that has just started may still be scanning its files).
+const REBROWSE_ROUNDS: u32 = 10;
 
 const CONTENT_DIRECTORY: URN = URN::service("schemas-upnp-org", "ContentDirectory", 1);
 
@@ -99,6 +102,8 @@ struct Tracked {
     misses: u32,
     /// The ContentDirectory was listed and every item tried.
     browsed: bool,
+    /// Rounds since the listing was last read.
+    since_browse: u32,
     /// Items published: ObjectID → view.
     items: BTreeMap<String, ProxiedItemView>,
 }
@@ -205,6 +210,7 @@ impl Round<'_> {
                     device,
                     misses: 0,
                     browsed: false,
+                    since_browse: 0,
                     items: BTreeMap::new(),
                 },
             );
@@ -223,23 +229,43 @@ impl Round<'_> {
             }
         }
         for t in tracked.values_mut() {
-            if !t.browsed && t.device.find_service(&CONTENT_DIRECTORY).is_some() {
+            t.since_browse += 1;
+            let due = !t.browsed || t.items.is_empty() || t.since_browse >= REBROWSE_ROUNDS;
+            if due && t.device.find_service(&CONTENT_DIRECTORY).is_some() {
+                t.since_browse = 0;
                 self.publish_items(t).await;
             }
         }
     }
 
-    /// Lists a MediaServer's items and publishes those not yet published; marks the device
-    /// browsed once every item was tried (a failed publication, e.g. before the PN exists,
-    /// is tried again next round).
+    /// Lists a MediaServer's items, publishes those not yet published and withdraws those no
+    /// longer listed; marks the device browsed once every item was tried (a failed
+    /// publication, e.g. before the PN exists, is tried again next round).
     async fn publish_items(&self, t: &mut Tracked) {
         let items = match list_items(&t.device, self.ctx.config.proxy.max_items).await {
             Ok(items) => items,
             Err(e) => {
-                debug!(id = %t.view.id, "Browse failed: {e}");
+                warn!(id = %t.view.id, "Non-CPNS proxy: Browse failed: {e}");
                 return;
             }
         };
+        let listed: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let vanished: Vec<String> = t
+            .items
+            .keys()
+            .filter(|k| !listed.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for key in vanished {
+            if let Some(item) = t.items.remove(&key) {
+                if let Err(e) = self.handle.unpublish(&item.service_id).await {
+                    debug!(service = %item.service_id, "not unpublished: {e}");
+                }
+                let path = self.cache.join(&t.view.id).join(hex_id(&key));
+                let _ = tokio::fs::remove_file(path).await;
+            }
+        }
+        debug!(id = %t.view.id, listed = listed.len(), "ContentDirectory listed");
         let max_bytes = self.ctx.config.proxy.max_item_bytes;
         let mut skipped = 0u32;
         let mut complete = true;
@@ -255,7 +281,7 @@ impl Round<'_> {
             let bytes = match self.download(&t.device, &item, &path, max_bytes).await {
                 Ok(n) => n,
                 Err(e) => {
-                    debug!(id = %t.view.id, item = %item.id, "not fetched: {e}");
+                    warn!(id = %t.view.id, item = %item.id, "Non-CPNS proxy: item not fetched: {e}");
                     skipped += 1;
                     continue;
                 }
@@ -283,7 +309,7 @@ impl Round<'_> {
                     );
                 }
                 Err(e) => {
-                    debug!(id = %t.view.id, "publication failed, tried again later: {e}");
+                    info!(id = %t.view.id, "Non-CPNS proxy: publication failed, tried again next round: {e}");
                     complete = false;
                     break;
                 }
@@ -458,11 +484,10 @@ fn draft_for(
         &hex_id(&format!("{}\n{}", device.udn, item.id))[..16]
     ));
     draft.offers = format!("{} from {}", item.mime, device.name);
-    draft.source = Some(Source::External {
-        name: device.name.clone(),
-        url: None,
-    });
+    // The source stays this gateway (`None`): it is the entity that delivers the content (an
+    // `External` source tells consumers to go to the provider themselves).
     let meta = [
+        ("proxy.device_name", device.name.clone()),
         ("proxy.device", device.id.clone()),
         ("proxy.udn", device.udn.clone()),
         ("upnp.class", item.class.clone()),
@@ -476,7 +501,8 @@ fn draft_for(
     draft
 }
 
-/// Every item of a MediaServer, breadth first from the root container, at most `max`.
+/// Every item of a MediaServer, breadth first from the root container, once per resource
+/// URL, at most `max`.
 async fn list_items(device: &rupnp::Device, max: usize) -> Result<Vec<didl::Item>, String> {
     let service = device
         .find_service(&CONTENT_DIRECTORY)
@@ -492,13 +518,11 @@ async fn list_items(device: &rupnp::Device, max: usize) -> Result<Vec<didl::Item
         let mut start = 0u32;
         loop {
             let args = didl::browse_args(&container, start, PAGE);
-            let answer = tokio::time::timeout(
-                ACTION_WAIT,
-                service.action(device.url(), "Browse", &args),
-            )
-            .await
-            .map_err(|_| "Browse timed out".to_string())?
-            .map_err(|e| format!("Browse: {e}"))?;
+            let answer =
+                tokio::time::timeout(ACTION_WAIT, service.action(device.url(), "Browse", &args))
+                    .await
+                    .map_err(|_| "Browse timed out".to_string())?
+                    .map_err(|e| format!("Browse: {e}"))?;
             let listing = didl::parse(answer.get("Result").map_or("", String::as_str))?;
             let returned: u32 = answer
                 .get("NumberReturned")
@@ -510,6 +534,10 @@ async fn list_items(device: &rupnp::Device, max: usize) -> Result<Vec<didl::Item
                 .unwrap_or(0);
             queue.extend(listing.containers);
             for item in listing.items {
+                // One file appears under several containers (by folder, artist, album...).
+                if items.iter().any(|i: &didl::Item| i.url == item.url) {
+                    continue;
+                }
                 if items.len() >= max {
                     return Ok(items);
                 }
