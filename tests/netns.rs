@@ -7,6 +7,9 @@
 //!   (5.6.5: "pairing is triggered by mDNS on the LAN"), with `cpns-auth` on the LAN too.
 //! * A partition between a PNE and its gateway: the gateway marks the PNE Offline after the
 //!   configured silence; when the link is back, the PNE is Online again.
+//! * The gateway's Non-CPNS proxy (5.6.10) finds a real DLNA server (Debian's minidlna) by
+//!   SSDP, publishes its files to the PN, a PNE fetches one through the gateway, and the device
+//!   leaves when the server stops. SSDP stays inside the pair too.
 
 #![allow(unreachable_pub)] // shared test helpers are `pub` for the other test binary
 

@@ -328,14 +328,7 @@ impl Round<'_> {
         max: u64,
     ) -> Result<u64, String> {
         use tokio::io::AsyncWriteExt;
-        let url = reqwest::Url::parse(&item.url).map_err(|e| format!("{}: {e}", item.url))?;
-        let device_host = device.url().host().unwrap_or_default();
-        if url.scheme() != "http" || url.host_str() != Some(device_host) {
-            return Err(format!(
-                "{} is not on the device that described it ({device_host})",
-                item.url
-            ));
-        }
+        let url = fetchable(device.url(), &item.url)?;
         let mut resp = self
             .http
             .get(url)
@@ -552,6 +545,20 @@ async fn list_items(device: &rupnp::Device, max: usize) -> Result<Vec<didl::Item
     Ok(items)
 }
 
+/// The item's URL, if it is `http` on the host that served the device's description: a
+/// device's word does not make the gateway fetch other addresses (its own loopback API, other
+/// hosts).
+fn fetchable(description: &rupnp::http::Uri, item_url: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(item_url).map_err(|e| format!("{item_url}: {e}"))?;
+    let host = description.host().unwrap_or_default();
+    if url.scheme() != "http" || host.is_empty() || url.host_str() != Some(host) {
+        return Err(format!(
+            "{item_url} is not on the device that described it ({host})"
+        ));
+    }
+    Ok(url)
+}
+
 fn hex_id(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
@@ -559,6 +566,26 @@ fn hex_id(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_urls_on_the_describing_device_are_fetched() {
+        let desc: rupnp::http::Uri = "http://10.231.78.2:8200/rootDesc.xml".parse().expect("uri");
+        assert!(fetchable(&desc, "http://10.231.78.2:8200/MediaItems/1.wav").is_ok());
+        for bad in [
+            "http://127.0.0.1:8080/v1/status",
+            "http://10.231.78.3:8200/MediaItems/1.wav",
+            "https://10.231.78.2/x",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(fetchable(&desc, bad).is_err(), "{bad} is refused");
+        }
+    }
+
+    #[test]
+    fn the_proxy_is_off_by_default() {
+        assert!(!crate::config::Config::default().proxy.enabled);
+    }
 
     #[test]
     fn functions_follow_the_upnp_services() {
