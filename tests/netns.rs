@@ -7,6 +7,9 @@
 //!   (5.6.5: "pairing is triggered by mDNS on the LAN"), with `cpns-auth` on the LAN too.
 //! * A partition between a PNE and its gateway: the gateway marks the PNE Offline after the
 //!   configured silence; when the link is back, the PNE is Online again.
+//! * The gateway's Non-CPNS proxy (5.6.10) finds a real DLNA server (Debian's minidlna) by
+//!   SSDP, publishes its files to the PN, a PNE fetches one through the gateway, and the device
+//!   leaves when the server stops. SSDP stays inside the pair too.
 
 #![allow(unreachable_pub)] // shared test helpers are `pub` for the other test binary
 
@@ -173,6 +176,11 @@ struct Site {
 /// cpns-auth and node `a` in namespace a, node `b` in namespace b, both enrolled for one user,
 /// mDNS on, auto-pairing on.
 fn site(tag: &str, net: u8) -> Result<Site> {
+    site_with(tag, net, &[], &[])
+}
+
+/// [`site`] with more environment for node `a` and node `b`.
+fn site_with(tag: &str, net: u8, env_a: &[(&str, &str)], env_b: &[(&str, &str)]) -> Result<Site> {
     let t = Instant::now();
     let (lan, a, b) = two_hosts(tag, net)?;
     eprintln!("  namespaces {:?}", t.elapsed());
@@ -205,7 +213,8 @@ fn site(tag: &str, net: u8) -> Result<Site> {
         ("CPNS_STATUS_OFFLINE_AFTER_SECS", "3"),
         ("CPNS_LOG", "info"),
     ];
-    for (ns, host, name) in [(&a, 1, "a"), (&b, 2, "b")] {
+    for (ns, host, name, extra) in [(&a, 1, "a", env_a), (&b, 2, "b", env_b)] {
+        let env: Vec<(&str, &str)> = env.iter().chain(extra).copied().collect();
         let d = dir.path().join(name);
         let listen = format!("/ip4/10.231.{net}.{host}/tcp/0");
         procs.0.push(spawn_in(
@@ -342,6 +351,279 @@ fn lan_discovery_forms_a_pn_and_a_partition_marks_the_pne_offline() -> Result<()
     })
     .with_context(|| logs(site.dir.path()))?;
     eprintln!("PNE back online after {:?}", t0.elapsed());
+    drop(site.procs);
+    Ok(())
+}
+
+/// A WAV file of `frames` 16-bit mono samples, its bytes from a seeded generator (so each
+/// file differs and a fetched copy can be compared byte for byte).
+fn wav(frames: usize, seed: u64) -> Vec<u8> {
+    let data_len = (frames * 2) as u32;
+    let mut out = Vec::with_capacity(44 + frames * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    for _ in 0..frames {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.extend_from_slice(&((x >> 48) as u16).to_le_bytes());
+    }
+    out
+}
+
+fn cli_json(ns: &str, dir: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let mut all = vec!["--data-dir", dir.to_str().context("path")?, "--json"];
+    all.extend_from_slice(args);
+    let out = output_in(ns, &util::bin("cpns"), &all)?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// The Non-CPNS proxy (5.6.10) against a real DLNA server: Debian's minidlna serves two WAV
+/// files on the LAN (namespace b); the gateway (namespace a, proxy on) finds it by SSDP,
+/// registers it as a proxied device with the CPNS functions of a MediaServer, and publishes
+/// its items to the PN; the PNE finds them and fetches one through the gateway, byte for byte;
+/// when the server stops, the device and its services leave.
+#[test]
+fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> Result<()> {
+    if let Some(why) = unavailable() {
+        eprintln!("skipping the Non-CPNS proxy test: {why}");
+        return Ok(());
+    }
+    let Some(minidlna) = ["/usr/sbin/minidlnad", "/usr/bin/minidlnad"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        eprintln!(
+            "skipping the Non-CPNS proxy test: minidlna is not installed (apt-get install minidlna)"
+        );
+        return Ok(());
+    };
+    // Its own prefix: the other tests' tags are bare numbers from their own process ids,
+    // which nextest runs side by side (two neighbouring pids once collided).
+    let tag = format!("p{}", std::process::id() % 10_000);
+    let t0 = Instant::now();
+    let mut site = site_with(
+        &tag,
+        78,
+        &[
+            ("CPNS_MODE", "gateway"),
+            ("CPNS_PROXY_ENABLED", "true"),
+            ("CPNS_PROXY_SEARCH_SECS", "2"),
+            ("CPNS_LOG", "info,cpns_node::proxy=debug"),
+        ],
+        &[("CPNS_MODE", "pne")],
+    )?;
+    // SSDP's multicast goes out on the namespaces' own link only.
+    for (ns, dev) in [(&site.a, format!("va{tag}")), (&site.b, format!("vb{tag}"))] {
+        run(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", &dev])?;
+    }
+    let (da, db) = (site.dir.path().join("a"), site.dir.path().join("b"));
+
+    // The DLNA server on the LAN, in namespace b.
+    let media = site.dir.path().join("media");
+    let mdb = site.dir.path().join("minidlna");
+    std::fs::create_dir_all(&media)?;
+    std::fs::create_dir_all(&mdb)?;
+    let files = [
+        ("tone-a.wav", wav(12_000, 1)),
+        ("tone-b.wav", wav(30_000, 2)),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(media.join(name), bytes)?;
+    }
+    let conf = site.dir.path().join("minidlna.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "media_dir=A,{}\ndb_dir={}\nlog_dir={}\nport=8200\nnetwork_interface=vb{tag}\n\
+             friendly_name=CPNS Test DLNA\ninotify=no\nnotify_interval=10\n",
+            media.display(),
+            mdb.display(),
+            mdb.display()
+        ),
+    )?;
+    let conf_s = conf.to_str().context("path")?.to_string();
+    let pid_s = mdb.join("pid").to_str().context("path")?.to_string();
+    let server = spawn_in(
+        &site.b,
+        &minidlna,
+        &["-f", &conf_s, "-P", &pid_s, "-S", "-R"],
+        &[],
+        &site.dir.path().join("minidlna.log"),
+    )?;
+    site.procs.0.push(server);
+    let server_index = site.procs.0.len() - 1;
+    // A MediaRenderer too, where Debian's gmediarender (with GStreamer's base plugins) is here.
+    let renderer = PathBuf::from("/usr/bin/gmediarender");
+    let with_renderer = renderer.exists()
+        && Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstplayback.so").exists();
+    if with_renderer {
+        let dev = format!("vb{tag}");
+        site.procs.0.push(spawn_in(
+            &site.b,
+            &renderer,
+            &[
+                "-I",
+                &dev,
+                "-f",
+                "CPNS Test Renderer",
+                "-u",
+                "cpns-test-renderer",
+                "-p",
+                "49494",
+                "--gstout-audiosink=fakesink",
+                "--gstout-videosink=fakesink",
+            ],
+            &[],
+            &site.dir.path().join("gmediarender.log"),
+        )?);
+    } else {
+        eprintln!(
+            "no renderer part: gmediarender or GStreamer's playbin is not installed \
+             (apt-get install gmediarender gstreamer1.0-plugins-base)"
+        );
+    }
+
+    wait_for(Duration::from_secs(90), "the PN to form", || {
+        let sa = status(&site.a, &da)?;
+        let sb = status(&site.b, &db)?;
+        (sa["pn_id"].is_string()
+            && sa["pn_id"] == sb["pn_id"]
+            && sa["gateway"] == sa["peer_id"]
+            && sa["members"].as_array()?.len() == 2)
+            .then_some(())
+    })
+    .with_context(|| logs(site.dir.path()))?;
+    eprintln!("PN formed after {:?}", t0.elapsed());
+
+    // Registration, functions, publication at the gateway.
+    let device = wait_for(
+        Duration::from_secs(90),
+        "the gateway to register the DLNA server and publish its files",
+        || {
+            let list = cli_json(&site.a, &da, &["proxy", "devices"]).ok()?;
+            list.as_array()?
+                .iter()
+                .find(|d| {
+                    d["name"] == "CPNS Test DLNA"
+                        && d["services"].as_array().is_some_and(|s| s.len() == 2)
+                })
+                .cloned()
+        },
+    )
+    .with_context(|| logs(site.dir.path()))?;
+    eprintln!("device registered, 2 services, after {:?}", t0.elapsed());
+    let functions = device["functions"].as_array().context("functions")?;
+    ensure!(
+        functions.iter().any(|f| f == "content-delivery"),
+        "a MediaServer delivers content: {device}"
+    );
+    ensure!(
+        device["device_type"]
+            .as_str()
+            .is_some_and(|t| t.contains("MediaServer")),
+        "{device}"
+    );
+    if with_renderer {
+        let r = wait_for(
+            Duration::from_secs(30),
+            "the renderer's registration",
+            || {
+                let list = cli_json(&site.a, &da, &["proxy", "devices"]).ok()?;
+                list.as_array()?
+                    .iter()
+                    .find(|d| d["name"] == "CPNS Test Renderer")
+                    .cloned()
+            },
+        )
+        .with_context(|| logs(site.dir.path()))?;
+        ensure!(
+            r["functions"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "rendering")),
+            "a MediaRenderer renders: {r}"
+        );
+        ensure!(
+            r["services"].as_array().is_some_and(Vec::is_empty),
+            "a renderer publishes nothing: {r}"
+        );
+        eprintln!("renderer registered after {:?}", t0.elapsed());
+    }
+    let id = device["id"].as_str().context("id")?;
+    let shown = cli_json(&site.a, &da, &["proxy", "show", id])?;
+    ensure!(shown["udn"] == device["udn"], "show {id}: {shown}");
+
+    // Another PN member finds the items and fetches one through the gateway.
+    let want = &files[1];
+    let found = wait_for(Duration::from_secs(30), "the PNE to find the item", || {
+        let v = cli_json(&site.b, &db, &["services", "find", "dlna", "proxied"]).ok()?;
+        v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["description"]["name"] == "tone-b")
+            .cloned()
+    })
+    .with_context(|| logs(site.dir.path()))?;
+    let service_id = found["description"]["id"].as_str().context("service id")?;
+    let fetched = cli_json(&site.b, &db, &["content", "fetch", service_id])
+        .with_context(|| logs(site.dir.path()))?;
+    let path = fetched["path"].as_str().context("fetched path")?;
+    let got = std::fs::read(path)?;
+    ensure!(
+        got.len() == want.1.len(),
+        "size {} != {}",
+        got.len(),
+        want.1.len()
+    );
+    ensure!(
+        got == want.1,
+        "the fetched file is byte-identical to the server's"
+    );
+    eprintln!("fetched {} bytes after {:?}", got.len(), t0.elapsed());
+
+    // The server stops: the device leaves the proxy and its services are withdrawn.
+    let mut server = site.procs.0.remove(server_index);
+    let _ = server.kill();
+    let _ = server.wait();
+    wait_for(Duration::from_secs(40), "the device to leave", || {
+        let list = cli_json(&site.a, &da, &["proxy", "devices"]).ok()?;
+        (!list.as_array()?.iter().any(|d| d["udn"] == device["udn"])).then_some(())
+    })
+    .with_context(|| logs(site.dir.path()))?;
+    let own = cli_json(&site.a, &da, &["services", "list"])?;
+    ensure!(
+        own.as_array()
+            .context("list")?
+            .iter()
+            .all(|s| s["name"] != "tone-a" && s["name"] != "tone-b"),
+        "the proxied services are unpublished: {own}"
+    );
+    let trace = cli_json(&site.a, &da, &["trace", "--flow", "5.6.10"])?;
+    let steps: Vec<u64> = trace
+        .as_array()
+        .context("trace")?
+        .iter()
+        .filter_map(|e| e["step"].as_u64())
+        .collect();
+    for step in 1..=4 {
+        ensure!(
+            steps.contains(&step),
+            "step {step} of 5.6.10 traced: {steps:?}"
+        );
+    }
+    eprintln!("device withdrawn after {:?}", t0.elapsed());
     drop(site.procs);
     Ok(())
 }

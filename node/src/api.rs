@@ -6,6 +6,7 @@
 mod groups;
 mod node;
 mod pn;
+mod proxy;
 mod services;
 mod status;
 mod web;
@@ -167,6 +168,7 @@ pub(crate) async fn serve(
         .merge(status::routes())
         .merge(services::routes())
         .merge(groups::routes())
+        .merge(proxy::routes())
         .merge(web::routes())
         .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)

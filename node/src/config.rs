@@ -124,6 +124,33 @@ pub struct UsageConfig {
     pub never_report: Vec<String>,
 }
 
+/// The gateway's Non-CPNS proxy for UPnP/DLNA devices on its LAN (5.6.10; docs/PROXY.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Search the LAN for UPnP devices by SSDP (multicast) and speak for them in the PN.
+    /// Default: false (SSDP leaves the machine: the owner turns it on).
+    pub enabled: bool,
+    /// Seconds between two SSDP searches; a device missing from two in a row leaves the PN.
+    /// Default: 30.
+    pub search_secs: u64,
+    /// Most items of one MediaServer published. Default: 64.
+    pub max_items: usize,
+    /// Largest item fetched from a device, in bytes. Default: 64 MiB.
+    pub max_item_bytes: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            search_secs: 30,
+            max_items: 64,
+            max_item_bytes: 64 << 20,
+        }
+    }
+}
+
 /// The node's configuration file, with every key documented in `node/deploy/cpns-node.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -170,6 +197,8 @@ pub struct Config {
     pub capabilities: CapabilitiesConfig,
     /// Usage reporting preferences.
     pub usage: UsageConfig,
+    /// The Non-CPNS proxy (gateway).
+    pub proxy: ProxyConfig,
 }
 
 impl Default for Config {
@@ -192,6 +221,7 @@ impl Default for Config {
             status: StatusConfig::default(),
             capabilities: CapabilitiesConfig::default(),
             usage: UsageConfig::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -320,6 +350,12 @@ impl Config {
                 "status.gateway_failover_after_secs",
                 "must be 0 (never) or longer than status.heartbeat_secs",
             ));
+        }
+        if !(1..=3600).contains(&self.proxy.search_secs) {
+            return Err(invalid("proxy.search_secs", "must be between 1 and 3600"));
+        }
+        if self.proxy.max_items > 4096 {
+            return Err(invalid("proxy.max_items", "must be at most 4096"));
         }
         if self.status.battery_threshold > 100 {
             return Err(invalid("status.battery_threshold", "must be a percentage"));

@@ -35,6 +35,7 @@ pub struct Handle {
     usage: Usage,
     groups: Groups,
     renewal: Renewal,
+    proxy: crate::proxy::Proxy,
 }
 
 /// The node's parts a [`Handle`] is made of.
@@ -47,6 +48,7 @@ pub(crate) struct Parts {
     pub(crate) usage: Usage,
     pub(crate) groups: Groups,
     pub(crate) renewal: Renewal,
+    pub(crate) proxy: crate::proxy::Proxy,
 }
 
 impl Handle {
@@ -60,6 +62,7 @@ impl Handle {
             usage: p.usage,
             groups: p.groups,
             renewal: p.renewal,
+            proxy: p.proxy,
         }
     }
 
@@ -799,5 +802,15 @@ impl Handle {
     /// Tells the gateway this node goes Offline (before shutdown).
     pub(crate) async fn announce_offline(&self) {
         status::announce_offline(&self.ctx, &self.pn).await;
+    }
+
+    /// The UPnP/DLNA devices this gateway's proxy speaks for (`cpns proxy devices`, 5.6.10).
+    pub fn proxy_devices(&self) -> Vec<cpns_api::ProxiedDeviceView> {
+        self.proxy.devices()
+    }
+
+    /// One proxied device by id or UDN (`cpns proxy show ID`).
+    pub fn proxy_device(&self, id: &str) -> Result<cpns_api::ProxiedDeviceView, OpError> {
+        self.proxy.device(id)
     }
 }

@@ -39,6 +39,7 @@ mod lan;
 mod metrics;
 mod node;
 mod pn;
+mod proxy;
 mod renewal;
 mod router;
 mod services;

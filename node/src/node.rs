@@ -145,6 +145,7 @@ impl Node {
         let groups = Groups::new(ctx.clone(), auth.clone());
         let renewal = Renewal::new(ctx.clone(), auth.clone(), pn.clone(), services.clone());
         let (lan, lan_events) = Lan::new();
+        let (proxy, proxied) = crate::proxy::Proxy::new();
         let router = Router {
             ctx: ctx.clone(),
             pn: pn.clone(),
@@ -162,6 +163,7 @@ impl Node {
             usage: usage.clone(),
             groups,
             renewal: renewal.clone(),
+            proxy,
         });
 
         let (api_addr, api_task) = api::serve(&ctx, handle.clone()).await?;
@@ -172,6 +174,7 @@ impl Node {
         tasks.spawn(usage.run());
         tasks.spawn(renewal.run());
         tasks.spawn(crate::lan::run(ctx.clone(), pn, lan_events));
+        tasks.spawn(crate::proxy::run(ctx.clone(), handle.clone(), proxied));
 
         info!(
             peer = %ctx.peer_id,

@@ -19,6 +19,9 @@ pub mod flow {
     /// role (then B.1 8-17), 3 the new gateway tells a member, 4 the member re-joins (then
     /// B.1 18-26).
     pub const GW_SWITCH: &str = "5.6.9";
+    /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
+    /// identified, 3 one of its items published, 4 the device de-registered.
+    pub const PROXY: &str = "5.6.10";
 }
 
 /// One traced protocol event.

@@ -23,6 +23,7 @@ mod file;
 mod groups;
 mod node;
 mod pn;
+mod proxy;
 mod services;
 mod status;
 mod web;
@@ -43,6 +44,7 @@ pub use pn::{
     MemberDetailView, ModeBody, ModeView, Opened, PairBody, PairOutcome, PairingCodeView,
     PnAdminsView, PnInventoryView, Released, SealBody, SealedView, UnableView, UpBody,
 };
+pub use proxy::{ProxiedDeviceView, ProxiedItemView};
 pub use services::{
     DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FoundView, InboxEntry,
     PublishBody, QueuedReport, Requirements, SendBody, Sent, ServiceView, SourceView, Unpublished,

@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         action: super::groups::GroupsAction,
     },
+    /// The gateway's Non-CPNS proxy: the UPnP/DLNA devices it speaks for (5.6.10).
+    Proxy {
+        #[command(subcommand)]
+        action: super::proxy::ProxyAction,
+    },
     /// Usage reporting: preferences, queued reports.
     Usage {
         #[command(subcommand)]
@@ -210,6 +215,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Content { action } => super::services::content(&api, cli.json, action).await,
         Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
         Command::Groups { action } => super::groups::run(&api, cli.json, action).await,
+        Command::Proxy { action } => super::proxy::run(&api, cli.json, action).await,
         Command::Caps { action } => super::caps::run(&api, cli.json, action).await,
         Command::Web { open } => web(&api, cli.json, *open).await,
         Command::Status { action: None } => {

@@ -14,6 +14,7 @@ mod output;
 mod pn;
 mod pn_admin;
 mod progress;
+mod proxy;
 mod services;
 mod status;
 mod table;
