@@ -279,6 +279,64 @@ fn two_nodes_enrol_and_pair_through_the_cli() -> Result<()> {
     Ok(())
 }
 
+/// Consent across users from the CLI: pairing with another user's gateway leaves an
+/// invitation (`cpns pn invitations`); `cpns pn accept ID` joins once an admin invited the
+/// user (`cpns pn invite --user`); `cpns pn decline ID` drops one.
+#[test]
+fn another_users_invitation_is_listed_and_accepted_through_the_cli() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let mut daemons = Daemons::default();
+    let auth = start_auth_with_alice(&mut daemons, root)?;
+    run_json(auth_cli(&auth, &["users", "create", "bob", "--json"]))?;
+    let code = |user: &str| -> Result<String> {
+        let v = run_json(auth_cli(
+            &auth,
+            &["enrol", "create", "--user", user, "--json"],
+        ))?;
+        v["code"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no code in enrol create --json")
+    };
+    let n0 = start_node(&mut daemons, root, "n0", &["--mode", "gateway"])?;
+    let s0 = node_status(&mut daemons, &n0)?;
+    let addr0 = format!(
+        "{}/p2p/{}",
+        s0["listen_addrs"][0].as_str().context("listen_addrs")?,
+        s0["peer_id"].as_str().context("peer_id")?
+    );
+    let pn = run_json(cpns(&n0, &["up", "--code", &code("alice")?]))?["pn_id"]
+        .as_str()
+        .context("the gateway's PN")?
+        .to_owned();
+    run_json(cpns(&n0, &["pn", "invite", "--user", "bob"]))?;
+    let n1 = start_node(&mut daemons, root, "n1", &[])?;
+    node_status(&mut daemons, &n1)?;
+    run_json(cpns(&n1, &["up", "--code", &code("bob")?]))?;
+
+    let paired = run_json(cpns(&n1, &["pair", &addr0]))?;
+    assert_eq!(paired["result"], "invitation", "{paired}");
+    let listed = run_json(cpns(&n1, &["pn", "invitations"]))?;
+    let id = listed[0]["id"]
+        .as_str()
+        .context("an invitation")?
+        .to_owned();
+    assert_eq!(listed[0]["user"], "alice");
+    assert!(run_json(cpns(&n1, &["status"]))?["pn_id"].is_null());
+    let joined = run_json(cpns(&n1, &["pn", "accept", &id]))?;
+    assert_eq!(joined["pn_id"], pn.as_str());
+    assert_eq!(run_json(cpns(&n1, &["status"]))?["pn_id"], pn.as_str());
+    assert_eq!(
+        run_json(cpns(&n1, &["pn", "invitations"]))?,
+        serde_json::json!([])
+    );
+    // An unknown invitation is a clear error with the failure exit code.
+    let out = run(cpns(&n1, &["pn", "decline", "inv-000000000000"]), WAIT)?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    Ok(())
+}
+
 /// Kills, on drop, whatever a `mesh.json` still names (a failing mesh test must not leave
 /// daemons behind). A PID is killed only if its command line mentions the mesh dir, so a
 /// recycled PID is never touched.
@@ -714,5 +772,134 @@ fn two_nodes_one_command_each_form_a_pn_and_find_a_service() -> Result<()> {
         text.contains("B.1 26. ConnectionSetupConfirmation"),
         "{text}"
     );
+    Ok(())
+}
+
+/// A closed pipe (`cpns status --json | head -c0`) ends `cpns` quietly with exit code 0, not
+/// with the panic of `println!` ("failed printing to stdout: Broken pipe", exit 101).
+#[tokio::test]
+async fn a_closed_pipe_is_not_a_panic() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = cpns_node::Node::start(crate::node::test_config(tmp.path())).await?;
+    for args in [
+        &["--json", "status"][..],
+        &["status"],
+        &["completions", "bash"],
+    ] {
+        let mut cmd = command("cpns");
+        cmd.arg("--data-dir")
+            .arg(tmp.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        // The reader goes away before cpns writes anything.
+        drop(child.stdout.take());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "cpns {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "cpns {args:?}: {err}");
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Completions and the man page come from the clap definitions: they know every command.
+#[test]
+fn completions_and_man_page_are_generated() -> Result<()> {
+    for (args, needle) in [
+        (&["completions", "bash"][..], "complete -F _cpns"),
+        (&["completions", "zsh"], "#compdef cpns"),
+        (&["completions", "fish"], "complete -c cpns"),
+        (&["man"], ".TH cpns 1"),
+    ] {
+        let mut cmd = command("cpns");
+        cmd.args(args);
+        let out = run(cmd, WAIT)?;
+        ensure!(out.status.success(), "cpns {args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(text.contains(needle), "cpns {args:?} lacks {needle:?}");
+        for command in ["services", "mesh", "web"] {
+            ensure!(text.contains(command), "cpns {args:?} lacks {command}");
+        }
+    }
+    Ok(())
+}
+
+/// `cpns` and `cpns-auth` fail the same way: `PROGRAM: MESSAGE (CODE)` on stderr, exit 1 for
+/// a failed operation, 2 for a malformed request, 3 when the daemon does not answer.
+#[test]
+fn cpns_and_cpns_auth_share_the_error_format_and_exit_codes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let check = |program: &str, args: &[&str], exit: i32, code: &str| -> Result<()> {
+        let mut cmd = command(program);
+        cmd.arg("--data-dir").arg(tmp.path()).args(args);
+        let out = run(cmd, WAIT)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().last().unwrap_or("");
+        ensure!(
+            out.status.code() == Some(exit)
+                && line.starts_with(&format!("{program}: "))
+                && line.ends_with(&format!("({code})")),
+            "{program} {args:?}: exit {:?}, stderr {err:?}; want exit {exit} and ({code})",
+            out.status.code()
+        );
+        Ok(())
+    };
+    check("cpns", &["status"], 3, "not_running")?;
+    check("cpns-auth", &["pns", "list"], 1, "failed")?;
+    // Through a running server's admin endpoint.
+    let mut daemons = Daemons::default();
+    let auth = start_auth_with_alice(&mut daemons, tmp.path())?;
+    let check_running = |args: &[&str], exit: i32, code: &str| -> Result<()> {
+        let mut cmd = auth_cli(&auth, args);
+        cmd.stdout(Stdio::null());
+        let out = run(cmd, WAIT)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(exit) && err.trim_end().ends_with(&format!("({code})")),
+            "cpns-auth {args:?} (server running): exit {:?}, {err:?}",
+            out.status.code()
+        );
+        Ok(())
+    };
+    check_running(&["users", "create", "bad name!"], 2, "bad_request")?;
+    check_running(&["pns", "show", "pn-0000000000000000"], 1, "not_found")?;
+    Ok(())
+}
+
+/// `cpns` links the API's types and no daemon crate: no libp2p, no sled, no cpns-node
+/// (issue 16: the CLI depends only on the API's request and response types).
+#[test]
+fn the_cli_links_neither_libp2p_nor_sled() -> Result<()> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "cpns-cli",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()?;
+    ensure!(out.status.success(), "cargo tree: {out:?}");
+    let tree = String::from_utf8(out.stdout)?;
+    ensure!(tree.contains("cpns-api"), "{tree}");
+    for banned in [
+        "libp2p",
+        "sled",
+        "cpns-node",
+        "cpns-overlay",
+        "cpns-directory",
+        "cpns-keys",
+    ] {
+        ensure!(
+            !tree.lines().any(|l| l.starts_with(&format!("{banned} "))),
+            "cpns-cli depends on {banned}:\n{tree}"
+        );
+    }
     Ok(())
 }

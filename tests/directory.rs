@@ -833,6 +833,8 @@ async fn revocation_lists_and_pn_summaries_travel_through_the_dht() {
         members: vec![],
         services: vec!["svc-1".into()],
         updated: 1,
+        details: vec![],
+        admins: vec![],
     };
     n[1].directory.publish_pn_summary(&summary).await.unwrap();
     let got = n[5]

@@ -171,7 +171,8 @@ async fn third_node_joins_and_three_members_share_one_epoch() -> Result<()> {
     Ok(())
 }
 
-/// A node of another user is refused at step 20 until a PN admin invites that user.
+/// A node of another user joins only once its owner accepted the invitation the pairing
+/// left, and is then refused at step 20 until a PN admin invites that user.
 #[tokio::test]
 async fn another_users_node_is_refused_at_step_20_until_invited() -> Result<()> {
     init_tracing();
@@ -185,19 +186,35 @@ async fn another_users_node_is_refused_at_step_20_until_invited() -> Result<()> 
         .context("the gateway's PN")?;
     let bob = lab.node("bob", "bob-phone").await?;
 
-    bob.handle().pair(gw.dial_addr().await?).await?;
-    // The join runs in the background: wait for the refusal in the gateway's trace.
-    let refused = wait_trace(&gw, |e| e.step == 20 && e.detail.starts_with("refused")).await;
-    ensure!(refused, "no refusal at step 20: {:#?}", gw.handle().trace());
-    assert!(bob.handle().status().await?.pn_id.is_none());
+    // Pairing alone does not join another user's PN: it leaves an invitation.
+    let outcome = bob.handle().pair(gw.dial_addr().await?).await?;
+    ensure!(outcome.result == "invitation", "{outcome:?}");
+    let id = outcome.invitation.context("no invitation id")?;
+    ensure!(
+        bob.handle()
+            .pn_invitations()
+            .iter()
+            .any(|i| i.id == id && i.user == "alice"),
+        "{:?}",
+        bob.handle().pn_invitations()
+    );
+    // Accepted, the join runs, and cpns-auth refuses it at step 20: bob is not invited.
+    let refused = bob.handle().pn_accept(&id).await;
+    ensure!(refused.is_err(), "{refused:?}");
+    let step20 = wait_trace(&gw, |e| e.step == 20 && e.detail.starts_with("refused")).await;
+    ensure!(step20, "no refusal at step 20: {:#?}", gw.handle().trace());
+    ensure!(bob.handle().status().await?.pn_id.is_none());
 
     gw.handle().pn_invite(Invitee::User("bob".into())).await?;
-    bob.handle().pair(gw.dial_addr().await?).await?;
+    let outcome = bob.handle().pair(gw.dial_addr().await?).await?;
+    let id = outcome.invitation.context("no invitation id")?;
+    let pn = bob.handle().pn_accept(&id).await?;
     let s = bob.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
     ensure!(
-        s.pn_id.is_some(),
-        "bob's device admitted after the invitation"
+        s.pn_id.as_deref() == Some(pn.as_str()),
+        "bob's device admitted after the invitation: {s:?}"
     );
+    ensure!(bob.handle().pn_invitations().is_empty());
     lab.shutdown(vec![gw, bob]).await;
     Ok(())
 }
@@ -425,5 +442,100 @@ async fn battery_below_threshold_triggers_a_notification() -> Result<()> {
         "no notification above the threshold"
     );
     lab.shutdown(vec![gw, watcher, phone]).await;
+    Ok(())
+}
+
+/// Waits (bounded) until `check` holds on `node`'s view of its PN Inventory.
+async fn wait_inventory(
+    node: &crate::util::LabNode,
+    check: impl Fn(&cpns_overlay::PnInventorySummary) -> bool,
+) -> Result<cpns_overlay::PnInventorySummary> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let inv = node.handle().pn_inventory(None).await?;
+        if check(&inv) {
+            return Ok(inv);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the inventory never got there: {inv:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One PN Inventory (5.6.9): per member the mode, serial, user, device, addresses, current
+/// capabilities (refreshed on every capabilities update, 5.6.1), status and the services it
+/// offers — the gateway's, which every member reads, kept durably across a restart.
+#[tokio::test]
+async fn the_inventory_holds_capabilities_status_and_services() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    lab.user("alice").await?;
+    let (gw, members) = lab.pn("alice", "router", &["laptop"]).await?;
+    let laptop = &members[0];
+    let me = laptop.peer_id();
+    let vis = laptop.handle().default_visibility();
+    let svc = laptop
+        .handle()
+        .publish(
+            cpns_directory::ServiceDraft::new("Laptop printer", ["printer"], vis),
+            None,
+        )
+        .await?;
+    laptop
+        .handle()
+        .set_capabilities(cpns_node::config::CapabilitiesConfig {
+            power: Some("battery".into()),
+            battery_percent: Some(41),
+            ..Default::default()
+        })
+        .await?;
+    let entry = |inv: &cpns_overlay::PnInventorySummary| {
+        inv.details.iter().find(|d| d.peer_id == me).cloned()
+    };
+    let has_all = |inv: &cpns_overlay::PnInventorySummary| {
+        entry(inv).is_some_and(|d| {
+            d.services.contains(&svc.id)
+                && d.capabilities
+                    .as_ref()
+                    .is_some_and(|c| c.dynamic.battery_percent == Some(41))
+        }) && inv.services.contains(&svc.id)
+    };
+    let at_gateway = wait_inventory(&gw, has_all).await?;
+    let m = at_gateway
+        .members
+        .iter()
+        .find(|m| m.peer_id == me)
+        .context("the laptop is listed")?;
+    ensure!(m.user == "alice" && m.device == "laptop" && m.serial > 0 && m.expires > 0);
+    ensure!(!m.listen_addrs.is_empty());
+    // A member reads the same inventory from its gateway.
+    wait_inventory(laptop, has_all).await?;
+    // Busy shows in the inventory.
+    laptop
+        .handle()
+        .set_status(cpns_overlay::Status::Busy {
+            reason: "call".into(),
+        })
+        .await?;
+    wait_inventory(&gw, |inv| {
+        inv.members
+            .iter()
+            .any(|m| m.peer_id == me && matches!(m.status, cpns_overlay::Status::Busy { .. }))
+    })
+    .await?;
+    // Durable: the gateway restarted has the same entry (capabilities, services).
+    let gw = gw.stop().await.start().await?;
+    let after = gw.handle().pn_inventory(None).await?;
+    let d = entry(&after).context("the laptop after the restart")?;
+    ensure!(d.services.contains(&svc.id), "{d:?}");
+    ensure!(
+        d.capabilities
+            .as_ref()
+            .is_some_and(|c| c.dynamic.battery_percent == Some(41)),
+        "{d:?}"
+    );
+    lab.shutdown(members.into_iter().chain([gw]).collect())
+        .await;
     Ok(())
 }

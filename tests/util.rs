@@ -31,6 +31,8 @@ pub fn bin(name: &str) -> std::path::PathBuf {
                 "-p",
                 "cpns-node",
                 "-p",
+                "cpns-cli",
+                "-p",
                 "cpns-auth",
                 "--bins",
             ])
@@ -159,6 +161,19 @@ impl Lab {
 
     fn server(&self) -> &cpns_auth::ServerHandle {
         self.server.as_ref().expect("the lab's server is stopped")
+    }
+
+    /// The server's data dir (for `cpns-auth --data-dir`).
+    pub fn server_data_dir(&self) -> std::path::PathBuf {
+        self.server().data_dir()
+    }
+
+    /// The server's admin endpoint and its bearer token.
+    pub fn admin_endpoint(&self) -> (std::net::SocketAddr, String) {
+        (
+            self.server().admin_addr(),
+            self.server().admin_token().to_string(),
+        )
     }
 
     /// Stops the server (the nodes keep running).

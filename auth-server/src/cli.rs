@@ -60,6 +60,16 @@ enum Command {
     Usage(UsageCmd),
     /// The server's identity, addresses and counts.
     Status(JsonFlag),
+    /// The operator's web page (users, entities, PNs, groups, codes with QR, revocations,
+    /// usage): prints a one-time URL on 127.0.0.1 of the running server's admin endpoint.
+    Web {
+        /// Also open it in the desktop's browser (xdg-open, or $BROWSER).
+        #[arg(long)]
+        open: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +281,18 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A failed admin command as the running server's admin endpoint reported it (its stable
+/// `code`), or a server that holds the database but does not answer (`not_running`).
+/// `main` prints it as `cpns-auth: MESSAGE (CODE)` and picks the exit code from the code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Failure {
+    /// Stable code (`not_found`, `conflict`, `bad_request`, `not_running`, ...).
+    pub(crate) code: String,
+    /// For people.
+    pub(crate) message: String,
+}
+
 /// Where admin commands go.
 enum Backend {
     Remote {
@@ -328,11 +350,15 @@ impl Backend {
                         AdminFile::path(dir).display()
                     ),
                 };
-                bail!(
-                    "the database in {} is locked by another process (a running `cpns-auth serve`?), \
-                     but {detail}",
-                    dir.display()
-                )
+                Err(Failure {
+                    code: "not_running".into(),
+                    message: format!(
+                        "the database in {} is locked by another process (a running \
+                         `cpns-auth serve`?), but {detail}",
+                        dir.display()
+                    ),
+                }
+                .into())
             }
             Err(e) => Err(e).with_context(|| format!("cannot open the data dir {}", dir.display())),
         }
@@ -391,7 +417,7 @@ impl Backend {
                 ))
             });
         match detail {
-            Some((code, message)) => Err(anyhow!("{message} ({code})")),
+            Some((code, message)) => Err(Failure { code, message }.into()),
             None => Err(anyhow!("admin endpoint answered {status}: {text}")),
         }
     }
@@ -487,6 +513,38 @@ async fn admin_command(b: &Backend, command: Command) -> anyhow::Result<()> {
     use reqwest::Method;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by run"),
+        Command::Web { open, json } => {
+            if matches!(b, Backend::Local(_)) {
+                return Err(Failure {
+                    code: "not_running".into(),
+                    message: "the web page is served by a running server: start `cpns-auth serve`"
+                        .into(),
+                }
+                .into());
+            }
+            let link: serde_json::Value = b
+                .call(Method::POST, "/v1/web/link", Some(serde_json::json!({})))
+                .await?;
+            let url = link["url"].as_str().unwrap_or_default().to_string();
+            if json {
+                return print_json(&link);
+            }
+            println!("{url}");
+            eprintln!(
+                "open it within {} s; it works once",
+                link["expires_in_secs"]
+            );
+            if open {
+                let browser = std::env::var_os("BROWSER").unwrap_or_else(|| "xdg-open".into());
+                std::process::Command::new(&browser)
+                    .arg(&url)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", browser.to_string_lossy()))?;
+            }
+        }
         Command::Status(JsonFlag { json }) => {
             let info: ServerInfo = match b {
                 Backend::Local(a) => a.server_info().await?,

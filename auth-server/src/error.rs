@@ -62,7 +62,7 @@ impl AdminError {
         match self {
             AdminError::NotFound(_) => "not_found",
             AdminError::Conflict(_) => "conflict",
-            AdminError::Invalid(_) => "invalid",
+            AdminError::Invalid(_) => "bad_request",
             AdminError::Store(_) => "internal",
         }
     }

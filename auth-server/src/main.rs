@@ -32,17 +32,48 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("cpns-auth: cannot start the runtime: {e} (internal)");
+            return ExitCode::from(EXIT_FAILED);
         }
     };
     match runtime.block_on(cli::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
-            ExitCode::FAILURE
+            let (code, exit) = classify(&e);
+            eprintln!("cpns-auth: {} ({code})", chain(&e));
+            ExitCode::from(exit)
         }
     }
+}
+
+// The exit codes and the error line are those of `cpns` (README "The CLI at a glance"):
+// `PROGRAM: MESSAGE (CODE)` on stderr, and 0 success, 1 the operation failed, 2 usage error
+// (clap's own, and a request the server calls malformed), 3 the server holds its data dir but
+// does not answer.
+const EXIT_OK: u8 = 0;
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_RUNNING: u8 = 3;
+
+/// The stable code of a failure and the exit code it maps to.
+fn classify(e: &anyhow::Error) -> (String, u8) {
+    let code = e
+        .chain()
+        .find_map(|c| {
+            c.downcast_ref::<cli::Failure>()
+                .map(|f| f.code.clone())
+                .or_else(|| {
+                    c.downcast_ref::<cpns_auth::AdminError>()
+                        .map(|a| a.code().to_owned())
+                })
+        })
+        .unwrap_or_else(|| "failed".into());
+    let exit = match code.as_str() {
+        "bad_request" => EXIT_USAGE,
+        "not_running" => EXIT_NOT_RUNNING,
+        _ => EXIT_FAILED,
+    };
+    (code, exit)
 }
 
 /// The error and its causes, skipping a cause whose text the message before already contains

@@ -103,7 +103,8 @@ impl Server {
             peer_id: core.server_peer.to_string(),
         };
         let admin = Admin::new(core.clone(), true);
-        let router = crate::admin::http::router(admin.clone(), admin_file.token.clone());
+        let router =
+            crate::admin::http::router(admin.clone(), admin_file.token.clone(), admin_addr.port());
         let http_cancel = cancel.child_token();
         tasks.spawn(async move {
             let shutdown = http_cancel.cancelled_owned();

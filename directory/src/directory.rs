@@ -206,6 +206,19 @@ impl Directory {
     /// [`PublishError::NotReplicated`] means the service is saved and will be put again by the
     /// next republish (e.g. the node has no peers yet).
     pub async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, PublishError> {
+        match self.publish_saved(draft).await? {
+            (desc, None) => Ok(desc),
+            (_, Some(e)) => Err(PublishError::NotReplicated(e)),
+        }
+    }
+
+    /// [`Directory::publish`] for a caller that can use a saved but unreplicated service: once
+    /// the description is durable and in this node's own record store, it is returned with the
+    /// DHT write error, if any (the directory retries soon). A DHT server serves it from there.
+    pub async fn publish_saved(
+        &self,
+        draft: ServiceDraft,
+    ) -> Result<(ServiceDescription, Option<cpns_overlay::Error>), PublishError> {
         let guard = self.inner.writes.lock().await;
         let now = crate::now();
         let local = self.describe(draft, now)?;
@@ -226,11 +239,13 @@ impl Directory {
         self.schedule_index(published.scope.clone());
         drop(guard);
         self.notify_local(&published.description);
-        self.write_all(writes).await.map_err(|e| {
-            self.inner.retry_soon.notify_one();
-            PublishError::NotReplicated(e)
-        })?;
-        Ok(local.description)
+        match self.write_all(writes).await {
+            Ok(()) => Ok((local.description, None)),
+            Err(e) => {
+                self.inner.retry_soon.notify_one();
+                Ok((local.description, Some(e)))
+            }
+        }
     }
 
     /// Withdraws one of this node's services: removed from sled, a signed tombstone replaces

@@ -183,6 +183,8 @@ pub fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
             members: vec![],
             services: vec![SEED_ID.into()],
             updated: NOW,
+            details: Vec::new(),
+            admins: Vec::new(),
         })),
     );
     if let Ok(list) = RevocationList::sign(&ca(), 2, NOW, [5, 9])

@@ -570,10 +570,15 @@ mod tests {
                     mode: cpns_overlay::NodeMode::Pne,
                     status: cpns_overlay::Status::Online,
                     listen_addrs: vec![],
+                    serial: 1,
+                    expires: NOW + 1000,
+                    candidacy: None,
                 })
                 .collect(),
             services: vec![],
             updated: NOW,
+            details: vec![],
+            admins: vec![],
         }
     }
 

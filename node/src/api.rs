@@ -8,7 +8,9 @@ mod node;
 mod pn;
 mod services;
 mod status;
+mod web;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,43 +20,21 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use subtle_eq::constant_time_eq;
 
 use crate::Handle;
+use crate::context::Context;
 use crate::error::{OpError, StartError};
-use crate::shared::Shared;
-use crate::views::{ErrorBody, ErrorDetail};
+use crate::views::ErrorBody;
 
-/// File in the data dir that tells clients where the API is and its token.
-pub const API_FILE: &str = "api.json";
-
-/// The content of [`API_FILE`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ApiFile {
-    /// `127.0.0.1:PORT`.
-    pub addr: SocketAddr,
-    /// The bearer token.
-    pub token: String,
-    /// The node's PeerId.
-    pub peer_id: String,
-    /// The daemon's process id.
-    pub pid: u32,
-}
-
-impl ApiFile {
-    /// Reads the API file of a data dir.
-    pub fn read(data_dir: &Path) -> std::io::Result<ApiFile> {
-        let text = std::fs::read_to_string(data_dir.join(API_FILE))?;
-        serde_json::from_str(&text)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    }
-}
+pub use cpns_api::{API_FILE, ApiFile};
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) handle: Handle,
     pub(crate) token: Arc<String>,
+    /// The web view: its sessions (a cookie stands for the token), fetches in flight.
+    pub(crate) web: Arc<web::WebState>,
 }
 
 /// An error answer: status code plus the JSON body.
@@ -76,13 +56,7 @@ impl From<OpError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.1,
-                message: self.2,
-            },
-        };
-        (self.0, axum::Json(body)).into_response()
+        (self.0, axum::Json(ErrorBody::new(self.1, self.2))).into_response()
     }
 }
 
@@ -111,13 +85,16 @@ where
     }
 }
 
+/// Every `/v1/…` request needs the bearer token, or the web view's session cookie (which the
+/// token's holder obtained through a one-time link; see `api/web.rs`).
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let ok = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()))
+        || state.web.sessions.authorised(req.method(), req.headers());
     if !ok {
         return ApiError(
             StatusCode::UNAUTHORIZED,
@@ -129,14 +106,9 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     next.run(req).await
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.handle.metrics_text().await,
-    )
+/// `/metrics`: OpenMetrics for a scraper that asks for it, else Prometheus text 0.0.4.
+async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    cpns_web::metrics::response(state.handle.metrics_text().await, &headers)
 }
 
 async fn not_found() -> ApiError {
@@ -150,7 +122,8 @@ async fn not_found() -> ApiError {
 /// Binds the API on 127.0.0.1, writes the API file, and returns the address and the server
 /// task (which stops when the node's token is cancelled).
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    shared: &Context,
+    handle: Handle,
 ) -> Result<
     (
         SocketAddr,
@@ -179,27 +152,75 @@ pub(crate) async fn serve(
     )
     .map_err(|e| StartError::Api(format!("writing {API_FILE}: {e}")))?;
     let state = ApiState {
-        handle: Handle::new(shared.clone()),
+        handle,
         token: Arc::new(token),
+        web: Arc::new(web::WebState::new(
+            addr.port(),
+            &shared.config.data_dir,
+            shared.cancel.clone(),
+        )),
     };
+    let metrics_only = metrics_listener(&shared.config.metrics_listen, state.clone()).await?;
     let app = Router::new()
         .merge(node::routes())
         .merge(pn::routes())
         .merge(status::routes())
         .merge(services::routes())
         .merge(groups::routes())
+        .merge(web::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        // Prometheus scrapes without the token; the API listens on loopback only.
-        .route("/metrics", axum::routing::get(metrics))
+        .merge(cpns_web::assets::routes(
+            state.web.sessions.clone(),
+            cpns_web::Page::Node,
+        ))
+        // Every route: Host must be the loopback address (DNS rebinding), no CORS.
+        .layer(middleware::from_fn(cpns_web::loopback_only))
         .with_state(state);
     let cancel = shared.cancel.clone();
     let task = async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        let api = axum::serve(listener, app)
+            .with_graceful_shutdown({
+                let cancel = cancel.clone();
+                async move { cancel.cancelled().await }
+            })
+            .into_future();
+        match metrics_only {
+            Some((listener, router)) => {
+                let metrics = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                    .into_future();
+                let _ = tokio::join!(api, metrics);
+            }
+            None => {
+                let _ = api.await;
+            }
+        }
     };
     Ok((addr, task))
+}
+
+/// The opt-in listener of `metrics_listen`: `/metrics` only, no token (for a Prometheus
+/// scraper that cannot read the API file, whose token changes at every start).
+async fn metrics_listener(
+    listen: &str,
+    state: ApiState,
+) -> Result<Option<(tokio::net::TcpListener, Router)>, StartError> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| StartError::Api(format!("metrics_listen {listen:?}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Api(format!("bind metrics_listen {addr}: {e}")))?;
+    let router = Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .with_state(state);
+    Ok(Some((listener, router)))
 }
 
 fn write_api_file(dir: &Path, file: &ApiFile) -> std::io::Result<()> {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The mode the owner asks for (`--mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ModeSetting {
     /// Start as a PNE; become the gateway if the election (B.1 step 5) picks this device.
     #[default]
@@ -25,6 +25,16 @@ pub enum ModeSetting {
     Pne,
     /// Always a gateway (and a PNE too: B.2.2's combined entity); a Kademlia server.
     Gateway,
+    /// A gateway only (B.2.2's PN GW without a PNE): it routes the DHT and serves its PN —
+    /// admissions, the PN Inventory, status, keys — but offers and consumes no services.
+    GatewayOnly,
+}
+
+impl ModeSetting {
+    /// Whether this setting makes the node a gateway whatever the election says.
+    pub fn is_gateway(&self) -> bool {
+        matches!(self, Self::Gateway | Self::GatewayOnly)
+    }
 }
 
 impl FromStr for ModeSetting {
@@ -34,8 +44,9 @@ impl FromStr for ModeSetting {
             "auto" => Ok(Self::Auto),
             "pne" => Ok(Self::Pne),
             "gateway" => Ok(Self::Gateway),
+            "gateway-only" => Ok(Self::GatewayOnly),
             other => Err(format!(
-                "unknown mode {other:?} (expected auto, pne or gateway)"
+                "unknown mode {other:?} (expected auto, pne, gateway or gateway-only)"
             )),
         }
     }
@@ -47,6 +58,7 @@ impl std::fmt::Display for ModeSetting {
             Self::Auto => "auto",
             Self::Pne => "pne",
             Self::Gateway => "gateway",
+            Self::GatewayOnly => "gateway-only",
         })
     }
 }
@@ -139,6 +151,10 @@ pub struct Config {
     /// Port of the local HTTP API on 127.0.0.1 (0: any free port; the address is written to
     /// `DATA_DIR/api.json`). Default: 0.
     pub api_port: u16,
+    /// A separate listener that serves only `/metrics`, without a token, for Prometheus
+    /// (`127.0.0.1:9464`); empty: none. The API port's `/metrics` needs the API's token like
+    /// every other path. Default: empty.
+    pub metrics_listen: String,
     /// Kademlia replication factor: how many gateways store each DHT record. Default: 8 (the
     /// DHT is made of a community's gateways; 8 replicas survive the loss of several while
     /// keeping publication fast — docs/BENCHMARKS.md measures 20 against 8).
@@ -169,6 +185,7 @@ impl Default for Config {
             auto_pair: true,
             log: "info".into(),
             api_port: 0,
+            metrics_listen: String::new(),
             dht_replication: 8,
             trace_capacity: 4096,
             credential_renew_percent: 33,
@@ -268,6 +285,14 @@ impl Config {
             .map_err(|e| invalid("gateway_preference", e))?;
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| invalid("log", e.to_string()))?;
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics_listen",
+                "must be an address with a port, like 127.0.0.1:9464",
+            ));
+        }
         if self.dht_replication == 0 || self.dht_replication > 64 {
             return Err(invalid("dht_replication", "must be between 1 and 64"));
         }
@@ -341,7 +366,7 @@ impl Config {
     pub fn gateway_preference(&self) -> GatewayPreference {
         match self.mode {
             ModeSetting::Pne => GatewayPreference::Never,
-            ModeSetting::Gateway => GatewayPreference::Always,
+            ModeSetting::Gateway | ModeSetting::GatewayOnly => GatewayPreference::Always,
             ModeSetting::Auto => self.gateway_preference.parse().unwrap_or_default(),
         }
     }
@@ -454,16 +479,7 @@ fn convert(template: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     })
 }
 
-/// `$XDG_DATA_HOME/cpns`, else `$HOME/.local/share/cpns`, else `./cpns-data`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("cpns");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join(".local/share/cpns");
-    }
-    PathBuf::from("cpns-data")
-}
+pub use cpns_api::default_data_dir;
 
 fn hostname() -> String {
     sysinfo::System::host_name().unwrap_or_else(|| "cpns-device".into())

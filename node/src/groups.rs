@@ -3,17 +3,22 @@
 //! every change, pushed by the server through the gateway otherwise). A Service Group's key
 //! seals its services' descriptions and content (visibility `group:<id>`).
 
-use std::sync::Arc;
-
 use cpns_directory::KeyRing as _;
 use cpns_keys::GroupId;
 use cpns_overlay::{AuthMessage, GroupInfo};
 use libp2p::PeerId;
 use tracing::warn;
 
-use crate::auth_link::{self, install_grant};
+use crate::auth_link::AuthLink;
+use crate::context::Context;
 use crate::error::OpError;
-use crate::shared::Shared;
+
+/// The Service Group side of a node (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Groups {
+    ctx: Context,
+    auth: AuthLink,
+}
 
 fn group_info(answer: AuthMessage) -> Result<GroupInfo, OpError> {
     match answer {
@@ -25,120 +30,135 @@ fn group_info(answer: AuthMessage) -> Result<GroupInfo, OpError> {
     }
 }
 
-/// Pulls this node's current keys (every PN and Service Group it belongs to) and installs the
-/// ones it does not hold yet. Returns how many were new.
-pub(crate) async fn pull_keys(shared: &Arc<Shared>) -> Result<usize, OpError> {
-    let answer = auth_link::request(shared, AuthMessage::KeysPull).await?;
-    let AuthMessage::Keys(grants) = answer else {
-        return Err(OpError::Refused(format!(
-            "unexpected answer {}",
-            answer.name()
-        )));
-    };
-    let mut new = 0;
-    for g in &grants {
-        if shared.keyring.by_epoch(&g.group, g.epoch).is_some() {
-            continue;
-        }
-        match install_grant(shared, g).await {
-            Ok(_) => new += 1,
-            Err(e) => warn!(group = %g.group, "a pulled key did not open: {e}"),
-        }
+impl Groups {
+    /// The Service Group side of a node.
+    pub(crate) fn new(ctx: Context, auth: AuthLink) -> Self {
+        Self { ctx, auth }
     }
-    if new > 0 {
-        shared.after_pn_change();
-    }
-    Ok(new)
-}
 
-/// Creates a Service Group; this node is its first member and admin.
-pub(crate) async fn create(shared: &Arc<Shared>, name: &str) -> Result<GroupInfo, OpError> {
-    let info = group_info(
-        auth_link::request(
-            shared,
-            AuthMessage::GroupCreate {
-                name: name.to_string(),
-            },
+    /// Pulls this node's current keys (every PN and Service Group it belongs to) and installs the
+    /// ones it does not hold yet. Returns how many were new.
+    pub(crate) async fn pull_keys(&self) -> Result<usize, OpError> {
+        let answer = self.auth.request(AuthMessage::KeysPull).await?;
+        let AuthMessage::Keys(grants) = answer else {
+            return Err(OpError::Refused(format!(
+                "unexpected answer {}",
+                answer.name()
+            )));
+        };
+        let enrolment = self.ctx.enrolment()?;
+        let mut new = 0;
+        for g in &grants {
+            if self.ctx.keyring.by_epoch(&g.group, g.epoch).is_some() {
+                continue;
+            }
+            let key = match crate::keyring::open_grant(&enrolment, &self.ctx.peer_id, g) {
+                Ok(k) => k,
+                Err(e) => {
+                    warn!(group = %g.group, "a pulled key did not open: {e}");
+                    continue;
+                }
+            };
+            self.ctx
+                .keyring
+                .insert(key)
+                .await
+                .map_err(|e| OpError::Internal(format!("storing the key: {e}")))?;
+            self.ctx.metrics.key_epochs_received.inc();
+            new += 1;
+        }
+        Ok(new)
+    }
+
+    /// Creates a Service Group; this node is its first member and admin.
+    pub(crate) async fn create(&self, name: &str) -> Result<GroupInfo, OpError> {
+        let info = group_info(
+            self.auth
+                .request(AuthMessage::GroupCreate {
+                    name: name.to_string(),
+                })
+                .await?,
+        )?;
+        self.pull_keys().await?;
+        Ok(info)
+    }
+
+    /// Deletes a Service Group (admins only); its key is deleted too.
+    pub(crate) async fn delete(&self, group: GroupId) -> Result<(), OpError> {
+        self.auth
+            .command(AuthMessage::GroupDelete {
+                group: group.clone(),
+            })
+            .await?;
+        self.forget(&group).await;
+        Ok(())
+    }
+
+    /// Invites an entity (admins only).
+    pub(crate) async fn invite(
+        &self,
+        group: GroupId,
+        entity: PeerId,
+    ) -> Result<GroupInfo, OpError> {
+        group_info(
+            self.auth
+                .request(AuthMessage::GroupInvite { group, entity })
+                .await?,
         )
-        .await?,
-    )?;
-    pull_keys(shared).await?;
-    Ok(info)
-}
-
-/// Deletes a Service Group (admins only); its key is deleted too.
-pub(crate) async fn delete(shared: &Arc<Shared>, group: GroupId) -> Result<(), OpError> {
-    auth_link::command(
-        shared,
-        AuthMessage::GroupDelete {
-            group: group.clone(),
-        },
-    )
-    .await?;
-    forget(shared, &group).await;
-    Ok(())
-}
-
-/// Invites an entity (admins only).
-pub(crate) async fn invite(
-    shared: &Arc<Shared>,
-    group: GroupId,
-    entity: PeerId,
-) -> Result<GroupInfo, OpError> {
-    group_info(auth_link::request(shared, AuthMessage::GroupInvite { group, entity }).await?)
-}
-
-/// Expels a member (admins only); the group key moves to a new epoch.
-pub(crate) async fn expel(
-    shared: &Arc<Shared>,
-    group: GroupId,
-    entity: PeerId,
-) -> Result<GroupInfo, OpError> {
-    let info =
-        group_info(auth_link::request(shared, AuthMessage::GroupExpel { group, entity }).await?)?;
-    pull_keys(shared).await?;
-    Ok(info)
-}
-
-/// Joins a group this node was invited to, and takes its key.
-pub(crate) async fn join(shared: &Arc<Shared>, group: GroupId) -> Result<GroupInfo, OpError> {
-    let info = group_info(auth_link::request(shared, AuthMessage::GroupJoin { group }).await?)?;
-    pull_keys(shared).await?;
-    Ok(info)
-}
-
-/// Leaves a group and forgets its key.
-pub(crate) async fn leave(shared: &Arc<Shared>, group: GroupId) -> Result<(), OpError> {
-    auth_link::request(
-        shared,
-        AuthMessage::GroupLeave {
-            group: group.clone(),
-        },
-    )
-    .await?;
-    forget(shared, &group).await;
-    Ok(())
-}
-
-/// The groups this node belongs to or is invited to.
-pub(crate) async fn list(shared: &Arc<Shared>) -> Result<Vec<GroupInfo>, OpError> {
-    match auth_link::request(shared, AuthMessage::GroupList).await? {
-        AuthMessage::Groups(list) => Ok(list),
-        other => Err(OpError::Refused(format!(
-            "unexpected answer {}",
-            other.name()
-        ))),
     }
-}
 
-/// One group's record.
-pub(crate) async fn show(shared: &Arc<Shared>, group: GroupId) -> Result<GroupInfo, OpError> {
-    group_info(auth_link::request(shared, AuthMessage::GroupInfoRequest { group }).await?)
-}
-
-async fn forget(shared: &Arc<Shared>, group: &GroupId) {
-    if let Err(e) = shared.keyring.remove(group).await {
-        warn!(%group, "group key not removed: {e}");
+    /// Expels a member (admins only); the group key moves to a new epoch.
+    pub(crate) async fn expel(&self, group: GroupId, entity: PeerId) -> Result<GroupInfo, OpError> {
+        let info = group_info(
+            self.auth
+                .request(AuthMessage::GroupExpel { group, entity })
+                .await?,
+        )?;
+        self.pull_keys().await?;
+        Ok(info)
     }
-    shared.after_pn_change();
+
+    /// Joins a group this node was invited to, and takes its key.
+    pub(crate) async fn join(&self, group: GroupId) -> Result<GroupInfo, OpError> {
+        let info = group_info(self.auth.request(AuthMessage::GroupJoin { group }).await?)?;
+        self.pull_keys().await?;
+        Ok(info)
+    }
+
+    /// Leaves a group and forgets its key.
+    pub(crate) async fn leave(&self, group: GroupId) -> Result<(), OpError> {
+        self.auth
+            .request(AuthMessage::GroupLeave {
+                group: group.clone(),
+            })
+            .await?;
+        self.forget(&group).await;
+        Ok(())
+    }
+
+    /// The groups this node belongs to or is invited to.
+    pub(crate) async fn list(&self) -> Result<Vec<GroupInfo>, OpError> {
+        match self.auth.request(AuthMessage::GroupList).await? {
+            AuthMessage::Groups(list) => Ok(list),
+            other => Err(OpError::Refused(format!(
+                "unexpected answer {}",
+                other.name()
+            ))),
+        }
+    }
+
+    /// One group's record.
+    pub(crate) async fn show(&self, group: GroupId) -> Result<GroupInfo, OpError> {
+        group_info(
+            self.auth
+                .request(AuthMessage::GroupInfoRequest { group })
+                .await?,
+        )
+    }
+
+    async fn forget(&self, group: &GroupId) {
+        if let Err(e) = self.ctx.keyring.remove(group).await {
+            warn!(%group, "group key not removed: {e}");
+        }
+    }
 }

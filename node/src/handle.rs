@@ -1,71 +1,114 @@
 //! The node's operations, callable in-process (tests, embedders) and behind the local HTTP
 //! API. Each method is one API endpoint.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpns_keys::GroupSealed;
 use cpns_overlay::{
-    AuthMessage, Invitee, KadMode, Message, Multiaddr, PnMessage, Protocol, Status, StatusPolicy,
+    Invitee, KadMode, Message, Multiaddr, PnMessage, Protocol, Status, StatusPolicy,
 };
 use libp2p::PeerId;
 
-use crate::auth_link::{self, pn_group};
+use crate::auth_link::AuthLink;
+use crate::context::Context;
+use crate::delivery::Delivery;
 use crate::error::OpError;
-use crate::pn::{gateway, member, pairing};
-use crate::shared::Shared;
+use crate::groups::Groups;
+use crate::pn::{self, Invitation, PairOutcome, pn_group};
+use crate::renewal::Renewal;
+use crate::services::Services;
 use crate::status::{self, Notification};
 use crate::trace::TraceEvent;
-use crate::views::{AuthServerView, MemberView, PeerView, PingView, StatusView};
+use crate::usage::Usage;
+use crate::views::{AuthServerView, PeerView, PingView, StatusView};
 
-/// A cheap, cloneable handle to a running node.
+/// A cheap, cloneable handle to a running node: the owner's operations. Each method sends
+/// the owner of what it touches a command (the PN actor, the directory, delivery...) or reads
+/// the PN actor's latest view.
 #[derive(Clone)]
 pub struct Handle {
-    shared: Arc<Shared>,
+    ctx: Context,
+    pn: pn::Handle,
+    auth: AuthLink,
+    services: Services,
+    delivery: Delivery,
+    usage: Usage,
+    groups: Groups,
+    renewal: Renewal,
+}
+
+/// The node's parts a [`Handle`] is made of.
+pub(crate) struct Parts {
+    pub(crate) ctx: Context,
+    pub(crate) pn: pn::Handle,
+    pub(crate) auth: AuthLink,
+    pub(crate) services: Services,
+    pub(crate) delivery: Delivery,
+    pub(crate) usage: Usage,
+    pub(crate) groups: Groups,
+    pub(crate) renewal: Renewal,
 }
 
 impl Handle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(p: Parts) -> Self {
+        Self {
+            ctx: p.ctx,
+            pn: p.pn,
+            auth: p.auth,
+            services: p.services,
+            delivery: p.delivery,
+            usage: p.usage,
+            groups: p.groups,
+            renewal: p.renewal,
+        }
     }
 
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
-        self.shared.peer_id
+        self.ctx.peer_id
+    }
+
+    /// A receiver that changes with every change of the node's PN state (members, status,
+    /// mode, epoch, invitations...): wait on it, then read [`Handle::status`].
+    pub fn pn_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pn.versions()
     }
 
     /// The node's status (`cpns status`).
     pub async fn status(&self) -> Result<StatusView, OpError> {
-        let s = &self.shared;
-        let listen_addrs = s.client.listen_addrs().await?;
-        let routing_table = s.client.routing_table_size().await?;
-        let peers = s.client.peers().await?;
-        let dht_mode = match s.client.kad_mode().await? {
+        let ctx = &self.ctx;
+        let listen_addrs = ctx.client.listen_addrs().await?;
+        let routing_table = ctx.client.routing_table_size().await?;
+        let peers = ctx.client.peers().await?;
+        let dht_mode = match ctx.client.kad_mode().await? {
             KadMode::Server => "server",
             KadMode::Client => "client",
         };
-        let enrolment = s.enrolment().ok();
+        let view = self.pn.view();
+        let enrolment = view.enrolment.clone();
         let auth_server = enrolment.as_ref().map(|e| AuthServerView {
             peer_id: e.server.to_string(),
             addrs: e.server_addrs.iter().map(|a| a.to_string()).collect(),
             connected: peers.iter().any(|p| p.peer_id == e.server),
-            authenticated: auth_link::has_session(s),
+            authenticated: self.auth.has_session(),
         });
-        let state = s.state();
-        let (pn_id, gateway, epoch, members) = match &state.pn {
+        let (pn_id, gateway, epoch, members) = match &view.pn {
             Some(pn) => (
                 Some(pn.membership.pn_id.clone()),
                 Some(pn.membership.gateway.to_string()),
                 Some(pn.membership.epoch),
-                pn.members.values().map(MemberView::from).collect(),
+                pn.members
+                    .values()
+                    .map(|m| crate::views::member(&m.info))
+                    .collect(),
             ),
             None => (None, None, None, Vec::new()),
         };
         Ok(StatusView {
-            peer_id: s.peer_id.to_string(),
+            peer_id: ctx.peer_id.to_string(),
             listen_addrs: listen_addrs.iter().map(|a| a.to_string()).collect(),
-            mode: state.mode.to_string(),
-            mode_setting: state.mode_setting.to_string(),
+            mode: view.mode.to_string(),
+            mode_setting: view.mode_setting.to_string(),
             pn_id,
             gateway,
             members,
@@ -74,29 +117,30 @@ impl Handle {
             device: enrolment
                 .as_ref()
                 .map(|e| e.credential.body.device.clone())
-                .unwrap_or_else(|| s.config.device_name.clone()),
-            status: state.status.to_string(),
+                .unwrap_or_else(|| ctx.config.device_name.clone()),
+            status: view.status.to_string(),
             epoch,
             auth_server,
-            credential: crate::renewal::view(s),
+            credential: crate::renewal::view(ctx),
             dht_mode: dht_mode.into(),
             routing_table,
             connected_peers: peers.len(),
-            uptime_secs: s.started.elapsed().as_secs(),
+            uptime_secs: ctx.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
         })
     }
 
     /// The connected peers (`cpns peers`).
     pub async fn peers(&self) -> Result<Vec<PeerView>, OpError> {
-        let s = &self.shared;
-        let mut peers: Vec<PeerView> = s
+        let view = self.pn.view();
+        let mut peers: Vec<PeerView> = self
+            .ctx
             .client
             .peers()
             .await?
             .into_iter()
             .map(|p| {
-                let entry = s.peer_entry(&p.peer_id);
+                let entry = view.peers.get(&p.peer_id);
                 PeerView {
                     peer_id: p.peer_id.to_string(),
                     address: p.address.to_string(),
@@ -115,11 +159,10 @@ impl Handle {
 
     /// Measures the round trip of a CPNS ping to a peer (`cpns ping PEER`).
     pub async fn ping(&self, peer: PeerId) -> Result<PingView, OpError> {
-        let s = &self.shared;
+        let client = &self.ctx.client;
         let nonce = rand::random();
         let start = Instant::now();
-        let answer = s
-            .client
+        let answer = client
             .request(peer, Protocol::Cpns, Message::Pn(PnMessage::Ping { nonce }))
             .await?;
         let rtt = start.elapsed();
@@ -129,8 +172,7 @@ impl Handle {
                 answer.name()
             )));
         }
-        let address = s
-            .client
+        let address = client
             .peers()
             .await?
             .into_iter()
@@ -150,74 +192,65 @@ impl Handle {
 
     /// The trace (`cpns trace`).
     pub fn trace(&self) -> Vec<TraceEvent> {
-        self.shared.trace.events()
+        self.ctx.trace.events()
     }
 
     /// Short labels for the trace's participants (this node, its gateway, `cpns-auth`).
     pub fn trace_labels(&self) -> std::collections::BTreeMap<String, String> {
-        let s = &self.shared;
+        let view = self.pn.view();
         let mut labels = std::collections::BTreeMap::new();
-        if let Ok(e) = s.enrolment() {
+        if let Some(e) = &view.enrolment {
             labels.insert(e.server.to_string(), "cpns-auth".to_string());
         }
-        let state = s.state();
-        let me_label = if state.mode.is_gateway() {
+        let me_label = if view.mode.is_gateway() {
             "this node (gateway)"
         } else {
             "this node (PNE)"
         };
-        if let Some(pn) = &state.pn
-            && pn.membership.gateway != s.peer_id
-        {
-            labels.insert(pn.membership.gateway.to_string(), "gateway".to_string());
+        if let Some(gw) = view.my_gateway() {
+            labels.insert(gw.to_string(), "gateway".to_string());
         }
-        for (peer, entry) in &state.peers {
+        for (peer, entry) in view.peers.iter() {
             labels
                 .entry(peer.to_string())
                 .or_insert_with(|| format!("{} of {} ({})", entry.device, entry.user, entry.mode));
         }
-        labels.insert(s.peer_id.to_string(), me_label.to_string());
+        labels.insert(self.ctx.peer_id.to_string(), me_label.to_string());
         labels
     }
 
     /// Enrols this node with a code from `cpns-auth enrol create` (`cpns up --code`), stores
     /// the credential and EUKey in the data dir, and, for a gateway, sets its PN up.
     pub async fn up(&self, code: &str) -> Result<StatusView, OpError> {
-        let s = &self.shared;
+        let ctx = &self.ctx;
         let enrolment =
-            crate::enrolment::enrol(&s.client, &s.identity, code, &s.config.device_name)
+            crate::enrolment::enrol(&ctx.client, &ctx.identity, code, &ctx.config.device_name)
                 .await
                 .map_err(|e| OpError::Refused(format!("enrolment failed: {e}")))?;
-        enrolment
-            .save(&s.config.data_dir)
-            .map_err(|e| OpError::Internal(format!("saving the enrolment: {e}")))?;
-        s.set_enrolment(enrolment);
-        crate::services::start(s)?;
-        crate::lan::on_enrolled(s);
-        let wants_gateway = s.state().mode_setting == crate::config::ModeSetting::Gateway;
-        if wants_gateway && s.state().pn.is_none() {
-            gateway::take_gateway_role(s).await;
-            gateway::establish(s).await?;
+        self.pn.enrolled(enrolment).await?;
+        let view = self.pn.view();
+        if view.mode_setting.is_gateway() && view.pn.is_none() {
+            self.pn.establish().await?;
         }
         self.status().await
     }
 
     /// Leaves the PN (G.1 step 9: the gateway de-registers this node) (`cpns down`).
     pub async fn down(&self) -> Result<(), OpError> {
-        member::leave(&self.shared).await
+        self.pn.leave().await
     }
 
     /// Pairs with a device (B.1 steps 1-7, then 18-26 or 8-17) (`cpns pair ADDR`).
-    pub async fn pair(&self, addr: Multiaddr) -> Result<pairing::PairOutcome, OpError> {
-        pairing::pair(&self.shared, addr).await
+    pub async fn pair(&self, addr: Multiaddr) -> Result<PairOutcome, OpError> {
+        self.pn.pair(addr).await
     }
 
     /// Pairs with a device named by an address (`…/p2p/PEERID`) or a pairing code
     /// (`cpnspair1-…`); tries the code's addresses in turn.
-    pub async fn pair_with(&self, target: &str) -> Result<pairing::PairOutcome, OpError> {
+    pub async fn pair_with(&self, target: &str) -> Result<PairOutcome, OpError> {
         let mut last = None;
         for addr in crate::pn::code::resolve(target)? {
-            match pairing::pair(&self.shared, addr).await {
+            match self.pn.pair(addr).await {
                 Ok(o) => return Ok(o),
                 Err(e @ OpError::Unavailable(_)) => last = Some(e),
                 Err(e) => return Err(e),
@@ -228,13 +261,33 @@ impl Handle {
 
     /// This node's pairing code (`cpns pairing-code`): its PeerId and listen addresses.
     pub async fn pairing_code(&self) -> Result<String, OpError> {
-        let addrs = self.shared.client.listen_addrs().await?;
-        crate::pn::code::encode(self.shared.peer_id, &addrs)
+        let addrs = self.ctx.client.listen_addrs().await?;
+        crate::pn::code::encode(self.ctx.peer_id, &addrs)
+    }
+
+    /// Invitations to join a PN that wait for the owner's answer (`cpns pn invitations`).
+    pub fn pn_invitations(&self) -> Vec<Invitation> {
+        self.pn.view().invitations.to_vec()
+    }
+
+    /// Accepts an invitation: joins that PN (`cpns pn accept ID`); returns the PN id.
+    pub async fn pn_accept(&self, id: &str) -> Result<String, OpError> {
+        self.pn.accept(id).await
+    }
+
+    /// Declines an invitation (`cpns pn decline ID`).
+    pub async fn pn_decline(&self, id: &str) -> Result<(), OpError> {
+        self.pn.decline(id).await
     }
 
     /// Waits until this node is in a PN; returns its id, or `None` after `limit`.
     pub async fn wait_for_pn(&self, limit: Duration) -> Option<String> {
-        gateway::wait_ready(&self.shared, limit).await
+        let mut views = self.pn.watch();
+        let waited = tokio::time::timeout(limit, views.wait_for(|v| v.pn.is_some())).await;
+        match waited {
+            Ok(Ok(v)) => v.pn_id().map(str::to_owned),
+            _ => None,
+        }
     }
 
     /// Waits until `check` holds on the status view, re-checking on every PN change, for at
@@ -245,7 +298,7 @@ impl Handle {
         check: impl Fn(&StatusView) -> bool,
     ) -> Result<StatusView, OpError> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut changes = self.shared.pn_changed.subscribe();
+        let mut changes = self.pn.versions();
         loop {
             let s = self.status().await?;
             if check(&s) {
@@ -267,12 +320,12 @@ impl Handle {
     /// Sets this node's own status (`cpns status set online|busy|offline`); reported to the
     /// gateway and to subscribers at once.
     pub async fn set_status(&self, status: Status) -> Result<(), OpError> {
-        status::set_own(&self.shared, status).await
+        self.pn.set_status(status).await
     }
 
     /// Asks for a peer's status (`cpns status of PEER`).
     pub async fn status_of(&self, peer: PeerId) -> Result<(Status, Option<u8>, PeerId), OpError> {
-        status::query(&self.shared, peer).await
+        status::query(&self.ctx, &self.pn, peer).await
     }
 
     /// Subscribes to a peer's status (`cpns status watch PEER`); notifications arrive in
@@ -282,39 +335,39 @@ impl Handle {
         peer: PeerId,
         policy: StatusPolicy,
     ) -> Result<PeerId, OpError> {
-        status::subscribe(&self.shared, peer, policy).await
+        status::subscribe(&self.ctx, &self.pn, peer, policy).await
     }
 
     /// Status notifications received, oldest first.
     pub fn notifications(&self) -> Vec<Notification> {
-        self.shared.status.received()
+        self.pn.view().notifications.iter().cloned().collect()
     }
 
     /// A stream of status notifications as they arrive.
     pub fn watch_notifications(&self) -> tokio::sync::broadcast::Receiver<Notification> {
-        self.shared.status.watch()
+        self.pn.notifications()
     }
 
     /// Seals bytes under the current PN key (for members: what another member can open).
     pub fn pn_seal(&self, plaintext: &[u8]) -> Result<GroupSealed, OpError> {
         use cpns_directory::KeyRing as _;
-        let pn_id = self
-            .shared
+        let view = self.pn.view();
+        let pn_id = view
             .pn_id()
             .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
         let key = self
-            .shared
+            .ctx
             .keyring
-            .current(&pn_group(&pn_id))
+            .current(&pn_group(pn_id))
             .ok_or_else(|| OpError::Conflict("no PN key held".into()))?;
-        Ok(key.seal(&self.shared.peer_id, plaintext))
+        Ok(key.seal(&self.ctx.peer_id, plaintext))
     }
 
     /// Opens bytes sealed under the PN key (of its epoch, if still held).
     pub fn pn_open(&self, sealed: &GroupSealed) -> Result<Vec<u8>, OpError> {
         use cpns_directory::KeyRing as _;
         let key = self
-            .shared
+            .ctx
             .keyring
             .by_epoch(&sealed.group, sealed.epoch)
             .ok_or_else(|| {
@@ -327,52 +380,27 @@ impl Handle {
     /// The PN key epoch this node holds.
     pub fn pn_epoch(&self) -> Option<u64> {
         use cpns_directory::KeyRing as _;
-        let pn_id = self.shared.pn_id()?;
-        self.shared
+        let view = self.pn.view();
+        let pn_id = view.pn_id()?;
+        self.ctx
             .keyring
-            .current(&pn_group(&pn_id))
+            .current(&pn_group(pn_id))
             .map(|k| k.epoch())
     }
 
     /// A PN admin invites a user or an entity into the PN (`cpns pn invite`).
     pub async fn pn_invite(&self, invitee: Invitee) -> Result<(), OpError> {
-        let pn_id = self
-            .shared
-            .pn_id()
-            .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
-        auth_link::request(&self.shared, AuthMessage::PnInvite { pn_id, invitee }).await?;
-        Ok(())
+        self.pn.invite(invitee).await
     }
 
     /// A PN admin expels a member (`cpns pn expel PEER`); the PN key moves to a new epoch.
     pub async fn pn_expel(&self, member: PeerId) -> Result<u64, OpError> {
-        let s = &self.shared;
-        let pn_id = s
-            .pn_id()
-            .ok_or_else(|| OpError::Conflict("not in a PN".into()))?;
-        let answer = auth_link::request(
-            s,
-            AuthMessage::PnExpel {
-                pn_id: pn_id.clone(),
-                member,
-            },
-        )
-        .await?;
-        let AuthMessage::PnKeyResponse { epoch, grants, .. } = answer else {
-            return Err(OpError::Refused(format!(
-                "unexpected answer {}",
-                answer.name()
-            )));
-        };
-        if s.state().mode.is_gateway() {
-            gateway::remove_member(s, member, &pn_id, epoch, grants).await;
-        }
-        Ok(epoch)
+        self.pn.expel(member).await
     }
 
     /// Releases this gateway's PN (`cpns pn release`).
     pub async fn pn_release(&self) -> Result<String, OpError> {
-        gateway::release(&self.shared).await
+        self.pn.release().await
     }
 
     /// The PN Inventory of this node's PN (from its gateway), or of a remote PN by id.
@@ -380,42 +408,35 @@ impl Handle {
         &self,
         pn_id: Option<String>,
     ) -> Result<cpns_overlay::PnInventorySummary, OpError> {
-        let s = &self.shared;
-        let (mine, gateway) = {
-            let st = s.state();
-            (
-                st.pn.as_ref().map(|p| p.membership.pn_id.clone()),
-                st.pn.as_ref().map(|p| p.membership.gateway),
-            )
-        };
+        let view = self.pn.view();
+        let mine = view.pn_id().map(str::to_owned);
         let wanted = pn_id
             .or(mine.clone())
             .ok_or_else(|| OpError::BadRequest("not in a PN: name one".into()))?;
-        if Some(&wanted) == mine.as_ref() {
-            if gateway == Some(s.peer_id) {
-                return s
-                    .inventory_summary()
-                    .ok_or_else(|| OpError::NotFound("no inventory".into()));
+        if Some(&wanted) == mine.as_ref()
+            && let Some(pn) = &view.pn
+        {
+            if view.is_pn_gateway() {
+                return Ok(crate::pn::summary_of(pn, true, crate::now()));
             }
-            if let Some(gw) = gateway {
-                let answer = s
-                    .client
-                    .request(
-                        gw,
-                        Protocol::Cpns,
-                        Message::Pn(PnMessage::InventoryRequest {
-                            pn_id: wanted.clone(),
-                        }),
-                    )
-                    .await?;
-                if let Message::Pn(PnMessage::InventoryResponse(summary)) = answer {
-                    return Ok(summary);
-                }
+            let answer = self
+                .ctx
+                .client
+                .request(
+                    pn.membership.gateway,
+                    Protocol::Cpns,
+                    Message::Pn(PnMessage::InventoryRequest {
+                        pn_id: wanted.clone(),
+                    }),
+                )
+                .await?;
+            if let Message::Pn(PnMessage::InventoryResponse(summary)) = answer {
+                return Ok(summary);
             }
         }
         // A remote PN: its gateway's signed summary in the DHT (5.6.9 "PN Inventory of ...
         // remote PN").
-        let directory = s.services.directory()?;
+        let directory = self.services.directory()?;
         directory
             .fetch_pn_summary(&wanted)
             .await
@@ -423,15 +444,77 @@ impl Handle {
             .ok_or_else(|| OpError::NotFound(format!("no inventory known for {wanted}")))
     }
 
+    /// The gateway hands its role to a member (`cpns pn handoff PEER`, 5.6.9): the member takes
+    /// it over with the server's agreement, every member follows, the key epoch continues.
+    pub async fn pn_hand_off(&self, member: PeerId) -> Result<(), OpError> {
+        self.pn.hand_off(member).await
+    }
+
+    /// Capability matching (`cpns pn match SERVICE`, 5.6.9): which members can consume the
+    /// service with their current capabilities, and which member best offers it, from the PN
+    /// Inventory (a PNE reads its gateway's).
+    pub async fn pn_match(&self, service_id: &str) -> Result<cpns_api::MatchView, OpError> {
+        let inventory = self.pn_inventory(None).await?;
+        let service = self.services.get(service_id).await?.description;
+        let mut consumers = Vec::new();
+        let mut unable = Vec::new();
+        let mut offerers = Vec::new();
+        for m in &inventory.members {
+            let detail = inventory.details.iter().find(|d| d.peer_id == m.peer_id);
+            if detail.is_some_and(|d| d.services.iter().any(|s| s == service_id)) {
+                offerers.push(m.peer_id);
+            }
+            match detail.and_then(|d| d.capabilities.as_ref()) {
+                Some(caps) => match service.requirements.check(caps) {
+                    Ok(()) => consumers.push(m.peer_id.to_string()),
+                    Err(e) => unable.push(cpns_api::UnableView {
+                        peer_id: m.peer_id.to_string(),
+                        reason: e.to_string(),
+                    }),
+                },
+                None => unable.push(cpns_api::UnableView {
+                    peer_id: m.peer_id.to_string(),
+                    reason: "capabilities unknown".into(),
+                }),
+            }
+        }
+        // Best placed to deliver: the election's facts without the owner's preference or the
+        // credential (any member may offer a service).
+        let best_offerer = offerers
+            .iter()
+            .filter_map(|p| {
+                let caps = inventory
+                    .details
+                    .iter()
+                    .find(|d| d.peer_id == *p)?
+                    .capabilities
+                    .as_ref()?;
+                let mut c = cpns_overlay::Candidacy::of(caps, true);
+                c.preference = cpns_overlay::GatewayPreference::Auto;
+                Some((*p, c))
+            })
+            .collect::<Vec<_>>();
+        let best_offerer = crate::pn::election::rank(&best_offerer)
+            .first()
+            .map(|p| p.to_string());
+        Ok(cpns_api::MatchView {
+            service_id: service_id.to_string(),
+            consumers,
+            unable,
+            offerers: offerers.iter().map(|p| p.to_string()).collect(),
+            best_offerer,
+        })
+    }
+
     /// Renews this node's entity credential with `cpns-auth` now (`cpns renew`).
     pub async fn renew_credential(&self) -> Result<crate::renewal::CredentialView, OpError> {
-        crate::renewal::renew(&self.shared).await
+        self.renewal.renew().await
     }
 
     /// The current mode and the mode setting (`cpns mode get`).
     pub fn mode(&self) -> (String, String) {
-        let s = self.shared.state();
-        (s.mode.to_string(), s.mode_setting.to_string())
+        let v = self.pn.view();
+        (v.mode.to_string(), v.mode_setting.to_string())
     }
 
     /// Changes the mode setting at run time (`cpns mode set pne|gateway|auto`, 5.6.9
@@ -439,64 +522,19 @@ impl Handle {
     /// on a PNE of a PN, takes that PN's gateway role over (a planned gateway switch); a
     /// gateway that runs a PN cannot become a plain PNE until the PN is released.
     pub async fn set_mode(&self, setting: crate::config::ModeSetting) -> Result<(), OpError> {
-        use crate::config::ModeSetting;
-        let s = &self.shared;
-        let (mode, in_pn, gateway_of_pn) = {
-            let st = s.state();
-            (
-                st.mode,
-                st.pn.is_some(),
-                st.pn
-                    .as_ref()
-                    .is_some_and(|p| p.membership.gateway == s.peer_id),
-            )
-        };
-        match setting {
-            ModeSetting::Gateway => {
-                if in_pn && !gateway_of_pn {
-                    // A planned gateway switch (5.6.9): this member takes the role over and
-                    // the others, the old gateway too, re-join through it.
-                    crate::pn::failover::take_over(s).await?;
-                    s.state().mode_setting = setting;
-                    return Ok(());
-                }
-                s.state().mode_setting = setting;
-                if !mode.is_gateway() {
-                    gateway::take_gateway_role(s).await;
-                }
-                if !in_pn && s.is_enrolled() {
-                    gateway::establish(s).await?;
-                }
-            }
-            ModeSetting::Pne => {
-                if gateway_of_pn {
-                    return Err(OpError::Conflict(
-                        "this node is the gateway of its PN: it stays one while the PN runs".into(),
-                    ));
-                }
-                {
-                    let mut st = s.state();
-                    st.mode_setting = setting;
-                    st.mode = cpns_overlay::NodeMode::Pne;
-                }
-                let _ = s
-                    .client
-                    .set_kad_mode(if in_pn {
-                        KadMode::Client
-                    } else {
-                        KadMode::Server
-                    })
-                    .await;
-            }
-            ModeSetting::Auto => s.state().mode_setting = setting,
-        }
-        s.refresh_caps();
-        Ok(())
+        self.pn.set_mode(setting).await
     }
 
     /// The node's metrics in Prometheus text format.
     pub async fn metrics_text(&self) -> String {
-        crate::metrics::render(&self.shared).await
+        let members = self
+            .pn
+            .view()
+            .pn
+            .as_ref()
+            .map(|p| p.members.len())
+            .unwrap_or(0);
+        crate::metrics::render(&self.ctx.metrics, &self.ctx.client, members).await
     }
 
     /// Changes capability overrides at run time (`cpns caps set`): for devices that cannot
@@ -506,8 +544,7 @@ impl Handle {
         &self,
         patch: crate::config::CapabilitiesConfig,
     ) -> Result<cpns_overlay::Capabilities, OpError> {
-        let s = &self.shared;
-        let mut merged = s.capability_overrides();
+        let mut merged = (*self.pn.view().overrides).clone();
         macro_rules! take {
             ($($f:ident),*) => { $( if patch.$f.is_some() { merged.$f = patch.$f.clone(); } )* };
         }
@@ -523,20 +560,18 @@ impl Handle {
             cpu_cores,
             chipsets
         );
-        let mut check = s.config.clone();
+        let mut check = (*self.ctx.config).clone();
         check.capabilities = merged.clone();
         check
             .validate()
             .map_err(|e| OpError::BadRequest(e.to_string()))?;
-        s.set_capability_overrides(merged);
-        let (caps, changed) = s.refresh_caps();
-        status::report_capabilities(s, &caps, changed).await;
-        Ok(caps)
+        self.pn.set_overrides(merged).await?;
+        Ok(self.pn.view().caps.clone())
     }
 
-    /// This node's current Device Capabilities (5.6.1).
+    /// This node's current Device Capabilities (5.6.1), as last read.
     pub fn capabilities(&self) -> cpns_overlay::Capabilities {
-        self.shared.refresh_caps().0
+        self.pn.view().caps.clone()
     }
 
     /// G.1 step 0: publishes a service description (`cpns services publish`). With `content`,
@@ -546,16 +581,16 @@ impl Handle {
         mut draft: cpns_directory::ServiceDraft,
         content: Option<std::path::PathBuf>,
     ) -> Result<cpns_directory::ServiceDescription, OpError> {
-        let s = &self.shared;
+        let ctx = &self.ctx;
         if content.is_some() && draft.endpoint.protocol.is_empty() {
             draft.endpoint.protocol = "cpns-delivery".into();
-            draft.endpoint.addresses = s
+            draft.endpoint.addresses = ctx
                 .client
                 .listen_addrs()
                 .await?
                 .into_iter()
                 .map(|a| {
-                    a.with(libp2p::multiaddr::Protocol::P2p(s.peer_id))
+                    a.with(libp2p::multiaddr::Protocol::P2p(ctx.peer_id))
                         .to_string()
                 })
                 .collect();
@@ -564,25 +599,21 @@ impl Handle {
             draft.id = Some(format!("svc-{}", hex::encode(rand::random::<[u8; 8]>())));
         }
         if let (Some(path), Some(id)) = (&content, &draft.id) {
-            crate::delivery::register_content(s, id, path).await?;
+            self.delivery.register_content(id, path).await?;
         }
-        crate::services::publish(s, draft).await
+        self.services.publish(draft).await
     }
 
     /// Removes one of this node's services (`cpns services unpublish ID`).
     pub async fn unpublish(&self, id: &str) -> Result<(), OpError> {
-        let directory = self.shared.services.directory()?;
-        directory
-            .unpublish(id)
-            .await
-            .map_err(|e| OpError::NotFound(format!("unpublish: {e}")))?;
-        crate::delivery::forget_content(&self.shared, id).await;
+        self.services.unpublish(id).await?;
+        self.delivery.forget_content(id).await;
         Ok(())
     }
 
     /// This node's own services (`cpns services list`).
     pub fn services(&self) -> Result<Vec<cpns_directory::ServiceDescription>, OpError> {
-        Ok(self.shared.services.directory()?.local_services())
+        Ok(self.services.directory()?.local_services())
     }
 
     /// G.1 step 4: discovery by keywords (`cpns services find K [K2…]`).
@@ -590,27 +621,27 @@ impl Handle {
         &self,
         query: &cpns_directory::Query,
     ) -> Result<cpns_directory::Discovery, OpError> {
-        crate::services::find(&self.shared, query).await
+        self.services.find(query).await
     }
 
     /// A service by id (`cpns services show ID`).
     pub async fn service(&self, id: &str) -> Result<cpns_directory::Found, OpError> {
-        crate::services::get(&self.shared, id).await
+        self.services.get(id).await
     }
 
     /// Subscribes to advertisements of services with `keyword` in this node's PN.
     pub async fn watch_services(&self, keyword: &str) -> Result<usize, OpError> {
-        crate::services::watch(&self.shared, keyword).await
+        self.services.watch(keyword).await
     }
 
     /// Advertisements received so far.
     pub fn advertisements(&self) -> Vec<cpns_directory::ServiceDescription> {
-        self.shared.services.advertisements()
+        self.services.advertisements()
     }
 
     /// The visibility a service gets when none is asked for: this node's PN, else public.
     pub fn default_visibility(&self) -> cpns_directory::Visibility {
-        crate::services::default_visibility(&self.shared)
+        self.services.default_visibility()
     }
 
     /// G.1 steps 5-8: invoke a service, get its content (pull or push), report usage
@@ -620,49 +651,47 @@ impl Handle {
         service_id: &str,
         mode: cpns_overlay::DeliveryMode,
     ) -> Result<crate::delivery::FetchOutcome, OpError> {
-        crate::delivery::fetch(&self.shared, service_id, mode).await
+        self.delivery.fetch(service_id, mode).await
     }
 
     /// Pushes a file to a PN member (`cpns content send PEER FILE`); returns the bytes sent.
     pub async fn send_file(&self, peer: PeerId, path: &std::path::Path) -> Result<u64, OpError> {
-        crate::delivery::send_file(&self.shared, peer, path).await
+        self.delivery.send_file(peer, path).await
     }
 
     /// Files received from PN members, with their sizes.
     pub async fn inbox(&self) -> Vec<(String, u64)> {
-        crate::delivery::inbox(&self.shared).await
+        self.delivery.inbox().await
     }
 
     /// Services or names never to report (`cpns usage prefs`).
     pub fn usage_never_report(&self) -> Vec<String> {
-        crate::usage::never_report(&self.shared)
-            .into_iter()
-            .collect()
+        self.usage.never_report().into_iter().collect()
     }
 
     /// Replaces the stored "never report" list (the config file's entries always apply).
     pub async fn set_usage_never_report(&self, list: Vec<String>) -> Result<(), OpError> {
-        crate::usage::set_never_report(&self.shared, list).await
+        self.usage.set_never_report(list).await
     }
 
     /// Usage reports waiting to be sent.
     pub fn usage_queued(&self) -> Vec<cpns_overlay::UsageReport> {
-        crate::usage::queued(&self.shared)
+        self.usage.queued()
     }
 
     /// Sends queued usage reports now; returns how many were acknowledged.
     pub async fn flush_usage(&self) -> usize {
-        crate::usage::flush(&self.shared).await
+        self.usage.flush().await
     }
 
     /// Creates a Service Group (`cpns groups create`).
     pub async fn group_create(&self, name: &str) -> Result<cpns_overlay::GroupInfo, OpError> {
-        crate::groups::create(&self.shared, name).await
+        self.groups.create(name).await
     }
 
     /// The groups this node belongs to or is invited to.
     pub async fn groups(&self) -> Result<Vec<cpns_overlay::GroupInfo>, OpError> {
-        crate::groups::list(&self.shared).await
+        self.groups.list().await
     }
 
     /// One group's record.
@@ -670,12 +699,12 @@ impl Handle {
         &self,
         group: cpns_keys::GroupId,
     ) -> Result<cpns_overlay::GroupInfo, OpError> {
-        crate::groups::show(&self.shared, group).await
+        self.groups.show(group).await
     }
 
     /// Deletes a group (admins only).
     pub async fn group_delete(&self, group: cpns_keys::GroupId) -> Result<(), OpError> {
-        crate::groups::delete(&self.shared, group).await
+        self.groups.delete(group).await
     }
 
     /// Invites an entity into a group (admins only).
@@ -684,7 +713,7 @@ impl Handle {
         group: cpns_keys::GroupId,
         peer: PeerId,
     ) -> Result<cpns_overlay::GroupInfo, OpError> {
-        crate::groups::invite(&self.shared, group, peer).await
+        self.groups.invite(group, peer).await
     }
 
     /// Expels a member from a group (admins only).
@@ -693,7 +722,7 @@ impl Handle {
         group: cpns_keys::GroupId,
         peer: PeerId,
     ) -> Result<cpns_overlay::GroupInfo, OpError> {
-        crate::groups::expel(&self.shared, group, peer).await
+        self.groups.expel(group, peer).await
     }
 
     /// Joins a group this node was invited to.
@@ -701,22 +730,38 @@ impl Handle {
         &self,
         group: cpns_keys::GroupId,
     ) -> Result<cpns_overlay::GroupInfo, OpError> {
-        crate::groups::join(&self.shared, group).await
+        self.groups.join(group).await
     }
 
     /// Leaves a group.
     pub async fn group_leave(&self, group: cpns_keys::GroupId) -> Result<(), OpError> {
-        crate::groups::leave(&self.shared, group).await
+        self.groups.leave(group).await
     }
 
     /// Pulls this node's current keys; returns how many were new.
     pub async fn pull_keys(&self) -> Result<usize, OpError> {
-        crate::groups::pull_keys(&self.shared).await
+        self.groups.pull_keys().await
     }
 
     /// The current epoch of a group key this node holds.
     pub fn group_epoch(&self, group: &cpns_keys::GroupId) -> Option<u64> {
         use cpns_directory::KeyRing as _;
-        self.shared.keyring.current(group).map(|k| k.epoch())
+        self.ctx.keyring.current(group).map(|k| k.epoch())
+    }
+
+    /// Sends a raw CPNS request from this node (tests of the authorisation table: a real
+    /// member's identity sending any request).
+    #[cfg(feature = "test-utils")]
+    pub async fn raw_request(
+        &self,
+        peer: PeerId,
+        message: Message,
+    ) -> Result<Message, cpns_overlay::Error> {
+        self.ctx.client.request(peer, Protocol::Cpns, message).await
+    }
+
+    /// Tells the gateway this node goes Offline (before shutdown).
+    pub(crate) async fn announce_offline(&self) {
+        status::announce_offline(&self.ctx, &self.pn).await;
     }
 }

@@ -3,25 +3,50 @@
 //! still opens its PN's content (DESIGN: offline first).
 
 use cpns_directory::MemoryKeyRing;
-use cpns_keys::{GroupId, GroupKey};
+use cpns_keys::{GroupId, GroupKey, PeerId};
+use cpns_overlay::{GroupKeyGrant, transcript};
 use tracing::warn;
 
-/// Sled tree of the keys.
-const TREE: &str = "keys.v1";
+use crate::enrolment::Enrolment;
+use crate::error::OpError;
+use crate::store::{Raw, Store, StoreError, names};
 
 /// Durable key ring; implements the directory's [`cpns_directory::KeyRing`].
 pub(crate) struct KeyRing {
-    tree: sled::Tree,
+    tree: Raw,
     cache: MemoryKeyRing,
+}
+
+/// Opens a key grant sealed for `me` under its EUKey (only `cpns-auth` can seal one): the
+/// key, checked against its label.
+pub(crate) fn open_grant(
+    enrolment: &Enrolment,
+    me: &PeerId,
+    grant: &GroupKeyGrant,
+) -> Result<GroupKey, OpError> {
+    let aad = transcript::group_key_aad(&grant.group, grant.epoch, me);
+    let secret = enrolment.eukey.open(&aad, &grant.sealed).map_err(|e| {
+        OpError::Refused(format!(
+            "cannot open the key grant for {}: {e}",
+            grant.group
+        ))
+    })?;
+    let key = GroupKey::decode_secret(&secret)
+        .map_err(|e| OpError::Refused(format!("bad key grant: {e}")))?;
+    if key.group() != &grant.group || key.epoch() != grant.epoch {
+        return Err(OpError::Refused(
+            "key grant does not match its label".into(),
+        ));
+    }
+    Ok(key)
 }
 
 impl KeyRing {
     /// Opens the ring and loads every stored key.
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        let tree = db.open_tree(TREE)?;
+    pub(crate) fn open(store: &Store) -> Result<Self, StoreError> {
+        let tree = store.raw(names::KEYS)?;
         let cache = MemoryKeyRing::new();
-        for item in tree.iter() {
-            let (_, value) = item?;
+        for (_, value) in tree.all()? {
             match GroupKey::decode_secret(&value) {
                 Ok(key) => cache.insert(key),
                 Err(e) => warn!("skipping an unreadable stored key: {e}"),
@@ -37,38 +62,38 @@ impl KeyRing {
         k
     }
 
-    /// Stores a key durably (flushed before returning) and makes it usable.
-    pub(crate) async fn insert(&self, key: GroupKey) -> Result<(), sled::Error> {
-        self.tree
-            .insert(Self::db_key(key.group(), key.epoch()), key.encode_secret())?;
-        // Keep the two newest epochs on disk too, like the cache.
+    /// Stores a key durably (flushed before returning) and makes it usable. Only the two
+    /// newest epochs of a group are kept, on disk as in memory.
+    pub(crate) async fn insert(&self, key: GroupKey) -> Result<(), StoreError> {
+        let new = Self::db_key(key.group(), key.epoch());
         let prefix = {
             let mut p = key.group().0.as_bytes().to_vec();
             p.push(0);
             p
         };
-        let epochs: Vec<_> = self
-            .tree
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<_, _>>()?;
-        let excess = epochs.len().saturating_sub(MemoryKeyRing::KEPT_EPOCHS);
-        for k in epochs.into_iter().take(excess) {
-            self.tree.remove(k)?;
+        let mut epochs = self.tree.keys_with_prefix(&prefix)?;
+        if !epochs.contains(&new) {
+            epochs.push(new.clone());
+            epochs.sort();
         }
-        self.tree.flush_async().await?;
+        let excess = epochs.len().saturating_sub(MemoryKeyRing::KEPT_EPOCHS);
+        let removals: Vec<Vec<u8>> = epochs.into_iter().take(excess).collect();
+        let inserts = if removals.contains(&new) {
+            Vec::new()
+        } else {
+            vec![(new, key.encode_secret().to_vec())]
+        };
+        self.tree.apply(inserts, removals).await?;
         self.cache.insert(key);
         Ok(())
     }
 
     /// Forgets a group's keys (left, expelled, deleted).
-    pub(crate) async fn remove(&self, group: &GroupId) -> Result<(), sled::Error> {
+    pub(crate) async fn remove(&self, group: &GroupId) -> Result<(), StoreError> {
         let mut prefix = group.0.as_bytes().to_vec();
         prefix.push(0);
-        for k in self.tree.scan_prefix(&prefix).keys() {
-            self.tree.remove(k?)?;
-        }
-        self.tree.flush_async().await?;
+        let keys = self.tree.keys_with_prefix(&prefix)?;
+        self.tree.apply(Vec::new(), keys).await?;
         self.cache.remove(group);
         Ok(())
     }

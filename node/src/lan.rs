@@ -6,109 +6,135 @@
 //! happened meanwhile (mDNS discovery can be one-sided: a device that answered another's query
 //! has not necessarily seen it). Devices seen before this node was enrolled are remembered and
 //! paired with once it is.
+//!
+//! Pairing with a device of another user does not make this node join that user's PN: the PN
+//! actor leaves an invitation for the owner instead (`cpns pn invitations`).
+//!
+//! The module's task owns what it saw; the router hands it mDNS events on a bounded channel.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::shared::Shared;
+use crate::context::Context;
+use crate::pn;
 
 /// A peer is not paired with again within this time.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How long the side with the greater PeerId leaves the other to start.
 const YIELD: Duration = Duration::from_secs(3);
-/// Most peers remembered.
+/// Most peers remembered, and most pairings in flight.
 const MAX_REMEMBERED: usize = 256;
 
-/// What the node saw on its LAN.
-#[derive(Default)]
+enum LanEvent {
+    Discovered(PeerId, Vec<Multiaddr>),
+    Expired(PeerId),
+}
+
+/// The handle the router uses.
+#[derive(Clone)]
 pub(crate) struct Lan {
-    seen: Mutex<HashMap<PeerId, Vec<Multiaddr>>>,
-    attempts: Mutex<HashMap<PeerId, Instant>>,
+    events: mpsc::Sender<LanEvent>,
 }
 
 impl Lan {
-    fn remember(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_REMEMBERED && !seen.contains_key(&peer) {
-            return;
+    /// The handle and the receiver for [`run`].
+    pub(crate) fn new() -> (Lan, LanEvents) {
+        let (events, rx) = mpsc::channel(MAX_REMEMBERED);
+        (Lan { events }, LanEvents(rx))
+    }
+
+    /// mDNS saw `peer` at `addrs` (dropped when the task is behind: mDNS repeats itself).
+    pub(crate) fn discovered(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let _ = self.events.try_send(LanEvent::Discovered(peer, addrs));
+    }
+
+    /// mDNS lost `peer`.
+    pub(crate) fn expired(&self, peer: PeerId) {
+        let _ = self.events.try_send(LanEvent::Expired(peer));
+    }
+}
+
+/// The receiving end of [`Lan`].
+pub(crate) struct LanEvents(mpsc::Receiver<LanEvent>);
+
+/// The module's task.
+pub(crate) async fn run(ctx: Context, pn: pn::Handle, events: LanEvents) {
+    let mut events = events.0;
+    let mut seen: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    let mut attempts: HashMap<PeerId, Instant> = HashMap::new();
+    let mut pairing: JoinSet<()> = JoinSet::new();
+    let mut creds = ctx.credentials.clone();
+    let mut was_enrolled = ctx.is_enrolled();
+    loop {
+        let consider: Vec<(PeerId, Vec<Multiaddr>)> = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => break,
+            Some(_) = pairing.join_next(), if !pairing.is_empty() => continue,
+            r = creds.changed() => {
+                if r.is_err() { break; }
+                let now_enrolled = creds.borrow_and_update().is_some();
+                let newly = now_enrolled && !was_enrolled;
+                was_enrolled = now_enrolled;
+                if !newly { continue; }
+                // Just enrolled: pair with the devices already seen.
+                seen.iter().map(|(p, a)| (*p, a.clone())).collect()
+            }
+            ev = events.recv() => match ev {
+                Some(LanEvent::Discovered(peer, addrs)) => {
+                    if seen.len() < MAX_REMEMBERED || seen.contains_key(&peer) {
+                        seen.insert(peer, addrs.clone());
+                    }
+                    vec![(peer, addrs)]
+                }
+                Some(LanEvent::Expired(peer)) => {
+                    seen.remove(&peer);
+                    continue;
+                }
+                None => break,
+            },
+        };
+        if !ctx.config.auto_pair || !ctx.is_enrolled() {
+            continue;
         }
-        seen.insert(peer, addrs);
-    }
-
-    fn forget(&self, peer: &PeerId) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(peer);
-    }
-
-    /// Whether a pairing attempt with `peer` may start now (and records it).
-    fn may_try(&self, peer: PeerId) -> bool {
-        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        a.retain(|_, t| now.duration_since(*t) < RETRY_AFTER);
-        if a.contains_key(&peer) || a.len() >= MAX_REMEMBERED {
-            return false;
-        }
-        a.insert(peer, now);
-        true
-    }
-}
-
-/// mDNS saw `peer` at `addrs`.
-pub(crate) async fn on_discovered(shared: &Arc<Shared>, peer: PeerId, addrs: Vec<Multiaddr>) {
-    shared.lan.remember(peer, addrs.clone());
-    consider(shared, peer, addrs).await;
-}
-
-/// mDNS lost `peer`.
-pub(crate) fn on_expired(shared: &Shared, peer: &PeerId) {
-    shared.lan.forget(peer);
-}
-
-/// The node was just enrolled: pair with the devices already seen.
-pub(crate) fn on_enrolled(shared: &Arc<Shared>) {
-    let seen: Vec<(PeerId, Vec<Multiaddr>)> = shared
-        .lan
-        .seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(p, a)| (*p, a.clone()))
-        .collect();
-    for (peer, addrs) in seen {
-        let s = shared.clone();
-        tokio::spawn(async move { consider(&s, peer, addrs).await });
-    }
-}
-
-async fn consider(shared: &Arc<Shared>, peer: PeerId, addrs: Vec<Multiaddr>) {
-    if !shared.config.auto_pair || !shared.is_enrolled() || peer == shared.peer_id {
-        return;
-    }
-    if shared.peer_entry(&peer).is_some() {
-        return;
-    }
-    if peer < shared.peer_id {
-        // The other side starts; step in only if it did not.
-        tokio::time::sleep(YIELD).await;
-        if shared.peer_entry(&peer).is_some() {
-            return;
+        for (peer, addrs) in consider {
+            if peer == ctx.peer_id || pn.view().peers.contains_key(&peer) {
+                continue;
+            }
+            let now = Instant::now();
+            attempts.retain(|_, t| now.duration_since(*t) < RETRY_AFTER);
+            if attempts.contains_key(&peer)
+                || attempts.len() >= MAX_REMEMBERED
+                || pairing.len() >= MAX_REMEMBERED
+            {
+                continue;
+            }
+            let Some(addr) = addrs.into_iter().next() else {
+                continue;
+            };
+            attempts.insert(peer, now);
+            let addr = addr.with(libp2p::multiaddr::Protocol::P2p(peer));
+            let wait = peer < ctx.peer_id;
+            let pn = pn.clone();
+            pairing.spawn(async move {
+                if wait {
+                    // The other side starts; step in only if it did not.
+                    tokio::time::sleep(YIELD).await;
+                    if pn.view().peers.contains_key(&peer) {
+                        return;
+                    }
+                }
+                info!(%peer, "LAN discovery: pairing");
+                if let Err(e) = pn.pair(addr).await {
+                    debug!(%peer, "pairing after LAN discovery failed: {e}");
+                }
+            });
         }
     }
-    if !shared.lan.may_try(peer) {
-        return;
-    }
-    let Some(addr) = addrs.into_iter().next() else {
-        return;
-    };
-    let addr = addr.with(libp2p::multiaddr::Protocol::P2p(peer));
-    info!(%peer, "LAN discovery: pairing");
-    if let Err(e) = crate::pn::pairing::pair(shared, addr).await {
-        debug!(%peer, "pairing after LAN discovery failed: {e}");
-    }
+    pairing.abort_all();
+    while pairing.join_next().await.is_some() {}
 }

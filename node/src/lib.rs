@@ -6,7 +6,8 @@
 //! in the Kademlia DHT, delivers content, and reports status and usage.
 //!
 //! The daemon (`cpns-node`) serves a local HTTP API on 127.0.0.1, guarded by a token written
-//! into its data dir; the `cpns` CLI is a thin client of that API. [`Node`] is the same thing
+//! into its data dir; its bodies are the `cpns-api` crate's types, and the `cpns` CLI
+//! (package `cpns-cli`) is a thin client of that API that links nothing of this crate. [`Node`] is the same thing
 //! in-process, for tests and embedders:
 //!
 //! ```no_run
@@ -23,25 +24,26 @@
 
 mod api;
 mod auth_link;
+pub mod authz;
 mod caps;
-pub mod cli;
 pub mod config;
+mod context;
 pub mod delivery;
 pub mod enrolment;
 mod error;
 pub mod fuzzing;
 mod groups;
 mod handle;
-mod handlers;
 mod keyring;
 mod lan;
 mod metrics;
 mod node;
 mod pn;
 mod renewal;
+mod router;
 mod services;
-mod shared;
 pub mod status;
+mod store;
 pub mod trace;
 pub mod usage;
 pub mod views;
@@ -51,5 +53,14 @@ pub use config::{Config, ConfigError, ModeSetting};
 pub use error::{OpError, StartError};
 pub use handle::Handle;
 pub use node::{IDENTITY_FILE, Node};
-pub use pn::pairing::PairOutcome;
+pub use pn::{Invitation, PairOutcome};
 pub use renewal::CredentialView;
+pub use store::StoreError;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> cpns_keys::UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -11,8 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::shared::Shared;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
     reason: String,
@@ -21,6 +19,12 @@ pub(crate) struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StepLabel {
     flow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabel {
+    request: String,
+    class: String,
 }
 
 /// The node's own counters (the overlay keeps its own in [`cpns_overlay::Stats`]).
@@ -38,6 +42,7 @@ pub(crate) struct Metrics {
     pub(crate) status_notifications: Counter,
     pub(crate) trace_events: Family<StepLabel, Counter>,
     pn_established: Counter,
+    requests_refused: Family<RefusalLabel, Counter>,
 }
 
 impl Metrics {
@@ -53,6 +58,16 @@ impl Metrics {
         self.registrations_accepted.inc();
     }
 
+    /// A request the authorisation table refused, by kind and sender class.
+    pub(crate) fn refused_request(&self, kind: &str, class: &str) {
+        self.requests_refused
+            .get_or_create(&RefusalLabel {
+                request: kind.to_string(),
+                class: class.to_string(),
+            })
+            .inc();
+    }
+
     pub(crate) fn pn_established(&self) {
         self.pn_established.inc();
     }
@@ -66,10 +81,10 @@ impl Metrics {
     }
 }
 
-/// Renders every metric in Prometheus text format.
-pub(crate) async fn render(shared: &Shared) -> String {
+/// Renders every metric in Prometheus text format: the node's counters `m`, the overlay's
+/// (through `client`), and `members`, the PN's size.
+pub(crate) async fn render(m: &Metrics, client: &cpns_overlay::Client, members: usize) -> String {
     let mut registry = Registry::with_prefix("cpns_node");
-    let m = &shared.metrics;
     registry.register(
         "registrations_refused",
         "Entity registrations (B.1 steps 1-2) refused, by reason",
@@ -130,29 +145,27 @@ pub(crate) async fn render(shared: &Shared) -> String {
         "PN connection setups completed (B.1 step 26)",
         m.pn_established.clone(),
     );
+    registry.register(
+        "requests_refused",
+        "Inbound CPNS requests refused by the authorisation table, by request and sender class",
+        m.requests_refused.clone(),
+    );
 
     let peers: Gauge = Gauge::default();
-    peers.set(shared.client.peers().await.map(|p| p.len()).unwrap_or(0) as i64);
+    peers.set(client.peers().await.map(|p| p.len()).unwrap_or(0) as i64);
     registry.register("peers", "Connected peers", peers);
     let routing: Gauge = Gauge::default();
-    routing.set(shared.client.routing_table_size().await.unwrap_or(0) as i64);
+    routing.set(client.routing_table_size().await.unwrap_or(0) as i64);
     registry.register(
         "dht_routing_table",
         "Peers in the DHT routing table",
         routing,
     );
-    let members: Gauge = Gauge::default();
-    members.set(
-        shared
-            .state()
-            .pn
-            .as_ref()
-            .map(|p| p.members.len())
-            .unwrap_or(0) as i64,
-    );
-    registry.register("pn_members", "Members of this node's PN", members);
+    let member_gauge: Gauge = Gauge::default();
+    member_gauge.set(members as i64);
+    registry.register("pn_members", "Members of this node's PN", member_gauge);
 
-    let stats = shared.client.stats();
+    let stats = client.stats();
     let queries: Counter = Counter::default();
     queries.inc_by(cpns_overlay::Stats::get(&stats.queries));
     registry.register("dht_queries", "DHT queries started", queries);

@@ -2,42 +2,52 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpns_keys::Identity;
-use cpns_overlay::{Event, KadMode};
+use cpns_overlay::KadMode;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::Handle;
 use crate::api;
-use crate::config::{Config, ModeSetting};
+use crate::auth_link::AuthLink;
+use crate::config::Config;
+use crate::context::Context;
+use crate::delivery::Delivery;
 use crate::enrolment::Enrolment;
-use crate::error::{OpError, StartError};
-use crate::handlers;
+use crate::error::StartError;
+use crate::groups::Groups;
 use crate::keyring::KeyRing;
-use crate::pn;
-use crate::shared::Shared;
-
-/// Most inbound requests handled at once; further ones wait (the overlay's bounded event
-/// channel then pushes back on the network).
-const MAX_CONCURRENT_HANDLERS: usize = 256;
+use crate::lan::Lan;
+use crate::metrics::Metrics;
+use crate::renewal::Renewal;
+use crate::router::Router;
+use crate::services::Services;
+use crate::store::Store;
+use crate::trace::Trace;
+use crate::usage::Usage;
 
 /// File name of the node's identity in the data dir.
 pub const IDENTITY_FILE: &str = "identity.key";
 
+/// How long shutdown waits for the node's tasks before it stops them.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// A running CPNS node.
 pub struct Node {
-    shared: Arc<Shared>,
+    ctx: Context,
+    handle: Handle,
     tasks: JoinSet<()>,
     api_addr: std::net::SocketAddr,
 }
 
 impl Node {
-    /// Starts a node: loads (or creates) its identity in the data dir, starts the overlay,
-    /// the local HTTP API and the background tasks.
+    /// Starts a node: loads (or creates) its identity in the data dir, opens its database,
+    /// starts the overlay, the PN actor, the router, the local HTTP API and the modules' tasks,
+    /// every one in the node's `JoinSet`.
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
@@ -49,13 +59,7 @@ impl Node {
         if created {
             info!(peer = %identity.peer_id(), "generated a new identity");
         }
-        // A node's database is small (its PN, keys, services, outbox): a small cache keeps an
-        // idle node's memory low; sled's default would let it grow to 1 GiB.
-        let db = sled::Config::new()
-            .path(config.data_dir.join("db"))
-            .cache_capacity(4 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
-            .open()
+        let store = Store::open(&config.data_dir.join("db"))
             .map_err(|e| StartError::Database(e.to_string()))?;
 
         let validator = Arc::new(crate::services::NodeValidator::default());
@@ -78,40 +82,106 @@ impl Node {
         tasks.spawn(event_loop.run(cancel.clone()));
 
         let keyring =
-            Arc::new(KeyRing::open(&db).map_err(|e| StartError::Database(e.to_string()))?);
+            Arc::new(KeyRing::open(&store).map_err(|e| StartError::Database(e.to_string()))?);
         let enrolment =
             Enrolment::load(&config.data_dir).map_err(|e| StartError::Enrolment(e.to_string()))?;
-        let shared = Arc::new(Shared::new(
-            config,
-            identity,
+        let stored = store
+            .load_pn()
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        let listen_addrs = client.listen_addrs().await.unwrap_or_default();
+        let config = Arc::new(config);
+        let (credentials_tx, credentials_rx) = tokio::sync::watch::channel(None);
+        let trace = Arc::new(Trace::new(config.trace_capacity));
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Context::new(crate::context::Inner {
+            config: config.clone(),
+            identity: identity.clone(),
+            peer_id: identity.peer_id(),
             client,
-            db,
+            trace: trace.clone(),
+            metrics: metrics.clone(),
+            cancel: cancel.clone(),
+            started: Instant::now(),
+            store,
             keyring,
-            validator,
-            enrolment,
-            cancel.clone(),
-        ));
-        shared.restore_pn();
+            credentials: credentials_rx,
+        });
+        let (revocations_tx, revocations_rx) = tokio::sync::mpsc::channel(8);
+        let auth = AuthLink::new(ctx.clone(), revocations_tx);
 
-        let (api_addr, api_task) = api::serve(shared.clone()).await?;
+        // The first capabilities read happens before the actor starts, off the runtime.
+        let mode = crate::pn::gateway_mode(config.mode).unwrap_or(cpns_overlay::NodeMode::Pne);
+        let preference = crate::pn::preference_of(&config, config.mode);
+        let overrides = config.capabilities.clone();
+        let (reader, caps) = tokio::task::spawn_blocking(move || {
+            let mut reader: Box<crate::caps::Reader> = Box::default();
+            let caps = reader.read(&overrides, mode, preference, 1);
+            (reader, caps)
+        })
+        .await
+        .map_err(|e| StartError::Api(format!("reading the capabilities: {e}")))?;
+        let env = crate::pn::Env {
+            me: identity.peer_id(),
+            identity,
+            config: config.clone(),
+            trace,
+            metrics,
+        };
+        let state = crate::pn::State::new(env, enrolment, stored, listen_addrs, caps, reader);
+        let pn = crate::pn::spawn(
+            ctx.clone(),
+            auth.clone(),
+            state,
+            credentials_tx,
+            revocations_rx,
+            &mut tasks,
+        );
+
+        let services = Services::new(ctx.clone(), pn.clone(), validator);
+        let usage = Usage::new(ctx.clone(), pn.clone(), auth.clone())
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        let delivery = Delivery::new(ctx.clone(), pn.clone(), services.clone(), usage.clone())
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        let groups = Groups::new(ctx.clone(), auth.clone());
+        let renewal = Renewal::new(ctx.clone(), auth.clone(), pn.clone(), services.clone());
+        let (lan, lan_events) = Lan::new();
+        let router = Router {
+            ctx: ctx.clone(),
+            pn: pn.clone(),
+            services: services.clone(),
+            delivery: delivery.clone(),
+            usage: usage.clone(),
+            lan,
+        };
+        let handle = Handle::new(crate::handle::Parts {
+            ctx: ctx.clone(),
+            pn: pn.clone(),
+            auth,
+            services: services.clone(),
+            delivery: delivery.clone(),
+            usage: usage.clone(),
+            groups,
+            renewal: renewal.clone(),
+        });
+
+        let (api_addr, api_task) = api::serve(&ctx, handle.clone()).await?;
         tasks.spawn(api_task);
-        tasks.spawn(dispatch(shared.clone(), events));
-        handlers::spawn_background(&shared, &mut tasks);
-        if shared.is_enrolled()
-            && let Err(e) = crate::services::start(&shared)
-        {
-            warn!("the service directory did not start: {e}");
-        }
-        tasks.spawn(resume(shared.clone()));
+        tasks.spawn(router.run(events));
+        tasks.spawn(services.run());
+        tasks.spawn(delivery.run());
+        tasks.spawn(usage.run());
+        tasks.spawn(renewal.run());
+        tasks.spawn(crate::lan::run(ctx.clone(), pn, lan_events));
 
         info!(
-            peer = %shared.peer_id,
-            addrs = ?shared.client.listen_addrs().await.unwrap_or_default(),
+            peer = %ctx.peer_id,
+            addrs = ?ctx.client.listen_addrs().await.unwrap_or_default(),
             api = %api_addr,
             "cpns-node started"
         );
         Ok(Node {
-            shared,
+            ctx,
+            handle,
             tasks,
             api_addr,
         })
@@ -119,7 +189,7 @@ impl Node {
 
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
-        self.shared.peer_id
+        self.ctx.peer_id
     }
 
     /// The local HTTP API's address.
@@ -129,27 +199,28 @@ impl Node {
 
     /// The addresses the node listens on, with `/p2p/PEERID`.
     pub async fn dial_addrs(&self) -> Vec<Multiaddr> {
-        self.shared
+        self.ctx
             .client
             .listen_addrs()
             .await
             .unwrap_or_default()
             .into_iter()
-            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.shared.peer_id)))
+            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.ctx.peer_id)))
             .collect()
     }
 
     /// The in-process handle for tests and embedders: the same operations as the HTTP API.
     pub fn handle(&self) -> crate::Handle {
-        crate::Handle::new(self.shared.clone())
+        self.handle.clone()
     }
 
-    /// Stops everything: tells the PN (G.1 step 9 when asked to leave, or just Offline), stops
-    /// the API, the tasks and the overlay, and flushes the database.
+    /// Stops everything: tells the gateway this node goes Offline, cancels every task, waits
+    /// for all of them (at most [`SHUTDOWN_WAIT`], then stops the rest), and flushes the
+    /// database.
     pub async fn shutdown(mut self) {
-        handlers::on_shutdown(&self.shared).await;
-        self.shared.cancel.cancel();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        self.handle.announce_offline().await;
+        self.ctx.cancel.cancel();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         while let Ok(Some(res)) = tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
             if let Err(e) = res
                 && e.is_panic()
@@ -157,12 +228,19 @@ impl Node {
                 warn!("a node task panicked: {e}");
             }
         }
-        self.tasks.abort_all();
-        api::remove_api_file(&self.shared.config.data_dir);
-        if let Err(e) = self.shared.db.flush_async().await {
+        if !self.tasks.is_empty() {
+            warn!(
+                left = self.tasks.len(),
+                "node tasks still running at shutdown: stopped"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        api::remove_api_file(&self.ctx.config.data_dir);
+        if let Err(e) = self.ctx.store.flush().await {
             warn!("final database flush failed: {e}");
         }
-        info!(peer = %self.shared.peer_id, "cpns-node stopped");
+        info!(peer = %self.ctx.peer_id, "cpns-node stopped");
     }
 }
 
@@ -199,66 +277,5 @@ fn restrict_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
         warn!(dir = %dir.display(), "cannot restrict the data dir to its owner: {e}");
-    }
-}
-
-/// Reads overlay events and hands each to a handler task (at most
-/// [`MAX_CONCURRENT_HANDLERS`] at once).
-async fn dispatch(shared: Arc<Shared>, mut events: tokio::sync::mpsc::Receiver<Event>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDLERS));
-    let mut running = JoinSet::new();
-    loop {
-        let event = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => break,
-            Some(res) = running.join_next(), if !running.is_empty() => {
-                if let Err(e) = res && e.is_panic() {
-                    warn!("a request handler panicked: {e}");
-                }
-                continue;
-            }
-            ev = events.recv() => match ev {
-                Some(ev) => ev,
-                None => break,
-            },
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let shared = shared.clone();
-        running.spawn(async move {
-            handlers::handle_event(&shared, event).await;
-            drop(permit);
-        });
-    }
-    running.abort_all();
-    debug!("event dispatch stopped");
-}
-
-/// After a restart (or at first start of a configured gateway): a gateway sets its PN up with
-/// `cpns-auth` again (steps 8-17; the server updates the PN it already has), a PNE reconnects
-/// to its gateway. Failures are logged: the node keeps serving what it has (offline first).
-async fn resume(shared: Arc<Shared>) {
-    if !shared.is_enrolled() {
-        return;
-    }
-    let (gateway, in_pn) = {
-        let s = shared.state();
-        (s.pn.as_ref().map(|p| p.membership.gateway), s.pn.is_some())
-    };
-    let is_gateway =
-        gateway == Some(shared.peer_id) || (!in_pn && shared.config.mode == ModeSetting::Gateway);
-    if is_gateway {
-        pn::gateway::take_gateway_role(&shared).await;
-        match pn::gateway::establish(&shared).await {
-            Ok(_) => {}
-            // The PN moved to another gateway while this one was away: it re-joins as a PNE.
-            Err(OpError::Conflict(e)) => info!("{e}"),
-            Err(e) => warn!(
-                "cannot set the PN up with cpns-auth now (serving existing members offline): {e}"
-            ),
-        }
-    } else if in_pn && let Err(e) = pn::member::resume(&shared).await {
-        warn!("cannot reach the PN's gateway now: {e}");
     }
 }

@@ -8,32 +8,23 @@
 //! saved in the data dir before it is used, the node's service records are re-signed with it,
 //! and every failure while renewal is due is logged as a warning with the time left.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cpns_keys::EntityCredential;
 use cpns_overlay::AuthMessage;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::auth_link::AuthLink;
+use crate::context::Context;
 use crate::error::OpError;
-use crate::shared::{Shared, now};
+use crate::now;
+use crate::pn;
+use crate::services::Services;
 
 /// Least time between two automatic attempts that failed.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// What `cpns renew` and the status show of the credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialView {
-    /// Its serial.
-    pub serial: u64,
-    /// When it was issued (unix seconds).
-    pub issued: u64,
-    /// When it expires (unix seconds).
-    pub expires: u64,
-    /// Whether it is due for renewal.
-    pub renewal_due: bool,
-}
+pub use cpns_api::CredentialView;
 
 /// Whether less than `percent` % of the credential's lifetime is left at `now`.
 pub(crate) fn due(credential: &EntityCredential, now: u64, percent: u8) -> bool {
@@ -44,81 +35,107 @@ pub(crate) fn due(credential: &EntityCredential, now: u64, percent: u8) -> bool 
 }
 
 /// The node's credential as shown to its owner.
-pub(crate) fn view(shared: &Shared) -> Option<CredentialView> {
-    let e = shared.enrolment().ok()?;
+pub(crate) fn view(ctx: &Context) -> Option<CredentialView> {
+    let e = ctx.enrolment().ok()?;
     let body = &e.credential.body;
     Some(CredentialView {
         serial: body.serial,
         issued: body.issued,
         expires: body.expires,
-        renewal_due: due(&e.credential, now(), shared.config.credential_renew_percent),
+        renewal_due: due(&e.credential, now(), ctx.config.credential_renew_percent),
     })
 }
 
-/// Renews now: asks `cpns-auth`, saves the new credential durably, then uses it.
-pub(crate) async fn renew(shared: &Arc<Shared>) -> Result<CredentialView, OpError> {
-    let old = shared.enrolment()?;
-    let answer = crate::auth_link::request(shared, AuthMessage::RenewCredential).await?;
-    let AuthMessage::CredentialRenewed(credential) = answer else {
-        return Err(OpError::Refused(format!(
-            "unexpected answer {}",
-            answer.name()
-        )));
-    };
-    let trust = shared.trust()?;
-    credential
-        .verify(trust.ca(), now())
-        .map_err(|e| OpError::Refused(format!("the renewed credential does not verify: {e}")))?;
-    if credential.entity() != &shared.peer_id
-        || credential.body.user != old.credential.body.user
-        || credential.body.modes != old.credential.body.modes
-    {
-        return Err(OpError::Refused(
-            "the renewed credential is not this node's".into(),
-        ));
-    }
-    let mut updated = (*shared.enrolment()?).clone();
-    updated.credential = credential.clone();
-    updated
-        .save(&shared.config.data_dir)
-        .map_err(|e| OpError::Internal(format!("saving the renewed credential: {e}")))?;
-    shared.set_enrolment(updated);
-    info!(
-        serial = credential.body.serial,
-        expires = credential.body.expires,
-        "entity credential renewed"
-    );
-    if let Ok(directory) = shared.services.directory() {
-        let c = credential.clone();
-        tokio::spawn(async move {
-            if let Err(e) = directory.renew_credential(c).await {
-                warn!("services not re-published with the renewed credential: {e}");
-            }
-        });
-    }
-    view(shared).ok_or_else(|| OpError::Internal("no enrolment after renewal".into()))
+/// Renewal: the owner's `cpns renew`, and the module's task that renews when due.
+#[derive(Clone)]
+pub(crate) struct Renewal {
+    ctx: Context,
+    auth: AuthLink,
+    pn: pn::Handle,
+    services: Services,
 }
 
-/// Called at every heartbeat tick: renews when due, and warns when it cannot.
-pub(crate) async fn check(shared: &Arc<Shared>) {
-    let Ok(e) = shared.enrolment() else { return };
-    let t = now();
-    if !due(&e.credential, t, shared.config.credential_renew_percent) {
-        return;
-    }
-    {
-        let mut s = shared.state();
-        if s.renewal_tried.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return;
+impl Renewal {
+    /// The renewal side of a node.
+    pub(crate) fn new(ctx: Context, auth: AuthLink, pn: pn::Handle, services: Services) -> Self {
+        Self {
+            ctx,
+            auth,
+            pn,
+            services,
         }
-        s.renewal_tried = Some(std::time::Instant::now());
     }
-    match renew(shared).await {
-        Ok(_) => shared.state().renewal_tried = None,
-        Err(err) => warn!(
-            left_secs = e.credential.body.expires.saturating_sub(t),
-            "the entity credential is due for renewal and could not be renewed: {err}"
-        ),
+
+    /// Renews now: asks `cpns-auth`, has the PN actor save the new credential durably, then
+    /// re-signs this node's services with it.
+    pub(crate) async fn renew(&self) -> Result<CredentialView, OpError> {
+        let ctx = &self.ctx;
+        let old = ctx.enrolment()?;
+        let answer = self.auth.request(AuthMessage::RenewCredential).await?;
+        let AuthMessage::CredentialRenewed(credential) = answer else {
+            return Err(OpError::Refused(format!(
+                "unexpected answer {}",
+                answer.name()
+            )));
+        };
+        let trust = ctx.trust()?;
+        credential.verify(trust.ca(), now()).map_err(|e| {
+            OpError::Refused(format!("the renewed credential does not verify: {e}"))
+        })?;
+        if credential.entity() != &ctx.peer_id
+            || credential.body.user != old.credential.body.user
+            || credential.body.modes != old.credential.body.modes
+        {
+            return Err(OpError::Refused(
+                "the renewed credential is not this node's".into(),
+            ));
+        }
+        self.pn.credential_renewed(credential.clone()).await?;
+        info!(
+            serial = credential.body.serial,
+            expires = credential.body.expires,
+            "entity credential renewed"
+        );
+        if let Ok(directory) = self.services.directory()
+            && let Err(e) = directory.renew_credential(credential).await
+        {
+            warn!("services not re-published with the renewed credential: {e}");
+        }
+        view(ctx).ok_or_else(|| OpError::Internal("no enrolment after renewal".into()))
+    }
+
+    /// The module's task: at every heartbeat tick, renews when due, and warns (at most once
+    /// per [`RETRY_AFTER`]) when it cannot.
+    pub(crate) async fn run(self) {
+        let period = Duration::from_secs(self.ctx.config.status.heartbeat_secs.max(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tried: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.ctx.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(e) = self.ctx.enrolment() else {
+                continue;
+            };
+            let t = now();
+            if !due(&e.credential, t, self.ctx.config.credential_renew_percent) {
+                continue;
+            }
+            if tried.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+                continue;
+            }
+            tried = Some(std::time::Instant::now());
+            match self.renew().await {
+                Ok(_) => tried = None,
+                Err(err) => warn!(
+                    left_secs = e.credential.body.expires.saturating_sub(t),
+                    "the entity credential is due for renewal and could not be renewed: {err}"
+                ),
+            }
+        }
     }
 }
 

@@ -6,9 +6,13 @@
 //! publishes sends the signed (sealed, for PN services) record to its gateway, and the gateway
 //! passes it to every subscriber of the description's keyword keys. The gateway can match
 //! sealed records because it holds the PN key too; other households' nodes never see them.
+//!
+//! [`Services::run`] is the module's one task: it waits until the node is enrolled, opens the
+//! directory, and then runs the directory's republish loop, the housekeeping of the shared
+//! records and the forwarding of local advertisements, until the node stops.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use cpns_directory::{
@@ -19,18 +23,19 @@ use libp2p::PeerId;
 use libp2p::kad::{ProviderRecord, Record};
 use tracing::{debug, info, warn};
 
-use crate::auth_link::pn_group;
+use crate::context::Context;
 use crate::error::OpError;
-use crate::shared::Shared;
+use crate::pn::{self, SenderClass, pn_group};
 use crate::trace::flow::G1;
 
 /// Advertisements kept for the local user.
 const MAX_ADVERTISEMENTS: usize = 256;
 /// How often the revocation list is refreshed from the DHT.
 const REVOCATION_REFRESH: Duration = Duration::from_secs(300);
-
 /// Longest a publish on a PNE waits for a DHT server (its gateway) in its routing table.
 const PUBLISH_WAIT_FOR_PEERS: Duration = Duration::from_secs(5);
+/// Longest the gateway's fan-out of one advertisement takes.
+const FAN_OUT_WAIT: Duration = Duration::from_secs(2);
 
 /// The node's DHT validation hook. Until the node is enrolled (no pinned CA yet), it stores
 /// nothing for anyone; afterwards it is the directory's [`Validator`].
@@ -40,7 +45,7 @@ pub(crate) struct NodeValidator {
 }
 
 impl NodeValidator {
-    pub(crate) fn install(&self, v: Arc<Validator>) {
+    fn install(&self, v: Arc<Validator>) {
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 
@@ -87,359 +92,445 @@ impl RecordValidator for NodeValidator {
     }
 }
 
-/// The node's directory side: the [`Directory`] once enrolled, and advertisements received.
-#[derive(Default)]
+/// The handle to the node's directory side (cheap to clone).
+#[derive(Clone)]
 pub(crate) struct Services {
-    directory: RwLock<Option<Directory>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Context,
+    pn: pn::Handle,
+    validator: Arc<NodeValidator>,
+    directory: OnceLock<Directory>,
     advertisements: Mutex<VecDeque<ServiceDescription>>,
 }
 
 impl Services {
-    pub(crate) fn directory(&self) -> Result<Directory, OpError> {
-        self.directory
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                OpError::Conflict(
-                    "this node is not enrolled: run `cpns up --code CODE` first".into(),
-                )
-            })
+    /// The directory side of a node.
+    pub(crate) fn new(ctx: Context, pn: pn::Handle, validator: Arc<NodeValidator>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ctx,
+                pn,
+                validator,
+                directory: OnceLock::new(),
+                advertisements: Mutex::new(VecDeque::new()),
+            }),
+        }
     }
 
-    fn record_advertisement(&self, d: ServiceDescription) {
-        let mut a = self
-            .advertisements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if a.len() >= MAX_ADVERTISEMENTS {
-            a.pop_front();
+    /// The directory, once the node is enrolled.
+    pub(crate) fn directory(&self) -> Result<Directory, OpError> {
+        self.inner.directory.get().cloned().ok_or_else(|| {
+            OpError::Conflict("this node is not enrolled: run `cpns up --code CODE` first".into())
+        })
+    }
+
+    /// The module's task (see the module's documentation).
+    pub(crate) async fn run(self) {
+        let ctx = self.inner.ctx.clone();
+        let mut creds = ctx.credentials.clone();
+        let credentials = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return,
+            c = creds.wait_for(|c| c.is_some()) => match c {
+                Ok(c) => c.clone(),
+                Err(_) => return,
+            },
+        };
+        let Some(credentials) = credentials else {
+            return;
+        };
+        let config = cpns_directory::Config::default();
+        self.inner
+            .validator
+            .install(Arc::new(Validator::new(credentials.trust.clone(), &config)));
+        let directory = match Directory::open(
+            config,
+            ctx.client.clone(),
+            ctx.identity.clone(),
+            credentials.enrolment.credential.clone(),
+            credentials.trust.clone(),
+            ctx.keyring.clone(),
+            ctx.store.directory_db(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("the service directory did not start: {e}");
+                return;
+            }
+        };
+        let _ = self.inner.directory.set(directory.clone());
+        let own: Vec<String> = directory
+            .local_services()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        if !own.is_empty() {
+            let _ = self.inner.pn.own_services(own).await;
         }
-        a.push_back(d);
+        tokio::join!(
+            directory.clone().run(ctx.cancel.clone()),
+            self.housekeeping(directory.clone()),
+            self.forward_local_advertisements(directory),
+        );
+    }
+
+    /// Keeps the DHT copies current: the revocation list (fetched, and re-put when newer) and,
+    /// on a gateway, the PN summary; and re-publishes this node's services under a new PN key
+    /// epoch.
+    async fn housekeeping(&self, directory: Directory) {
+        let ctx = &self.inner.ctx;
+        let mut changes = self.inner.pn.watch();
+        let mut refresh = tokio::time::interval(REVOCATION_REFRESH);
+        let mut last_epoch = None;
+        let mut published_revocations = 0;
+        let mut last_summary = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return,
+                _ = refresh.tick() => {
+                    if let Ok(Some(list)) = directory.fetch_revocations().await {
+                        self.inner.pn.offer_revocations(list).await;
+                    }
+                }
+                r = changes.changed() => {
+                    if r.is_err() { return; }
+                    // Let a burst of changes settle.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    changes.borrow_and_update();
+                }
+            }
+            if let Ok(trust) = ctx.trust() {
+                let list = trust.revocations();
+                if list.version > published_revocations && list.verify(trust.ca()).is_ok() {
+                    match directory.publish_revocations(&list).await {
+                        Ok(()) => published_revocations = list.version,
+                        Err(e) => debug!("revocation list not put in the DHT: {e}"),
+                    }
+                }
+            }
+            let view = self.inner.pn.view();
+            let epoch = view.pn_id().and_then(|pn| {
+                use cpns_directory::KeyRing as _;
+                ctx.keyring.current(&pn_group(pn)).map(|k| k.epoch())
+            });
+            if epoch.is_some() && epoch != last_epoch {
+                if last_epoch.is_some() {
+                    match directory.republish_all().await {
+                        Ok(n) => info!(
+                            services = n,
+                            ?epoch,
+                            "services re-published under the new PN key epoch"
+                        ),
+                        Err(e) => warn!("re-publishing after a key rotation failed: {e}"),
+                    }
+                }
+                last_epoch = epoch;
+            }
+            // The DHT summary is derived from the PN Inventory; addresses stay out of it (it
+            // is public: 5.6.9 "PN Inventory of a remote PN").
+            if let Some(pn) = view.pn.as_ref().filter(|_| view.is_pn_gateway()) {
+                let mut summary = crate::pn::summary_of(pn, false, crate::now());
+                for m in &mut summary.members {
+                    m.listen_addrs.clear();
+                }
+                let key = (
+                    summary.epoch,
+                    summary.members.clone(),
+                    summary.services.clone(),
+                );
+                if last_summary.as_ref() != Some(&key) {
+                    match directory.publish_pn_summary(&summary).await {
+                        Ok(()) => last_summary = Some(key),
+                        Err(e) => debug!("PN summary not put in the DHT: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advertisements the directory accepted locally are kept for the user (`cpns services
+    /// watch`) and traced as G.1 step 4.
+    async fn forward_local_advertisements(&self, directory: Directory) {
+        let ctx = &self.inner.ctx;
+        let mut rx = directory.subscribe_local();
+        loop {
+            let d = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return,
+                r = rx.recv() => match r {
+                    Ok(d) => d,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                },
+            };
+            ctx.trace(
+                G1,
+                4,
+                &d.publisher,
+                &ctx.peer_id,
+                "AdvertiseServiceDescription",
+                d.id.clone(),
+            );
+            let mut a = self
+                .inner
+                .advertisements
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if a.len() >= MAX_ADVERTISEMENTS {
+                a.pop_front();
+            }
+            a.push_back(d);
+        }
     }
 
     /// Advertisements received, oldest first.
     pub(crate) fn advertisements(&self) -> Vec<ServiceDescription> {
-        self.advertisements
+        self.inner
+            .advertisements
             .lock()
             .map(|a| a.iter().cloned().collect())
             .unwrap_or_default()
     }
-}
 
-/// Opens the directory once the node is enrolled, installs the validator, and starts the
-/// directory's republish loop and the node's DHT housekeeping. Idempotent.
-pub(crate) fn start(shared: &Arc<Shared>) -> Result<(), OpError> {
-    if shared
-        .services
-        .directory
-        .read()
-        .map(|d| d.is_some())
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    let enrolment = shared.enrolment()?;
-    let trust = shared.trust()?;
-    let config = cpns_directory::Config::default();
-    shared
-        .validator
-        .install(Arc::new(Validator::new(trust.clone(), &config)));
-    let directory = Directory::open(
-        config,
-        shared.client.clone(),
-        shared.identity.clone(),
-        enrolment.credential.clone(),
-        trust,
-        shared.keyring.clone(),
-        &shared.db,
-    )
-    .map_err(|e| OpError::Internal(format!("opening the directory: {e}")))?;
-    *shared
-        .services
-        .directory
-        .write()
-        .unwrap_or_else(|p| p.into_inner()) = Some(directory.clone());
-    tokio::spawn(directory.clone().run(shared.cancel.clone()));
-    tokio::spawn(housekeeping(shared.clone(), directory.clone()));
-    tokio::spawn(forward_local_advertisements(shared.clone(), directory));
-    Ok(())
-}
-
-/// Keeps the DHT copies current: the revocation list (fetched, and re-put when newer) and,
-/// on a gateway, the PN summary; and re-publishes this node's services under a new PN key
-/// epoch.
-async fn housekeeping(shared: Arc<Shared>, directory: Directory) {
-    let mut changes = shared.pn_changed.subscribe();
-    let mut refresh = tokio::time::interval(REVOCATION_REFRESH);
-    let mut last_epoch = None;
-    let mut published_revocations = 0;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => return,
-            _ = refresh.tick() => {
-                if let Ok(Some(list)) = directory.fetch_revocations().await {
-                    shared.take_revocations(list).await;
-                }
-            }
-            r = changes.changed() => {
-                if r.is_err() { return; }
-                // Let a burst of changes settle.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                changes.borrow_and_update();
-            }
+    /// G.1 step 0: publishes a service description, then advertises it through the gateway
+    /// and lists it in the PN Inventory.
+    pub(crate) async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, OpError> {
+        let ctx = &self.inner.ctx;
+        let directory = self.directory()?;
+        if self.inner.pn.view().mode == cpns_overlay::NodeMode::Gateway {
+            return Err(OpError::Conflict(
+                "a gateway-only node offers no services (`cpns mode set gateway` to offer some)"
+                    .into(),
+            ));
         }
-        if let Ok(trust) = shared.trust() {
-            let list = trust.revocations();
-            if list.version > published_revocations && list.verify(trust.ca()).is_ok() {
-                match directory.publish_revocations(&list).await {
-                    Ok(()) => published_revocations = list.version,
-                    Err(e) => debug!("revocation list not put in the DHT: {e}"),
-                }
-            }
-        }
-        let epoch = crate::Handle::new(shared.clone()).pn_epoch();
-        if epoch.is_some() && epoch != last_epoch {
-            if last_epoch.is_some() {
-                match directory.republish_all().await {
-                    Ok(n) => info!(
-                        services = n,
-                        ?epoch,
-                        "services re-published under the new PN key epoch"
-                    ),
-                    Err(e) => warn!("re-publishing after a key rotation failed: {e}"),
-                }
-            }
-            last_epoch = epoch;
-        }
-        let summary = {
-            let s = shared.state();
-            s.pn.as_ref()
-                .filter(|p| p.membership.gateway == shared.peer_id)
-                .map(|_| ())
-        };
-        if summary.is_some()
-            && let Some(mut summary) = shared.inventory_summary()
-        {
-            summary.services = directory
-                .local_services()
-                .into_iter()
-                .map(|d| d.id)
-                .collect();
-            if let Err(e) = directory.publish_pn_summary(&summary).await {
-                debug!("PN summary not put in the DHT: {e}");
-            }
-        }
-    }
-}
-
-/// Advertisements the directory accepted locally are kept for the user (`cpns services
-/// watch`) and traced as G.1 step 4 (the node advertises the description to the PNE).
-async fn forward_local_advertisements(shared: Arc<Shared>, directory: Directory) {
-    let mut rx = directory.subscribe_local();
-    loop {
-        let d = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => return,
-            r = rx.recv() => match r {
-                Ok(d) => d,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
-            },
-        };
-        let me = shared.peer_id;
-        shared.trace(
-            G1,
-            4,
-            &d.publisher,
-            &me,
-            "AdvertiseServiceDescription",
-            d.id.clone(),
-        );
-        shared.services.record_advertisement(d);
-    }
-}
-
-/// G.1 step 0: publishes a service description (for an external program using the API, or
-/// the node's own content), then advertises it through the gateway.
-pub(crate) async fn publish(
-    shared: &Arc<Shared>,
-    draft: ServiceDraft,
-) -> Result<ServiceDescription, OpError> {
-    let directory = shared.services.directory()?;
-    // A PNE (Kademlia client) stores through DHT servers, its gateway first: right after the
-    // PN forms, identify may not yet have told it that the gateway serves the DHT.
-    if matches!(shared.client.kad_mode().await, Ok(KadMode::Client)) {
-        let _ = shared
-            .client
-            .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
-            .await;
-    }
-    let desc = directory
-        .publish(draft)
-        .await
-        .map_err(|e| OpError::BadRequest(format!("publish: {e}")))?;
-    shared.metrics.services_published.inc();
-    let me = shared.peer_id;
-    shared.trace(
-        G1,
-        0,
-        &me,
-        &me,
-        "PublishServiceDescription",
-        format!("{} ({})", desc.id, desc.visibility),
-    );
-    advertise(shared, &directory, &desc).await;
-    Ok(desc)
-}
-
-/// Sends the advertisement of `desc` to the gateway (a PNE) or straight to the subscribers
-/// (the gateway itself).
-async fn advertise(shared: &Arc<Shared>, directory: &Directory, desc: &ServiceDescription) {
-    let Ok(msg) = directory.advertisement(desc) else {
-        return;
-    };
-    let gateway = shared.state().pn.as_ref().map(|p| p.membership.gateway);
-    match gateway {
-        Some(gw) if gw != shared.peer_id => {
-            if let Err(e) = shared
+        // A PNE (Kademlia client) stores through DHT servers, its gateway first: right after
+        // the PN forms, identify may not yet have told it that the gateway serves the DHT.
+        let client_mode = matches!(ctx.client.kad_mode().await, Ok(KadMode::Client));
+        if client_mode {
+            let _ = ctx
                 .client
-                .request(gw, Protocol::Cpns, Message::Directory(msg))
-                .await
-            {
-                debug!("advertisement not delivered to the gateway: {e}");
-            }
+                .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
+                .await;
         }
-        Some(_) => fan_out(shared, directory, desc, msg, None).await,
-        None => {}
-    }
-}
-
-/// The gateway passes an advertisement to every subscriber of the description's keyword keys
-/// (except the publisher).
-async fn fan_out(
-    shared: &Arc<Shared>,
-    directory: &Directory,
-    desc: &ServiceDescription,
-    msg: DirectoryMessage,
-    except: Option<PeerId>,
-) {
-    let mut targets: Vec<PeerId> = directory
-        .keyword_keys(desc)
-        .iter()
-        .flat_map(|k| directory.subscribers(k))
-        .filter(|p| Some(*p) != except && *p != shared.peer_id)
-        .collect();
-    targets.sort();
-    targets.dedup();
-    for peer in targets {
-        let client = shared.client.clone();
-        let m = Message::Directory(msg.clone());
-        let me = shared.peer_id;
-        shared.trace(
+        let desc = match directory.publish_saved(draft).await {
+            Ok((desc, None)) => desc,
+            // A DHT server keeps the record in its own store and answers lookups for it, so
+            // the service is published even when no other server is known yet (a home
+            // gateway whose members are all PNEs, or a PN cut off from the Internet); the
+            // directory puts it again as DHT servers appear. A Kademlia client with no
+            // server to store it has published nothing anyone can find.
+            Ok((desc, Some(e))) if !client_mode => {
+                warn!(id = %desc.id, "service saved and served by this node, not yet replicated: {e}");
+                desc
+            }
+            Ok((_, Some(e))) => {
+                return Err(OpError::Unavailable(format!(
+                    "publish: saved locally but not replicated: {e} (it is put again once a DHT server is reachable)"
+                )));
+            }
+            Err(e) => return Err(OpError::BadRequest(format!("publish: {e}"))),
+        };
+        ctx.metrics.services_published.inc();
+        let me = ctx.peer_id;
+        ctx.trace(
             G1,
-            4,
+            0,
             &me,
-            &peer,
-            "AdvertiseServiceDescription",
-            desc.id.clone(),
+            &me,
+            "PublishServiceDescription",
+            format!("{} ({})", desc.id, desc.visibility),
         );
-        tokio::spawn(async move {
-            if let Err(e) = client.request(peer, Protocol::Cpns, m).await {
-                debug!(%peer, "advertisement not delivered: {e}");
+        self.advertise(&directory, &desc).await;
+        self.own_services_changed(&directory).await;
+        Ok(desc)
+    }
+
+    /// Removes one of this node's services.
+    pub(crate) async fn unpublish(&self, id: &str) -> Result<(), OpError> {
+        let directory = self.directory()?;
+        directory
+            .unpublish(id)
+            .await
+            .map_err(|e| OpError::NotFound(format!("unpublish: {e}")))?;
+        self.own_services_changed(&directory).await;
+        Ok(())
+    }
+
+    async fn own_services_changed(&self, directory: &Directory) {
+        let ids = directory
+            .local_services()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        if let Err(e) = self.inner.pn.own_services(ids).await {
+            debug!("the PN Inventory did not take this node's services: {e}");
+        }
+    }
+
+    /// Sends the advertisement of `desc` to the gateway (a PNE) or straight to the
+    /// subscribers (the gateway itself).
+    async fn advertise(&self, directory: &Directory, desc: &ServiceDescription) {
+        let Ok(msg) = directory.advertisement(desc) else {
+            return;
+        };
+        let view = self.inner.pn.view();
+        match view.gateway() {
+            Some(gw) if gw != view.me => {
+                if let Err(e) = self
+                    .inner
+                    .ctx
+                    .client
+                    .request(gw, Protocol::Cpns, Message::Directory(msg))
+                    .await
+                {
+                    debug!("advertisement not delivered to the gateway: {e}");
+                }
+            }
+            Some(_) => self.fan_out(directory, desc, msg, None).await,
+            None => {}
+        }
+    }
+
+    /// The gateway passes an advertisement to every subscriber of the description's keyword
+    /// keys (except the publisher), at most [`FAN_OUT_WAIT`] for all of them.
+    async fn fan_out(
+        &self,
+        directory: &Directory,
+        desc: &ServiceDescription,
+        msg: DirectoryMessage,
+        except: Option<PeerId>,
+    ) {
+        let ctx = &self.inner.ctx;
+        let me = ctx.peer_id;
+        let mut targets: Vec<PeerId> = directory
+            .keyword_keys(desc)
+            .iter()
+            .flat_map(|k| directory.subscribers(k))
+            .filter(|p| Some(*p) != except && *p != me)
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let sends = targets.into_iter().map(|peer| {
+            ctx.trace(
+                G1,
+                4,
+                &me,
+                &peer,
+                "AdvertiseServiceDescription",
+                desc.id.clone(),
+            );
+            let m = Message::Directory(msg.clone());
+            async move {
+                if let Err(e) = ctx.client.request(peer, Protocol::Cpns, m).await {
+                    debug!(%peer, "advertisement not delivered: {e}");
+                }
             }
         });
+        let _ = tokio::time::timeout(FAN_OUT_WAIT, futures::future::join_all(sends)).await;
     }
-}
 
-/// An inbound directory message: lookups and subscriptions are the directory's; an
-/// advertisement reaching the gateway is also passed on to the subscribers.
-pub(crate) async fn handle(shared: &Arc<Shared>, peer: PeerId, msg: DirectoryMessage) -> Message {
-    let directory = match shared.services.directory() {
-        Ok(d) => d,
-        Err(e) => return Message::error(cpns_overlay::ErrorCode::NotRegistered, e.to_string()),
-    };
-    let relay = match &msg {
-        DirectoryMessage::Advertise { record } if shared.state().mode.is_gateway() => directory
-            .open_advertisement(record)
-            .ok()
-            .map(|d| (d, msg.clone())),
-        _ => None,
-    };
-    let answer = directory.handle(peer, msg);
-    if let Some((desc, msg)) = relay {
-        fan_out(shared, &directory, &desc, msg, Some(peer)).await;
-    }
-    answer
-}
-
-/// G.1 step 4: discovery by keywords.
-pub(crate) async fn find(shared: &Arc<Shared>, query: &Query) -> Result<Discovery, OpError> {
-    let directory = shared.services.directory()?;
-    let found = directory
-        .find(query)
-        .await
-        .map_err(|e| OpError::Unavailable(format!("discovery: {e}")))?;
-    shared.metrics.discoveries.inc();
-    let me = shared.peer_id;
-    for f in &found.services {
-        let from = f.from_peer.unwrap_or(f.description.publisher);
-        shared.trace(
-            G1,
-            4,
-            &from,
-            &me,
-            "DiscoverServiceDescription",
-            f.description.id.clone(),
-        );
-    }
-    Ok(found)
-}
-
-/// Looks a service up by id.
-pub(crate) async fn get(shared: &Arc<Shared>, id: &str) -> Result<Found, OpError> {
-    let directory = shared.services.directory()?;
-    directory
-        .get(id)
-        .await
-        .map_err(|e| OpError::Unavailable(format!("lookup: {e}")))?
-        .ok_or_else(|| OpError::NotFound(format!("no service {id} found")))
-}
-
-/// Subscribes to advertisements for `keyword` in this node's PN (at its gateway).
-pub(crate) async fn watch(shared: &Arc<Shared>, keyword: &str) -> Result<usize, OpError> {
-    let directory = shared.services.directory()?;
-    let (gateway, pn_id) = {
-        let s = shared.state();
-        let pn = s.pn.as_ref().ok_or_else(|| {
-            OpError::Conflict("advertisements travel in a PN: join one first".into())
-        })?;
-        (pn.membership.gateway, pn.membership.pn_id.clone())
-    };
-    let mut sent = 0;
-    for scope in [
-        cpns_directory::Scope::Public,
-        cpns_directory::Scope::Group(pn_group(&pn_id)),
-    ] {
-        for msg in directory.subscription(keyword, &scope) {
-            // `subscription` registered the keyword locally; a gateway needs nothing more.
-            if gateway != shared.peer_id {
-                shared
-                    .client
-                    .request(gateway, Protocol::Cpns, Message::Directory(msg))
-                    .await?;
+    /// An inbound directory message (authorised by the router): lookups and subscriptions
+    /// are the directory's; an advertisement reaching the gateway is also passed on.
+    pub(crate) async fn handle(
+        &self,
+        peer: PeerId,
+        _class: SenderClass,
+        msg: DirectoryMessage,
+    ) -> Message {
+        let directory = match self.directory() {
+            Ok(d) => d,
+            Err(e) => return Message::error(cpns_overlay::ErrorCode::NotRegistered, e.to_string()),
+        };
+        let relay = match &msg {
+            DirectoryMessage::Advertise { record } if self.inner.pn.view().is_pn_gateway() => {
+                directory
+                    .open_advertisement(record)
+                    .ok()
+                    .map(|d| (d, msg.clone()))
             }
-            sent += 1;
+            _ => None,
+        };
+        let answer = directory.handle(peer, msg);
+        if let Some((desc, msg)) = relay {
+            self.fan_out(&directory, &desc, msg, Some(peer)).await;
         }
+        answer
     }
-    Ok(sent)
-}
 
-/// The default visibility of a node's service: its PN, if it is in one, else public.
-pub(crate) fn default_visibility(shared: &Shared) -> Visibility {
-    match shared.pn_id() {
-        Some(pn) => Visibility::Pn(pn_group(&pn)),
-        None => Visibility::Public,
+    /// G.1 step 4: discovery by keywords.
+    pub(crate) async fn find(&self, query: &Query) -> Result<Discovery, OpError> {
+        let ctx = &self.inner.ctx;
+        let directory = self.directory()?;
+        let found = directory
+            .find(query)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("discovery: {e}")))?;
+        ctx.metrics.discoveries.inc();
+        for f in &found.services {
+            let from = f.from_peer.unwrap_or(f.description.publisher);
+            ctx.trace(
+                G1,
+                4,
+                &from,
+                &ctx.peer_id,
+                "DiscoverServiceDescription",
+                f.description.id.clone(),
+            );
+        }
+        Ok(found)
+    }
+
+    /// Looks a service up by id.
+    pub(crate) async fn get(&self, id: &str) -> Result<Found, OpError> {
+        let directory = self.directory()?;
+        directory
+            .get(id)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("lookup: {e}")))?
+            .ok_or_else(|| OpError::NotFound(format!("no service {id} found")))
+    }
+
+    /// Subscribes to advertisements for `keyword` in this node's PN (at its gateway).
+    pub(crate) async fn watch(&self, keyword: &str) -> Result<usize, OpError> {
+        let directory = self.directory()?;
+        let view = self.inner.pn.view();
+        let (gateway, pn_id) = match &view.pn {
+            Some(pn) => (pn.membership.gateway, pn.membership.pn_id.clone()),
+            None => {
+                return Err(OpError::Conflict(
+                    "advertisements travel in a PN: join one first".into(),
+                ));
+            }
+        };
+        let mut sent = 0;
+        for scope in [
+            cpns_directory::Scope::Public,
+            cpns_directory::Scope::Group(pn_group(&pn_id)),
+        ] {
+            for msg in directory.subscription(keyword, &scope) {
+                // `subscription` registered the keyword locally; a gateway needs nothing more.
+                if gateway != view.me {
+                    self.inner
+                        .ctx
+                        .client
+                        .request(gateway, Protocol::Cpns, Message::Directory(msg))
+                        .await?;
+                }
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// The default visibility of a node's service: its PN, if it is in one, else public.
+    pub(crate) fn default_visibility(&self) -> Visibility {
+        match self.inner.pn.view().pn_id() {
+            Some(pn) => Visibility::Pn(pn_group(pn)),
+            None => Visibility::Public,
+        }
     }
 }

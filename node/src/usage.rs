@@ -4,35 +4,33 @@
 //! service ("IPTV viewing is not allowed to be reported, but game play is").
 //!
 //! Reports are written to a durable outbox before they are sent and removed once `cpns-auth`
-//! acknowledged them, so that they survive the server (or the gateway) being away: a periodic
-//! task retries (DESIGN: offline first).
+//! acknowledged them, so that they survive the server (or the gateway) being away: the
+//! module's task retries them (DESIGN: offline first).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cpns_overlay::{
-    AuthMessage, ErrorCode, Message, PnMessage, Protocol, UsageRecord, UsageReport, codec,
-    transcript,
+    AuthMessage, ErrorCode, Message, PnMessage, Protocol, UsageRecord, UsageReport, transcript,
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use crate::auth_link::AuthLink;
+use crate::context::Context;
 use crate::error::OpError;
-use crate::shared::Shared;
+use crate::pn;
+use crate::store::{Raw, Typed, names};
 use crate::trace::flow::G1;
 
-const OUTBOX: &str = "usage.outbox.v1";
-const META: &str = "usage.v1";
 const SEQ_KEY: &[u8] = b"sequence";
 const PREFS_KEY: &[u8] = b"never_report";
 /// How often queued reports are retried.
 const RETRY: Duration = Duration::from_secs(30);
 /// Most reports kept in the outbox (the oldest go first beyond this).
 const MAX_OUTBOX: usize = 10_000;
-/// Largest stored report.
-const MAX_REPORT: usize = 256 * 1024;
 
 /// What became of a usage record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,254 +53,271 @@ impl std::fmt::Display for UsageOutcome {
     }
 }
 
-/// The user's reporting preferences: service ids or names never to report.
-pub(crate) fn never_report(shared: &Shared) -> BTreeSet<String> {
-    let mut set: BTreeSet<String> = shared.config.usage.never_report.iter().cloned().collect();
-    if let Ok(tree) = shared.db.open_tree(META)
-        && let Ok(Some(bytes)) = tree.get(PREFS_KEY)
-        && let Ok(stored) = codec::decode::<Vec<String>>(&bytes, MAX_REPORT)
-    {
-        set.extend(stored);
-    }
-    set
+/// The usage handle (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Usage {
+    inner: Arc<Inner>,
 }
 
-/// Replaces the stored preferences (the config file's list always applies too).
-pub(crate) async fn set_never_report(shared: &Shared, list: Vec<String>) -> Result<(), OpError> {
-    let tree = shared
-        .db
-        .open_tree(META)
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    let bytes = codec::encode(&list).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.insert(PREFS_KEY, bytes)
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.flush_async()
-        .await
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    Ok(())
+struct Inner {
+    ctx: Context,
+    pn: pn::Handle,
+    auth: AuthLink,
+    outbox: Typed<UsageReport>,
+    meta: Raw,
+    prefs: Typed<Vec<String>>,
+    /// One report is numbered and queued at a time; one flush runs at a time.
+    queueing: tokio::sync::Mutex<()>,
 }
 
-async fn next_sequence(shared: &Shared) -> Result<u64, OpError> {
-    let tree = shared
-        .db
-        .open_tree(META)
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    let next = tree
-        .update_and_fetch(SEQ_KEY, |old| {
-            let n = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            Some((n + 1).to_be_bytes().to_vec())
+impl Usage {
+    /// The usage side of a node.
+    pub(crate) fn new(ctx: Context, pn: pn::Handle, auth: AuthLink) -> Result<Self, OpError> {
+        let internal = |e: crate::store::StoreError| OpError::Internal(e.to_string());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                outbox: ctx.store.typed(names::USAGE_OUTBOX).map_err(internal)?,
+                meta: ctx.store.raw(names::USAGE_META).map_err(internal)?,
+                prefs: ctx.store.typed(names::USAGE_META).map_err(internal)?,
+                queueing: tokio::sync::Mutex::new(()),
+                ctx,
+                pn,
+                auth,
+            }),
         })
-        .map_err(|e| OpError::Internal(e.to_string()))?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(1);
-    tree.flush_async()
-        .await
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    Ok(next)
-}
-
-/// G.1 step 8: reports one service use (or suppresses it by preference).
-pub(crate) async fn report(shared: &Arc<Shared>, record: UsageRecord) -> UsageOutcome {
-    let me = shared.peer_id;
-    let prefs = never_report(shared);
-    if prefs.contains(&record.service_id) || prefs.contains(&record.service_name) {
-        shared.metrics.usage_suppressed.inc();
-        shared.trace(
-            G1,
-            8,
-            &me,
-            &me,
-            "UsageReportSuppressed",
-            format!("{} (user preference)", record.service_id),
-        );
-        return UsageOutcome::Suppressed;
     }
-    match queue(shared, record).await {
-        Ok(()) => {}
-        Err(e) => {
+
+    /// The user's reporting preferences: service ids or names never to report.
+    pub(crate) fn never_report(&self) -> BTreeSet<String> {
+        let mut set: BTreeSet<String> = self
+            .inner
+            .ctx
+            .config
+            .usage
+            .never_report
+            .iter()
+            .cloned()
+            .collect();
+        if let Ok(Some(stored)) = self.inner.prefs.get(PREFS_KEY) {
+            set.extend(stored);
+        }
+        set
+    }
+
+    /// Replaces the stored preferences (the config file's list always applies too).
+    pub(crate) async fn set_never_report(&self, list: Vec<String>) -> Result<(), OpError> {
+        self.inner
+            .prefs
+            .put(PREFS_KEY, &list)
+            .await
+            .map_err(|e| OpError::Internal(e.to_string()))
+    }
+
+    async fn next_sequence(&self) -> Result<u64, OpError> {
+        let internal = |e: crate::store::StoreError| OpError::Internal(e.to_string());
+        let old = self
+            .inner
+            .meta
+            .get(SEQ_KEY)
+            .map_err(internal)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let next = old + 1;
+        self.inner
+            .meta
+            .put(SEQ_KEY, next.to_be_bytes().to_vec())
+            .await
+            .map_err(internal)?;
+        Ok(next)
+    }
+
+    /// G.1 step 8: reports one service use (or suppresses it by preference).
+    pub(crate) async fn report(&self, record: UsageRecord) -> UsageOutcome {
+        let ctx = &self.inner.ctx;
+        let me = ctx.peer_id;
+        let prefs = self.never_report();
+        if prefs.contains(&record.service_id) || prefs.contains(&record.service_name) {
+            ctx.metrics.usage_suppressed.inc();
+            ctx.trace(
+                G1,
+                8,
+                &me,
+                &me,
+                "UsageReportSuppressed",
+                format!("{} (user preference)", record.service_id),
+            );
+            return UsageOutcome::Suppressed;
+        }
+        if let Err(e) = self.queue(record).await {
             debug!("usage report not queued: {e}");
             return UsageOutcome::Queued;
         }
-    }
-    if flush(shared).await > 0 {
-        UsageOutcome::Reported
-    } else {
-        UsageOutcome::Queued
-    }
-}
-
-async fn queue(shared: &Shared, record: UsageRecord) -> Result<(), OpError> {
-    let enrolment = shared.enrolment()?;
-    let me = shared.peer_id;
-    let sequence = next_sequence(shared).await?;
-    let records = vec![record];
-    let signature = shared
-        .identity
-        .sign(&transcript::usage_report(&me, sequence, &records));
-    let report = UsageReport {
-        entity: me,
-        credential: enrolment.credential.clone(),
-        sequence,
-        records,
-        signature,
-    };
-    let tree = shared
-        .db
-        .open_tree(OUTBOX)
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    while tree.len() >= MAX_OUTBOX {
-        match tree.pop_min() {
-            Ok(Some(_)) => {}
-            _ => break,
+        if self.flush().await > 0 {
+            UsageOutcome::Reported
+        } else {
+            UsageOutcome::Queued
         }
     }
-    let bytes = codec::encode(&report).map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.insert(sequence.to_be_bytes(), bytes)
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    tree.flush_async()
-        .await
-        .map_err(|e| OpError::Internal(e.to_string()))?;
-    Ok(())
-}
 
-/// Sends every queued report; returns how many `cpns-auth` acknowledged.
-pub(crate) async fn flush(shared: &Arc<Shared>) -> usize {
-    let Ok(tree) = shared.db.open_tree(OUTBOX) else {
-        return 0;
-    };
-    let mut done = 0;
-    for item in tree.iter() {
-        let Ok((key, bytes)) = item else { continue };
-        let Ok(report) = codec::decode::<UsageReport>(&bytes, MAX_REPORT) else {
-            let _ = tree.remove(key);
-            continue;
+    async fn queue(&self, record: UsageRecord) -> Result<(), OpError> {
+        let _one = self.inner.queueing.lock().await;
+        let ctx = &self.inner.ctx;
+        let enrolment = ctx.enrolment()?;
+        let me = ctx.peer_id;
+        let sequence = self.next_sequence().await?;
+        let records = vec![record];
+        let signature = ctx
+            .identity
+            .sign(&transcript::usage_report(&me, sequence, &records));
+        let report = UsageReport {
+            entity: me,
+            credential: enrolment.credential.clone(),
+            sequence,
+            records,
+            signature,
         };
-        match send(shared, report).await {
-            Ok(()) => {
-                let _ = tree.remove(key);
-                done += 1;
-            }
-            Err(e) => {
-                debug!("usage report stays queued: {e}");
+        let outbox = &self.inner.outbox;
+        let internal = |e: crate::store::StoreError| OpError::Internal(e.to_string());
+        while outbox.len() >= MAX_OUTBOX {
+            if !outbox.pop_first().map_err(internal)? {
                 break;
             }
         }
+        outbox
+            .put(&sequence.to_be_bytes(), &report)
+            .await
+            .map_err(internal)
     }
-    if done > 0 {
-        let _ = tree.flush_async().await;
-        shared.metrics.usage_reports.inc_by(done as u64);
-    }
-    done
-}
 
-/// One report to the gateway (a PNE) or to `cpns-auth` (the gateway).
-async fn send(shared: &Arc<Shared>, report: UsageReport) -> Result<(), OpError> {
-    let me = shared.peer_id;
-    let gateway = shared.state().pn.as_ref().map(|p| p.membership.gateway);
-    let detail = report
-        .records
-        .iter()
-        .map(|r| format!("{} {} bytes", r.service_id, r.bytes))
-        .collect::<Vec<_>>()
-        .join(", ");
-    match gateway {
-        Some(gw) if gw != me => {
-            shared.trace(G1, 8, &me, &gw, "UsageReport", detail);
-            let answer = shared
-                .client
-                .request(
-                    gw,
-                    Protocol::Cpns,
-                    Message::Pn(PnMessage::UsageReport(report)),
-                )
-                .await?;
-            match answer {
-                Message::Ack => Ok(()),
-                other => Err(OpError::Refused(format!(
-                    "unexpected answer {}",
-                    other.name()
-                ))),
+    /// Sends every queued report; returns how many `cpns-auth` acknowledged.
+    pub(crate) async fn flush(&self) -> usize {
+        let outbox = &self.inner.outbox;
+        let Ok(all) = outbox.all() else {
+            return 0;
+        };
+        let mut done = 0;
+        for (key, report) in all {
+            match self.send(report).await {
+                Ok(()) => {
+                    if let Err(e) = outbox.remove(&key).await {
+                        debug!("a sent usage report stays in the outbox: {e}");
+                    }
+                    done += 1;
+                }
+                Err(e) => {
+                    debug!("usage report stays queued: {e}");
+                    break;
+                }
             }
         }
-        _ => {
-            let server = shared.enrolment()?.server;
-            shared.trace(G1, 8, &me, &server, "UsageReport", detail);
-            crate::auth_link::request(shared, AuthMessage::UsageReport(report)).await?;
-            Ok(())
+        if done > 0 {
+            self.inner.ctx.metrics.usage_reports.inc_by(done as u64);
+        }
+        done
+    }
+
+    /// One report to the gateway (a PNE) or to `cpns-auth` (the gateway).
+    async fn send(&self, report: UsageReport) -> Result<(), OpError> {
+        let ctx = &self.inner.ctx;
+        let me = ctx.peer_id;
+        let detail = report
+            .records
+            .iter()
+            .map(|r| format!("{} {} bytes", r.service_id, r.bytes))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.inner.pn.view().my_gateway() {
+            Some(gw) => {
+                ctx.trace(G1, 8, &me, &gw, "UsageReport", detail);
+                let answer = ctx
+                    .client
+                    .request(
+                        gw,
+                        Protocol::Cpns,
+                        Message::Pn(PnMessage::UsageReport(report)),
+                    )
+                    .await?;
+                match answer {
+                    Message::Ack => Ok(()),
+                    other => Err(OpError::Refused(format!(
+                        "unexpected answer {}",
+                        other.name()
+                    ))),
+                }
+            }
+            None => {
+                let server = ctx.enrolment()?.server;
+                ctx.trace(G1, 8, &me, &server, "UsageReport", detail);
+                self.inner
+                    .auth
+                    .request(AuthMessage::UsageReport(report))
+                    .await?;
+                Ok(())
+            }
         }
     }
-}
 
-/// At the gateway: a member's usage report, forwarded to `cpns-auth`.
-pub(crate) async fn on_member_report(
-    shared: &Arc<Shared>,
-    peer: PeerId,
-    report: UsageReport,
-) -> Message {
-    let member = shared
-        .state()
-        .pn
-        .as_ref()
-        .is_some_and(|p| p.is_member(&peer));
-    if !member || report.entity != peer || !shared.state().mode.is_gateway() {
-        return Message::error(
-            ErrorCode::Forbidden,
-            "the gateway forwards its own members' reports only",
-        );
-    }
-    let me = shared.peer_id;
-    let server = match shared.enrolment() {
-        Ok(e) => e.server,
-        Err(e) => return Message::error(ErrorCode::Internal, e.to_string()),
-    };
-    shared.trace(G1, 8, &me, &server, "UsageReport", format!("for {peer}"));
-    match crate::auth_link::request(shared, AuthMessage::UsageReport(report)).await {
-        Ok(AuthMessage::UsageAck { accepted }) => {
-            info!(%peer, accepted, "usage report forwarded");
-            Message::Ack
+    /// At the gateway: a member's usage report, forwarded to `cpns-auth` (the router let only
+    /// members through; the report must be the sender's own).
+    pub(crate) async fn on_member_report(&self, peer: PeerId, report: UsageReport) -> Message {
+        let ctx = &self.inner.ctx;
+        if report.entity != peer || !self.inner.pn.view().is_pn_gateway() {
+            return Message::error(
+                ErrorCode::Forbidden,
+                "the gateway forwards its own members' reports only",
+            );
         }
-        Ok(other) => Message::error(
-            ErrorCode::Internal,
-            format!("unexpected answer {}", other.name()),
-        ),
-        Err(e) => Message::error(
-            ErrorCode::Busy,
-            format!("cpns-auth unreachable, keep it queued: {e}"),
-        ),
+        let me = ctx.peer_id;
+        let server = match ctx.enrolment() {
+            Ok(e) => e.server,
+            Err(e) => return Message::error(ErrorCode::Internal, e.to_string()),
+        };
+        ctx.trace(G1, 8, &me, &server, "UsageReport", format!("for {peer}"));
+        match self
+            .inner
+            .auth
+            .request(AuthMessage::UsageReport(report))
+            .await
+        {
+            Ok(AuthMessage::UsageAck { accepted }) => {
+                info!(%peer, accepted, "usage report forwarded");
+                Message::Ack
+            }
+            Ok(other) => Message::error(
+                ErrorCode::Internal,
+                format!("unexpected answer {}", other.name()),
+            ),
+            Err(e) => Message::error(
+                ErrorCode::Busy,
+                format!("cpns-auth unreachable, keep it queued: {e}"),
+            ),
+        }
     }
-}
 
-/// Reports still queued.
-pub(crate) fn queued(shared: &Shared) -> Vec<UsageReport> {
-    let Ok(tree) = shared.db.open_tree(OUTBOX) else {
-        return Vec::new();
-    };
-    tree.iter()
-        .values()
-        .filter_map(|v| v.ok())
-        .filter_map(|v| codec::decode(&v, MAX_REPORT).ok())
-        .collect()
-}
+    /// Reports still queued.
+    pub(crate) fn queued(&self) -> Vec<UsageReport> {
+        self.inner
+            .outbox
+            .all()
+            .map(|v| v.into_iter().map(|(_, r)| r).collect())
+            .unwrap_or_default()
+    }
 
-/// Retries queued reports periodically.
-pub(crate) fn spawn(shared: &Arc<Shared>, tasks: &mut tokio::task::JoinSet<()>) {
-    let s = shared.clone();
-    tasks.spawn(async move {
+    /// The module's task: retries queued reports until the node stops.
+    pub(crate) async fn run(self) {
+        let ctx = self.inner.ctx.clone();
         let mut tick = tokio::time::interval(RETRY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                _ = s.cancel.cancelled() => return,
+                _ = ctx.cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if s.is_enrolled() {
-                flush(&s).await;
+            if ctx.is_enrolled() {
+                self.flush().await;
             }
         }
-    });
+    }
 }

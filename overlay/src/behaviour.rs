@@ -71,7 +71,10 @@ impl Behaviour {
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_record_ttl(config.record_ttl)
             .set_provider_record_ttl(config.record_ttl)
-            .set_max_packet_size(config.max_record_bytes.saturating_mul(2).max(16 * 1024));
+            .set_max_packet_size(config.max_record_bytes.saturating_mul(2).max(16 * 1024))
+            // The event loop refreshes the table itself, and only when it holds a peer
+            // (`Config::bootstrap_interval`).
+            .set_periodic_bootstrap_interval(None);
         if let Some(k) = NonZeroUsize::new(config.replication_factor) {
             kad_cfg.set_replication_factor(k);
         }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::KadMode;
 use crate::error::Error;
-use crate::protocol::{Envelope, Message, MessageId};
+use crate::protocol::{Envelope, ErrorCode, Message, MessageId};
 use crate::stats::Stats;
 
 /// Which request-response protocol a request travels on.
@@ -211,11 +211,18 @@ pub(crate) enum Command {
     },
     Admit {
         peer: PeerId,
-        admitted: bool,
+        /// `None`: un-admit. `Some(until)`: admitted until that Unix time (the end of the
+        /// credential that was checked), after which the peer is refused again.
+        until: Option<u64>,
+        /// With an un-admission: the code its requests are refused with from now on.
+        refusal: Option<ErrorCode>,
     },
     IsAdmitted {
         peer: PeerId,
         reply: Reply<bool>,
+    },
+    ForgetDhtPeer {
+        peer: PeerId,
     },
     SetCredential {
         credential: Option<Vec<u8>>,
@@ -436,10 +443,59 @@ impl Client {
         self.call(|reply| Command::RoutingTableSize { reply }).await
     }
 
-    /// Admits (or, with `false`, un-admits) a peer: its requests on `/cpns/1.0.0` reach the
-    /// application. The node admits a peer after checking its credential (B.1 steps 1-2).
+    /// Admits (or, with `false`, un-admits) a peer without an end: its requests on
+    /// `/cpns/1.0.0` reach the application. Prefer [`Client::admit_until`], which ends the
+    /// admission with the credential that was checked.
     pub async fn admit_peer(&self, peer: PeerId, admitted: bool) -> Result<(), Error> {
-        self.tell(Command::Admit { peer, admitted }).await
+        let until = admitted.then_some(u64::MAX);
+        self.tell(Command::Admit {
+            peer,
+            until,
+            refusal: None,
+        })
+        .await
+    }
+
+    /// Admits a peer until the Unix time `until` (its credential's expiry): the node admits a
+    /// peer after checking its credential (B.1 steps 1-2), and the admission must not outlive
+    /// that credential.
+    pub async fn admit_until(&self, peer: PeerId, until: u64) -> Result<(), Error> {
+        self.tell(Command::Admit {
+            peer,
+            until: Some(until),
+            refusal: None,
+        })
+        .await
+    }
+
+    /// Un-admits a peer (forgotten, or gone from the PN): its requests are refused from now
+    /// on as from any peer that did not register.
+    pub async fn unadmit(&self, peer: PeerId) -> Result<(), Error> {
+        self.tell(Command::Admit {
+            peer,
+            until: None,
+            refusal: None,
+        })
+        .await
+    }
+
+    /// Un-admits a peer that must not come back by registering again (revoked, expelled):
+    /// its requests are refused with `code`, whatever they are, until it is admitted again.
+    pub async fn refuse_peer(&self, peer: PeerId, code: ErrorCode) -> Result<(), Error> {
+        self.tell(Command::Admit {
+            peer,
+            until: None,
+            refusal: Some(code),
+        })
+        .await
+    }
+
+    /// Drops `peer` from the Kademlia routing table until identify says again that it serves
+    /// the DHT. A gateway calls it when it admits a PNE that will be a DHT client: identify
+    /// tells of the switch only later, and meanwhile every put would count the member as a
+    /// server that never answers (a failed quorum on a household's only DHT server).
+    pub async fn forget_dht_peer(&self, peer: PeerId) -> Result<(), Error> {
+        self.tell(Command::ForgetDhtPeer { peer }).await
     }
 
     /// Sets (or, with `None`, clears) the encoded entity credential this node presents in the

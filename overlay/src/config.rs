@@ -56,6 +56,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Ping interval (liveness and RTT). Default: 15 s.
     pub ping_interval: Duration,
+    /// How often the routing table is refreshed with a Kademlia bootstrap, when it holds any
+    /// peer. An empty table is the normal state of a household gateway whose only peers are
+    /// Kademlia-client PNEs, so then nothing runs and nothing is logged above debug (libp2p's
+    /// own periodic bootstrap warned "No known peers" every 5 minutes). Default: 5 min.
+    pub bootstrap_interval: Duration,
     /// Capacity of the command channel from clients to the event loop. Default: 1024.
     pub command_capacity: usize,
     /// Capacity of the event channel from the event loop to the application. Default: 1024.
@@ -128,6 +133,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(15),
+            bootstrap_interval: Duration::from_secs(300),
             command_capacity: 1024,
             event_capacity: 1024,
             max_pending: 4096,

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::kad::{self, store::RecordStore};
@@ -96,7 +97,11 @@ pub struct EventLoop {
     pending_requests: HashMap<(Protocol, request_response::OutboundRequestId), Reply<Envelope>>,
     pending_queries: HashMap<kad::QueryId, PendingQuery>,
     peers: HashMap<PeerId, PeerState>,
-    admitted: HashSet<PeerId>,
+    /// Admitted peers and when their admission ends (Unix seconds).
+    admitted: HashMap<PeerId, u64>,
+    /// Peers the application refused for good (revoked, expelled), with the code every one of
+    /// their requests gets (at most [`Config::max_admitted`]).
+    refused: HashMap<PeerId, ErrorCode>,
     listen_addrs: Vec<Multiaddr>,
     /// Every address passed to the swarm and the routing table, bounded per peer.
     addresses: AddressBook,
@@ -122,7 +127,8 @@ impl EventLoop {
             pending_requests: HashMap::new(),
             pending_queries: HashMap::new(),
             peers: HashMap::new(),
-            admitted: HashSet::new(),
+            admitted: HashMap::new(),
+            refused: HashMap::new(),
             listen_addrs,
             addresses: AddressBook::new(MAX_ADDRESS_BOOK_PEERS),
             credential: config.credential.clone(),
@@ -134,6 +140,12 @@ impl EventLoop {
     /// dropped, so waiting callers wake with [`Error::Shutdown`].
     pub async fn run(mut self, cancel: CancellationToken) {
         self.start_bootstrap();
+        let every = self
+            .config
+            .bootstrap_interval
+            .max(Duration::from_millis(10));
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let period = self
             .config
             .purge_interval
@@ -160,6 +172,7 @@ impl EventLoop {
                     }
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = refresh.tick() => self.refresh_routing_table(),
             }
         }
         debug!(peer = %self.swarm.local_peer_id(), "overlay event loop stopped");
@@ -189,6 +202,26 @@ impl EventLoop {
         }
         if any && let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
             debug!("bootstrap not started: {e}");
+        }
+    }
+
+    /// Whether `peer` is admitted now (an admission ends with the credential it was for).
+    fn is_admitted(&self, peer: &PeerId) -> bool {
+        self.admitted.get(peer).is_some_and(|u| *u > unix_now())
+    }
+
+    /// The periodic Kademlia bootstrap, run only when the routing table holds a peer: with
+    /// none (a gateway whose PNEs are all Kademlia clients) there is nobody to ask, and that is
+    /// the normal home case, not a fault.
+    fn refresh_routing_table(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        if known == 0 {
+            debug!("routing table refresh skipped: no DHT server known");
+            return;
+        }
+        if let Err(e) = kad.bootstrap() {
+            debug!("routing table refresh not started: {e}");
         }
     }
 
@@ -406,13 +439,44 @@ impl EventLoop {
                     .sum();
                 let _ = reply.send(Ok(n));
             }
-            Command::Admit { peer, admitted } => {
-                if !admitted {
+            Command::Admit {
+                peer,
+                until,
+                refusal,
+            } => match until {
+                None => {
                     self.admitted.remove(&peer);
-                } else if self.admitted.len() < self.config.max_admitted {
-                    self.admitted.insert(peer);
-                } else {
-                    warn!(%peer, "admitted-peer set is full; peer not admitted");
+                    if let Some(code) = refusal {
+                        if self.refused.len() >= self.config.max_admitted
+                            && let Some(any) = self.refused.keys().next().copied()
+                        {
+                            self.refused.remove(&any);
+                        }
+                        self.refused.insert(peer, code);
+                    }
+                }
+                Some(until) => {
+                    self.refused.remove(&peer);
+                    if !self.admitted.contains_key(&peer)
+                        && self.admitted.len() >= self.config.max_admitted
+                    {
+                        // Make room from admissions that have ended before refusing.
+                        let now = unix_now();
+                        self.admitted.retain(|_, u| *u > now);
+                    }
+                    if self.admitted.contains_key(&peer)
+                        || self.admitted.len() < self.config.max_admitted
+                    {
+                        self.admitted.insert(peer, until);
+                    } else {
+                        warn!(%peer, "admitted-peer set is full; peer not admitted");
+                    }
+                }
+            },
+            Command::ForgetDhtPeer { peer } => {
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.dht_server = false;
                 }
             }
             Command::SetCredential { credential } => {
@@ -423,7 +487,7 @@ impl EventLoop {
                 let _ = reply.send(Ok(self.swarm.behaviour_mut().kad.store_mut().usage()));
             }
             Command::IsAdmitted { peer, reply } => {
-                let _ = reply.send(Ok(self.admitted.contains(&peer)));
+                let _ = reply.send(Ok(self.is_admitted(&peer)));
             }
         }
     }
@@ -615,8 +679,16 @@ impl EventLoop {
                 };
                 if protocol == Protocol::Cpns
                     && self.config.gate_requests
+                    && let Some(code) = self.refused.get(&peer).copied()
+                {
+                    self.stats.reject_message(code.as_str());
+                    self.reply_error(channel, code, "refused by this node");
+                    return;
+                }
+                if protocol == Protocol::Cpns
+                    && self.config.gate_requests
                     && !request.body.is_open()
-                    && !self.admitted.contains(&peer)
+                    && !self.is_admitted(&peer)
                 {
                     self.stats.reject_message("not_registered");
                     self.reply_error(
@@ -695,6 +767,14 @@ impl EventLoop {
             Protocol::Auth => b.auth.send_response(channel.inner, env),
         };
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The PeerId in a multiaddr's `/p2p/` component, if any.

@@ -26,15 +26,16 @@ pub use auth::{
     UsageRecord, UsageReport,
 };
 pub use caps::{
-    Application, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,
+    Application, Candidacy, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,
     NetworkKind, NodeMode, PowerSource, Screen, StaticCapabilities,
 };
 pub use delivery::{DeliveryMessage, DeliveryMode, InvokeDecision};
 pub use directory::DirectoryMessage;
 pub use group::GroupMessage;
 pub use pn::{
-    ConnectionSetup, EntityRegistration, MemberInfo, MembershipGrant, PnInventorySummary,
-    PnMessage, PnSealed,
+    ConnectionSetup, EntityRegistration, MAX_EXPELLED, MAX_LISTEN_ADDRS, MAX_MEMBER_SERVICES,
+    MAX_SERVICE_ID, MemberDetail, MemberInfo, MembershipGrant, PnInventorySummary, PnMessage,
+    PnSealed,
 };
 pub use status::{Status, StatusMessage, StatusPolicy};
 
@@ -42,7 +43,7 @@ pub use status::{Status, StatusMessage, StatusPolicy};
 ///
 /// A peer that receives another version answers nothing and closes the stream: the codec
 /// reports [`crate::CodecError::UnknownVersion`].
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 
 /// A message id, unique per sender for the sender's lifetime (random start, then increasing).
 pub type MessageId = u64;
@@ -94,13 +95,16 @@ pub enum Message {
 impl Message {
     /// Whether a peer that has not yet presented a valid credential may send this message.
     ///
-    /// Only Entity Registration and Discovery (B.1 steps 1-2) and directory lookups are open:
-    /// everything else on `/cpns/1.0.0` needs a registered peer, which is how a DHT neighbour
-    /// from another household is kept out of this PN.
+    /// Only Entity Registration and Discovery (B.1 steps 1-2), directory lookups and
+    /// revocation lists (CA-signed, so they authenticate themselves) are open: everything else
+    /// on `/cpns/1.0.0` needs a registered peer, which is how a DHT neighbour from another
+    /// household is kept out of this PN. The node's authorisation table
+    /// (`cpns_node`'s `authz`) has the same not-enrolled column, checked by a test.
     pub fn is_open(&self) -> bool {
         matches!(
             self,
             Message::Pn(PnMessage::EntityRegistration(_))
+                | Message::Pn(PnMessage::Revocations(_))
                 // Answers are signed (and, for PN and Service Group services, sealed) records
                 // that anyone may read from the DHT anyway: a discovery by another household
                 // must not need a registration first.

@@ -16,6 +16,9 @@
 //! | GET | /v1/pns, /v1/pns/{id} | | [`crate::PnView`] |
 //! | GET | /v1/groups, /v1/groups/{id} | | [`crate::GroupView`] |
 //! | GET | /v1/usage | `?format=csv\|json` | CSV text or JSON |
+//! | POST | /v1/web/link | | a one-time URL of the operator's page (`cpns-auth web`) |
+//! | POST | /v1/codes/qr | `{"code"}` | the enrolment code as a QR code (SVG) |
+//! | GET | /web/login, /web/, /web/assets/… | | the page (`cpns_web`), behind its cookie |
 //!
 //! Errors are `{ "error": { "code": "not_found", "message": "…" } }` with a matching status.
 
@@ -27,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::{Admin, CodeOptions};
 use crate::error::AdminError;
@@ -68,7 +72,8 @@ pub(crate) struct ErrorBody {
 /// The error inside [`ErrorBody`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ErrorDetail {
-    /// Stable code: `not_found`, `conflict`, `invalid`, `unauthorized`, `internal`.
+    /// Stable code: `not_found`, `conflict`, `bad_request`, `unauthorized`, `internal`
+    /// (those of the node's API).
     pub(crate) code: String,
     /// For people.
     pub(crate) message: String,
@@ -104,7 +109,7 @@ impl IntoResponse for ApiError {
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "invalid".into(), msg.into())
+    ApiError(StatusCode::BAD_REQUEST, "bad_request".into(), msg.into())
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -113,6 +118,10 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 struct AppState {
     admin: Admin,
     token: String,
+    /// The operator's web page: one-time links and the session cookies they become.
+    web: Arc<cpns_web::Sessions>,
+    /// This endpoint's port, for the links.
+    port: u16,
 }
 
 /// Compares the bearer token in constant time.
@@ -132,8 +141,10 @@ fn token_ok(headers: &HeaderMap, token: &str) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The bearer token from `admin.json`, or the web page's session cookie (obtained through a
+/// one-time link that only the token's holder can make).
 async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if token_ok(req.headers(), &st.token) {
+    if token_ok(req.headers(), &st.token) || st.web.authorised(req.method(), req.headers()) {
         next.run(req).await
     } else {
         ApiError(
@@ -145,9 +156,16 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
     }
 }
 
-/// The router: `/v1/…` behind the token, `/metrics` open.
-pub(crate) fn router(admin: Admin, token: String) -> Router {
-    let st = AppState { admin, token };
+/// The router: `/v1/…` behind the token (or the web page's cookie), the web page
+/// (`/web/…`, `cpns-auth web`), `/metrics` open; every request must name 127.0.0.1 in `Host`.
+pub(crate) fn router(admin: Admin, token: String, port: u16) -> Router {
+    let web = Arc::new(cpns_web::Sessions::new("auth", port));
+    let st = AppState {
+        admin,
+        token,
+        web: web.clone(),
+        port,
+    };
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/users", get(list_users).post(create_user))
@@ -161,11 +179,55 @@ pub(crate) fn router(admin: Admin, token: String) -> Router {
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{id}", get(show_group))
         .route("/v1/usage", get(usage))
+        .route("/v1/web/link", post(web_link))
+        .route("/v1/codes/qr", post(code_qr))
         .route_layer(middleware::from_fn_with_state(st.clone(), require_token));
     Router::new()
         .merge(v1)
+        .merge(cpns_web::assets::routes(web, cpns_web::Page::Auth))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(cpns_web::loopback_only))
         .with_state(st)
+}
+
+/// `POST /v1/web/link`: a one-time URL for the operator's page (`cpns-auth web`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WebLink {
+    /// `http://127.0.0.1:PORT/web/login?token=…`, valid once.
+    pub(crate) url: String,
+    /// How long the link stays valid.
+    pub(crate) expires_in_secs: u64,
+}
+
+async fn web_link(State(st): State<AppState>) -> ApiResult<WebLink> {
+    let token = st.web.issue_link();
+    Ok(Json(WebLink {
+        url: format!("http://127.0.0.1:{}/web/login?token={token}", st.port),
+        expires_in_secs: cpns_web::LINK_TTL.as_secs(),
+    }))
+}
+
+/// The body of `POST /v1/codes/qr`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct QrRequest {
+    /// An enrolment code (`cpns1-…`).
+    pub(crate) code: String,
+}
+
+/// `POST /v1/codes/qr`: an enrolment code as a QR code (SVG), for the page to show to a
+/// device's camera. Upper case puts the code in QR's alphanumeric mode; nodes ignore case.
+async fn code_qr(Json(req): Json<QrRequest>) -> Result<Response, ApiError> {
+    if !req.code.starts_with("cpns1-") || req.code.len() > 2048 {
+        return Err(invalid("not an enrolment code"));
+    }
+    let symbol = qrcode::QrCode::new(req.code.to_ascii_uppercase().as_bytes())
+        .map_err(|e| invalid(format!("cannot make a QR code: {e}")))?;
+    let svg = symbol
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .quiet_zone(true)
+        .build();
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
 
 async fn status(State(st): State<AppState>) -> ApiResult<crate::ServerInfo> {
@@ -277,13 +339,7 @@ async fn usage(
     Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.admin.metrics_text(),
-    )
-        .into_response()
+/// OpenMetrics for a scraper that asks for it, else Prometheus text 0.0.4 (`cpns_web::metrics`).
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    cpns_web::metrics::response(st.admin.metrics_text(), &headers)
 }

@@ -3,12 +3,12 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cpns_api::{CreateGroupBody, GroupDone, GroupView, KeysPulled, PeerBody};
 use cpns_keys::GroupId;
-use cpns_overlay::GroupInfo;
-use serde::Deserialize;
 
 use super::{ApiError, ApiResult, ApiState, Body};
 use crate::error::OpError;
+use crate::views::IntoApi;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -25,61 +25,62 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(OpError::BadRequest(e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
-    name: String,
+async fn create(State(s): State<ApiState>, Body(b): Body<CreateGroupBody>) -> ApiResult<GroupView> {
+    Ok(Json(s.handle.group_create(&b.name).await?.into_api()))
 }
 
-async fn create(State(s): State<ApiState>, Body(b): Body<CreateBody>) -> ApiResult<GroupInfo> {
-    Ok(Json(s.handle.group_create(&b.name).await?))
+async fn list(State(s): State<ApiState>) -> ApiResult<Vec<GroupView>> {
+    Ok(Json(s.handle.groups().await?.into_api()))
 }
 
-async fn list(State(s): State<ApiState>) -> ApiResult<Vec<GroupInfo>> {
-    Ok(Json(s.handle.groups().await?))
+async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<GroupView> {
+    Ok(Json(s.handle.group(GroupId(id)).await?.into_api()))
 }
 
-async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<GroupInfo> {
-    Ok(Json(s.handle.group(GroupId(id)).await?))
-}
-
-async fn delete(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+async fn delete(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<GroupDone> {
     s.handle.group_delete(GroupId(id.clone())).await?;
-    Ok(Json(serde_json::json!({ "ok": true, "group": id })))
-}
-
-#[derive(Deserialize)]
-struct PeerBody {
-    peer: String,
+    Ok(Json(GroupDone {
+        ok: true,
+        group: id,
+    }))
 }
 
 async fn invite(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Body(b): Body<PeerBody>,
-) -> ApiResult<GroupInfo> {
+) -> ApiResult<GroupView> {
     let peer = b.peer.parse().map_err(bad)?;
-    Ok(Json(s.handle.group_invite(GroupId(id), peer).await?))
+    Ok(Json(
+        s.handle.group_invite(GroupId(id), peer).await?.into_api(),
+    ))
 }
 
 async fn expel(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Body(b): Body<PeerBody>,
-) -> ApiResult<GroupInfo> {
+) -> ApiResult<GroupView> {
     let peer = b.peer.parse().map_err(bad)?;
-    Ok(Json(s.handle.group_expel(GroupId(id), peer).await?))
+    Ok(Json(
+        s.handle.group_expel(GroupId(id), peer).await?.into_api(),
+    ))
 }
 
-async fn join(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<GroupInfo> {
-    Ok(Json(s.handle.group_join(GroupId(id)).await?))
+async fn join(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<GroupView> {
+    Ok(Json(s.handle.group_join(GroupId(id)).await?.into_api()))
 }
 
-async fn leave(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+async fn leave(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<GroupDone> {
     s.handle.group_leave(GroupId(id.clone())).await?;
-    Ok(Json(serde_json::json!({ "ok": true, "group": id })))
+    Ok(Json(GroupDone {
+        ok: true,
+        group: id,
+    }))
 }
 
-async fn pull(State(s): State<ApiState>) -> ApiResult<serde_json::Value> {
-    let new = s.handle.pull_keys().await?;
-    Ok(Json(serde_json::json!({ "new_keys": new })))
+async fn pull(State(s): State<ApiState>) -> ApiResult<KeysPulled> {
+    Ok(Json(KeysPulled {
+        new_keys: s.handle.pull_keys().await?,
+    }))
 }

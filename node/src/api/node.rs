@@ -3,12 +3,14 @@
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use cpns_api::{
+    CapabilitiesPatch, CapabilitiesView, CredentialView, PeerBody, PeerView, PingView, StatusView,
+    TraceEvent, TraceQuery,
+};
 
 use super::{ApiError, ApiResult, ApiState, Body};
 use crate::error::OpError;
-use crate::trace::TraceEvent;
-use crate::views::{PeerView, PingView, StatusView};
+use crate::views::{IntoApi, capabilities_patch};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -21,7 +23,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/credential/renew", post(renew_credential))
 }
 
-async fn renew_credential(State(s): State<ApiState>) -> ApiResult<crate::renewal::CredentialView> {
+async fn renew_credential(State(s): State<ApiState>) -> ApiResult<CredentialView> {
     Ok(Json(s.handle.renew_credential().await?))
 }
 
@@ -33,12 +35,7 @@ async fn peers(State(s): State<ApiState>) -> ApiResult<Vec<PeerView>> {
     Ok(Json(s.handle.peers().await?))
 }
 
-#[derive(Deserialize)]
-struct PingBody {
-    peer: String,
-}
-
-async fn ping(State(s): State<ApiState>, Body(body): Body<PingBody>) -> ApiResult<PingView> {
+async fn ping(State(s): State<ApiState>, Body(body): Body<PeerBody>) -> ApiResult<PingView> {
     let peer = body
         .peer
         .parse()
@@ -46,37 +43,39 @@ async fn ping(State(s): State<ApiState>, Body(body): Body<PingBody>) -> ApiResul
     Ok(Json(s.handle.ping(peer).await?))
 }
 
-#[derive(Deserialize)]
-struct TraceQuery {
-    flow: Option<String>,
+/// The trace of one flow (or all), as the daemon records it.
+pub(super) fn trace_events(s: &ApiState, flow: Option<&str>) -> Vec<crate::trace::TraceEvent> {
+    let mut events = s.handle.trace();
+    if let Some(flow) = flow {
+        events.retain(|e| e.flow == flow);
+    }
+    events
 }
 
 async fn trace(
     State(s): State<ApiState>,
     Query(q): Query<TraceQuery>,
 ) -> ApiResult<Vec<TraceEvent>> {
-    let mut events = s.handle.trace();
-    if let Some(flow) = q.flow {
-        events.retain(|e| e.flow == flow);
-    }
-    Ok(Json(events))
+    Ok(Json(trace_events(&s, q.flow.as_deref()).into_api()))
 }
 
 async fn trace_mermaid(State(s): State<ApiState>, Query(q): Query<TraceQuery>) -> String {
-    let mut events = s.handle.trace();
-    if let Some(flow) = q.flow {
-        events.retain(|e| e.flow == flow);
-    }
+    let events = trace_events(&s, q.flow.as_deref());
     crate::trace::mermaid(&events, &s.handle.trace_labels())
 }
 
-async fn capabilities(State(s): State<ApiState>) -> ApiResult<cpns_overlay::Capabilities> {
-    Ok(Json(s.handle.capabilities()))
+async fn capabilities(State(s): State<ApiState>) -> ApiResult<CapabilitiesView> {
+    Ok(Json(s.handle.capabilities().into_api()))
 }
 
 async fn set_capabilities(
     State(s): State<ApiState>,
-    Body(patch): Body<crate::config::CapabilitiesConfig>,
-) -> ApiResult<cpns_overlay::Capabilities> {
-    Ok(Json(s.handle.set_capabilities(patch).await?))
+    Body(patch): Body<CapabilitiesPatch>,
+) -> ApiResult<CapabilitiesView> {
+    Ok(Json(
+        s.handle
+            .set_capabilities(capabilities_patch(patch))
+            .await?
+            .into_api(),
+    ))
 }

@@ -1,17 +1,19 @@
 //! Endpoints of PN establishment and management: enrol (`up`), leave (`down`), pair, the PN
 //! Inventory, invitations and expulsions, the mode, and sealing with the PN key.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cpns_keys::GroupSealed;
+use cpns_api::{
+    Done, EpochView, ExpelBody, InventoryQuery, InviteBody, ModeBody, ModeView, Opened, PairBody,
+    PairOutcome, PairingCodeView, PnInventoryView, Released, SealBody, SealedView, StatusView,
+    UpBody,
+};
 use cpns_overlay::Invitee;
-use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ApiState, Body};
-use crate::PairOutcome;
 use crate::error::OpError;
-use crate::views::{PnInventoryView, StatusView};
+use crate::views::{IntoApi, sealed};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -23,6 +25,11 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/pn/invite", post(invite))
         .route("/v1/pn/expel", post(expel))
         .route("/v1/pn/release", post(release))
+        .route("/v1/pn/invitations", get(invitations))
+        .route("/v1/pn/accept", post(accept))
+        .route("/v1/pn/decline", post(decline))
+        .route("/v1/pn/handoff", post(hand_off))
+        .route("/v1/pn/match", get(capability_match))
         .route("/v1/pn/seal", post(seal))
         .route("/v1/pn/open", post(open))
         .route("/v1/mode", get(mode_get).post(mode_set))
@@ -32,18 +39,8 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(OpError::BadRequest(e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct UpBody {
-    code: String,
-}
-
 async fn up(State(s): State<ApiState>, Body(b): Body<UpBody>) -> ApiResult<StatusView> {
     Ok(Json(s.handle.up(&b.code).await?))
-}
-
-#[derive(Serialize)]
-struct Done {
-    ok: bool,
 }
 
 async fn down(State(s): State<ApiState>) -> ApiResult<Done> {
@@ -51,19 +48,9 @@ async fn down(State(s): State<ApiState>) -> ApiResult<Done> {
     Ok(Json(Done { ok: true }))
 }
 
-#[derive(Deserialize)]
-struct PairBody {
-    addr: String,
-}
-
 async fn pair(State(s): State<ApiState>, Body(b): Body<PairBody>) -> ApiResult<PairOutcome> {
     // `addr` is a multiaddr with /p2p/PEERID or a pairing code.
-    Ok(Json(s.handle.pair_with(&b.addr).await?))
-}
-
-#[derive(Serialize)]
-struct PairingCodeView {
-    code: String,
+    Ok(Json(s.handle.pair_with(&b.addr).await?.into_api()))
 }
 
 async fn pairing_code(State(s): State<ApiState>) -> ApiResult<PairingCodeView> {
@@ -72,22 +59,11 @@ async fn pairing_code(State(s): State<ApiState>) -> ApiResult<PairingCodeView> {
     }))
 }
 
-#[derive(Deserialize)]
-struct InventoryQuery {
-    pn_id: Option<String>,
-}
-
 async fn inventory(
     State(s): State<ApiState>,
-    axum::extract::Query(q): axum::extract::Query<InventoryQuery>,
+    Query(q): Query<InventoryQuery>,
 ) -> ApiResult<PnInventoryView> {
-    Ok(Json(s.handle.pn_inventory(q.pn_id).await?.into()))
-}
-
-#[derive(Deserialize)]
-struct InviteBody {
-    user: Option<String>,
-    entity: Option<String>,
+    Ok(Json(s.handle.pn_inventory(q.pn_id).await?.into_api()))
 }
 
 async fn invite(State(s): State<ApiState>, Body(b): Body<InviteBody>) -> ApiResult<Done> {
@@ -100,59 +76,27 @@ async fn invite(State(s): State<ApiState>, Body(b): Body<InviteBody>) -> ApiResu
     Ok(Json(Done { ok: true }))
 }
 
-#[derive(Deserialize)]
-struct ExpelBody {
-    peer: String,
-}
-
-#[derive(Serialize)]
-struct Epoch {
-    epoch: u64,
-}
-
-async fn expel(State(s): State<ApiState>, Body(b): Body<ExpelBody>) -> ApiResult<Epoch> {
+async fn expel(State(s): State<ApiState>, Body(b): Body<ExpelBody>) -> ApiResult<EpochView> {
     let peer = b.peer.parse().map_err(bad)?;
-    Ok(Json(Epoch {
+    Ok(Json(EpochView {
         epoch: s.handle.pn_expel(peer).await?,
     }))
 }
 
-#[derive(Deserialize)]
-struct SealBody {
-    /// Text to seal (UTF-8).
-    text: String,
+async fn seal(State(s): State<ApiState>, Body(b): Body<SealBody>) -> ApiResult<SealedView> {
+    Ok(Json(s.handle.pn_seal(b.text.as_bytes())?.into_api()))
 }
 
-async fn seal(State(s): State<ApiState>, Body(b): Body<SealBody>) -> ApiResult<GroupSealed> {
-    Ok(Json(s.handle.pn_seal(b.text.as_bytes())?))
-}
-
-#[derive(Serialize)]
-struct Opened {
-    text: String,
-}
-
-async fn open(State(s): State<ApiState>, Body(sealed): Body<GroupSealed>) -> ApiResult<Opened> {
-    let bytes = s.handle.pn_open(&sealed)?;
+async fn open(State(s): State<ApiState>, Body(b): Body<SealedView>) -> ApiResult<Opened> {
+    let bytes = s.handle.pn_open(&sealed(b).map_err(bad)?)?;
     Ok(Json(Opened {
         text: String::from_utf8_lossy(&bytes).into_owned(),
     }))
 }
 
-#[derive(Serialize, Deserialize)]
-struct ModeView {
-    mode: String,
-    setting: String,
-}
-
 async fn mode_get(State(s): State<ApiState>) -> ApiResult<ModeView> {
     let (mode, setting) = s.handle.mode();
     Ok(Json(ModeView { mode, setting }))
-}
-
-#[derive(Deserialize)]
-struct ModeBody {
-    mode: String,
 }
 
 async fn mode_set(State(s): State<ApiState>, Body(b): Body<ModeBody>) -> ApiResult<ModeView> {
@@ -162,13 +106,45 @@ async fn mode_set(State(s): State<ApiState>, Body(b): Body<ModeBody>) -> ApiResu
     Ok(Json(ModeView { mode, setting }))
 }
 
-#[derive(Serialize)]
-struct Released {
-    pn_id: String,
-}
-
 async fn release(State(s): State<ApiState>) -> ApiResult<Released> {
     Ok(Json(Released {
         pn_id: s.handle.pn_release().await?,
     }))
+}
+
+async fn invitations(State(s): State<ApiState>) -> ApiResult<Vec<cpns_api::InvitationView>> {
+    Ok(Json(s.handle.pn_invitations()))
+}
+
+async fn accept(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::InvitationBody>,
+) -> ApiResult<Released> {
+    Ok(Json(Released {
+        pn_id: s.handle.pn_accept(&b.id).await?,
+    }))
+}
+
+async fn decline(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::InvitationBody>,
+) -> ApiResult<Done> {
+    s.handle.pn_decline(&b.id).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+async fn hand_off(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::HandOffBody>,
+) -> ApiResult<Done> {
+    let peer = b.peer.parse().map_err(bad)?;
+    s.handle.pn_hand_off(peer).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+async fn capability_match(
+    State(s): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<cpns_api::MatchQuery>,
+) -> ApiResult<cpns_api::MatchView> {
+    Ok(Json(s.handle.pn_match(&q.service).await?))
 }

@@ -1,22 +1,19 @@
 //! Service Publication & Discovery (5.6.4), Service/Content Delivery (5.6.7) and usage
 //! reporting (5.6.3) endpoints: the typical flow of Appendix G.1 from an application's side.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cpns_directory::{
-    Discovery, Endpoint, Found, Requirements, Scope, ServiceDescription, ServiceDraft, Source,
-    Visibility,
+use cpns_api::{
+    DiscoveryView, FetchBody, FetchOutcome, FoundView, InboxEntry, PublishBody, QueuedReport,
+    SendBody, Sent, ServiceView, Unpublished, UsagePrefs, WatchBody, Watching,
 };
+use cpns_directory::{Endpoint, Scope, ServiceDraft, Source, Visibility};
 use cpns_overlay::DeliveryMode;
-use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ApiState, Body};
-use crate::delivery::FetchOutcome;
 use crate::error::OpError;
+use crate::views::{IntoApi, requirements};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -33,36 +30,14 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/usage/queued", get(queued))
 }
 
+/// The metadata key under which a service that serves a file states its size in bytes.
+pub(crate) const CONTENT_SIZE_KEY: &str = "size";
+
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(OpError::BadRequest(e.to_string()))
 }
 
-/// `POST /v1/services` body: a service description to publish (G.1 step 0).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct PublishBody {
-    id: Option<String>,
-    name: String,
-    keywords: Vec<String>,
-    offers: String,
-    /// `public`, `pn` (this node's PN, the default), or `group:<id>`.
-    visibility: Option<String>,
-    /// The external provider this service speaks for (else this node).
-    external: Option<String>,
-    external_url: Option<String>,
-    metadata: BTreeMap<String, String>,
-    requirements: Requirements,
-    protocol: Option<String>,
-    addresses: Vec<String>,
-    /// A file this node serves as the service's content.
-    file: Option<PathBuf>,
-    ttl_secs: Option<u64>,
-}
-
-async fn publish(
-    State(s): State<ApiState>,
-    Body(b): Body<PublishBody>,
-) -> ApiResult<ServiceDescription> {
+async fn publish(State(s): State<ApiState>, Body(b): Body<PublishBody>) -> ApiResult<ServiceView> {
     let visibility = match b.visibility.as_deref() {
         None | Some("pn") => s.handle.default_visibility(),
         Some(v) => v.parse().map_err(bad)?,
@@ -74,44 +49,50 @@ async fn publish(
         name,
         url: b.external_url,
     });
+    let mut metadata = b.metadata;
+    if let Some(file) = &b.file {
+        // `size`: what a consumer's progress bar counts up to (docs/API.md).
+        let len = tokio::fs::metadata(file)
+            .await
+            .map_err(|e| bad(format!("{}: {e}", file.display())))?
+            .len();
+        metadata.insert(CONTENT_SIZE_KEY.into(), len.to_string());
+    }
     let draft = ServiceDraft {
         id: b.id,
         name: b.name,
         keywords: b.keywords,
         offers: b.offers,
         source,
-        requirements: b.requirements,
+        requirements: requirements(b.requirements),
         endpoint: Endpoint {
             protocol: b.protocol.unwrap_or_default(),
             addresses: b.addresses,
         },
-        metadata: b.metadata,
+        metadata,
         ttl: b.ttl_secs.map(std::time::Duration::from_secs),
         visibility,
     };
-    Ok(Json(s.handle.publish(draft, b.file).await?))
+    Ok(Json(s.handle.publish(draft, b.file).await?.into_api()))
 }
 
-async fn list(State(s): State<ApiState>) -> ApiResult<Vec<ServiceDescription>> {
-    Ok(Json(s.handle.services()?))
+async fn list(State(s): State<ApiState>) -> ApiResult<Vec<ServiceView>> {
+    Ok(Json(s.handle.services()?.into_api()))
 }
 
-async fn unpublish(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> ApiResult<serde_json::Value> {
+async fn unpublish(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Unpublished> {
     s.handle.unpublish(&id).await?;
-    Ok(Json(serde_json::json!({ "ok": true, "id": id })))
+    Ok(Json(Unpublished { ok: true, id }))
 }
 
-async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Found> {
-    Ok(Json(s.handle.service(&id).await?))
+async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<FoundView> {
+    Ok(Json(s.handle.service(&id).await?.into_api()))
 }
 
 async fn find(
     State(s): State<ApiState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
-) -> ApiResult<Discovery> {
+) -> ApiResult<DiscoveryView> {
     // `keyword` may repeat: ?keyword=printer&keyword=colour&scope=public&match_capabilities=true
     let mut query = cpns_directory::Query::default();
     let mut match_caps = false;
@@ -140,7 +121,7 @@ async fn find(
     if match_caps {
         query.capabilities = Some(s.handle.capabilities());
     }
-    Ok(Json(s.handle.find(&query).await?))
+    Ok(Json(s.handle.find(&query).await?.into_api()))
 }
 
 fn url_decode(s: &str) -> String {
@@ -165,30 +146,16 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[derive(Deserialize)]
-struct WatchBody {
-    keyword: String,
+async fn watch(State(s): State<ApiState>, Body(b): Body<WatchBody>) -> ApiResult<Watching> {
+    let subscriptions = s.handle.watch_services(&b.keyword).await?;
+    Ok(Json(Watching {
+        keyword: b.keyword,
+        subscriptions,
+    }))
 }
 
-async fn watch(
-    State(s): State<ApiState>,
-    Body(b): Body<WatchBody>,
-) -> ApiResult<serde_json::Value> {
-    let n = s.handle.watch_services(&b.keyword).await?;
-    Ok(Json(
-        serde_json::json!({ "keyword": b.keyword, "subscriptions": n }),
-    ))
-}
-
-async fn advertisements(State(s): State<ApiState>) -> ApiResult<Vec<ServiceDescription>> {
-    Ok(Json(s.handle.advertisements()))
-}
-
-#[derive(Deserialize)]
-struct FetchBody {
-    service_id: String,
-    #[serde(default)]
-    mode: Option<String>,
+async fn advertisements(State(s): State<ApiState>) -> ApiResult<Vec<ServiceView>> {
+    Ok(Json(s.handle.advertisements().into_api()))
 }
 
 async fn fetch(State(s): State<ApiState>, Body(b): Body<FetchBody>) -> ApiResult<FetchOutcome> {
@@ -197,25 +164,17 @@ async fn fetch(State(s): State<ApiState>, Body(b): Body<FetchBody>) -> ApiResult
         Some("push") => DeliveryMode::Push,
         Some(other) => return Err(bad(format!("unknown mode {other:?} (pull or push)"))),
     };
-    Ok(Json(s.handle.fetch(&b.service_id, mode).await?))
+    let _progress = s.web.fetching(&b.service_id);
+    Ok(Json(s.handle.fetch(&b.service_id, mode).await?.into_api()))
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    peer: String,
-    path: PathBuf,
-}
-
-async fn send(State(s): State<ApiState>, Body(b): Body<SendBody>) -> ApiResult<serde_json::Value> {
+async fn send(State(s): State<ApiState>, Body(b): Body<SendBody>) -> ApiResult<Sent> {
     let peer = b.peer.parse().map_err(bad)?;
     let bytes = s.handle.send_file(peer, &b.path).await?;
-    Ok(Json(serde_json::json!({ "peer": b.peer, "bytes": bytes })))
-}
-
-#[derive(Serialize)]
-struct InboxEntry {
-    name: String,
-    bytes: u64,
+    Ok(Json(Sent {
+        peer: b.peer,
+        bytes,
+    }))
 }
 
 async fn inbox(State(s): State<ApiState>) -> ApiResult<Vec<InboxEntry>> {
@@ -229,24 +188,19 @@ async fn inbox(State(s): State<ApiState>) -> ApiResult<Vec<InboxEntry>> {
     ))
 }
 
-#[derive(Serialize, Deserialize)]
-struct Prefs {
-    never_report: Vec<String>,
-}
-
-async fn prefs_get(State(s): State<ApiState>) -> ApiResult<Prefs> {
-    Ok(Json(Prefs {
+async fn prefs_get(State(s): State<ApiState>) -> ApiResult<UsagePrefs> {
+    Ok(Json(UsagePrefs {
         never_report: s.handle.usage_never_report(),
     }))
 }
 
-async fn prefs_set(State(s): State<ApiState>, Body(p): Body<Prefs>) -> ApiResult<Prefs> {
+async fn prefs_set(State(s): State<ApiState>, Body(p): Body<UsagePrefs>) -> ApiResult<UsagePrefs> {
     s.handle.set_usage_never_report(p.never_report).await?;
-    Ok(Json(Prefs {
+    Ok(Json(UsagePrefs {
         never_report: s.handle.usage_never_report(),
     }))
 }
 
-async fn queued(State(s): State<ApiState>) -> ApiResult<Vec<cpns_overlay::UsageReport>> {
-    Ok(Json(s.handle.usage_queued()))
+async fn queued(State(s): State<ApiState>) -> ApiResult<Vec<QueuedReport>> {
+    Ok(Json(s.handle.usage_queued().into_api()))
 }

@@ -4,12 +4,12 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cpns_api::{Notification, PeerStatus, SetStatusBody, SubscribeBody, Subscribed};
 use cpns_overlay::{Status, StatusPolicy};
-use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ApiState, Body};
 use crate::error::OpError;
-use crate::status::Notification;
+use crate::views::{IntoApi, busy_reason};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -23,34 +23,22 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(OpError::BadRequest(e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct SetBody {
-    status: String,
-    reason: Option<String>,
+/// A status named in the API (`online`, `busy`, `offline`) as the overlay's.
+pub(super) fn parse_status(status: &str, reason: Option<String>) -> Result<Status, ApiError> {
+    match status {
+        "online" => Ok(Status::Online),
+        "offline" => Ok(Status::Offline),
+        "busy" => Ok(Status::Busy {
+            reason: reason.unwrap_or_default(),
+        }),
+        other => Err(bad(format!(
+            "unknown status {other:?} (online, busy, offline)"
+        ))),
+    }
 }
 
-#[derive(Serialize)]
-struct PeerStatus {
-    peer_id: String,
-    status: String,
-    reason: Option<String>,
-    battery_percent: Option<u8>,
-    answered_by: String,
-}
-
-async fn set(State(s): State<ApiState>, Body(b): Body<SetBody>) -> ApiResult<PeerStatus> {
-    let status = match b.status.as_str() {
-        "online" => Status::Online,
-        "offline" => Status::Offline,
-        "busy" => Status::Busy {
-            reason: b.reason.clone().unwrap_or_default(),
-        },
-        other => {
-            return Err(bad(format!(
-                "unknown status {other:?} (online, busy, offline)"
-            )));
-        }
-    };
+async fn set(State(s): State<ApiState>, Body(b): Body<SetStatusBody>) -> ApiResult<PeerStatus> {
+    let status = parse_status(&b.status, b.reason.clone())?;
     s.handle.set_status(status.clone()).await?;
     let me = s.handle.peer_id().to_string();
     Ok(Json(PeerStatus {
@@ -68,32 +56,10 @@ async fn of(State(s): State<ApiState>, Path(peer): Path<String>) -> ApiResult<Pe
     Ok(Json(PeerStatus {
         peer_id: peer,
         status: status.as_str().into(),
-        reason: match status {
-            Status::Busy { reason } => Some(reason),
-            _ => None,
-        },
+        reason: busy_reason(&status),
         battery_percent: battery,
         answered_by: at.to_string(),
     }))
-}
-
-#[derive(Deserialize)]
-struct SubscribeBody {
-    peer: String,
-    #[serde(default = "yes")]
-    on_change: bool,
-    battery_below: Option<u8>,
-    free_memory_below: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Serialize)]
-struct Subscribed {
-    peer_id: String,
-    at: String,
 }
 
 async fn subscribe(
@@ -119,5 +85,5 @@ async fn subscribe(
 }
 
 async fn notifications(State(s): State<ApiState>) -> ApiResult<Vec<Notification>> {
-    Ok(Json(s.handle.notifications()))
+    Ok(Json(s.handle.notifications().into_api()))
 }

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{CHUNK, MAX_CONTROL_FRAME};
+use crate::context::Context;
 use crate::error::OpError;
-use crate::shared::Shared;
 
 /// The first frame of a delivery stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ fn io_error(e: std::io::Error) -> OpError {
 /// chunks. Reading and sealing run on a blocking thread, a few chunks ahead of the network
 /// writes, so that the AEAD and the transport work in parallel.
 pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
-    shared: &Shared,
+    shared: &Context,
     out: &mut W,
     key: Option<GroupKey>,
     mut file: std::fs::File,
@@ -126,17 +126,26 @@ pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
 /// `path` run on a blocking thread while the next chunks arrive. Returns the byte count and
 /// the SHA-256 of the content.
 pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
-    shared: &Shared,
+    shared: &Context,
     sender: &PeerId,
     input: &mut R,
     path: &std::path::Path,
     max_len: u64,
+    sealed_by: Option<&GroupId>,
 ) -> Result<(u64, String), OpError> {
-    let opening: Opening = read_frame(input).await?;
+    let opening: Opening = timed(read_frame(input)).await?;
     if opening.length > max_len {
         return Err(OpError::Refused(format!(
-            "content of {} bytes is over the limit",
+            "content of {} bytes is over the limit of {max_len}",
             opening.length
+        )));
+    }
+    // A service sealed under a group key is accepted sealed under that group's key only.
+    if let Some(g) = sealed_by
+        && opening.sealed.as_ref().is_none_or(|(got, _)| got != g)
+    {
+        return Err(OpError::Refused(format!(
+            "the content of a service of {g} came without its seal"
         )));
     }
     let key = match &opening.sealed {
@@ -188,7 +197,8 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
     let max_frame = CHUNK + 64;
     let reading = async {
         loop {
-            let (last, body) = read_chunk_frame(input, max_frame).await?;
+            // A whole frame within the idle bound: a stalled sender cannot hold the stream.
+            let (last, body) = timed(read_chunk_frame(input, max_frame)).await?;
             shared.metrics.bytes_received.inc_by(body.len() as u64);
             if tx.send((last, body)).await.is_err() || last {
                 // The consumer stopped (its error is the answer) or the content is complete.
@@ -205,6 +215,28 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
         (_, Ok(done)) => Ok(done),
         (Err(e), Err(_)) => Err(e),
         (Ok(()), Err(e)) => Err(e),
+    }
+}
+
+/// How long a receiver waits for the next bytes of a stream before it gives up.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A read that fails (as a timeout) after [`IDLE`] without progress.
+async fn timed<T, E: From<std::io::Error>>(
+    read: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(IDLE, read).await {
+        Ok(r) => r,
+        Err(_) => Err(E::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no data for 30 s",
+        ))),
+    }
+}
+
+impl From<std::io::Error> for OpError {
+    fn from(e: std::io::Error) -> Self {
+        io_error(e)
     }
 }
 

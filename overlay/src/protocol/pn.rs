@@ -72,7 +72,39 @@ pub enum PnMessage {
         /// Where the new gateway listens.
         addrs: Vec<Multiaddr>,
     },
+    /// A member tells its gateway which services it offers the PN (their ids), so that the
+    /// PN Inventory lists them (5.6.9 "PN Inventory"). Sent after each publish or unpublish.
+    ServicesUpdate {
+        /// The PN.
+        pn_id: PnId,
+        /// Ids of the member's services (at most [`MAX_MEMBER_SERVICES`]).
+        services: Vec<String>,
+    },
+    /// The gateway's member list changed without a new key epoch (a member's candidacy or
+    /// information changed, a member was expelled by another admin): every member's view.
+    MembersUpdate {
+        /// The PN.
+        pn_id: PnId,
+        /// The members.
+        members: Vec<MemberInfo>,
+        /// Entities the PN expelled recently.
+        expelled: Vec<PeerId>,
+    },
+    /// The gateway hands its role to this member (5.6.9 "switch current PN GW to other PN
+    /// GW"): the receiver takes the role over (B.1 6, 8-17 with the take-over claim) and
+    /// answers once it is the gateway of record.
+    HandOff {
+        /// The PN.
+        pn_id: PnId,
+    },
 }
+
+/// Most services one member may list in the PN Inventory.
+pub const MAX_MEMBER_SERVICES: usize = 256;
+/// Longest service id listed in the PN Inventory.
+pub const MAX_SERVICE_ID: usize = 128;
+/// Most listen addresses kept for one entity (a registration, a member).
+pub const MAX_LISTEN_ADDRS: usize = 8;
 
 impl PnMessage {
     /// Stable message name for traces.
@@ -94,6 +126,9 @@ impl PnMessage {
             PnMessage::Pong { .. } => "Pong",
             PnMessage::UsageReport(_) => "UsageReport",
             PnMessage::GatewayChanged { .. } => "PnGatewayChanged",
+            PnMessage::ServicesUpdate { .. } => "PnServicesUpdate",
+            PnMessage::MembersUpdate { .. } => "PnMembersUpdate",
+            PnMessage::HandOff { .. } => "PnGatewayHandOff",
         }
     }
 }
@@ -154,7 +189,13 @@ pub struct MembershipGrant {
     pub sealed_key: Sealed,
     /// The members as the server admitted them.
     pub members: Vec<MemberInfo>,
+    /// Entities the PN expelled recently (at most [`MAX_EXPELLED`]): members refuse them
+    /// everywhere from the moment this reaches them, not only the gateway.
+    pub expelled: Vec<PeerId>,
 }
+
+/// Most expelled entities a membership update carries.
+pub const MAX_EXPELLED: usize = 256;
 
 /// A PN member as seen in membership lists and the PN Inventory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,8 +210,29 @@ pub struct MemberInfo {
     pub mode: NodeMode,
     /// Its status.
     pub status: Status,
-    /// Addresses where it listens, as its gateway knows them.
+    /// Addresses where it listens, as its gateway knows them (at most [`MAX_LISTEN_ADDRS`]).
     pub listen_addrs: Vec<Multiaddr>,
+    /// The serial of its entity credential, so that every member can refuse it once the
+    /// credential is revoked, also members that never saw the credential itself.
+    pub serial: u64,
+    /// When its credential expires (Unix seconds): admissions end then.
+    pub expires: UnixTime,
+    /// What a failover ranks it by (the election's rule), as the gateway last knew it.
+    pub candidacy: Option<super::Candidacy>,
+}
+
+/// What the PN Inventory holds of a member beyond [`MemberInfo`] (5.6.9): its current
+/// capabilities, the services it offers, and when it was last heard from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberDetail {
+    /// The member.
+    pub peer_id: PeerId,
+    /// Its current Device Capabilities (refreshed on every capabilities update, 5.6.1).
+    pub capabilities: Option<Capabilities>,
+    /// Ids of the services it offers the PN.
+    pub services: Vec<String>,
+    /// When the gateway last heard from it (Unix seconds; 0: not since the gateway started).
+    pub last_seen: UnixTime,
 }
 
 /// A summary of a PN's Inventory, as the gateway shares it (B.1 step 26, 5.6.9 inventory
@@ -191,6 +253,11 @@ pub struct PnInventorySummary {
     pub services: Vec<String>,
     /// When this summary was made.
     pub updated: UnixTime,
+    /// Per member: capabilities, services, last heard from. Given to members that ask for
+    /// the inventory; empty in step 26 and in the DHT summary record.
+    pub details: Vec<MemberDetail>,
+    /// The PN's admins as the gateway knows them.
+    pub admins: Vec<PeerId>,
 }
 
 /// Content sealed under the PN key, carried between members (used by `cpns content send`).

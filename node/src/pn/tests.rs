@@ -1,0 +1,836 @@
+//! The PN transitions, driven without a network: the test plays the overlay and `cpns-auth`
+//! by reading the jobs a transition asks for and feeding back what a peer or the server would
+//! answer (the way rust-libp2p tests its behaviours with a fake swarm around them). Each test
+//! walks one part of B.1 and checks the effects: what is written, admitted, sent, answered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use cpns_keys::{
+    CredentialBody, EntityCredential, EuKey, GroupKey, Identity, Modes, PeerId, RevocationList,
+};
+use cpns_overlay::{
+    AuthMessage, Capabilities, ConnectionSetup, EntityRegistration, ErrorCode, GroupKeyGrant,
+    MemberGrant, MemberInfo, MembershipDecision, MembershipGrant, Message, NodeMode,
+    PnInventorySummary, PnMessage, PnRecordInfo, SessionInfo, Status, transcript,
+};
+
+use super::effect::{Done, Effect, Fx, Job};
+use super::state::{Env, State};
+use super::{Op, Reply, SenderClass};
+use crate::config::{Config, ModeSetting};
+use crate::enrolment::Enrolment;
+use crate::store::{PnStored, PnWrite};
+use crate::trace::Trace;
+
+const NOW: u64 = 1_000_000;
+
+/// A CA, and devices it enrols: what cpns-auth would issue.
+struct Ca {
+    key: Identity,
+    server: PeerId,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        Ca {
+            key: Identity::generate(),
+            server: Identity::generate().peer_id(),
+        }
+    }
+
+    fn credential(&self, id: &Identity, user: &str, modes: Modes, serial: u64) -> EntityCredential {
+        EntityCredential::issue(
+            &self.key,
+            CredentialBody {
+                entity: id.peer_id(),
+                user: user.into(),
+                device: format!("dev-{serial}"),
+                modes,
+                serial,
+                issued: NOW - 10,
+                expires: NOW + 100_000,
+            },
+        )
+    }
+
+    fn enrolment(&self, id: &Identity, user: &str, serial: u64) -> (Enrolment, EuKey) {
+        let eukey = EuKey::generate();
+        let e = Enrolment {
+            credential: self.credential(id, user, Modes::ALL, serial),
+            eukey: EuKey::from_bytes(eukey.to_bytes()),
+            ca: self.key.public(),
+            server: self.server,
+            server_addrs: Vec::new(),
+            revocations: RevocationList::sign(&self.key, 1, NOW - 5, []).unwrap(),
+            device: format!("dev-{serial}"),
+        };
+        (e, eukey)
+    }
+
+    /// A key grant for `member`, sealed under its EUKey (only the server can make one).
+    fn grant(&self, key: &GroupKey, member: &PeerId, eukey: &EuKey) -> GroupKeyGrant {
+        let aad = transcript::group_key_aad(key.group(), key.epoch(), member);
+        GroupKeyGrant {
+            group: key.group().clone(),
+            epoch: key.epoch(),
+            sealed: eukey.seal(&aad, &key.encode_secret()),
+        }
+    }
+}
+
+/// A state for a node of `user`, and its identity and EUKey.
+fn node(ca: &Ca, user: &str, serial: u64, mode: ModeSetting) -> (State, Identity, EuKey) {
+    let id = Identity::generate();
+    let (enrolment, eukey) = ca.enrolment(&id, user, serial);
+    let config = Config {
+        mode,
+        ..Config::default()
+    };
+    let env = Env {
+        me: id.peer_id(),
+        identity: id.clone(),
+        config: Arc::new(config),
+        trace: Arc::new(Trace::new(1024)),
+        metrics: Arc::default(),
+    };
+    let stored = PnStored {
+        membership: None,
+        expelled: None,
+        members: Vec::new(),
+        invitations: Vec::new(),
+    };
+    let caps = Capabilities::default();
+    let state = State::new(
+        env,
+        Some(enrolment),
+        stored,
+        vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        caps,
+        Box::default(),
+    );
+    (state, id, eukey)
+}
+
+fn fx() -> Fx {
+    Fx::new(NOW)
+}
+
+/// The only job a transition started, with its id.
+fn one_job(fx: &Fx) -> (u64, &Job) {
+    let jobs: Vec<(u64, &Job)> = fx
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Job { id, job, .. } => Some((*id, job)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1, "jobs: {:?}", fx.jobs());
+    jobs[0]
+}
+
+fn resolved(fx: &Fx, w: u64) -> Option<&Reply> {
+    fx.effects.iter().find_map(|e| match e {
+        Effect::Resolve(id, r) if *id == w => Some(r),
+        _ => None,
+    })
+}
+
+fn registration(
+    ca: &Ca,
+    id: &Identity,
+    user: &str,
+    modes: Modes,
+    mode: NodeMode,
+) -> EntityRegistration {
+    EntityRegistration {
+        mode,
+        credential: ca.credential(id, user, modes, 77),
+        pn_id: None,
+        gateway: None,
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/2".parse().unwrap(); 50],
+        revocation_version: 1,
+        gateway_addrs: Vec::new(),
+    }
+}
+
+fn gateway_caps() -> Capabilities {
+    Capabilities {
+        mode: NodeMode::PneGateway,
+        ..Capabilities::default()
+    }
+}
+
+/// Steps 1-4 as the initiator against a gateway of the same user: the answers are checked,
+/// the peer admitted until its credential ends, its addresses cut, and the join starts.
+#[test]
+fn pairing_with_a_gateway_registers_checks_and_starts_joining() {
+    let ca = Ca::new();
+    let (mut s, _, _) = node(&ca, "alice", 1, ModeSetting::Auto);
+    let gw = Identity::generate();
+    let mut f = fx();
+    s.on_op(Op::Pair("/ip4/127.0.0.1/tcp/9".parse().unwrap()), 1, &mut f);
+    let (dial, job) = one_job(&f);
+    assert!(matches!(job, Job::Dial(_)));
+
+    let mut f = fx();
+    s.on_done(dial, Done::Dialed(Ok(gw.peer_id())), &mut f);
+    let (step1, job) = one_job(&f);
+    assert!(matches!(
+        job,
+        Job::Request {
+            message: Message::Pn(PnMessage::EntityRegistration(_)),
+            ..
+        }
+    ));
+
+    let mut f = fx();
+    let reg = registration(&ca, &gw, "alice", Modes::ALL, NodeMode::PneGateway);
+    s.on_done(
+        step1,
+        Done::Answer(Ok(Message::Pn(PnMessage::EntityRegistration(reg)))),
+        &mut f,
+    );
+    assert!(f.effects.iter().any(|e| matches!(e, Effect::Admit { peer, until } if *peer == gw.peer_id() && *until == NOW + 100_000)));
+    assert!(f.effects.iter().any(|e| matches!(e, Effect::AddAddrs { addrs, .. } if addrs.len() == cpns_overlay::MAX_LISTEN_ADDRS)));
+    let (step3, _) = one_job(&f);
+
+    let mut f = fx();
+    s.on_done(
+        step3,
+        Done::Answer(Ok(Message::Pn(PnMessage::CapabilitiesExchange(
+            gateway_caps(),
+        )))),
+        &mut f,
+    );
+    match resolved(&f, 1) {
+        Some(Reply::Pair(Ok(o))) => assert_eq!(o.result, "joining"),
+        other => panic!("{other:?}"),
+    }
+    let (_, job) = one_job(&f);
+    assert!(matches!(
+        job,
+        Job::Request {
+            message: Message::Pn(PnMessage::ConnectionSetupRequest(_)),
+            ..
+        }
+    ));
+    let steps: Vec<u32> = s_trace(&s)
+        .iter()
+        .filter(|e| e.flow == "B.1")
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 18]);
+}
+
+fn s_trace(s: &State) -> Vec<crate::trace::TraceEvent> {
+    s.trace_events()
+}
+
+/// A registration that claims the gateway mode with a PNE-only credential is refused.
+#[test]
+fn a_gateway_claim_without_the_credential_for_it_is_refused() {
+    let ca = Ca::new();
+    let (mut s, _, _) = node(&ca, "alice", 1, ModeSetting::Auto);
+    let liar = Identity::generate();
+    let mut f = fx();
+    let reg = registration(&ca, &liar, "alice", Modes::PNE, NodeMode::PneGateway);
+    let answer = s.on_inbound(
+        liar.peer_id(),
+        SenderClass::NotEnrolled,
+        Message::Pn(PnMessage::EntityRegistration(reg)),
+        1,
+        &mut f,
+    );
+    match answer {
+        Some(Message::Error(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.view().peers.contains_key(&liar.peer_id()));
+    assert!(!f.effects.iter().any(|e| matches!(e, Effect::Admit { .. })));
+}
+
+/// Drives a node to the point where its step 18 is out to `gw`.
+fn joining(ca: &Ca) -> (State, Identity, EuKey, Identity, u64) {
+    let (mut s, id, eukey) = node(ca, "alice", 1, ModeSetting::Auto);
+    let gw = Identity::generate();
+    let mut f = fx();
+    let reg = registration(ca, &gw, "alice", Modes::ALL, NodeMode::PneGateway);
+    s.on_inbound(
+        gw.peer_id(),
+        SenderClass::NotEnrolled,
+        Message::Pn(PnMessage::EntityRegistration(reg)),
+        1,
+        &mut f,
+    );
+    let mut f = fx();
+    s.on_inbound(
+        gw.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::CapabilitiesExchange(gateway_caps())),
+        2,
+        &mut f,
+    );
+    // The decision follows the step-4 answer: the join waits for it to be sent.
+    let setup = f
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Job {
+                id,
+                job:
+                    Job::Request {
+                        message: Message::Pn(PnMessage::ConnectionSetupRequest(_)),
+                        ..
+                    },
+                after_reply: true,
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("step 18 after the step-4 answer");
+    (s, id, eukey, gw, setup)
+}
+
+fn summary(pn: &str, gw: &Identity, members: Vec<MemberInfo>, epoch: u64) -> PnInventorySummary {
+    PnInventorySummary {
+        pn_id: pn.into(),
+        owner: "alice".into(),
+        gateway: gw.peer_id(),
+        epoch,
+        members,
+        services: Vec::new(),
+        updated: NOW,
+        details: Vec::new(),
+        admins: Vec::new(),
+    }
+}
+
+fn member(id: &PeerId, serial: u64) -> MemberInfo {
+    MemberInfo {
+        peer_id: *id,
+        user: "alice".into(),
+        device: "d".into(),
+        mode: NodeMode::Pne,
+        status: Status::Online,
+        listen_addrs: Vec::new(),
+        serial,
+        expires: NOW + 1000,
+        candidacy: None,
+    }
+}
+
+/// Hole 1: a step-26 confirmation without a step-24 grant from cpns-auth makes nobody a
+/// member, admits nobody, and leaves the DHT mode alone.
+#[test]
+fn a_confirmation_without_a_key_grant_joins_nothing() {
+    let ca = Ca::new();
+    let (mut s, _, _, gw, setup) = joining(&ca);
+    let planted = PeerId::random();
+    let mut f = fx();
+    s.on_done(
+        setup,
+        Done::Answer(Ok(Message::Pn(PnMessage::ConnectionSetupConfirmation(
+            summary(
+                "pn-fake",
+                &gw,
+                vec![member(&gw.peer_id(), 5), member(&planted, 6)],
+                1,
+            ),
+        )))),
+        &mut f,
+    );
+    assert!(s.view().pn.is_none());
+    assert!(
+        !f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Admit { peer, .. } if *peer == planted))
+    );
+    assert!(!f.effects.iter().any(|e| matches!(e, Effect::KadMode(_))));
+    assert!(
+        !f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(PnWrite::Membership(Some(_)))))
+    );
+    assert!(
+        s_trace(&s)
+            .iter()
+            .any(|e| e.step == 26 && e.detail.contains("no key grant"))
+    );
+}
+
+/// B.1 24-26 at the PNE: the grant opens under the EUKey, is stored before the confirmation
+/// leaves, and step 26 then makes the node a member: membership and inventory written, the
+/// members admitted, the DHT in client mode.
+#[test]
+fn a_granted_join_is_stored_and_admits_the_members() {
+    let ca = Ca::new();
+    let (mut s, id, eukey, gw, setup) = joining(&ca);
+    let key = GroupKey::generate(super::pn_group("pn-1"), 3);
+    let mut f = fx();
+    let answer = s.on_inbound(
+        gw.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::MembershipWithGroupKey(MembershipGrant {
+            pn_id: "pn-1".into(),
+            gateway: gw.peer_id(),
+            epoch: 3,
+            sealed_key: ca.grant(&key, &id.peer_id(), &eukey).sealed,
+            members: Vec::new(),
+            expelled: Vec::new(),
+        })),
+        3,
+        &mut f,
+    );
+    assert!(matches!(
+        answer,
+        Some(Message::Pn(PnMessage::MembershipConfirmation {
+            epoch: 3,
+            ..
+        }))
+    ));
+    assert!(matches!(f.effects.first(), Some(Effect::InstallKey(k)) if k.epoch() == 3));
+
+    let other = PeerId::random();
+    let mut f = fx();
+    s.on_done(
+        setup,
+        Done::Answer(Ok(Message::Pn(PnMessage::ConnectionSetupConfirmation(
+            summary(
+                "pn-1",
+                &gw,
+                vec![
+                    member(&gw.peer_id(), 5),
+                    member(&id.peer_id(), 1),
+                    member(&other, 6),
+                ],
+                3,
+            ),
+        )))),
+        &mut f,
+    );
+    let view = s.view();
+    assert_eq!(view.pn_id(), Some("pn-1"));
+    assert_eq!(view.pn.as_ref().unwrap().members.len(), 3);
+    assert!(
+        f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(PnWrite::Membership(Some(_)))))
+    );
+    assert!(f.effects.iter().any(
+        |e| matches!(e, Effect::Persist(PnWrite::Member(k, Some(_))) if *k == other.to_bytes())
+    ));
+    assert!(
+        f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Admit { peer, .. } if *peer == other))
+    );
+    assert!(
+        f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::KadMode(cpns_overlay::KadMode::Client)))
+    );
+}
+
+/// A grant not sealed for this entity (a forger's) does not open: no key, no confirmation.
+#[test]
+fn a_forged_grant_is_refused() {
+    let ca = Ca::new();
+    let (mut s, id, _, gw, _) = joining(&ca);
+    let key = GroupKey::generate(super::pn_group("pn-1"), 1);
+    let mut f = fx();
+    let answer = s.on_inbound(
+        gw.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::MembershipWithGroupKey(MembershipGrant {
+            pn_id: "pn-1".into(),
+            gateway: gw.peer_id(),
+            epoch: 1,
+            sealed_key: ca.grant(&key, &id.peer_id(), &EuKey::generate()).sealed,
+            members: Vec::new(),
+            expelled: Vec::new(),
+        })),
+        3,
+        &mut f,
+    );
+    assert!(matches!(answer, Some(Message::Error(_))));
+    assert!(!f.effects.iter().any(|e| matches!(e, Effect::InstallKey(_))));
+}
+
+/// Steps 8-17 at the gateway, with the server's step 14 overtaking step 13's answer: it is
+/// answered once 13 is recorded; step 17 creates the inventory and resolves the owner.
+#[test]
+fn a_gateway_sets_its_pn_up_in_protocol_order() {
+    let ca = Ca::new();
+    let (mut s, id, eukey) = node(&ca, "alice", 1, ModeSetting::Gateway);
+    let mut f = fx();
+    s.on_op(Op::Establish, 1, &mut f);
+    let (auth, job) = one_job(&f);
+    assert!(matches!(job, Job::Authenticate { trace: true, .. }));
+    let mut f = fx();
+    s.on_done(
+        auth,
+        Done::Authenticated(Ok(SessionInfo {
+            expires: NOW + 600,
+            server_time: NOW,
+            revocations: RevocationList::sign(&ca.key, 1, NOW, []).unwrap(),
+            modes: Modes::ALL,
+        })),
+        &mut f,
+    );
+    let (caps, job) = one_job(&f);
+    assert!(matches!(job, Job::Auth(AuthMessage::CapabilitiesUpdate(_))));
+    // Step 14 arrives before step 13's answer: deferred.
+    let mut f = fx();
+    assert!(
+        s.on_server(AuthMessage::StatusUpdateRequest, 2, &mut f)
+            .is_none()
+    );
+    let mut f = fx();
+    s.on_done(
+        caps,
+        Done::Auth(Ok(AuthMessage::CapabilitiesConfirmation { revision: 1 })),
+        &mut f,
+    );
+    assert!(matches!(
+        resolved(&f, 2),
+        Some(Reply::Message(Message::Auth(
+            AuthMessage::StatusResponse { .. }
+        )))
+    ));
+    let steps: Vec<u32> = s_trace(&s)
+        .iter()
+        .filter(|e| e.flow == "B.1")
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(steps, vec![12, 13, 14, 15, 16]);
+
+    let key = GroupKey::generate(super::pn_group("pn-9"), 1);
+    let record = PnRecordInfo {
+        pn_id: "pn-9".into(),
+        owner: "alice".into(),
+        gateway: id.peer_id(),
+        members: vec![id.peer_id()],
+        admins: vec![id.peer_id()],
+        policy: Default::default(),
+        epoch: 1,
+    };
+    let mut f = fx();
+    let answer = s.on_server(
+        AuthMessage::PnInventoryCreated {
+            pn: record,
+            key: ca.grant(&key, &id.peer_id(), &eukey),
+        },
+        3,
+        &mut f,
+    );
+    assert_eq!(answer, Some(Message::Ack));
+    assert!(matches!(resolved(&f, 1), Some(Reply::Pn(Ok(p))) if p == "pn-9"));
+    assert!(s.view().is_pn_gateway());
+}
+
+/// B.1 18-26 at the gateway: the PNE becomes a member only once it confirmed its key; it is
+/// written, the other members get the new epoch, and the answer (26) comes last.
+#[test]
+fn a_gateway_admits_a_pne_through_the_server() {
+    let ca = Ca::new();
+    let (mut s, gw_id, gw_eukey) = node(&ca, "alice", 1, ModeSetting::Gateway);
+    // Set the PN up quickly.
+    let mut f = fx();
+    s.on_op(Op::Establish, 1, &mut f);
+    let (auth, _) = one_job(&f);
+    let mut f = fx();
+    s.on_done(
+        auth,
+        Done::Authenticated(Err(crate::error::OpError::Unavailable("x".into()))),
+        &mut f,
+    );
+    // Failed: try again and complete through step 17 straight away.
+    let mut f = fx();
+    s.on_op(Op::Establish, 2, &mut f);
+    let key = GroupKey::generate(super::pn_group("pn-9"), 1);
+    let old_member = PeerId::random();
+    let record = PnRecordInfo {
+        pn_id: "pn-9".into(),
+        owner: "alice".into(),
+        gateway: gw_id.peer_id(),
+        members: vec![gw_id.peer_id()],
+        admins: vec![],
+        policy: Default::default(),
+        epoch: 1,
+    };
+    let mut f = fx();
+    s.on_server(
+        AuthMessage::PnInventoryCreated {
+            pn: record,
+            key: ca.grant(&key, &gw_id.peer_id(), &gw_eukey),
+        },
+        3,
+        &mut f,
+    );
+    assert!(s.view().is_pn_gateway());
+    let _ = old_member;
+
+    let pne = Identity::generate();
+    let pne_cred = ca.credential(&pne, "alice", Modes::ALL, 9);
+    let setup = ConnectionSetup {
+        credential: pne_cred,
+        pn_id: "pn-9".into(),
+        time: NOW,
+        nonce: [1; 16],
+        eukey_mac: [0; 32],
+        signature: pne.sign(b"x"),
+        capabilities: Capabilities::default(),
+    };
+    let mut f = fx();
+    let answer = s.on_inbound(
+        pne.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::ConnectionSetupRequest(setup)),
+        10,
+        &mut f,
+    );
+    assert!(answer.is_none(), "answered only after 19-25");
+    let (j19, job) = one_job(&f);
+    assert!(matches!(
+        job,
+        Job::Auth(AuthMessage::MembershipRequest { .. })
+    ));
+    let mut f = fx();
+    s.on_done(
+        j19,
+        Done::Auth(Ok(AuthMessage::MembershipListTransfer {
+            decision: MembershipDecision::Admitted,
+            pn: PnRecordInfo {
+                pn_id: "pn-9".into(),
+                owner: "alice".into(),
+                gateway: gw_id.peer_id(),
+                members: vec![gw_id.peer_id(), pne.peer_id()],
+                admins: vec![],
+                policy: Default::default(),
+                epoch: 1,
+            },
+        })),
+        &mut f,
+    );
+    let (j22, job) = one_job(&f);
+    assert!(matches!(job, Job::Auth(AuthMessage::PnKeyRequest { .. })));
+    let key2 = GroupKey::generate(super::pn_group("pn-9"), 2);
+    let pne_eukey = EuKey::generate();
+    let mut f = fx();
+    s.on_done(
+        j22,
+        Done::Auth(Ok(AuthMessage::PnKeyResponse {
+            pn_id: "pn-9".into(),
+            epoch: 2,
+            grants: vec![
+                MemberGrant {
+                    member: gw_id.peer_id(),
+                    grant: ca.grant(&key2, &gw_id.peer_id(), &gw_eukey),
+                },
+                MemberGrant {
+                    member: pne.peer_id(),
+                    grant: ca.grant(&key2, &pne.peer_id(), &pne_eukey),
+                },
+            ],
+        })),
+        &mut f,
+    );
+    assert!(
+        s.view().pn.as_ref().unwrap().members.len() == 1,
+        "not a member before step 25"
+    );
+    let (j24, job) = one_job(&f);
+    assert!(matches!(
+        job,
+        Job::Request {
+            message: Message::Pn(PnMessage::MembershipWithGroupKey(_)),
+            ..
+        }
+    ));
+    let mut f = fx();
+    s.on_done(
+        j24,
+        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
+            pn_id: "pn-9".into(),
+            epoch: 2,
+        }))),
+        &mut f,
+    );
+    assert_eq!(s.view().pn.as_ref().unwrap().members.len(), 2);
+    assert_eq!(s.view().pn.as_ref().unwrap().membership.epoch, 2);
+    let persisted = f
+        .effects
+        .iter()
+        .position(|e| matches!(e, Effect::Persist(PnWrite::Member(k, Some(_))) if *k == pne.peer_id().to_bytes()))
+        .expect("the member is written");
+    let answered = f
+        .effects
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                Effect::Resolve(
+                    10,
+                    Reply::Message(Message::Pn(PnMessage::ConnectionSetupConfirmation(_)))
+                )
+            )
+        })
+        .expect("step 26");
+    assert!(persisted < answered);
+    assert!(
+        f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::ForgetDhtPeer(p) if *p == pne.peer_id()))
+    );
+}
+
+/// Hole 2: a member whose serial is revoked is refused with `revoked` from the moment the list
+/// arrives, also when it never registered with this node.
+#[test]
+fn a_revoked_member_is_refused_at_once() {
+    let ca = Ca::new();
+    let (mut s, id, eukey, gw, setup) = joining(&ca);
+    let key = GroupKey::generate(super::pn_group("pn-1"), 1);
+    let mut f = fx();
+    s.on_inbound(
+        gw.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::MembershipWithGroupKey(MembershipGrant {
+            pn_id: "pn-1".into(),
+            gateway: gw.peer_id(),
+            epoch: 1,
+            sealed_key: ca.grant(&key, &id.peer_id(), &eukey).sealed,
+            members: Vec::new(),
+            expelled: Vec::new(),
+        })),
+        3,
+        &mut f,
+    );
+    let bad = PeerId::random();
+    let mut f = fx();
+    s.on_done(
+        setup,
+        Done::Answer(Ok(Message::Pn(PnMessage::ConnectionSetupConfirmation(
+            summary(
+                "pn-1",
+                &gw,
+                vec![
+                    member(&gw.peer_id(), 5),
+                    member(&id.peer_id(), 1),
+                    member(&bad, 66),
+                ],
+                1,
+            ),
+        )))),
+        &mut f,
+    );
+    let list = RevocationList::sign(&ca.key, 2, NOW, [66]).unwrap();
+    let mut f = fx();
+    s.on_event(super::Event::Revocations(Box::new(list)), &mut f);
+    assert!(
+        f.effects.iter().any(
+            |e| matches!(e, Effect::Refuse { peer, code: ErrorCode::Revoked } if *peer == bad)
+        )
+    );
+    // What the router classifies by: the member's serial, and the list in the view.
+    let view = s.view();
+    let serial = view.pn.as_ref().unwrap().members[&bad].info.serial;
+    assert!(
+        view.enrolment
+            .as_ref()
+            .unwrap()
+            .revocations
+            .contains(serial)
+    );
+}
+
+/// A full peer table evicts the oldest non-member, and un-admits it.
+#[test]
+fn an_evicted_peer_loses_its_admission() {
+    let ca = Ca::new();
+    let (mut s, _, _) = node(&ca, "alice", 1, ModeSetting::Auto);
+    let mut first = None;
+    let mut last = Fx::new(NOW);
+    for i in 0..=super::state::MAX_PEERS {
+        let p = Identity::generate();
+        if i == 0 {
+            first = Some(p.peer_id());
+        }
+        let mut f = fx();
+        let reg = registration(&ca, &p, "alice", Modes::ALL, NodeMode::Pne);
+        s.on_inbound(
+            p.peer_id(),
+            SenderClass::NotEnrolled,
+            Message::Pn(PnMessage::EntityRegistration(reg)),
+            1,
+            &mut f,
+        );
+        last = f;
+    }
+    let first = first.unwrap();
+    assert!(
+        last.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Unadmit(p) if *p == first))
+    );
+    assert!(!s.view().peers.contains_key(&first));
+    assert_eq!(s.view().peers.len(), super::state::MAX_PEERS);
+}
+
+/// A job lost (panicked, cancelled) fails its flow instead of leaving it pending for ever:
+/// the owner hears, and a new join can start.
+#[test]
+fn a_lost_job_fails_its_flow() {
+    let ca = Ca::new();
+    let (mut s, _, _, gw, setup) = joining(&ca);
+    let mut f = fx();
+    s.on_lost(setup, &mut f);
+    assert!(s.view().pn.is_none());
+    let mut f = fx();
+    s.on_op(
+        Op::Pair(
+            format!("/ip4/127.0.0.1/tcp/9/p2p/{}", gw.peer_id())
+                .parse()
+                .unwrap(),
+        ),
+        5,
+        &mut f,
+    );
+    assert!(matches!(one_job(&f).1, Job::Dial(_)));
+}
+
+/// Consent: pairing with a gateway of another user leaves an invitation, and no step 18.
+#[test]
+fn another_users_gateway_leaves_an_invitation() {
+    let ca = Ca::new();
+    let (mut s, _, _) = node(&ca, "bob", 1, ModeSetting::Auto);
+    let gw = Identity::generate();
+    let mut f = fx();
+    let reg = registration(&ca, &gw, "alice", Modes::ALL, NodeMode::PneGateway);
+    s.on_inbound(
+        gw.peer_id(),
+        SenderClass::NotEnrolled,
+        Message::Pn(PnMessage::EntityRegistration(reg)),
+        1,
+        &mut f,
+    );
+    let mut f = fx();
+    s.on_inbound(
+        gw.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::CapabilitiesExchange(gateway_caps())),
+        2,
+        &mut f,
+    );
+    assert!(f.jobs().is_empty(), "no join: {:?}", f.jobs());
+    let view = s.view();
+    assert_eq!(view.invitations.len(), 1);
+    assert_eq!(view.invitations[0].user, "alice");
+    assert!(
+        f.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(PnWrite::Invitation(_, Some(_)))))
+    );
+}
