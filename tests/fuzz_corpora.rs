@@ -84,7 +84,10 @@ fn seeds_are_valid_messages() -> Result<()> {
     for (name, b) in cpns::fuzzing::seeds("node_requests") {
         let mut harness = cpns_node::fuzzing::Harness::new();
         harness.feed(&b);
-        ensure!(harness.known_peers() >= 1, "{name}: no registration accepted");
+        ensure!(
+            harness.known_peers() >= 1,
+            "{name}: no registration accepted"
+        );
     }
     Ok(())
 }

@@ -233,7 +233,11 @@ pub fn harness_seeds() -> Vec<(&'static str, Vec<u8>)> {
             credential,
             pn_id: None,
             gateway: None,
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap_or(Multiaddr::empty())],
+            listen_addrs: vec![
+                "/ip4/127.0.0.1/tcp/4001"
+                    .parse()
+                    .unwrap_or(Multiaddr::empty()),
+            ],
             revocation_version: 0,
             gateway_addrs: Vec::new(),
         }))
@@ -248,7 +252,10 @@ pub fn harness_seeds() -> Vec<(&'static str, Vec<u8>)> {
     });
     let join = |parts: &[Vec<u8>]| parts.concat();
     vec![
-        ("register", record(0, false, &registration(0, NodeMode::Pne))),
+        (
+            "register",
+            record(0, false, &registration(0, NodeMode::Pne)),
+        ),
         (
             "register_caps_ping",
             join(&[
