@@ -1,4 +1,5 @@
-//! Usage: `cargo run --release --example hostile_peers [-- --rounds N --fetches K --mib M]`
+//! Usage: `cargo run --release --example hostile_peers [-- --rounds N --fetches K --mib M
+//! --only ATTACK]`
 //!
 //! The attack soak of issue 14: a small PN (a gateway `router`, members `nas` and `phone`,
 //! a real `cpns-auth`) on loopback, measured twice in the same run — first alone (the
@@ -20,7 +21,9 @@
 //! throughput (K pull fetches of an M MiB PN service), and the peak RSS of this process (every
 //! node, cpns-auth and the attackers run in it, so it bounds the gateway's from above). At the
 //! end, cpns-auth must hold a charging record for every honest fetch. Bounded: every attacker
-//! does a fixed number of things; the whole run has a 10-minute limit.
+//! does a fixed number of things; the whole run has a 10-minute limit. `--only ATTACK` runs
+//! one attack alone (to find which one costs what): `providers`, `keywords`,
+//! `device-providers`, `registrations`, `usage`, `streams`, `frames` or `shadowing`.
 
 mod common;
 
@@ -49,6 +52,26 @@ struct Args {
     rounds: usize,
     fetches: usize,
     mib: usize,
+    only: Option<String>,
+}
+
+/// The attacks `--only` names.
+const ATTACKS: &[&str] = &[
+    "providers",
+    "keywords",
+    "device-providers",
+    "registrations",
+    "usage",
+    "streams",
+    "frames",
+    "shadowing",
+];
+
+impl Args {
+    /// Whether this run does `attack`.
+    fn does(&self, attack: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == attack)
+    }
 }
 
 fn parse() -> Result<Args> {
@@ -56,6 +79,7 @@ fn parse() -> Result<Args> {
         rounds: 25,
         fetches: 5,
         mib: 8,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -63,6 +87,13 @@ fn parse() -> Result<Args> {
             "--rounds" => a.rounds = it.next().context("--rounds N")?.parse()?,
             "--fetches" => a.fetches = it.next().context("--fetches K")?.parse()?,
             "--mib" => a.mib = it.next().context("--mib M")?.parse()?,
+            "--only" => {
+                let name = it.next().context("--only ATTACK")?;
+                if !ATTACKS.contains(&name.as_str()) {
+                    bail!("--only takes one of {ATTACKS:?}");
+                }
+                a.only = Some(name);
+            }
             "--bench" => {}
             other => bail!("unknown argument {other:?}"),
         }
@@ -377,7 +408,12 @@ impl Device {
     }
 }
 
-async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> Result<Attack> {
+async fn attack(
+    admin: &cpns_auth::Admin,
+    dir: &std::path::Path,
+    h: &Honest,
+    a: &Args,
+) -> Result<Attack> {
     let gw_addr = first_addr(&h.gw).await?;
     let nas_addr = first_addr(&h.nas).await?;
     let (gw, nas) = (h.gw.peer_id(), h.nas.peer_id());
@@ -386,7 +422,7 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
     let mut tasks = Vec::new();
 
     // Provider floods without a credential: 4 x 1,024 random keys, 16 on every keyword.
-    for _ in 0..4 {
+    for _ in 0..if a.does("providers") { 4 } else { 0 } {
         let n = fresh(&gw_addr, None).await?;
         announce(&n, random_keys(1024)).await;
         nodes.push(n);
@@ -396,7 +432,7 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
         .iter()
         .map(|(k, _)| cpns_directory::test_utils::public_keyword_key(k))
         .collect();
-    for _ in 0..16 {
+    for _ in 0..if a.does("keywords") { 16 } else { 0 } {
         let n = fresh(&gw_addr, None).await?;
         announce(&n, keywords.clone()).await;
         nodes.push(n);
@@ -416,15 +452,18 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
         node: tv,
         enrolment,
     });
-    let mut keys = random_keys(1024);
-    keys.extend(keywords.iter().cloned());
-    announce(&device.node, keys).await;
+    if a.does("device-providers") {
+        let mut keys = random_keys(1024);
+        keys.extend(keywords.iter().cloned());
+        announce(&device.node, keys).await;
+    }
     device
         .auth()
         .await
         .context("the hostile device's session")?;
 
     let d = device.clone();
+    let registrations = if a.does("registrations") { 20 } else { 0 };
     tasks.push(tokio::spawn(async move {
         let listen_addrs: Vec<Multiaddr> = (0..60_000u32)
             .map(|i| {
@@ -447,7 +486,7 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
             revocation_version: 0,
             gateway_addrs: Vec::new(),
         };
-        for _ in 0..20 {
+        for _ in 0..registrations {
             let m = Message::Pn(PnMessage::EntityRegistration(reg.clone()));
             let _ = d.node.client.request(gw, Protocol::Cpns, m).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -455,9 +494,10 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
     }));
     let usage_refused = Arc::new(AtomicU64::new(0));
     let (d, refused) = (device.clone(), usage_refused.clone());
+    let reports = if a.does("usage") { 100 } else { 0 };
     tasks.push(tokio::spawn(async move {
         let server = d.enrolment.server;
-        for _ in 0..100 {
+        for _ in 0..reports {
             let r = random32();
             let seq =
                 u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]) % 200_000;
@@ -473,7 +513,7 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
     }));
 
     // Idle delivery streams: 8 fresh identities x 5 to the NAS and 5 to the gateway.
-    for _ in 0..8 {
+    for _ in 0..if a.does("streams") { 8 } else { 0 } {
         let n = fresh(&gw_addr, None).await?;
         n.client.dial(nas_addr.clone()).await?;
         let mut control = n.client.stream_control();
@@ -490,7 +530,7 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
     }
 
     // Garbage and oversized frames on /cpns/1.0.0 to the gateway: 4 identities x 50 streams.
-    for _ in 0..4 {
+    for _ in 0..if a.does("frames") { 4 } else { 0 } {
         let n = fresh(&gw_addr, None).await?;
         let mut control = n.client.stream_control();
         tasks.push(tokio::spawn(async move {
@@ -520,7 +560,7 @@ async fn attack(admin: &cpns_auth::Admin, dir: &std::path::Path, h: &Honest) -> 
     // Shadowing: another user's node publishes the honest ids under the honest keywords.
     let mallory = enrolled_node(admin, dir, "mallory", "mallory-nas", ModeSetting::Auto).await?;
     mallory.handle().pair(gw_addr.clone()).await.ok();
-    for (keyword, id) in &h.public {
+    for (keyword, id) in h.public.iter().filter(|_| a.does("shadowing")) {
         let mut draft =
             ServiceDraft::new("Printer (better)", [keyword.as_str()], Visibility::Public);
         draft.id = Some(id.clone());
@@ -586,11 +626,14 @@ async fn run(a: Args) -> Result<bool> {
         a.fetches,
         a.mib
     );
+    if let Some(only) = &a.only {
+        println!("  only the {only} attack");
+    }
     let base = measure(&h, &a).await?;
     print_phase("alone   ", &base);
 
     let t = Instant::now();
-    let attack = attack(&admin, dir.path(), &h).await?;
+    let attack = attack(&admin, dir.path(), &h, &a).await?;
     println!(
         "  attackers: {} overlay identities, {} idle delivery streams, set up in {:.1} s",
         attack.nodes.len(),
