@@ -138,6 +138,8 @@ struct Figures {
     finds: usize,
     micros: Vec<u64>,
     mb_per_s: Vec<f64>,
+    /// Why fetches failed (none should).
+    fetch_errors: Vec<String>,
     rss_peak_mib: f64,
 }
 
@@ -180,15 +182,19 @@ async fn measure(h: &Honest, a: &Args) -> Result<Figures> {
             }
         }
     }
-    let mut mb_per_s = Vec::new();
+    let (mut mb_per_s, mut fetch_errors) = (Vec::new(), Vec::new());
     for _ in 0..a.fetches {
         let t = Instant::now();
-        let got = tokio::time::timeout(WAIT, h.phone.handle().fetch(&h.file, DeliveryMode::Pull))
-            .await
-            .context("a fetch timed out")??;
-        ensure!(got.bytes == h.file_bytes, "fetched {} bytes", got.bytes);
-        mb_per_s.push(got.bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
-        let _ = std::fs::remove_file(&got.path);
+        match tokio::time::timeout(WAIT, h.phone.handle().fetch(&h.file, DeliveryMode::Pull)).await
+        {
+            Ok(Ok(got)) => {
+                ensure!(got.bytes == h.file_bytes, "fetched {} bytes", got.bytes);
+                mb_per_s.push(got.bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+                let _ = std::fs::remove_file(&got.path);
+            }
+            Ok(Err(e)) => fetch_errors.push(e.to_string()),
+            Err(_) => fetch_errors.push("timed out".into()),
+        }
     }
     stop.cancel();
     Ok(Figures {
@@ -196,6 +202,7 @@ async fn measure(h: &Honest, a: &Args) -> Result<Figures> {
         finds,
         micros,
         mb_per_s,
+        fetch_errors,
         rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
     })
 }
@@ -579,6 +586,8 @@ async fn attack(
 fn print_phase(label: &str, f: &Figures) {
     let mut mb = f.mb_per_s.clone();
     mb.sort_by(|a, b| a.total_cmp(b));
+    let median = mb.get(mb.len() / 2).copied().unwrap_or(f64::NAN);
+    let min = mb.first().copied().unwrap_or(f64::NAN);
     println!(
         "  {label}: discovery {}/{} found ({:.1} %), p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms; delivery p50 {:.0} MB/s (min {:.0}); peak RSS {:.0} MiB",
         f.found,
@@ -587,10 +596,17 @@ fn print_phase(label: &str, f: &Figures) {
         common::percentile_ms(&f.micros, 50.0),
         common::percentile_ms(&f.micros, 90.0),
         common::percentile_ms(&f.micros, 99.0),
-        mb[mb.len() / 2],
-        mb[0],
+        median,
+        min,
         f.rss_peak_mib,
     );
+    if !f.fetch_errors.is_empty() {
+        println!(
+            "  {label}: {} fetches failed, first: {}",
+            f.fetch_errors.len(),
+            f.fetch_errors[0]
+        );
+    }
 }
 
 async fn run(a: Args) -> Result<bool> {
@@ -657,7 +673,7 @@ async fn run(a: Args) -> Result<bool> {
     );
 
     // cpns-auth lost nothing: a charging record for every honest fetch.
-    let want = 2 * a.fetches;
+    let want = 2 * a.fetches - base.fetch_errors.len() - hit.fetch_errors.len();
     let deadline = Instant::now() + WAIT;
     let honest_records = loop {
         let n = admin
@@ -681,6 +697,8 @@ async fn run(a: Args) -> Result<bool> {
     );
     let ok = hit.found == hit.finds
         && base.found == base.finds
+        && hit.fetch_errors.is_empty()
+        && base.fetch_errors.is_empty()
         && ratio <= 2.0
         && hit.rss_peak_mib < RSS_BOUND_MIB
         && honest_records == want;
