@@ -30,6 +30,7 @@ pub const TARGETS: &[&str] = &[
     "enrolment_code",
     "pairing_code",
     "delivery_stream",
+    "node_requests",
 ];
 
 fn ca() -> Identity {
@@ -106,6 +107,9 @@ pub fn run(target: &str, data: &[u8]) {
             let _ = cpns_node::fuzzing::decode_stream(data, None, &sender);
             let _ = cpns_node::fuzzing::decode_stream(data, Some(&group_key()), &sender);
         }
+        // The stateful target: a sequence of decoded messages from arbitrary senders (and job
+        // outcomes) through the authorisation check and the PN actor's transitions.
+        "node_requests" => cpns_node::fuzzing::Harness::new().feed(data),
         _ => {}
     }
 }
@@ -265,6 +269,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 ),
             ])
         }
+        "node_requests" => named(cpns_node::fuzzing::harness_seeds()),
         _ => Vec::new(),
     }
 }

@@ -80,5 +80,14 @@ fn seeds_are_valid_messages() -> Result<()> {
             "{name}"
         );
     }
+    // The stateful target's seeds are registrations the node accepts, not inputs it drops.
+    for (name, b) in cpns::fuzzing::seeds("node_requests") {
+        let mut harness = cpns_node::fuzzing::Harness::new();
+        harness.feed(&b);
+        ensure!(
+            harness.known_peers() >= 1,
+            "{name}: no registration accepted"
+        );
+    }
     Ok(())
 }

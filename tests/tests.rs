@@ -16,6 +16,7 @@ mod failover;
 mod faults;
 mod fuzz_corpora;
 mod groups;
+mod hostile;
 mod liveness;
 mod metrics;
 mod node;

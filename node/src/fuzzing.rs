@@ -114,6 +114,11 @@ impl Harness {
         }
     }
 
+    /// How many peers the node knows (seed checks: a registration is accepted).
+    pub fn known_peers(&self) -> usize {
+        self.state.view().peers.len()
+    }
+
     /// Feeds one input: a sequence of records `[peer: u8][kind: u8][len: u16 BE][bytes]`. A
     /// record's bytes are a message (kind even: on `/cpns/1.0.0`; odd: on the auth protocol)
     /// or, with kind 0xff, the outcome of the oldest job in flight.
@@ -190,4 +195,90 @@ impl Harness {
             "notifications outgrew their bound"
         );
     }
+}
+
+/// One record of a [`Harness`] input: `message` from the harness's peer `peer` (0..8; 8 is
+/// `cpns-auth`), on `/cpns/1.0.0` or, with `auth`, on the auth protocol.
+fn record(peer: u8, auth: bool, message: &Message) -> Vec<u8> {
+    let body = codec::encode(message).unwrap_or_default();
+    let mut out = vec![peer, u8::from(auth)];
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The seed corpus of the stateful target: real messages a node receives from its peers —
+/// registrations from devices of the same user (each with its CA-signed credential), then
+/// capabilities, pings, inventory requests, a leave, a job's outcome — as [`Harness::feed`]
+/// reads them.
+pub fn harness_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use cpns_overlay::{Capabilities, EntityRegistration, NodeMode, PnMessage};
+    let ca = Identity::from_secret_bytes([1; 32]);
+    let now = 1_000_000;
+    let registration = |i: u8, mode: NodeMode| {
+        let id = Identity::from_secret_bytes([10 + i; 32]);
+        let credential = EntityCredential::issue(
+            &ca,
+            CredentialBody {
+                entity: id.peer_id(),
+                user: "alice".into(),
+                device: format!("device-{i}"),
+                modes: Modes::ALL,
+                serial: 100 + u64::from(i),
+                issued: now - 10,
+                expires: now + 1_000_000,
+            },
+        );
+        Message::Pn(PnMessage::EntityRegistration(EntityRegistration {
+            mode,
+            credential,
+            pn_id: None,
+            gateway: None,
+            listen_addrs: vec![
+                "/ip4/127.0.0.1/tcp/4001"
+                    .parse()
+                    .unwrap_or(Multiaddr::empty()),
+            ],
+            revocation_version: 0,
+            gateway_addrs: Vec::new(),
+        }))
+    };
+    let caps = Message::Pn(PnMessage::CapabilitiesExchange(Capabilities::default()));
+    let ping = Message::Pn(PnMessage::Ping { nonce: 7 });
+    let inventory = Message::Pn(PnMessage::InventoryRequest {
+        pn_id: "pn-fuzz".into(),
+    });
+    let leave = Message::Pn(PnMessage::Leave {
+        pn_id: "pn-fuzz".into(),
+    });
+    let join = |parts: &[Vec<u8>]| parts.concat();
+    vec![
+        (
+            "register",
+            record(0, false, &registration(0, NodeMode::Pne)),
+        ),
+        (
+            "register_caps_ping",
+            join(&[
+                record(1, false, &registration(1, NodeMode::PneGateway)),
+                record(1, false, &caps),
+                record(1, false, &ping),
+            ]),
+        ),
+        (
+            "two_devices",
+            join(&[
+                record(2, false, &registration(2, NodeMode::Pne)),
+                record(3, false, &registration(3, NodeMode::Pne)),
+                record(2, false, &inventory),
+                record(3, false, &leave),
+                // The outcome of the oldest job in flight: an answer.
+                record(8, false, &Message::Ack)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| if i == 1 { 0xff } else { b })
+                    .collect(),
+            ]),
+        ),
+    ]
 }
