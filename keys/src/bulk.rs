@@ -73,13 +73,19 @@ pub(crate) fn open_in_place(
     tag.copy_from_slice(&buf[body_len..]);
     buf.truncate(body_len);
     let (key, nonce) = subkey(key, nonce);
-    key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(tag), buf.as_mut_slice(), 0..)
-        .map(|_| ())
-        .map_err(|_| {
-            buf.zeroize();
-            buf.clear();
-            AeadError::BadTag
-        })
+    key.open_in_place_separate_tag(
+        nonce,
+        Aad::from(aad),
+        Tag::from(tag),
+        buf.as_mut_slice(),
+        0..,
+    )
+    .map(|_| ())
+    .map_err(|_| {
+        buf.zeroize();
+        buf.clear();
+        AeadError::BadTag
+    })
 }
 
 #[cfg(test)]
@@ -102,7 +108,19 @@ mod tests {
     #[test]
     fn same_bytes_as_rustcrypto_xchacha20poly1305() {
         let mut rng = rand::rng();
-        for len in [0usize, 1, 15, 16, 63, 64, 65, 1000, 4096, 65_537, 256 * 1024 + 3] {
+        for len in [
+            0usize,
+            1,
+            15,
+            16,
+            63,
+            64,
+            65,
+            1000,
+            4096,
+            65_537,
+            256 * 1024 + 3,
+        ] {
             let mut key = [0u8; 32];
             let mut nonce = [0u8; 24];
             rng.fill_bytes(&mut key);
@@ -122,12 +140,11 @@ mod tests {
     #[test]
     fn the_draft_test_vector() {
         // draft-irtf-cfrg-xchacha-03, A.3.1.
-        let key: [u8; 32] = hex::decode(
-            "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
+        let key: [u8; 32] =
+            hex::decode("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+                .unwrap()
+                .try_into()
+                .unwrap();
         let nonce: [u8; 24] = hex::decode("404142434445464748494a4b4c4d4e4f5051525354555657")
             .unwrap()
             .try_into()
@@ -138,10 +155,7 @@ mod tests {
         seal_in_place(&key, &nonce, &aad, &mut buf);
         let tag = &buf[buf.len() - 16..];
         assert_eq!(hex::encode(tag), "c0875924c1c7987947deafd8780acf49");
-        assert_eq!(
-            hex::encode(&buf[..16]),
-            "bd6d179d3e83d43b9576579493c0e939"
-        );
+        assert_eq!(hex::encode(&buf[..16]), "bd6d179d3e83d43b9576579493c0e939");
     }
 
     #[test]
@@ -152,7 +166,10 @@ mod tests {
         seal_in_place(&key, &nonce, b"a", &mut buf);
         let mut bad = buf.clone();
         bad[0] ^= 1;
-        assert_eq!(open_in_place(&key, &nonce, b"a", &mut bad), Err(AeadError::BadTag));
+        assert_eq!(
+            open_in_place(&key, &nonce, b"a", &mut bad),
+            Err(AeadError::BadTag)
+        );
         assert!(bad.is_empty());
         let mut other_aad = buf.clone();
         assert_eq!(

@@ -2,7 +2,7 @@
 //! [`crate::seal`]: HKDF-SHA256 to 32 bytes, HMAC-SHA256, XChaCha20-Poly1305 and randomness.
 //! Kept in one place so every key in the crate is derived and used the same way.
 
-use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::Hmac;
