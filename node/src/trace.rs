@@ -19,6 +19,11 @@ pub mod flow {
     /// role (then B.1 8-17), 3 the new gateway tells a member, 4 the member re-joins (then
     /// B.1 18-26).
     pub const GW_SWITCH: &str = "5.6.9";
+    /// Service/Content Delivery beyond G.1's steps 5-7 (5.6.7): 1 control of a session
+    /// (pause, resume, stop), 2 a push offered, 3 the receiver's decision, 4 a stream relayed
+    /// by the gateway, 5 a contribution aggregated, 6 a feed distributed, 7 content fetched
+    /// from an external server.
+    pub const DELIVERY: &str = "5.6.7";
 }
 
 /// One traced protocol event.
