@@ -11,6 +11,7 @@ mod auth_usage;
 mod authz;
 mod authz_table;
 mod cli;
+mod delivery_control;
 mod directory;
 mod failover;
 mod faults;

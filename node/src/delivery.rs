@@ -396,19 +396,20 @@ impl Delivery {
                 .filter(|l| l.peer == peer)
             {
                 Some((l.control.clone(), Party::Offerer))
-            } else if action == Action::Stop
-                && s.invoked.get(&session).is_some_and(|i| i.consumer == peer)
-            {
-                s.invoked.remove(&session);
-                self.ctx().trace(
-                    DELIVERY,
-                    1,
-                    &peer,
-                    &me,
-                    "StopService",
-                    format!("{} (not started)", session::session_text(session)),
-                );
-                return Message::Ack;
+            } else if let Some(i) = s.invoked.get(&session).filter(|i| i.consumer == peer) {
+                if action == Action::Stop {
+                    s.invoked.remove(&session);
+                    self.ctx().trace(
+                        DELIVERY,
+                        1,
+                        &peer,
+                        &me,
+                        "StopService",
+                        format!("{} (not started)", session::session_text(session)),
+                    );
+                    return Message::Ack;
+                }
+                Some((i.control.clone(), Party::Consumer))
             } else {
                 None
             }
@@ -441,14 +442,20 @@ impl Delivery {
             let mut s = self.sessions();
             let live = [Role::Consumer, Role::Offerer]
                 .into_iter()
-                .find_map(|role| {
-                    s.live
-                        .get(&(role, session))
-                        .map(|l| (role, l.peer, l.control.clone()))
-                });
+                .find_map(|role| s.live.get(&(role, session)).map(|l| (role, l.clone())));
             match live {
                 Some(l) => Some(l),
-                None if action == Action::Stop => match s.invoked.remove(&session) {
+                None if action != Action::Stop => s.invoked.get(&session).map(|i| {
+                    let live = Live {
+                        service_id: i.service_id.clone(),
+                        peer: i.consumer,
+                        mode: i.mode,
+                        variant: i.variant.clone(),
+                        control: i.control.clone(),
+                    };
+                    (Role::Offerer, live)
+                }),
+                None => match s.invoked.remove(&session) {
                     // Invoked, never started: dropped here; its consumer finds it gone.
                     Some(i) => {
                         return Ok(SessionInfo {
@@ -465,11 +472,11 @@ impl Delivery {
                     }
                     None => None,
                 },
-                None => None,
             }
         };
-        let (role, peer, control) =
+        let (role, live) =
             found.ok_or_else(|| OpError::NotFound("no such session at this node".into()))?;
+        let (peer, control) = (live.peer, live.control.clone());
         let by = match role {
             Role::Consumer => Party::Consumer,
             Role::Offerer => Party::Offerer,
@@ -505,11 +512,7 @@ impl Delivery {
             }
         }
         action.apply(&control, by);
-        self.sessions()
-            .infos()
-            .into_iter()
-            .find(|i| i.id == session::session_text(session))
-            .ok_or_else(|| OpError::NotFound("the session ended".into()))
+        Ok(live.info(role, session))
     }
 
     /// Every session at this node.
@@ -613,6 +616,7 @@ impl Delivery {
                     chunk: chosen.chunk,
                     variant: chosen.variant.clone(),
                     created: Instant::now(),
+                    control: Control::new(length),
                 },
             );
         }
@@ -730,7 +734,12 @@ impl Delivery {
             .metadata()
             .map_err(|e| OpError::Internal(e.to_string()))?
             .len();
-        let control = Control::new(length);
+        let control = s.control.clone();
+        if length != control.total() {
+            return Err(OpError::Conflict(
+                "the content changed since it was invoked".into(),
+            ));
+        }
         self.sessions().live.insert(
             (Role::Offerer, session),
             Live {

@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 
 use super::files::sanitise;
 use super::samples::{Sampler, sampled};
-use super::session::{Control, Live, Role, session_text};
-use super::stream::{Ended, Hello, Received, Want, receive_to_file, write_frame};
+use super::session::{Control, Live, Role, RunState, session_text};
+use super::stream::{Ended, Hello, Received, Want, receive_to_file, stopped, write_frame};
 use super::{Delivery, PUSH_WAIT, answer_error};
 use crate::error::OpError;
 use crate::now;
@@ -303,9 +303,16 @@ impl Delivery {
         )
         .await;
         self.sessions().live.remove(&(Role::Consumer, session));
-        let received = match received {
-            Ok(r) => r,
-            Err(e) => {
+        let received = match (received, control.state()) {
+            (Ok(r), _) => r,
+            // Stopped before the content flowed (the offerer dropped the session): what was
+            // delivered is nothing, and it is reported as such.
+            (Err(_), RunState::Stopped(by)) => Received {
+                bytes: control.bytes(),
+                sha256: String::new(),
+                ended: Ended::Stopped(by),
+            },
+            (Err(e), _) => {
                 let _ = tokio::fs::remove_file(&part).await;
                 return Err(e);
             }
@@ -413,7 +420,17 @@ impl Delivery {
                     )
                     .await;
                 let waited = match start {
-                    Ok(_) => tokio::time::timeout(PUSH_WAIT, rx).await,
+                    Ok(_) => tokio::select! {
+                        w = tokio::time::timeout(PUSH_WAIT, rx) => w,
+                        by = stopped(Some(control.subscribe())) => {
+                            self.forget_waiting(session);
+                            return Ok(Received {
+                                bytes: 0,
+                                sha256: String::new(),
+                                ended: Ended::Stopped(by),
+                            });
+                        }
+                    },
                     Err(e) => {
                         self.forget_waiting(session);
                         return Err(e.into());

@@ -143,6 +143,8 @@ pub(crate) struct Invoked {
     pub(crate) chunk: usize,
     pub(crate) variant: Option<String>,
     pub(crate) created: Instant,
+    /// Its switch, already: a pause that comes before the content starts holds it.
+    pub(crate) control: Arc<Control>,
 }
 
 /// Which side of a live session this node is.
@@ -153,6 +155,7 @@ pub(crate) enum Role {
 }
 
 /// A session whose content flows (or is paused).
+#[derive(Clone)]
 pub(crate) struct Live {
     pub(crate) service_id: String,
     /// The other side.
@@ -160,6 +163,26 @@ pub(crate) struct Live {
     pub(crate) mode: DeliveryMode,
     pub(crate) variant: Option<String>,
     pub(crate) control: Arc<Control>,
+}
+
+impl Live {
+    /// What the API shows of it now.
+    pub(crate) fn info(&self, role: Role, id: u64) -> SessionInfo {
+        SessionInfo {
+            id: session_text(id),
+            role: match role {
+                Role::Offerer => "offerer",
+                Role::Consumer => "consumer",
+            },
+            service_id: self.service_id.clone(),
+            peer: self.peer.to_string(),
+            mode: super::fetch::mode_name(self.mode),
+            state: self.control.state().label(),
+            bytes: self.control.bytes(),
+            total: self.control.total(),
+            variant: self.variant.clone(),
+        }
+    }
 }
 
 /// What the API shows of a session.
@@ -218,26 +241,16 @@ impl Sessions {
                 service_id: s.service_id.clone(),
                 peer: s.consumer.to_string(),
                 mode: mode(s.mode),
-                state: "invoked".into(),
+                state: match s.control.state() {
+                    RunState::Running => "invoked".into(),
+                    other => other.label(),
+                },
                 bytes: 0,
                 total: s.length,
                 variant: s.variant.clone(),
             })
             .collect();
-        out.extend(self.live.iter().map(|((role, id), s)| SessionInfo {
-            id: session_text(*id),
-            role: match role {
-                Role::Offerer => "offerer",
-                Role::Consumer => "consumer",
-            },
-            service_id: s.service_id.clone(),
-            peer: s.peer.to_string(),
-            mode: mode(s.mode),
-            state: s.control.state().label(),
-            bytes: s.control.bytes(),
-            total: s.control.total(),
-            variant: s.variant.clone(),
-        }));
+        out.extend(self.live.iter().map(|((role, id), s)| s.info(*role, *id)));
         out.sort_by(|a, b| (a.role, &a.id).cmp(&(b.role, &b.id)));
         out
     }

@@ -410,7 +410,7 @@ fn opening_key(
 }
 
 /// Resolves when the session's switch says stopped.
-async fn stopped(states: Option<watch::Receiver<RunState>>) -> Party {
+pub(super) async fn stopped(states: Option<watch::Receiver<RunState>>) -> Party {
     let Some(mut states) = states else {
         return std::future::pending().await;
     };
