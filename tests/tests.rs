@@ -12,6 +12,8 @@ mod authz;
 mod authz_table;
 mod cli;
 mod delivery_control;
+mod delivery_services;
+mod delivery_streams;
 mod directory;
 mod failover;
 mod faults;
