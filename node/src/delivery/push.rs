@@ -150,7 +150,8 @@ struct Offered {
     created: Instant,
 }
 
-/// A push waiting for an offline receiver (`push.queue.v1`, keyed by time, push id, peer).
+/// A push waiting for an offline receiver (`push.queue.v1`, keyed by the time it was queued,
+/// the push id and the receiver).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Queued {
     push_id: u64,
@@ -563,7 +564,12 @@ impl Delivery {
     async fn enqueue(&self, q: Queued) -> Result<(), OpError> {
         let queue = &self.inner.pushes.queue;
         let internal = |e: StoreError| OpError::Internal(e.to_string());
-        let mut key = q.queued_at.to_be_bytes().to_vec();
+        // Keyed by the time of queueing (nanoseconds), so the first key is the oldest.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut key = nanos.to_be_bytes().to_vec();
         key.extend_from_slice(&q.push_id.to_be_bytes());
         key.extend_from_slice(&q.to.to_bytes());
         while queue.len() >= self.ctx().config.delivery.push_queue {
