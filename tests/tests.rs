@@ -12,6 +12,7 @@ mod authz;
 mod authz_table;
 mod cli;
 mod delivery_control;
+mod delivery_feeds;
 mod delivery_push;
 mod delivery_services;
 mod delivery_streams;
