@@ -65,7 +65,7 @@ enum Command {
         #[command(subcommand)]
         action: super::services::ServicesAction,
     },
-    /// Service/Content Delivery: fetch a service's content, send a file to a member.
+    /// Service/Content Delivery: fetch, control, push, the inbox, aggregated and distributed feeds.
     Content {
         #[command(subcommand)]
         action: super::services::ContentAction,
