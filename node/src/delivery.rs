@@ -39,6 +39,8 @@ mod session;
 mod stream;
 mod variants;
 
+pub use stream::{decode_stream, encode_stream};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

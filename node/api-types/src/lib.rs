@@ -44,9 +44,10 @@ pub use node::{
     PingView, StatusView, TraceEvent, TraceQuery,
 };
 pub use pn::{
-    Done, EpochView, ExpelBody, InventoryQuery, InvitationBody, InvitationView, InviteBody,
-    MemberDetailView, ModeBody, ModeView, Opened, PairBody, PairOutcome, PairingCodeView,
-    PnInventoryView, Released, SealBody, SealedView, UpBody,
+    Done, EpochView, ExpelBody, HandOffBody, InventoryQuery, InvitationBody, InvitationView,
+    InviteBody, MatchQuery, MatchView, MemberDetailView, ModeBody, ModeView, Opened, PairBody,
+    PairOutcome, PairingCodeView, PnInventoryView, Released, SealBody, SealedView, UnableView,
+    UpBody,
 };
 pub use services::{
     DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FoundView, InboxEntry,

@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run and never moved around: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// This node: PeerId, mode, PN, gateway, members and their status, auth server; or, with
     /// a subcommand, Status Management (set, of, watch, notifications).

@@ -18,6 +18,8 @@ use cpns_api::{
 
 /// `cpns services` actions.
 #[derive(Debug, Subcommand)]
+// Parsed once per run and never moved around: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ServicesAction {
     /// Publish a service description (G.1 step 0).
     Publish {

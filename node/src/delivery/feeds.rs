@@ -292,14 +292,14 @@ impl Delivery {
                 "an older distribution of this feed".into(),
             ));
         }
-        if !received.contains_key(&d.feed) && received.len() >= MAX_FEEDS {
-            if let Some(oldest) = received
+        if !received.contains_key(&d.feed)
+            && received.len() >= MAX_FEEDS
+            && let Some(oldest) = received
                 .values()
                 .min_by_key(|r| r.received)
                 .map(|r| r.feed.clone())
-            {
-                received.remove(&oldest);
-            }
+        {
+            received.remove(&oldest);
         }
         let me = ctx.peer_id;
         ctx.trace(

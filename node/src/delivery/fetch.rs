@@ -86,6 +86,12 @@ impl Delivery {
         service_ids: &[String],
         mode: DeliveryMode,
     ) -> Result<Vec<(String, Result<FetchOutcome, OpError>)>, OpError> {
+        if self.inner.pn.view().mode == cpns_overlay::NodeMode::Gateway {
+            return Err(OpError::Conflict(
+                "a gateway-only node consumes no services (`cpns mode set gateway` to do so)"
+                    .into(),
+            ));
+        }
         if service_ids.is_empty() || service_ids.len() > MAX_INVOKE_SERVICES {
             return Err(OpError::BadRequest(format!(
                 "name 1 to {MAX_INVOKE_SERVICES} services"

@@ -366,6 +366,24 @@ pub(super) struct Received {
     pub(super) ended: Ended,
 }
 
+/// Whether a receiver that wants `want` accepts content sealed as `sealing`.
+fn check_want(sealing: &Sealing, want: Want<'_>) -> Result<(), OpError> {
+    let refuse = |why: &str| Err(OpError::Refused(why.to_string()));
+    match (sealing, want) {
+        (Sealing::Group { group, .. }, Want::Group(g)) if group != g => {
+            refuse("the content of a group's service came sealed under another key")
+        }
+        (Sealing::None | Sealing::Peer(_), Want::Group(_)) => {
+            refuse("the content of a group's service came without its seal")
+        }
+        (Sealing::None, Want::Sealed | Want::EndToEnd) => refuse("pushed content must be sealed"),
+        (Sealing::Group { .. }, Want::EndToEnd) => {
+            refuse("relayed content must be sealed end to end")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Resolves the key a stream's opening names, if the receiver accepts that sealing.
 fn opening_key(
     ctx: &Context,
@@ -373,22 +391,7 @@ fn opening_key(
     opening: &Opening,
     want: Want<'_>,
 ) -> Result<Option<GroupKey>, OpError> {
-    let refuse = |why: &str| Err(OpError::Refused(why.to_string()));
-    match (&opening.sealing, want) {
-        (Sealing::Group { group, .. }, Want::Group(g)) if group != g => {
-            return refuse("the content of a group's service came sealed under another key");
-        }
-        (Sealing::None | Sealing::Peer(_), Want::Group(_)) => {
-            return refuse("the content of a group's service came without its seal");
-        }
-        (Sealing::None, Want::Sealed | Want::EndToEnd) => {
-            return refuse("pushed content must be sealed");
-        }
-        (Sealing::Group { .. }, Want::EndToEnd) => {
-            return refuse("relayed content must be sealed end to end");
-        }
-        _ => {}
-    }
+    check_want(&opening.sealing, want)?;
     match &opening.sealing {
         Sealing::None => Ok(None),
         Sealing::Group { group, epoch } => ctx
@@ -407,6 +410,46 @@ fn opening_key(
         )
         .map(Some),
     }
+}
+
+/// What the 5-byte head of a frame after the opening announces.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The sender stopped; the stream ends here.
+    Stop(Party),
+    /// The sender paused (`true`) or resumed (`false`).
+    Pause(bool),
+    /// A chunk of `len` sealed bytes follows.
+    Chunk { len: usize, last: bool },
+}
+
+/// Checks a frame head (`u32 BE length || flags`) the way every receiver does: a control
+/// frame has no bytes, a chunk at least one and at most `max_frame - 1`.
+fn check_head(head: [u8; 5], max_frame: usize) -> Result<Head, OpError> {
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let flags = head[4];
+    if flags & CONTROL != 0 {
+        if len != 1 {
+            return Err(OpError::Refused("bad control frame".into()));
+        }
+        if flags & STOP != 0 {
+            let by = if flags & BY_CONSUMER != 0 {
+                Party::Consumer
+            } else {
+                Party::Offerer
+            };
+            return Ok(Head::Stop(by));
+        }
+        return Ok(Head::Pause(flags & PAUSE != 0));
+    }
+    // Length 1: an empty chunk (the content of an empty public file).
+    if len == 0 || len > max_frame {
+        return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
+    }
+    Ok(Head::Chunk {
+        len: len - 1,
+        last: flags & LAST == LAST,
+    })
 }
 
 /// Resolves when the session's switch says stopped.
@@ -501,42 +544,31 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
                 by = &mut local_stop => return Ok(Ended::Stopped(by)),
                 r = timed(input.read_exact(&mut head), idle) => r.map_err(io_error)?,
             }
-            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let flags = head[4];
-            if flags & CONTROL != 0 {
-                if len != 1 {
-                    return Err(OpError::Refused("bad control frame".into()));
-                }
-                if flags & STOP != 0 {
-                    let by = if flags & BY_CONSUMER != 0 {
-                        Party::Consumer
-                    } else {
-                        Party::Offerer
-                    };
+            let (len, last) = match check_head(head, max_frame)? {
+                Head::Stop(by) => {
                     if let Some(c) = &control {
                         c.stop(by);
                     }
                     return Ok(Ended::Stopped(by));
                 }
-                paused = flags & PAUSE != 0;
-                if let Some(c) = &control {
-                    if paused {
-                        c.pause(Party::Offerer);
-                    } else {
-                        c.resume();
+                Head::Pause(p) => {
+                    paused = p;
+                    if let Some(c) = &control {
+                        if paused {
+                            c.pause(Party::Offerer);
+                        } else {
+                            c.resume();
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            if len <= 1 || len > max_frame {
-                return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
-            }
-            let mut body = vec![0u8; len - 1];
+                Head::Chunk { len, last } => (len, last),
+            };
+            let mut body = vec![0u8; len];
             tokio::select! {
                 by = &mut local_stop => return Ok(Ended::Stopped(by)),
                 r = timed(input.read_exact(&mut body), IDLE) => r.map_err(io_error)?,
             }
-            let last = flags & LAST == LAST;
             ctx.metrics.bytes_received.inc_by(body.len() as u64);
             if tx.send((last, body)).await.is_err() || last {
                 // The opener stopped (its error is the answer) or the content is complete.
@@ -588,6 +620,102 @@ impl From<std::io::Error> for OpError {
     }
 }
 
+/// Decodes a whole delivery stream from untrusted bytes the way a receiver does: a [`Hello`]
+/// frame, an [`Opening`], then frames checked by the receiver's own [`check_head`], chunks
+/// opened with `key` when the opening says they are sealed under a group key and `key` is
+/// given (an end-to-end sealing needs the receiver's identity: its chunks are read, not
+/// opened). Returns the content bytes read. For the fuzz targets and their regression tests
+/// (`fuzz/`); never panics on any input.
+pub fn decode_stream(bytes: &[u8], key: Option<&GroupKey>, sender: &PeerId) -> Result<u64, String> {
+    futures::executor::block_on(async {
+        let mut input = futures::io::Cursor::new(bytes);
+        let _hello: Hello = read_frame(&mut input).await.map_err(|e| e.to_string())?;
+        let opening: Opening = read_frame(&mut input).await.map_err(|e| e.to_string())?;
+        let key = key.filter(|_| matches!(opening.sealing, Sealing::Group { .. }));
+        let mut got = 0u64;
+        let mut index = 0u64;
+        loop {
+            let mut head = [0u8; 5];
+            input
+                .read_exact(&mut head)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (len, last) = match check_head(head, CHUNK + 64).map_err(|e| e.to_string())? {
+                Head::Stop(_) => return Ok(got),
+                Head::Pause(_) => continue,
+                Head::Chunk { len, last } => (len, last),
+            };
+            let mut body = vec![0u8; len];
+            input
+                .read_exact(&mut body)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(k) = key {
+                k.open_chunk_in_place(sender, opening.stream_id, index, last, &mut body)
+                    .map_err(|e| e.to_string())?;
+            }
+            got += body.len() as u64;
+            if got > opening.length {
+                return Err("more content than announced".into());
+            }
+            if last {
+                return Ok(got);
+            }
+            index += 1;
+        }
+    })
+}
+
+/// Encodes a delivery stream as [`decode_stream`] reads it (seed corpora of the fuzz targets).
+pub fn encode_stream(
+    pull_session: u64,
+    key: Option<&GroupKey>,
+    sender: &PeerId,
+    content: &[u8],
+    chunk: usize,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut frame = |bytes: Vec<u8>| {
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    };
+    let stream_id = 7;
+    let hello = codec::encode(&Hello::Pull {
+        session: pull_session,
+    })
+    .unwrap_or_default();
+    frame(hello);
+    let sealing = match key {
+        Some(k) => Sealing::Group {
+            group: k.group().clone(),
+            epoch: k.epoch(),
+        },
+        None => Sealing::None,
+    };
+    let opening = Opening {
+        sealing,
+        stream_id,
+        length: content.len() as u64,
+    };
+    frame(codec::encode(&opening).unwrap_or_default());
+    let mut pieces: Vec<&[u8]> = content.chunks(chunk.max(1)).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    let n = pieces.len();
+    for (index, piece) in pieces.into_iter().enumerate() {
+        let last = index + 1 == n;
+        let mut body = piece.to_vec();
+        if let Some(k) = key {
+            k.seal_chunk_in_place(sender, stream_id, index as u64, last, &mut body);
+        }
+        let mut f = vec![if last { LAST } else { 0 }];
+        f.extend_from_slice(&body);
+        frame(f);
+    }
+    out
+}
+
 pub(super) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     out: &mut W,
     v: &T,
@@ -613,4 +741,39 @@ pub(super) async fn read_frame_timed<R: AsyncRead + Unpin, T: serde::de::Deseria
     input: &mut R,
 ) -> Result<T, OpError> {
     timed(read_frame(input), IDLE).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receivers_accept_only_the_sealing_they_want() {
+        let pn = GroupId("pn-1".into());
+        let other = GroupId("sg-2".into());
+        let group = |g: &GroupId| Sealing::Group {
+            group: g.clone(),
+            epoch: 0,
+        };
+        let id = cpns_keys::Identity::generate();
+        let to = cpns_keys::Identity::generate().peer_id();
+        let (_, sealed) = e2e::seal_for(&id, &to, 1, 10).unwrap();
+        let peer = Sealing::Peer(sealed);
+        // A group's service: under that group's key only.
+        assert!(check_want(&group(&pn), Want::Group(&pn)).is_ok());
+        assert!(check_want(&group(&other), Want::Group(&pn)).is_err());
+        assert!(check_want(&Sealing::None, Want::Group(&pn)).is_err());
+        assert!(check_want(&peer, Want::Group(&pn)).is_err());
+        // A push: sealed, one way or the other.
+        assert!(check_want(&Sealing::None, Want::Sealed).is_err());
+        assert!(check_want(&group(&pn), Want::Sealed).is_ok());
+        assert!(check_want(&peer, Want::Sealed).is_ok());
+        // Relayed by the gateway, which holds the PN key: end to end only.
+        assert!(check_want(&group(&pn), Want::EndToEnd).is_err());
+        assert!(check_want(&Sealing::None, Want::EndToEnd).is_err());
+        assert!(check_want(&peer, Want::EndToEnd).is_ok());
+        // Public services: anything.
+        assert!(check_want(&Sealing::None, Want::Any).is_ok());
+    }
 }

@@ -117,6 +117,7 @@ pub(super) fn validate(v: &Variant) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use cpns_overlay::Screen;

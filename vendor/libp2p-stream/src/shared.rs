@@ -11,9 +11,11 @@ use rand::seq::IteratorRandom as _;
 
 use crate::{AlreadyRegistered, IncomingStreams, handler::NewStream};
 
-/// CPNS patch: inbound streams of one protocol that wait for the acceptor (see
-/// [`Shared::accept`]).
-const INBOUND_STREAMS_BUFFER: usize = 64;
+/// CPNS patch: how many inbound streams of one protocol wait for the application to take
+/// them. Upstream's channel holds one, so a burst of streams a few milliseconds apart was
+/// dropped ("Channel is full") while the acceptor was busy. Beyond this bound streams are
+/// still dropped (the opener sees its stream closed), so a peer cannot queue without limit.
+pub const INBOUND_STREAM_BUFFER: usize = 64;
 
 pub(crate) struct Shared {
     /// Tracks the supported inbound protocols created via
@@ -64,10 +66,8 @@ impl Shared {
             return Err(AlreadyRegistered);
         }
 
-        // CPNS patch: upstream's `channel(0)` holds one inbound stream; a second one arriving
-        // before the acceptor polls (two streams opened at once, or in one swarm poll) was
-        // dropped ("Channel is full, dropping inbound stream", rust-libp2p issue #5651).
-        let (sender, receiver) = mpsc::channel(INBOUND_STREAMS_BUFFER);
+        // CPNS patch: INBOUND_STREAM_BUFFER instead of 0.
+        let (sender, receiver) = mpsc::channel(INBOUND_STREAM_BUFFER);
         self.supported_inbound_protocols
             .insert(protocol.clone(), sender);
 
