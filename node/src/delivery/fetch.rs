@@ -294,7 +294,7 @@ impl Delivery {
         let mut sampler = Sampler::start(&self.inner.pn.view());
         let every = Duration::from_secs(ctx.config.usage.sample_secs);
         let received = sampled(
-            &self.inner.pn,
+            self.inner.pn.watch(),
             &mut sampler,
             every,
             self.receive(
