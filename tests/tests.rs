@@ -11,6 +11,7 @@ mod auth_usage;
 mod authz;
 mod authz_table;
 mod cli;
+mod cli_delivery;
 mod delivery_control;
 mod delivery_feeds;
 mod delivery_push;
