@@ -25,6 +25,9 @@ fn usage_report(d: &Device, sequence: u64, pn_id: Option<String>) -> cpns_overla
                 ..Capabilities::default()
             },
             status: Status::Online,
+            samples: Default::default(),
+            variant: None,
+            ended: "completed".into(),
         })
         .collect();
     let t = transcript::usage_report(&d.peer(), sequence, &records);

@@ -145,6 +145,30 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
         })),
         K::DeliveryStart => cpns(Message::Delivery(DeliveryMessage::Start { session: 3 })),
         K::DeliveryStop => cpns(Message::Delivery(DeliveryMessage::Stop { session: 3 })),
+        K::DeliveryPause => cpns(Message::Delivery(DeliveryMessage::Pause { session: 3 })),
+        K::DeliveryResume => cpns(Message::Delivery(DeliveryMessage::Resume { session: 3 })),
+        K::InvokeMany => cpns(Message::Delivery(DeliveryMessage::InvokeMany {
+            service_ids: vec!["svc-none".into()],
+            mode: DeliveryMode::Pull,
+            capabilities: Capabilities::default(),
+        })),
+        K::FeedContribute => cpns(Message::Delivery(DeliveryMessage::Contribute {
+            feed: "temps".into(),
+            common: b"unit=C".to_vec(),
+            part: b"21".to_vec(),
+        })),
+        K::FeedRequest => cpns(Message::Delivery(DeliveryMessage::FeedRequest {
+            feed: "temps".into(),
+        })),
+        K::FeedDistribute => cpns(Message::Delivery(DeliveryMessage::Distribute(
+            cpns_overlay::Distribution {
+                feed: "temps".into(),
+                seq: 1,
+                common: cpns_keys::GroupKey::generate(cpns_keys::GroupId("pn-x".into()), 0)
+                    .seal(&sender, b"x"),
+                part: None,
+            },
+        ))),
         K::KeyForward => cpns(Message::Group(GroupMessage::KeyForward {
             grants: Vec::new(),
         })),
@@ -241,6 +265,12 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::Invoke, "-emg-"),
     (RequestKind::DeliveryStart, "-emg-"),
     (RequestKind::DeliveryStop, "-emg-"),
+    (RequestKind::DeliveryPause, "-emg-"),
+    (RequestKind::DeliveryResume, "-emg-"),
+    (RequestKind::InvokeMany, "-emg-"),
+    (RequestKind::FeedContribute, "--m--"),
+    (RequestKind::FeedRequest, "--m--"),
+    (RequestKind::FeedDistribute, "---g-"),
     (RequestKind::KeyForward, "---g-"),
     (RequestKind::ServerStatusRequest, "----s"),
     (RequestKind::ServerInventoryCreated, "----s"),

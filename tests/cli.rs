@@ -18,7 +18,7 @@ use crate::node::wait_timeout;
 use crate::util::bin;
 
 /// The bound of every wait for a process to answer.
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A command for one of the workspace's binaries, with a clean environment: no `CPNS_*`
 /// variable of the developer's shell reaches it, and logs have no colour codes.
@@ -35,7 +35,7 @@ fn command(name: &str) -> Command {
 
 /// Runs a command to completion within `limit`; stdout and stderr go through files (no pipe
 /// can fill up and block the child).
-fn run(mut cmd: Command, limit: Duration) -> Result<Output> {
+pub(crate) fn run(mut cmd: Command, limit: Duration) -> Result<Output> {
     let dir = tempfile::tempdir()?;
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
@@ -54,7 +54,7 @@ fn run(mut cmd: Command, limit: Duration) -> Result<Output> {
 }
 
 /// Runs a command that must succeed and print JSON.
-fn run_json(cmd: Command) -> Result<Value> {
+pub(crate) fn run_json(cmd: Command) -> Result<Value> {
     let what = format!("{cmd:?}");
     let out = run(cmd, WAIT)?;
     ensure!(
@@ -73,13 +73,13 @@ fn run_json(cmd: Command) -> Result<Value> {
 
 /// Daemons started by a test: each is killed (and reaped) when the guard drops, on every path.
 #[derive(Default)]
-struct Daemons {
+pub(crate) struct Daemons {
     children: Vec<(String, Child, PathBuf)>,
 }
 
 impl Daemons {
     /// Starts a daemon whose stdout and stderr go to `log`.
-    fn start(&mut self, name: &str, mut cmd: Command, log: &Path) -> Result<()> {
+    pub(crate) fn start(&mut self, name: &str, mut cmd: Command, log: &Path) -> Result<()> {
         let file = std::fs::File::create(log)?;
         let child = cmd
             .stdout(file.try_clone()?)
@@ -115,7 +115,7 @@ impl Drop for Daemons {
 
 /// Polls `f` every 50 ms until it returns `Some`, for at most `limit`; `daemons` are checked
 /// on every round so that a crash fails at once with its log.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     daemons: &mut Daemons,
     limit: Duration,
     what: &str,
@@ -135,7 +135,7 @@ fn wait_for<T>(
 }
 
 /// `cpns --data-dir DIR ARGS... --json`.
-fn cpns(dir: &Path, args: &[&str]) -> Command {
+pub(crate) fn cpns(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = command("cpns");
     cmd.arg("--data-dir").arg(dir).args(args).arg("--json");
     cmd
@@ -202,6 +202,48 @@ fn start_auth_with_alice(daemons: &mut Daemons, root: &Path) -> Result<PathBuf> 
     })?;
     run_json(auth_cli(&auth, &["users", "create", "alice", "--json"]))?;
     Ok(auth)
+}
+
+/// `cpns-auth` with the user alice, and two of her nodes, one command each: `first` enrols
+/// at start and prints its pairing code, `second` enrols and pairs with it by that code; once
+/// both are in one PN, their data dirs and the status each first showed (`first` enrolled,
+/// `second` in the PN of two).
+pub(crate) fn pn_of_two(
+    daemons: &mut Daemons,
+    root: &Path,
+    first: &str,
+    second: &str,
+) -> Result<(PathBuf, PathBuf, Value, Value)> {
+    let auth = start_auth_with_alice(daemons, root)?;
+    let code = || -> Result<String> {
+        let v = run_json(auth_cli(
+            &auth,
+            &["enrol", "create", "--user", "alice", "--json"],
+        ))?;
+        v["code"].as_str().map(str::to_owned).context("no code")
+    };
+    let a = start_node(daemons, root, first, &["--code", &code()?])?;
+    let sa = wait_for(daemons, WAIT, "the first node to enrol", || {
+        let s = node_status(&mut Daemons::default(), &a)?;
+        Ok((s["enrolled"] == true).then_some(s))
+    })?;
+    let pairing = run_json(cpns(&a, &["pairing-code"]))?;
+    let pairing = pairing["code"].as_str().context("pairing code")?.to_owned();
+    assert!(pairing.starts_with("cpnspair1-"), "{pairing}");
+    let b = start_node(
+        daemons,
+        root,
+        second,
+        &["--code", &code()?, "--pair", &pairing],
+    )?;
+    let sb = wait_for(daemons, WAIT, "the PN to form", || {
+        let s = node_status(&mut Daemons::default(), &b)?;
+        Ok(
+            (s["pn_id"].is_string() && s["members"].as_array().map(Vec::len) == Some(2))
+                .then_some(s),
+        )
+    })?;
+    Ok((a, b, sa, sb))
 }
 
 /// The manual session of the README with the real binaries: `cpns-auth serve`, a user, two
@@ -703,36 +745,7 @@ fn two_nodes_one_command_each_form_a_pn_and_find_a_service() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let mut daemons = Daemons::default();
-    let auth = start_auth_with_alice(&mut daemons, root)?;
-    let code = || -> Result<String> {
-        let v = run_json(auth_cli(
-            &auth,
-            &["enrol", "create", "--user", "alice", "--json"],
-        ))?;
-        v["code"].as_str().map(str::to_owned).context("no code")
-    };
-
-    let a = start_node(&mut daemons, root, "a", &["--code", &code()?])?;
-    let sa = wait_for(&mut daemons, WAIT, "a to enrol", || {
-        let s = node_status(&mut Daemons::default(), &a)?;
-        Ok((s["enrolled"] == true).then_some(s))
-    })?;
-    let pairing = run_json(cpns(&a, &["pairing-code"]))?;
-    let pairing = pairing["code"].as_str().context("pairing code")?.to_owned();
-    assert!(pairing.starts_with("cpnspair1-"), "{pairing}");
-    let b = start_node(
-        &mut daemons,
-        root,
-        "b",
-        &["--code", &code()?, "--pair", &pairing],
-    )?;
-    let sb = wait_for(&mut daemons, WAIT, "the PN to form", || {
-        let s = node_status(&mut Daemons::default(), &b)?;
-        Ok(
-            (s["pn_id"].is_string() && s["members"].as_array().map(Vec::len) == Some(2))
-                .then_some(s),
-        )
-    })?;
+    let (a, b, sa, sb) = pn_of_two(&mut daemons, root, "a", "b")?;
     let gateway = sb["gateway"].as_str().context("gateway")?.to_owned();
     let peer_a = sa["peer_id"].as_str().context("peer")?;
     let gateway_dir = if gateway == peer_a { &a } else { &b };

@@ -366,3 +366,21 @@ pub async fn same_epoch(nodes: &[&LabNode]) -> anyhow::Result<u64> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls `check` (every 10 ms, at most `limit`) until it gives a value.
+pub async fn wait_for<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

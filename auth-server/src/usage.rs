@@ -19,7 +19,7 @@
 //!   number with each report.
 
 use cpns_keys::{PublicKey, UnixTime};
-use cpns_overlay::{Capabilities, PowerSource, UsageReport, transcript};
+use cpns_overlay::{Capabilities, PowerSource, UsageRecord, UsageReport, transcript};
 
 use crate::authn::{AuthnError, Session};
 use crate::core::Core;
@@ -100,6 +100,40 @@ fn capability_summary(c: &Capabilities) -> String {
     ));
     if let Some(screen) = c.static_caps.screen {
         s.push_str(&format!(" screen={}x{}", screen.width, screen.height));
+    }
+    s
+}
+
+/// The charging record's `capabilities` column: the device at the start of the use, then
+/// (5.6.3 "during the service usage") what the consumer sampled while it lasted, the variant
+/// the offerer chose and how the use ended. One column, so that the stored record's format
+/// and the export's header stay as they were.
+fn usage_summary(r: &UsageRecord) -> String {
+    let mut s = capability_summary(&r.capabilities);
+    let m = &r.samples;
+    if m.count > 0 {
+        s.push_str(&format!("; during use: samples={}", m.count));
+        if let (Some(lo), Some(hi)) = (m.battery_min, m.battery_max) {
+            s.push_str(&format!(" battery={lo}-{hi}%"));
+        }
+        if m.on_battery {
+            s.push_str(" on_battery");
+        }
+        s.push_str(&format!(
+            " free_mem_mb={}-{}",
+            m.free_memory_min / (1024 * 1024),
+            m.free_memory_max / (1024 * 1024)
+        ));
+        if !m.statuses.is_empty() {
+            let statuses: Vec<&str> = m.statuses.iter().map(|st| st.as_str()).collect();
+            s.push_str(&format!(" status={}", statuses.join(",")));
+        }
+    }
+    if let Some(v) = &r.variant {
+        s.push_str(&format!("; variant={v}"));
+    }
+    if !r.ended.is_empty() {
+        s.push_str(&format!("; ended={}", r.ended));
     }
     s
 }
@@ -205,7 +239,7 @@ impl Core {
                         started: r.started,
                         duration_ms: r.duration_ms,
                         bytes: r.bytes,
-                        capabilities: capability_summary(&r.capabilities),
+                        capabilities: usage_summary(r),
                         status: r.status.as_str().to_owned(),
                     };
                     b.put(Table::Usage, next.to_be_bytes(), &record)?;
@@ -293,6 +327,45 @@ pub(crate) fn export(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_carries_the_samples_the_variant_and_the_end() {
+        let r = UsageRecord {
+            service_id: "s".into(),
+            service_name: "Films".into(),
+            offerer: cpns_keys::Identity::from_secret_bytes([1; 32]).peer_id(),
+            pn_id: None,
+            started: 1,
+            duration_ms: 2,
+            bytes: 3,
+            capabilities: Capabilities::default(),
+            status: cpns_overlay::Status::Online,
+            samples: cpns_overlay::UsageSamples {
+                count: 3,
+                first: 1,
+                last: 2,
+                battery_min: Some(15),
+                battery_max: Some(80),
+                on_battery: true,
+                free_memory_min: 100 << 20,
+                free_memory_max: 512 << 20,
+                statuses: vec![
+                    cpns_overlay::Status::Online,
+                    cpns_overlay::Status::Busy {
+                        reason: "call".into(),
+                    },
+                ],
+                wan: false,
+            },
+            variant: Some("sd".into()),
+            ended: "stopped by the consumer".into(),
+        };
+        assert_eq!(
+            usage_summary(&r),
+            "mode=pne power=mains free_mem_mb=0; during use: samples=3 battery=15-80% on_battery \
+             free_mem_mb=100-512 status=online,busy; variant=sd; ended=stopped by the consumer"
+        );
+    }
 
     #[test]
     fn csv_has_a_header_even_when_empty() {

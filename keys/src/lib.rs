@@ -66,6 +66,7 @@
 //! # }
 //! ```
 
+mod bulk;
 mod canonical;
 mod credential;
 mod error;

@@ -2,8 +2,8 @@
 //! [`crate::seal`]: HKDF-SHA256 to 32 bytes, HMAC-SHA256, XChaCha20-Poly1305 and randomness.
 //! Kept in one place so every key in the crate is derived and used the same way.
 
-use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::Hmac;
 use rand::Rng;
@@ -68,20 +68,15 @@ pub(crate) fn xchacha_seal(
 }
 
 /// Encrypts `buf` in place and appends the tag, so callers that already own the bytes (chunked
-/// streams) pay for exactly one buffer.
+/// streams) pay for exactly one buffer. Bulk content: computed by [`crate::bulk`] (the same
+/// XChaCha20-Poly1305 bytes, at ring's speed).
 pub(crate) fn xchacha_seal_in_place(
     key: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     buf: &mut Vec<u8>,
 ) {
-    let nonce = XNonce::from(*nonce);
-    match cipher(key).encrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into()) {
-        Ok(tag) => buf.extend_from_slice(tag.as_slice()),
-        // XChaCha20-Poly1305 only refuses messages over 256 GiB, which no Vec on a 64-bit
-        // machine here can reach through this crate's callers.
-        Err(_) => unreachable!("xchacha20-poly1305 refused to encrypt"),
-    }
+    crate::bulk::seal_in_place(key, nonce, aad, buf);
 }
 
 /// Decrypts ciphertext-with-tag, mapping every authentication failure to [`AeadError::BadTag`].
@@ -111,16 +106,8 @@ pub(crate) fn xchacha_open_in_place(
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, AeadError> {
     check_tag_len(ciphertext)?;
-    let (body, tag) = ciphertext.split_at(ciphertext.len() - TAG_LEN);
-    let tag = Tag::try_from(tag).map_err(|_| AeadError::BadTag)?;
-    let mut buf = body.to_vec();
-    cipher(key)
-        .decrypt_inout_detached(&XNonce::from(*nonce), aad, buf.as_mut_slice().into(), &tag)
-        .map_err(|_| {
-            // Don't hand back (or leave around) unauthenticated plaintext.
-            buf.zeroize();
-            AeadError::BadTag
-        })?;
+    let mut buf = ciphertext.to_vec();
+    crate::bulk::open_in_place(key, nonce, aad, &mut buf)?;
     Ok(buf)
 }
 
@@ -132,17 +119,7 @@ pub(crate) fn xchacha_open_vec_in_place(
     aad: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<(), AeadError> {
-    check_tag_len(buf)?;
-    let body_len = buf.len() - TAG_LEN;
-    let tag = Tag::try_from(&buf[body_len..]).map_err(|_| AeadError::BadTag)?;
-    buf.truncate(body_len);
-    cipher(key)
-        .decrypt_inout_detached(&XNonce::from(*nonce), aad, buf.as_mut_slice().into(), &tag)
-        .map_err(|_| {
-            buf.zeroize();
-            buf.clear();
-            AeadError::BadTag
-        })
+    crate::bulk::open_in_place(key, nonce, aad, buf)
 }
 
 fn check_tag_len(ciphertext: &[u8]) -> Result<(), AeadError> {

@@ -3,6 +3,7 @@
 //! `DATA_DIR/api.json` (mode 0600). The `cpns` CLI is a thin client of it. docs/API.md lists
 //! every endpoint with an example.
 
+mod content;
 mod groups;
 mod node;
 mod pn;
@@ -167,6 +168,7 @@ pub(crate) async fn serve(
         .merge(pn::routes())
         .merge(status::routes())
         .merge(services::routes())
+        .merge(content::routes())
         .merge(groups::routes())
         .merge(proxy::routes())
         .merge(web::routes())

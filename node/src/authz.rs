@@ -98,6 +98,18 @@ kinds! {
     DeliveryStart,
     /// 5.6.7 stop.
     DeliveryStop,
+    /// 5.6.7 pause a running session.
+    DeliveryPause,
+    /// 5.6.7 resume it.
+    DeliveryResume,
+    /// 5.6.7 invoking several services at once.
+    InvokeMany,
+    /// 5.6.7 aggregation: a PNE's contribution to its gateway's feed.
+    FeedContribute,
+    /// 5.6.7 aggregation: the gateway's aggregated feed.
+    FeedRequest,
+    /// 5.6.7 distribution: a feed from the gateway.
+    FeedDistribute,
     /// 5.6.6 keys forwarded by the gateway.
     KeyForward,
     /// B.1 step 14, from `cpns-auth`.
@@ -285,7 +297,37 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
     (
         RequestKind::DeliveryStop,
         ENROLLED,
-        "the session's consumer only (checked by the handler)",
+        "the session's other side only (checked by the handler)",
+    ),
+    (
+        RequestKind::DeliveryPause,
+        ENROLLED,
+        "the session's other side only (checked by the handler)",
+    ),
+    (
+        RequestKind::DeliveryResume,
+        ENROLLED,
+        "the session's other side only (checked by the handler)",
+    ),
+    (
+        RequestKind::InvokeMany,
+        ENROLLED,
+        "as Invoke, for each service named",
+    ),
+    (
+        RequestKind::FeedContribute,
+        MEMBERS,
+        "members to their gateway (the handler checks it is the gateway)",
+    ),
+    (
+        RequestKind::FeedRequest,
+        MEMBERS,
+        "an aggregated feed stays in the PN",
+    ),
+    (
+        RequestKind::FeedDistribute,
+        GATEWAY,
+        "feeds are distributed by the gateway",
     ),
     (
         RequestKind::KeyForward,
@@ -370,7 +412,15 @@ impl RequestKind {
                 DeliveryMessage::Invoke { .. } => K::Invoke,
                 DeliveryMessage::Start { .. } => K::DeliveryStart,
                 DeliveryMessage::Stop { .. } => K::DeliveryStop,
-                DeliveryMessage::Invoked { .. } => K::Answer,
+                DeliveryMessage::Pause { .. } => K::DeliveryPause,
+                DeliveryMessage::Resume { .. } => K::DeliveryResume,
+                DeliveryMessage::InvokeMany { .. } => K::InvokeMany,
+                DeliveryMessage::Contribute { .. } => K::FeedContribute,
+                DeliveryMessage::FeedRequest { .. } => K::FeedRequest,
+                DeliveryMessage::Distribute(_) => K::FeedDistribute,
+                DeliveryMessage::Invoked { .. }
+                | DeliveryMessage::InvokedMany { .. }
+                | DeliveryMessage::Feed(_) => K::Answer,
             },
             Message::Group(GroupMessage::KeyForward { .. }) => K::KeyForward,
             Message::Auth(_) | Message::Ack | Message::Error(_) => K::Answer,
@@ -634,6 +684,34 @@ pub(crate) fn samples() -> Vec<(RequestKind, Message)> {
             Message::Delivery(DeliveryMessage::Stop { session: 1 }),
         ),
         (
+            RequestKind::DeliveryPause,
+            Message::Delivery(DeliveryMessage::Pause { session: 1 }),
+        ),
+        (
+            RequestKind::DeliveryResume,
+            Message::Delivery(DeliveryMessage::Resume { session: 1 }),
+        ),
+        (
+            RequestKind::InvokeMany,
+            Message::Delivery(DeliveryMessage::InvokeMany {
+                service_ids: vec!["s".into()],
+                mode: DeliveryMode::Pull,
+                capabilities: Default::default(),
+            }),
+        ),
+        (
+            RequestKind::FeedContribute,
+            Message::Delivery(DeliveryMessage::Contribute {
+                feed: "f".into(),
+                common: Vec::new(),
+                part: Vec::new(),
+            }),
+        ),
+        (
+            RequestKind::FeedRequest,
+            Message::Delivery(DeliveryMessage::FeedRequest { feed: "f".into() }),
+        ),
+        (
             RequestKind::KeyForward,
             Message::Group(GroupMessage::KeyForward { grants: Vec::new() }),
         ),
@@ -679,6 +757,16 @@ pub(crate) fn samples() -> Vec<(RequestKind, Message)> {
         Message::Pn(PnMessage::Revocations(
             cpns_keys::RevocationList::empty_unsigned(),
         )),
+    ));
+    out.push((
+        RequestKind::FeedDistribute,
+        Message::Delivery(DeliveryMessage::Distribute(cpns_overlay::Distribution {
+            feed: "f".into(),
+            seq: 1,
+            common: cpns_keys::GroupKey::generate(cpns_keys::GroupId("pn-x".into()), 0)
+                .seal(&peer, b"x"),
+            part: None,
+        })),
     ));
     out
 }

@@ -117,11 +117,62 @@ pub struct CapabilitiesConfig {
 }
 
 /// Usage reporting preferences (5.6.3).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
     /// Service names or ids never to report ("IPTV viewing is not allowed to be reported").
     pub never_report: Vec<String>,
+    /// An external collector of usage records (5.6.3 "external entities"): an `http://` URL
+    /// that each record is POSTed to as JSON, where the user's preferences allow; empty: none.
+    /// Default: empty.
+    pub collector_url: String,
+    /// How often the device's capabilities and status are sampled during a service use, in
+    /// seconds (besides at the start, at the end and at every change). Default: 10.
+    pub sample_secs: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            never_report: Vec::new(),
+            collector_url: String::new(),
+            sample_secs: 10,
+        }
+    }
+}
+
+/// Service/Content Delivery (5.6.7): pushes, their receivers' policy, external sources.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// What a push from another user's device that shares this node's PN or a Service Group
+    /// gets: `ask` (it waits in `cpns content inbox` for the owner) or `decline`. Pushes from
+    /// the owner's own devices are always accepted, and pushes from anyone else (another
+    /// household) always declined. Default: ask.
+    pub push_from_others: String,
+    /// Most pushes this node keeps for receivers that are offline, until they return (the
+    /// oldest is dropped beyond this). Default: 64.
+    pub push_queue: usize,
+    /// How often queued pushes are retried, in seconds (also whenever a member comes back
+    /// online). Default: 30.
+    pub push_retry_secs: u64,
+    /// How long content fetched from an external HTTP source is kept and served to further
+    /// consumers before it is fetched again, in seconds. Default: 300.
+    pub external_cache_secs: u64,
+    /// Largest content fetched from an external HTTP source, in bytes. Default: 1073741824.
+    pub max_external_bytes: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            push_from_others: "ask".into(),
+            push_queue: 64,
+            push_retry_secs: 30,
+            external_cache_secs: 300,
+            max_external_bytes: 1 << 30,
+        }
+    }
 }
 
 /// The gateway's Non-CPNS proxy for UPnP/DLNA devices on its LAN (5.6.10; docs/PROXY.md).
@@ -199,6 +250,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// The Non-CPNS proxy (gateway).
     pub proxy: ProxyConfig,
+    /// Service/Content Delivery.
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for Config {
@@ -222,6 +275,7 @@ impl Default for Config {
             capabilities: CapabilitiesConfig::default(),
             usage: UsageConfig::default(),
             proxy: ProxyConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -381,6 +435,35 @@ impl Config {
                 "capabilities.battery_percent",
                 "must be a percentage",
             ));
+        }
+        let url = &self.usage.collector_url;
+        if !url.is_empty() && !url.starts_with("http://") {
+            return Err(invalid(
+                "usage.collector_url",
+                "must be empty or an http:// URL",
+            ));
+        }
+        if self.usage.sample_secs == 0 {
+            return Err(invalid("usage.sample_secs", "must be at least 1"));
+        }
+        let d = &self.delivery;
+        if d.push_from_others != "ask" && d.push_from_others != "decline" {
+            return Err(invalid(
+                "delivery.push_from_others",
+                "expected ask or decline",
+            ));
+        }
+        if d.push_queue == 0 || d.push_queue > 10_000 {
+            return Err(invalid(
+                "delivery.push_queue",
+                "must be between 1 and 10000",
+            ));
+        }
+        if d.push_retry_secs == 0 {
+            return Err(invalid("delivery.push_retry_secs", "must be at least 1"));
+        }
+        if d.max_external_bytes == 0 {
+            return Err(invalid("delivery.max_external_bytes", "must be at least 1"));
         }
         Ok(())
     }

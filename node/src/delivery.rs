@@ -1,22 +1,43 @@
-//! Service/Content Delivery (spec 5.6.7, G.1 steps 5-7): invoking a service with the
-//! consumer's capabilities, start/stop control, and the content itself streamed on
+//! Service/Content Delivery (spec 5.6.7, G.1 steps 5-7): invoking one or several services with
+//! the consumer's capabilities (accept, adapt, choose a variant, refuse), control of a running
+//! delivery from either side (start, pause, resume, stop), and the content itself streamed on
 //! `/cpns/delivery/1.0.0`, sealed chunk by chunk under the PN or Service Group key (public
-//! services travel under the noise channel's encryption only), in pull or push mode.
+//! services travel under the noise channel's encryption only), pulled by the consumer or
+//! pushed by the offerer; pushes started by the offerer; forwarding through the gateway;
+//! aggregation and distribution of feeds; content from external HTTP servers; usage sampled
+//! during use and reported.
 //!
-//! * this file: the [`Delivery`] handle, the offerer's side (sessions, decisions, sending) and
-//!   the stream acceptor, the module's one task;
-//! * [`stream`]: the wire format of a delivery stream;
-//! * [`fetch`]: the consumer's side;
-//! * [`files`]: `cpns content send` between members.
+//! * this file: the [`Delivery`] handle, content sources, the offerer's side of an invocation
+//!   (sessions, decisions, variants, sending) and the module's one task, which accepts delivery
+//!   streams and runs pushes and retries;
+//! * [`session`]: sessions and their control; [`stream`]: the wire format of a delivery
+//!   stream; [`fair`]: deliveries to one consumer take turns;
+//! * [`fetch`]: the consumer's side, with [`samples`] (usage during use) and [`collector`]
+//!   (the external usage collector);
+//! * [`push`]: offerer-initiated pushes, the receiver's policy and inbox, the offline queue;
+//!   [`forward`]: streams relayed by the gateway; [`e2e`]: end-to-end sealing for them;
+//! * [`feeds`]: aggregation and distribution; [`external`]: external content servers;
+//! * [`variants`]: capability-based invocation; [`content`]: the public face of all this.
 //!
 //! Who may invoke what: the router lets registered peers (and members) invoke; a service
 //! visible to a PN only is invoked by that PN's members only. A delivery stream is accepted
-//! from a registered peer or a member only, and its first frame must come within
-//! [`FIRST_FRAME`].
+//! from a registered peer or a member only, at most [`MAX_STREAMS_PER_PEER`] at once, and its
+//! first frame must come within [`FIRST_FRAME`].
 
+mod collector;
+mod content;
+mod e2e;
+mod external;
+mod fair;
+mod feeds;
 mod fetch;
 mod files;
+mod forward;
+mod push;
+mod samples;
+mod session;
 mod stream;
+mod variants;
 
 pub use stream::{decode_stream, encode_stream};
 
@@ -25,39 +46,47 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cpns_directory::{KeyRing as _, Visibility};
-use cpns_keys::GroupId;
+use cpns_directory::{KeyRing as _, ServiceDescription, Visibility};
 use cpns_overlay::{
-    Capabilities, DELIVERY_PROTOCOL, DeliveryMessage, DeliveryMode, ErrorCode, InvokeDecision,
-    Message, PowerSource, Protocol,
+    Capabilities, DELIVERY_PROTOCOL, DeliveryMessage, DeliveryMode, ErrorCode, InvokeAnswer,
+    InvokeDecision, MAX_INVOKE_SERVICES, Message, PowerSource, Protocol,
 };
-use futures::{AsyncWrite, StreamExt};
+use futures::StreamExt;
 use libp2p::{PeerId, Stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub(crate) use fetch::FetchOutcome;
-use stream::{Hello, read_frame, stream_file, write_frame};
+pub use content::Content;
+pub use feeds::{ReceivedFeed, Recipient, open_part};
+pub use fetch::FetchOutcome;
+pub use push::{PendingPush, PushOutcome, PushTarget, Target};
+pub use session::SessionInfo;
+pub use variants::{Needs, Variant};
 
+use session::{Control, Invoked, Live, Party, Role, Sessions};
+use stream::{Hello, Seal, SendOpts, read_frame, stream_file};
+
+use crate::auth_link::AuthLink;
 use crate::authz;
 use crate::context::Context;
 use crate::error::OpError;
 use crate::pn::{self, SenderClass};
 use crate::services::Services;
 use crate::store::{Typed, names};
-use crate::trace::flow::G1;
+use crate::trace::flow::{DELIVERY, G1};
 use crate::usage::Usage;
 
-/// Chunk size for content; large enough to amortise framing, small enough to stream.
+/// Chunk size for content; large enough to amortise framing, small enough to stream. Also the
+/// largest a variant may ask for.
 const CHUNK: usize = 256 * 1024;
-/// Chunk size when the consumer is short of battery or memory (the offerer's adaptation).
+/// Chunk size when the consumer is short of battery or memory (the offerer's adaptation for
+/// services without variants).
 const SMALL_CHUNK: usize = 32 * 1024;
-/// Largest control frame (hello, opening).
+/// Largest control frame (hello, opening, decisions).
 const MAX_CONTROL_FRAME: usize = 16 * 1024;
-/// Most open sessions at an offerer.
+/// Most sessions at a node (invoked, live, either side).
 const MAX_SESSIONS: usize = 256;
 /// An invoked session not started within this time is dropped.
 const SESSION_TTL: Duration = Duration::from_secs(60);
@@ -68,27 +97,40 @@ const MAX_STREAMS: usize = 32;
 const MAX_STREAMS_PER_PEER: usize = 4;
 /// How long an opened delivery stream may take to send its first frame.
 const FIRST_FRAME: Duration = Duration::from_secs(10);
-/// Largest file accepted by `cpns content send`.
-const MAX_INBOX_FILE: u64 = 1 << 30;
 /// How long a consumer waits for a pushed stream.
 const PUSH_WAIT: Duration = Duration::from_secs(15);
+/// How often the external usage collector's queue is retried.
+const COLLECTOR_RETRY: Duration = Duration::from_secs(30);
 
-/// Where a service's content comes from, at its offerer (`content.v1`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ContentSource {
-    pub(crate) path: PathBuf,
+/// Where a service's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// A file of this node.
+    File(PathBuf),
+    /// An external Application/Content server: fetched by this node (once for many
+    /// consumers) and delivered sealed.
+    Http(String),
 }
 
-/// An invoked session at the offerer.
-struct Session {
-    service_id: String,
-    consumer: PeerId,
-    mode: DeliveryMode,
+/// A service's content at its offerer (`content.v2`): where it comes from, and its variants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentSource {
+    /// The content (and the variants' default).
+    pub origin: Origin,
+    /// Variants for different devices, best first; empty: one content for all.
+    pub variants: Vec<Variant>,
+}
+
+/// The first format (`content.v1`): a file only. Read when no v2 entry exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LegacySource {
     path: PathBuf,
-    group: Option<GroupId>,
-    chunk: usize,
-    created: Instant,
-    stop: CancellationToken,
+}
+
+/// Work for the module's task.
+enum Task {
+    /// Push a session's content to its consumer (after `Start`).
+    PushSession(PeerId, u64),
 }
 
 /// The delivery handle (cheap to clone).
@@ -102,12 +144,29 @@ struct Inner {
     pn: pn::Handle,
     services: Services,
     usage: Usage,
+    auth: AuthLink,
     content: Typed<ContentSource>,
-    sessions: Mutex<HashMap<u64, Session>>,
+    legacy_content: Typed<LegacySource>,
+    sessions: Mutex<Sessions>,
     waiting_push: Mutex<HashMap<u64, oneshot::Sender<Stream>>>,
-    /// Pushes to start, handed to the module's task (which owns their tasks).
-    pushes: mpsc::Sender<(PeerId, u64)>,
-    pushes_rx: Mutex<Option<mpsc::Receiver<(PeerId, u64)>>>,
+    fair: fair::Shares,
+    pushes: push::Pushes,
+    feeds: feeds::Feeds,
+    external: external::Cache,
+    collector: Option<collector::Collector>,
+    /// Relayed streams this node (a gateway) carries now.
+    relays: Arc<tokio::sync::Semaphore>,
+    /// Work to start, handed to the module's task (which owns its tasks).
+    tasks: mpsc::Sender<Task>,
+    tasks_rx: Mutex<Option<mpsc::Receiver<Task>>>,
+}
+
+/// The error an unexpected answer stands for.
+pub(crate) fn answer_error(m: Message) -> OpError {
+    match m {
+        Message::Error(e) => OpError::Refused(e.to_string()),
+        other => OpError::Refused(format!("unexpected answer {}", other.name())),
+    }
 }
 
 impl Delivery {
@@ -117,23 +176,33 @@ impl Delivery {
         pn: pn::Handle,
         services: Services,
         usage: Usage,
+        auth: AuthLink,
     ) -> Result<Self, OpError> {
-        let content = ctx
-            .store
-            .typed(names::CONTENT)
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let (pushes, rx) = mpsc::channel(MAX_STREAMS);
+        let internal = |e: crate::store::StoreError| OpError::Internal(e.to_string());
+        let content = ctx.store.typed(names::CONTENT_V2).map_err(internal)?;
+        let legacy_content = ctx.store.typed(names::CONTENT).map_err(internal)?;
+        let pushes = push::Pushes::open(&ctx).map_err(internal)?;
+        let collector = collector::Collector::new(&ctx.config.usage.collector_url);
+        let (tasks, rx) = mpsc::channel(MAX_STREAMS);
         Ok(Self {
             inner: Arc::new(Inner {
                 ctx,
                 pn,
                 services,
                 usage,
+                auth,
                 content,
-                sessions: Mutex::new(HashMap::new()),
+                legacy_content,
+                sessions: Mutex::new(Sessions::default()),
                 waiting_push: Mutex::new(HashMap::new()),
+                fair: fair::Shares::default(),
                 pushes,
-                pushes_rx: Mutex::new(Some(rx)),
+                feeds: feeds::Feeds::default(),
+                external: external::Cache::default(),
+                collector,
+                relays: Arc::new(tokio::sync::Semaphore::new(forward::MAX_RELAYS)),
+                tasks,
+                tasks_rx: Mutex::new(Some(rx)),
             }),
         })
     }
@@ -142,50 +211,84 @@ impl Delivery {
         &self.inner.ctx
     }
 
-    /// Registers the content of one of this node's services (a file it serves).
-    pub(crate) async fn register_content(
+    /// The public face (API, tests).
+    pub(crate) fn content(&self) -> Content {
+        Content::new(self.clone())
+    }
+
+    /// Registers a service's content source, checking its files and variants.
+    pub(crate) async fn register_source(
         &self,
         service_id: &str,
-        path: &Path,
+        mut source: ContentSource,
     ) -> Result<(), OpError> {
-        let meta = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
-        if !meta.is_file() {
+        if let Origin::File(path) = &mut source.origin {
+            *path = checked_file(path).await?;
+        }
+        if let Origin::Http(url) = &source.origin
+            && !url.starts_with("http://")
+        {
             return Err(OpError::BadRequest(format!(
-                "{} is not a file",
-                path.display()
+                "{url}: an external source is an http:// URL"
             )));
         }
-        let path = tokio::fs::canonicalize(path)
-            .await
-            .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
+        if source.variants.len() > variants::MAX_VARIANTS {
+            return Err(OpError::BadRequest(format!(
+                "at most {} variants",
+                variants::MAX_VARIANTS
+            )));
+        }
+        for v in &mut source.variants {
+            variants::validate(v).map_err(OpError::BadRequest)?;
+            if let Some(f) = &mut v.file {
+                *f = checked_file(f).await?;
+            }
+        }
         self.inner
             .content
-            .put(service_id.as_bytes(), &ContentSource { path })
+            .put(service_id.as_bytes(), &source)
             .await
             .map_err(|e| OpError::Internal(e.to_string()))
     }
 
     /// Forgets a service's content source.
     pub(crate) async fn forget_content(&self, service_id: &str) {
-        if let Err(e) = self.inner.content.remove(service_id.as_bytes()).await {
-            debug!("content source not removed: {e}");
+        for r in [
+            self.inner.content.remove(service_id.as_bytes()).await,
+            self.inner
+                .legacy_content
+                .remove(service_id.as_bytes())
+                .await,
+        ] {
+            if let Err(e) = r {
+                debug!("content source not removed: {e}");
+            }
         }
     }
 
     fn content_source(&self, service_id: &str) -> Option<ContentSource> {
-        self.inner.content.get(service_id.as_bytes()).ok().flatten()
+        if let Some(s) = self.inner.content.get(service_id.as_bytes()).ok().flatten() {
+            return Some(s);
+        }
+        self.inner
+            .legacy_content
+            .get(service_id.as_bytes())
+            .ok()
+            .flatten()
+            .map(|l| ContentSource {
+                origin: Origin::File(l.path),
+                variants: Vec::new(),
+            })
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.inner
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Handles a delivery control request (at the offerer), authorised by the router.
+    /// Handles a delivery control request (the router authorised its kind for the sender).
     pub(crate) async fn handle(
         &self,
         peer: PeerId,
@@ -198,12 +301,52 @@ impl Delivery {
                 mode,
                 capabilities,
             } => {
-                self.on_invoke(peer, class, service_id, mode, capabilities)
-                    .await
+                let a = self
+                    .invoke_one(peer, class, service_id, mode, &capabilities)
+                    .await;
+                match a {
+                    Ok(a) => Message::Delivery(DeliveryMessage::Invoked {
+                        decision: a.decision,
+                        session: a.session,
+                        length: a.length,
+                    }),
+                    Err(e) => e,
+                }
+            }
+            DeliveryMessage::InvokeMany {
+                service_ids,
+                mode,
+                capabilities,
+            } => {
+                if service_ids.is_empty() || service_ids.len() > MAX_INVOKE_SERVICES {
+                    return Message::error(
+                        ErrorCode::BadRequest,
+                        format!("name 1 to {MAX_INVOKE_SERVICES} services"),
+                    );
+                }
+                let mut answers = Vec::with_capacity(service_ids.len());
+                for id in service_ids {
+                    match self
+                        .invoke_one(peer, class, id.clone(), mode, &capabilities)
+                        .await
+                    {
+                        Ok(a) => answers.push(a),
+                        Err(Message::Error(e)) => answers.push(InvokeAnswer {
+                            service_id: id,
+                            decision: InvokeDecision::Refused(e.message),
+                            session: 0,
+                            length: None,
+                            variant: None,
+                        }),
+                        Err(other) => return other,
+                    }
+                }
+                Message::Delivery(DeliveryMessage::InvokedMany { answers })
             }
             DeliveryMessage::Start { session } => {
                 let ok = self
                     .sessions()
+                    .invoked
                     .get(&session)
                     .is_some_and(|s| s.consumer == peer && s.mode == DeliveryMode::Push);
                 if !ok {
@@ -212,78 +355,221 @@ impl Delivery {
                         "no push session of yours with that id",
                     );
                 }
-                if self.inner.pushes.try_send((peer, session)).is_err() {
+                if self
+                    .inner
+                    .tasks
+                    .try_send(Task::PushSession(peer, session))
+                    .is_err()
+                {
                     return Message::error(ErrorCode::Busy, "too many deliveries; try again");
                 }
                 Message::Ack
             }
-            DeliveryMessage::Stop { session } => {
-                let removed = {
-                    let mut sessions = self.sessions();
-                    match sessions.get(&session) {
-                        Some(s) if s.consumer == peer => sessions.remove(&session),
-                        _ => None,
-                    }
-                };
-                match removed {
-                    Some(s) => {
-                        s.stop.cancel();
-                        Message::Ack
-                    }
-                    None => Message::error(ErrorCode::NotFound, "no session of yours with that id"),
-                }
+            DeliveryMessage::Stop { session } => self.on_control(peer, session, Action::Stop),
+            DeliveryMessage::Pause { session } => self.on_control(peer, session, Action::Pause),
+            DeliveryMessage::Resume { session } => self.on_control(peer, session, Action::Resume),
+            DeliveryMessage::Contribute { feed, common, part } => {
+                self.on_contribute(peer, feed, common, part)
             }
-            DeliveryMessage::Invoked { .. } => {
-                Message::error(ErrorCode::BadRequest, "Invoked is an answer")
+            DeliveryMessage::FeedRequest { feed } => self.on_feed_request(peer, feed),
+            DeliveryMessage::Distribute(d) => self.on_distribute(peer, d),
+            DeliveryMessage::Invoked { .. }
+            | DeliveryMessage::InvokedMany { .. }
+            | DeliveryMessage::Feed(_) => {
+                Message::error(ErrorCode::BadRequest, "an answer, not a request")
             }
         }
     }
 
-    /// G.1 steps 5-6 at the offerer: check the service, who may invoke it, the consumer's
-    /// capabilities against its requirements, decide (accept, adapt, refuse) and open a
-    /// session.
-    async fn on_invoke(
+    /// A control request from the other side of a session.
+    fn on_control(&self, peer: PeerId, session: u64, action: Action) -> Message {
+        let me = self.ctx().peer_id;
+        let found = {
+            let mut s = self.sessions();
+            if let Some(l) = s
+                .live
+                .get(&(Role::Offerer, session))
+                .filter(|l| l.peer == peer)
+            {
+                Some((l.control.clone(), Party::Consumer))
+            } else if let Some(l) = s
+                .live
+                .get(&(Role::Consumer, session))
+                .filter(|l| l.peer == peer)
+            {
+                Some((l.control.clone(), Party::Offerer))
+            } else if let Some(i) = s.invoked.get(&session).filter(|i| i.consumer == peer) {
+                if action == Action::Stop {
+                    s.invoked.remove(&session);
+                    self.ctx().trace(
+                        DELIVERY,
+                        1,
+                        &peer,
+                        &me,
+                        "StopService",
+                        format!("{} (not started)", session::session_text(session)),
+                    );
+                    return Message::Ack;
+                }
+                Some((i.control.clone(), Party::Consumer))
+            } else {
+                None
+            }
+        };
+        let Some((control, by)) = found else {
+            return Message::error(ErrorCode::NotFound, "no session of yours with that id");
+        };
+        self.ctx().trace(
+            DELIVERY,
+            1,
+            &peer,
+            &me,
+            action.message(),
+            session::session_text(session),
+        );
+        action.apply(&control, by);
+        Message::Ack
+    }
+
+    /// Control of a session at this node (`cpns content stop|pause|resume ID`): applied here,
+    /// and told to the other side.
+    pub(crate) async fn control(
+        &self,
+        session: u64,
+        action: Action,
+    ) -> Result<SessionInfo, OpError> {
+        let ctx = self.ctx();
+        let me = ctx.peer_id;
+        let found = {
+            let mut s = self.sessions();
+            let live = [Role::Consumer, Role::Offerer]
+                .into_iter()
+                .find_map(|role| s.live.get(&(role, session)).map(|l| (role, l.clone())));
+            match live {
+                Some(l) => Some(l),
+                None if action != Action::Stop => s.invoked.get(&session).map(|i| {
+                    let live = Live {
+                        service_id: i.service_id.clone(),
+                        peer: i.consumer,
+                        mode: i.mode,
+                        variant: i.variant.clone(),
+                        control: i.control.clone(),
+                    };
+                    (Role::Offerer, live)
+                }),
+                None => match s.invoked.remove(&session) {
+                    // Invoked, never started: dropped here; its consumer finds it gone.
+                    Some(i) => {
+                        return Ok(SessionInfo {
+                            id: session::session_text(session),
+                            role: "offerer",
+                            service_id: i.service_id,
+                            peer: i.consumer.to_string(),
+                            mode: fetch::mode_name(i.mode),
+                            state: session::RunState::Stopped(Party::Offerer).label(),
+                            bytes: 0,
+                            total: i.length,
+                            variant: i.variant,
+                        });
+                    }
+                    None => None,
+                },
+            }
+        };
+        let (role, live) =
+            found.ok_or_else(|| OpError::NotFound("no such session at this node".into()))?;
+        let (peer, control) = (live.peer, live.control.clone());
+        let by = match role {
+            Role::Consumer => Party::Consumer,
+            Role::Offerer => Party::Offerer,
+        };
+        ctx.trace(
+            DELIVERY,
+            1,
+            &me,
+            &peer,
+            action.message(),
+            session::session_text(session),
+        );
+        // The consumer tells the offerer, whose stream then carries the change to both loops;
+        // the offerer's own change reaches the consumer in the stream.
+        if role == Role::Consumer {
+            let msg = match action {
+                Action::Stop => DeliveryMessage::Stop { session },
+                Action::Pause => DeliveryMessage::Pause { session },
+                Action::Resume => DeliveryMessage::Resume { session },
+            };
+            let told = tokio::time::timeout(
+                Duration::from_secs(10),
+                ctx.client
+                    .request(peer, Protocol::Cpns, Message::Delivery(msg)),
+            )
+            .await;
+            match told {
+                Ok(Ok(_)) => {}
+                // A stop happens here whatever the offerer says.
+                _ if action == Action::Stop => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(OpError::Unavailable("the offerer did not answer".into())),
+            }
+        }
+        action.apply(&control, by);
+        Ok(live.info(role, session))
+    }
+
+    /// Every session at this node.
+    pub(crate) fn session_infos(&self) -> Vec<SessionInfo> {
+        self.sessions().infos()
+    }
+
+    /// G.1 steps 5-6 at the offerer, for one service: check the service, who may invoke it,
+    /// the consumer's capabilities against its requirements and variants, decide (accept,
+    /// adapt, refuse) and open a session. An `Err` is the error answer to send.
+    async fn invoke_one(
         &self,
         peer: PeerId,
         class: SenderClass,
         service_id: String,
         mode: DeliveryMode,
-        caps: Capabilities,
-    ) -> Message {
+        caps: &Capabilities,
+    ) -> Result<InvokeAnswer, Message> {
         let ctx = self.ctx();
         let me = ctx.peer_id;
         ctx.trace(G1, 5, &peer, &me, "InvokeService", service_id.clone());
         let Ok(directory) = self.inner.services.directory() else {
-            return Message::error(ErrorCode::NotRegistered, "this node is not enrolled");
+            return Err(Message::error(
+                ErrorCode::NotRegistered,
+                "this node is not enrolled",
+            ));
         };
         let Some(desc) = directory
             .local_services()
             .into_iter()
             .find(|d| d.id == service_id)
         else {
-            return Message::error(
+            return Err(Message::error(
                 ErrorCode::NotFound,
                 format!("this node does not offer {service_id}"),
-            );
+            ));
         };
         // A PN's services are for its members.
         if let Visibility::Pn(group) = &desc.visibility {
             let member = matches!(class, SenderClass::Member | SenderClass::Gateway)
                 && self.inner.pn.view().pn_id() == Some(group.0.as_str());
             if !member {
-                return Message::error(
+                return Err(Message::error(
                     ErrorCode::Forbidden,
                     "this service is for the members of its PN",
-                );
+                ));
             }
         }
         let Some(source) = self.content_source(&service_id) else {
-            return Message::error(
+            return Err(Message::error(
                 ErrorCode::NotFound,
                 format!("{service_id} has no content at this node"),
-            );
+            ));
         };
-        let refuse = |reason: String| {
+        let refused = |reason: String| {
             ctx.trace(
                 G1,
                 6,
@@ -292,113 +578,157 @@ impl Delivery {
                 "ShareDeviceCapabilities",
                 format!("refused: {reason}"),
             );
-            Message::Delivery(DeliveryMessage::Invoked {
+            InvokeAnswer {
+                service_id: service_id.clone(),
                 decision: InvokeDecision::Refused(reason),
                 session: 0,
                 length: None,
-            })
+                variant: None,
+            }
         };
-        if let Err(unmet) = desc.requirements.check(&caps) {
-            return refuse(format!("{unmet}"));
-        }
-        let group = desc.visibility.group().cloned();
-        if let Some(g) = &group
-            && ctx.keyring.current(g).is_none()
-        {
-            return refuse(format!("this node no longer holds the key of {g}"));
-        }
-        let length = match tokio::fs::metadata(&source.path).await {
+        let chosen = match self.choose(&desc, &source, caps).await {
+            Ok(c) => c,
+            Err(reason) => return Ok(refused(reason)),
+        };
+        let length = match tokio::fs::metadata(&chosen.path).await {
             Ok(m) => m.len(),
-            Err(e) => return refuse(format!("content unavailable: {e}")),
-        };
-        let low_power = caps.dynamic.power == PowerSource::Battery
-            && caps
-                .dynamic
-                .battery_percent
-                .is_some_and(|b| b < ctx.config.status.battery_threshold);
-        let (decision, chunk) = if low_power {
-            (
-                InvokeDecision::Adapted(
-                    "consumer on low battery: content sent in small chunks".into(),
-                ),
-                SMALL_CHUNK,
-            )
-        } else {
-            (InvokeDecision::Accepted, CHUNK)
+            Err(e) => return Ok(refused(format!("content unavailable: {e}"))),
         };
         let session = rand::random::<u64>() | 1;
         {
             let mut sessions = self.sessions();
-            sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-            if sessions.len() >= MAX_SESSIONS {
-                return Message::error(
+            sessions
+                .invoked
+                .retain(|_, s| s.created.elapsed() < SESSION_TTL);
+            if sessions.invoked.len() + sessions.live.len() >= MAX_SESSIONS {
+                return Err(Message::error(
                     ErrorCode::Busy,
                     "too many delivery sessions; try again later",
-                );
+                ));
             }
-            sessions.insert(
+            sessions.invoked.insert(
                 session,
-                Session {
+                Invoked {
                     service_id: service_id.clone(),
                     consumer: peer,
                     mode,
-                    path: source.path,
-                    group,
-                    chunk,
+                    path: chosen.path,
+                    length,
+                    group: desc.visibility.group().cloned(),
+                    chunk: chosen.chunk,
+                    variant: chosen.variant.clone(),
                     created: Instant::now(),
-                    stop: CancellationToken::new(),
+                    control: Control::new(length),
                 },
             );
         }
-        let detail = match &decision {
+        let detail = match &chosen.decision {
             InvokeDecision::Accepted => "accepted".to_string(),
             InvokeDecision::Adapted(a) => format!("adapted: {a}"),
             InvokeDecision::Refused(r) => format!("refused: {r}"),
         };
         ctx.trace(G1, 6, &peer, &me, "ShareDeviceCapabilities", detail);
-        Message::Delivery(DeliveryMessage::Invoked {
-            decision,
+        Ok(InvokeAnswer {
+            service_id,
+            decision: chosen.decision,
             session,
             length: Some(length),
+            variant: chosen.variant,
         })
     }
 
-    fn take_session(&self, session: u64, consumer: &PeerId, mode: DeliveryMode) -> Option<Session> {
+    /// What to send this consumer: the variant for its capabilities (or the adaptation of a
+    /// service without variants), resolved to a file.
+    async fn choose(
+        &self,
+        desc: &ServiceDescription,
+        source: &ContentSource,
+        caps: &Capabilities,
+    ) -> Result<Chosen, String> {
+        let ctx = self.ctx();
+        desc.requirements.check(caps).map_err(|u| u.to_string())?;
+        if let Some(g) = desc.visibility.group()
+            && ctx.keyring.current(g).is_none()
+        {
+            return Err(format!("this node no longer holds the key of {g}"));
+        }
+        let (file, chunk, decision, variant) = if source.variants.is_empty() {
+            let low_power = caps.dynamic.power == PowerSource::Battery
+                && caps
+                    .dynamic
+                    .battery_percent
+                    .is_some_and(|b| b < ctx.config.status.battery_threshold);
+            if low_power {
+                let why = "consumer on low battery: content sent in small chunks";
+                (None, SMALL_CHUNK, InvokeDecision::Adapted(why.into()), None)
+            } else {
+                (None, CHUNK, InvokeDecision::Accepted, None)
+            }
+        } else {
+            let (v, passed) = variants::choose(&source.variants, caps)?;
+            let chunk = v.chunk_kib.map_or(CHUNK, |k| k as usize * 1024);
+            let why = if passed.is_empty() {
+                format!("variant {} for this device", v.name)
+            } else {
+                format!("variant {} for this device ({})", v.name, passed.join("; "))
+            };
+            (
+                v.file.clone(),
+                chunk,
+                InvokeDecision::Adapted(why),
+                Some(v.name.clone()),
+            )
+        };
+        let path = match (file, &source.origin) {
+            (Some(f), _) => f,
+            (None, Origin::File(p)) => p.clone(),
+            (None, Origin::Http(url)) => {
+                self.inner
+                    .external
+                    .get(ctx, url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .path
+            }
+        };
+        Ok(Chosen {
+            path,
+            chunk,
+            decision,
+            variant,
+        })
+    }
+
+    fn take_invoked(&self, session: u64, consumer: &PeerId, mode: DeliveryMode) -> Option<Invoked> {
         let mut sessions = self.sessions();
-        match sessions.get(&session) {
-            Some(s) if &s.consumer == consumer && s.mode == mode => sessions.remove(&session),
+        match sessions.invoked.get(&session) {
+            Some(s) if &s.consumer == consumer && s.mode == mode => {
+                sessions.invoked.remove(&session)
+            }
             _ => None,
         }
     }
 
     /// Push mode at the offerer: open a stream to the consumer and send the session's content.
-    async fn push(&self, consumer: PeerId, session: u64) -> Result<(), OpError> {
+    async fn push_session(&self, consumer: PeerId, session: u64) -> Result<(), OpError> {
         let s = self
-            .take_session(session, &consumer, DeliveryMode::Push)
+            .take_invoked(session, &consumer, DeliveryMode::Push)
             .ok_or_else(|| OpError::NotFound("session gone".into()))?;
         let mut control = self.ctx().client.stream_control();
         let mut stream = control
             .open_stream(consumer, DELIVERY_PROTOCOL)
             .await
             .map_err(|e| OpError::Unavailable(format!("opening the delivery stream: {e}")))?;
-        write_frame(&mut stream, &Hello::Push { session }).await?;
-        self.send_content(&mut stream, &s).await
+        stream::write_frame(&mut stream, &Hello::Push { session }).await?;
+        self.serve(&mut stream, session, s).await
     }
 
-    /// Writes the opening and the sealed chunks of a session's content.
-    async fn send_content<W: AsyncWrite + Unpin>(
-        &self,
-        out: &mut W,
-        s: &Session,
-    ) -> Result<(), OpError> {
+    /// Sends a started session's content, as a live session others can control.
+    async fn serve(&self, out: &mut Stream, session: u64, s: Invoked) -> Result<(), OpError> {
         let ctx = self.ctx();
-        let key = match &s.group {
-            Some(g) => Some(
-                ctx.keyring
-                    .current(g)
-                    .ok_or_else(|| OpError::Conflict(format!("no key of {g}")))?,
-            ),
-            None => None,
+        let seal = match &s.group {
+            Some(g) => Seal::current(ctx, g)?,
+            None => Seal::public(),
         };
         let file = std::fs::File::open(&s.path)
             .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
@@ -406,13 +736,36 @@ impl Delivery {
             .metadata()
             .map_err(|e| OpError::Internal(e.to_string()))?
             .len();
-        stream_file(ctx, out, key, file, length, s.chunk, &s.stop).await?;
-        debug!(service = %s.service_id, bytes = length, "content delivered");
+        let control = s.control.clone();
+        if length != control.total() {
+            return Err(OpError::Conflict(
+                "the content changed since it was invoked".into(),
+            ));
+        }
+        self.sessions().live.insert(
+            (Role::Offerer, session),
+            Live {
+                service_id: s.service_id.clone(),
+                peer: s.consumer,
+                mode: s.mode,
+                variant: s.variant.clone(),
+                control: control.clone(),
+            },
+        );
+        let opts = SendOpts {
+            chunk: s.chunk,
+            control: Some(control),
+            turn: Some(self.inner.fair.turn(s.consumer)),
+        };
+        let result = stream_file(ctx, out, seal, file, length, opts).await;
+        self.sessions().live.remove(&(Role::Offerer, session));
+        let (ended, bytes) = result?;
+        debug!(service = %s.service_id, bytes, ended = %ended.label(), "content sent");
         Ok(())
     }
 
-    /// The module's task: accepts delivery streams and runs pushes, each as a child in its
-    /// own `JoinSet` (at most [`MAX_STREAMS`] at once), until the node stops.
+    /// The module's task: accepts delivery streams and runs pushes and retries, each as a
+    /// child in its own `JoinSet` (at most [`MAX_STREAMS`] at once), until the node stops.
     pub(crate) async fn run(self) {
         let ctx = self.ctx().clone();
         let mut control = ctx.client.stream_control();
@@ -423,20 +776,28 @@ impl Delivery {
                 return;
             }
         };
-        let Some(mut pushes) = self
+        let Some(mut tasks) = self
             .inner
-            .pushes_rx
+            .tasks_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         else {
             return;
         };
-        let mut running: JoinSet<Option<PeerId>> = JoinSet::new();
+        let mut running: JoinSet<()> = JoinSet::new();
         let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
         let mut streams: HashMap<tokio::task::Id, PeerId> = HashMap::new();
+        let mut retry =
+            tokio::time::interval(Duration::from_secs(ctx.config.delivery.push_retry_secs));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut collector_tick = tokio::time::interval(COLLECTOR_RETRY);
+        collector_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut views = self.inner.pn.watch();
+        let mut retrying: Option<tokio::task::Id> = None;
+        let mut online = push::OnlineWatch::default();
         loop {
-            tokio::select! {
+            let retry_now = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => break,
                 Some(res) = running.join_next_with_id(), if !running.is_empty() => {
@@ -449,6 +810,9 @@ impl Delivery {
                             e.id()
                         }
                     };
+                    if retrying == Some(id) {
+                        retrying = None;
+                    }
                     if let Some(peer) = streams.remove(&id)
                         && let Some(n) = per_peer.get_mut(&peer)
                     {
@@ -457,16 +821,32 @@ impl Delivery {
                             per_peer.remove(&peer);
                         }
                     }
+                    false
                 }
-                p = pushes.recv() => {
-                    let Some((peer, session)) = p else { break };
+                t = tasks.recv() => {
+                    let Some(Task::PushSession(peer, session)) = t else { break };
                     let d = self.clone();
                     running.spawn(async move {
-                        if let Err(e) = d.push(peer, session).await {
+                        if let Err(e) = d.push_session(peer, session).await {
                             warn!(%peer, session, "push delivery failed: {e}");
                         }
-                        None
                     });
+                    false
+                }
+                _ = retry.tick() => true,
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let view = views.borrow_and_update().clone();
+                    // A member that came back online gets what waits for it at once.
+                    online.came_online(&view)
+                }
+                _ = collector_tick.tick() => {
+                    if let Some(c) = &self.inner.collector {
+                        c.flush().await;
+                    }
+                    false
                 }
                 n = incoming.next() => {
                     let Some((peer, stream)) = n else { break };
@@ -497,10 +877,14 @@ impl Delivery {
                         if let Err(e) = d.on_stream(peer, stream).await {
                             debug!(%peer, "delivery stream failed: {e}");
                         }
-                        Some(peer)
                     });
                     streams.insert(task.id(), peer);
+                    false
                 }
+            };
+            if retry_now && retrying.is_none() && self.inner.pushes.has_queued() {
+                let d = self.clone();
+                retrying = Some(running.spawn(async move { d.retry_queued().await }).id());
             }
         }
         running.abort_all();
@@ -514,11 +898,11 @@ impl Delivery {
         match hello {
             Hello::Pull { session } => {
                 let s = self
-                    .take_session(session, &peer, DeliveryMode::Pull)
+                    .take_invoked(session, &peer, DeliveryMode::Pull)
                     .ok_or_else(|| {
                         OpError::NotFound("no such pull session for this peer".into())
                     })?;
-                self.send_content(&mut stream, &s).await
+                self.serve(&mut stream, session, s).await
             }
             Hello::Push { session } => {
                 let waiter = self
@@ -534,7 +918,79 @@ impl Delivery {
                     None => Err(OpError::NotFound("no fetch waits for this push".into())),
                 }
             }
-            Hello::Send { name } => self.receive_file(peer, stream, &name).await,
+            Hello::Forward { to } => self.relay(peer, to, stream).await,
+            Hello::Forwarded { from } => {
+                let view = self.inner.pn.view();
+                if view.my_gateway() != Some(peer) || !view.is_member(&from) {
+                    return Err(OpError::Refused(
+                        "relayed streams come from this PN's gateway, for its members".into(),
+                    ));
+                }
+                let inner: Hello = tokio::time::timeout(FIRST_FRAME, read_frame(&mut stream))
+                    .await
+                    .map_err(|_| OpError::Refused("no relayed frame in time".into()))??;
+                self.on_push_stream(from, true, stream, inner).await
+            }
+            other => self.on_push_stream(peer, false, stream, other).await,
         }
     }
+}
+
+/// What the offerer sends one consumer.
+struct Chosen {
+    path: PathBuf,
+    chunk: usize,
+    decision: InvokeDecision,
+    variant: Option<String>,
+}
+
+/// Control of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Stop it: it ends on both sides.
+    Stop,
+    /// Pause it.
+    Pause,
+    /// Resume it.
+    Resume,
+}
+
+impl Action {
+    fn message(self) -> &'static str {
+        match self {
+            Action::Stop => "StopService",
+            Action::Pause => "PauseService",
+            Action::Resume => "ResumeService",
+        }
+    }
+
+    fn apply(self, control: &Control, by: Party) {
+        match self {
+            Action::Stop => {
+                control.stop(by);
+            }
+            Action::Pause => {
+                control.pause(by);
+            }
+            Action::Resume => {
+                control.resume();
+            }
+        }
+    }
+}
+
+/// A file that exists, canonicalised.
+async fn checked_file(path: &Path) -> Result<PathBuf, OpError> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(OpError::BadRequest(format!(
+            "{} is not a file",
+            path.display()
+        )));
+    }
+    tokio::fs::canonicalize(path)
+        .await
+        .map_err(|e| OpError::BadRequest(format!("{}: {e}", path.display())))
 }

@@ -617,30 +617,14 @@ impl Handle {
     /// this node serves that file as the service's content (`cpns-delivery` endpoint).
     pub async fn publish(
         &self,
-        mut draft: cpns_directory::ServiceDraft,
+        draft: cpns_directory::ServiceDraft,
         content: Option<std::path::PathBuf>,
     ) -> Result<cpns_directory::ServiceDescription, OpError> {
-        let ctx = &self.ctx;
-        if content.is_some() && draft.endpoint.protocol.is_empty() {
-            draft.endpoint.protocol = "cpns-delivery".into();
-            draft.endpoint.addresses = ctx
-                .client
-                .listen_addrs()
-                .await?
-                .into_iter()
-                .map(|a| {
-                    a.with(libp2p::multiaddr::Protocol::P2p(ctx.peer_id))
-                        .to_string()
-                })
-                .collect();
-        }
-        if draft.id.is_none() && content.is_some() {
-            draft.id = Some(format!("svc-{}", hex::encode(rand::random::<[u8; 8]>())));
-        }
-        if let (Some(path), Some(id)) = (&content, &draft.id) {
-            self.delivery.register_content(id, path).await?;
-        }
-        self.services.publish(draft).await
+        let source = content.map(|path| crate::delivery::ContentSource {
+            origin: crate::delivery::Origin::File(path),
+            variants: Vec::new(),
+        });
+        self.delivery.publish(draft, source).await
     }
 
     /// Removes one of this node's services (`cpns services unpublish ID`).
@@ -693,7 +677,13 @@ impl Handle {
         self.delivery.fetch(service_id, mode).await
     }
 
-    /// Pushes a file to a PN member (`cpns content send PEER FILE`); returns the bytes sent.
+    /// Service/Content Delivery beyond one fetch (5.6.7): several services, sessions and their
+    /// control, pushes and the inbox, feeds (`cpns content …`).
+    pub fn content(&self) -> crate::delivery::Content {
+        self.delivery.content()
+    }
+
+    /// Pushes a file to an entity (`cpns content send PEER FILE`); returns the bytes sent.
     pub async fn send_file(&self, peer: PeerId, path: &std::path::Path) -> Result<u64, OpError> {
         self.delivery.send_file(peer, path).await
     }

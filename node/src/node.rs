@@ -140,8 +140,14 @@ impl Node {
         let services = Services::new(ctx.clone(), pn.clone(), validator);
         let usage = Usage::new(ctx.clone(), pn.clone(), auth.clone())
             .map_err(|e| StartError::Database(e.to_string()))?;
-        let delivery = Delivery::new(ctx.clone(), pn.clone(), services.clone(), usage.clone())
-            .map_err(|e| StartError::Database(e.to_string()))?;
+        let delivery = Delivery::new(
+            ctx.clone(),
+            pn.clone(),
+            services.clone(),
+            usage.clone(),
+            auth.clone(),
+        )
+        .map_err(|e| StartError::Database(e.to_string()))?;
         let groups = Groups::new(ctx.clone(), auth.clone());
         let renewal = Renewal::new(ctx.clone(), auth.clone(), pn.clone(), services.clone());
         let (lan, lan_events) = Lan::new();

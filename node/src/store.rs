@@ -12,7 +12,9 @@
 //! | `inventory.v2` | PeerId bytes | [`crate::pn::Member`] (the PN Inventory) | the PN actor |
 //! | `invitations.v1` | invitation id | [`crate::pn::Invitation`] | the PN actor |
 //! | `keys.v1` | group id, 0, epoch | a group key's secret | [`crate::keyring`] |
-//! | `content.v1` | service id | where a service's content comes from | [`crate::delivery`] |
+//! | `content.v1` | service id | where a service's content comes from (first format, read only) | [`crate::delivery`] |
+//! | `content.v2` | service id | a service's content: a file or an external URL, and its variants | [`crate::delivery`] |
+//! | `push.queue.v1` | time, push id, PeerId | a push waiting for an offline receiver | [`crate::delivery`] |
 //! | `usage.outbox.v1` | sequence | a signed usage report waiting to be sent | [`crate::usage`] |
 //! | `usage.v1` | `sequence`, `never_report` | the report counter, preferences | [`crate::usage`] |
 //!
@@ -62,8 +64,12 @@ pub(crate) mod names {
     pub(crate) const INVITATIONS: &str = "invitations.v1";
     /// Group keys.
     pub(crate) const KEYS: &str = "keys.v1";
-    /// Content sources of this node's services.
+    /// Content sources of this node's services, first format (files only; read, not written).
     pub(crate) const CONTENT: &str = "content.v1";
+    /// Content sources of this node's services: a file or an external URL, and variants.
+    pub(crate) const CONTENT_V2: &str = "content.v2";
+    /// Pushes waiting for receivers that are offline.
+    pub(crate) const PUSH_QUEUE: &str = "push.queue.v1";
     /// Usage reports waiting to be sent.
     pub(crate) const USAGE_OUTBOX: &str = "usage.outbox.v1";
     /// Usage counter and preferences.

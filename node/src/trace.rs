@@ -22,6 +22,11 @@ pub mod flow {
     /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
     /// identified, 3 one of its items published, 4 the device de-registered.
     pub const PROXY: &str = "5.6.10";
+    /// Service/Content Delivery beyond G.1's steps 5-7 (5.6.7): 1 control of a session
+    /// (pause, resume, stop), 2 a push offered, 3 the receiver's decision, 4 a stream relayed
+    /// by the gateway, 5 a contribution aggregated, 6 a feed distributed, 7 content fetched
+    /// from an external server.
+    pub const DELIVERY: &str = "5.6.7";
 }
 
 /// One traced protocol event.

@@ -27,6 +27,7 @@ use crate::trace::flow::G1;
 
 const SEQ_KEY: &[u8] = b"sequence";
 const PREFS_KEY: &[u8] = b"never_report";
+const REPORT_PREFS_KEY: &[u8] = b"report_prefs";
 /// How often queued reports are retried.
 const RETRY: Duration = Duration::from_secs(30);
 /// Most reports kept in the outbox (the oldest go first beyond this).
@@ -53,6 +54,26 @@ impl std::fmt::Display for UsageOutcome {
     }
 }
 
+/// The user's other reporting preferences (5.6.3 "reporting to the CPNS server(s) and external
+/// entities according to the user preferences"), beside the never-report list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ReportPrefs {
+    /// Services (ids or names) never sent to the external collector; `*`: none is.
+    pub(crate) never_external: Vec<String>,
+    /// Report uses without the device's capabilities and samples.
+    pub(crate) omit_capabilities: bool,
+}
+
+impl ReportPrefs {
+    /// Whether a use of this service may go to the external collector.
+    pub(crate) fn external_allowed(&self, service_id: &str, service_name: &str) -> bool {
+        !self
+            .never_external
+            .iter()
+            .any(|s| s == "*" || s == service_id || s == service_name)
+    }
+}
+
 /// The usage handle (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct Usage {
@@ -66,6 +87,7 @@ struct Inner {
     outbox: Typed<UsageReport>,
     meta: Raw,
     prefs: Typed<Vec<String>>,
+    report_prefs: Typed<ReportPrefs>,
     /// One report is numbered and queued at a time; one flush runs at a time.
     queueing: tokio::sync::Mutex<()>,
 }
@@ -79,6 +101,7 @@ impl Usage {
                 outbox: ctx.store.typed(names::USAGE_OUTBOX).map_err(internal)?,
                 meta: ctx.store.raw(names::USAGE_META).map_err(internal)?,
                 prefs: ctx.store.typed(names::USAGE_META).map_err(internal)?,
+                report_prefs: ctx.store.typed(names::USAGE_META).map_err(internal)?,
                 queueing: tokio::sync::Mutex::new(()),
                 ctx,
                 pn,
@@ -109,6 +132,25 @@ impl Usage {
         self.inner
             .prefs
             .put(PREFS_KEY, &list)
+            .await
+            .map_err(|e| OpError::Internal(e.to_string()))
+    }
+
+    /// The other reporting preferences.
+    pub(crate) fn report_prefs(&self) -> ReportPrefs {
+        self.inner
+            .report_prefs
+            .get(REPORT_PREFS_KEY)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Replaces them.
+    pub(crate) async fn set_report_prefs(&self, prefs: ReportPrefs) -> Result<(), OpError> {
+        self.inner
+            .report_prefs
+            .put(REPORT_PREFS_KEY, &prefs)
             .await
             .map_err(|e| OpError::Internal(e.to_string()))
     }
@@ -319,5 +361,59 @@ impl Usage {
                 self.flush().await;
             }
         }
+    }
+}
+
+/// A usage record as the API and the external collector show it.
+pub(crate) fn record_view(r: UsageRecord) -> cpns_api::UsageRecordView {
+    let UsageRecord {
+        service_id,
+        service_name,
+        offerer,
+        pn_id,
+        started,
+        duration_ms,
+        bytes,
+        capabilities: _,
+        status,
+        samples,
+        variant,
+        ended,
+    } = r;
+    let cpns_overlay::UsageSamples {
+        count,
+        first,
+        last,
+        battery_min,
+        battery_max,
+        on_battery,
+        free_memory_min,
+        free_memory_max,
+        statuses,
+        wan,
+    } = samples;
+    cpns_api::UsageRecordView {
+        service_id,
+        service_name,
+        offerer: offerer.to_string(),
+        pn_id,
+        started,
+        duration_ms,
+        bytes,
+        status: status.as_str().into(),
+        samples: cpns_api::UsageSamplesView {
+            count,
+            first,
+            last,
+            battery_min,
+            battery_max,
+            on_battery,
+            free_memory_min,
+            free_memory_max,
+            statuses: statuses.iter().map(|s| s.as_str().to_string()).collect(),
+            wan,
+        },
+        variant,
+        ended,
     }
 }

@@ -357,16 +357,7 @@ impl IntoApi for ov::UsageReport {
             records: self
                 .records
                 .into_iter()
-                .map(|r| api::UsageRecordView {
-                    service_id: r.service_id,
-                    service_name: r.service_name,
-                    offerer: r.offerer.to_string(),
-                    pn_id: r.pn_id,
-                    started: r.started,
-                    duration_ms: r.duration_ms,
-                    bytes: r.bytes,
-                    status: r.status.as_str().into(),
-                })
+                .map(crate::usage::record_view)
                 .collect(),
         }
     }
@@ -525,6 +516,10 @@ impl IntoApi for crate::delivery::FetchOutcome {
             path,
             duration_ms,
             usage,
+            session,
+            ended,
+            variant,
+            collector,
         } = self;
         api::FetchOutcome {
             service_id,
@@ -536,6 +531,10 @@ impl IntoApi for crate::delivery::FetchOutcome {
             path,
             duration_ms,
             usage,
+            session,
+            ended,
+            variant,
+            collector,
         }
     }
 }

@@ -24,13 +24,17 @@ pub use auth::{
     AdmineeEntry, AdmineeSettings, AuthMessage, EnrolRequest, EnrolResponse, EnrolmentCode,
     GroupInfo, GroupKeyGrant, Invitee, MAX_LABEL_LEN, MAX_SERVICES_SHOWN, MemberGrant,
     MembershipDecision, MembershipPolicy, PnAdminInfo, PnInfo, PnRecordInfo, STATUS_POLICY_SECS,
-    SessionInfo, UsageRecord, UsageReport,
+    SessionInfo, UsageRecord, UsageReport, UsageSamples,
 };
 pub use caps::{
     Application, Candidacy, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,
     NetworkKind, NodeMode, PowerSource, Screen, StaticCapabilities,
 };
-pub use delivery::{DeliveryMessage, DeliveryMode, InvokeDecision};
+pub use delivery::{
+    AggregatedFeed, DeliveryMessage, DeliveryMode, Distribution, FeedPart, InvokeAnswer,
+    InvokeDecision, MAX_FEED_COMMON, MAX_FEED_NAME, MAX_FEED_PART, MAX_FEED_PARTS,
+    MAX_INVOKE_SERVICES,
+};
 pub use directory::DirectoryMessage;
 pub use group::GroupMessage;
 pub use pn::{
@@ -44,7 +48,7 @@ pub use status::{Status, StatusMessage, StatusPolicy};
 ///
 /// A peer that receives another version answers nothing and closes the stream: the codec
 /// reports [`crate::CodecError::UnknownVersion`].
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// A message id, unique per sender for the sender's lifetime (random start, then increasing).
 pub type MessageId = u64;

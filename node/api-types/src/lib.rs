@@ -19,6 +19,7 @@
 //! ```
 
 mod caps;
+mod content;
 mod file;
 mod groups;
 mod node;
@@ -31,6 +32,11 @@ mod web;
 pub use caps::{
     Application, CapabilitiesPatch, CapabilitiesView, DynamicCapabilities, GatewayPreference,
     NetworkInterface, NetworkKind, NodeMode, PowerSource, Screen, StaticCapabilities,
+};
+pub use content::{
+    AcceptedPush, AggregateView, CollectedUsage, ContributeBody, DistributeBody, DistributionView,
+    FeedPartView, FetchManyBody, FetchResult, PendingPushView, PushBody, PushTargetView, PushView,
+    ReceivedFeedView, RecipientView, SessionView, VariantBody, VariantNeeds,
 };
 pub use file::{API_FILE, ApiFile, default_data_dir};
 pub use groups::{CreateGroupBody, GroupDone, GroupView, KeysPulled};
@@ -48,7 +54,7 @@ pub use proxy::{ProxiedDeviceView, ProxiedItemView};
 pub use services::{
     DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FoundView, InboxEntry,
     PublishBody, QueuedReport, Requirements, SendBody, Sent, ServiceView, SourceView, Unpublished,
-    UsagePrefs, UsageRecordView, WatchBody, Watching,
+    UsagePrefs, UsageRecordView, UsageSamplesView, WatchBody, Watching,
 };
 pub use status::{Notification, PeerStatus, SetStatusBody, SubscribeBody, Subscribed};
 pub use web::{ContentProgress, PnEvent, WebLink};

@@ -139,6 +139,12 @@ pub struct PublishBody {
     pub addresses: Vec<String>,
     /// A file this node serves as the service's content.
     pub file: Option<PathBuf>,
+    /// An `http://` URL this node fetches the content from (once for many consumers) and
+    /// delivers sealed, as a gateway does for an external Application/Content server.
+    pub source_url: Option<String>,
+    /// Variants of the content for different devices, best first (capability-based
+    /// invocation).
+    pub variants: Vec<crate::VariantBody>,
     /// Lifetime in seconds.
     pub ttl_secs: Option<u64>,
 }
@@ -199,6 +205,20 @@ pub struct FetchOutcome {
     pub duration_ms: f64,
     /// What became of the usage report: `reported`, `queued` or `suppressed`.
     pub usage: String,
+    /// The delivery session's id.
+    #[serde(default)]
+    pub session: String,
+    /// `completed`, `stopped by the consumer` or `stopped by the offerer` (then `path` is
+    /// empty: no partial file is kept).
+    #[serde(default)]
+    pub ended: String,
+    /// The variant the offerer chose, if the service has variants.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// What became of the record at the external collector: `sent`, `queued`, `suppressed`
+    /// or `none` (no collector configured).
+    #[serde(default)]
+    pub collector: String,
 }
 
 /// `POST /v1/content/send`.
@@ -231,8 +251,40 @@ pub struct InboxEntry {
 /// `GET, POST /v1/usage/prefs`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct UsagePrefs {
-    /// Service names or ids never reported.
+    /// Service names or ids never reported (to anyone).
     pub never_report: Vec<String>,
+    /// Service names or ids never sent to the external collector (`*`: none is).
+    #[serde(default)]
+    pub never_external: Vec<String>,
+    /// Report uses without the device's capabilities and samples.
+    #[serde(default)]
+    pub omit_capabilities: bool,
+}
+
+/// The capabilities and status sampled during one service use (5.6.3), summarised.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UsageSamplesView {
+    /// Samples taken.
+    pub count: u32,
+    /// When the first was taken (Unix seconds).
+    pub first: u64,
+    /// When the last was taken.
+    pub last: u64,
+    /// Lowest battery charge seen.
+    pub battery_min: Option<u8>,
+    /// Highest battery charge seen.
+    pub battery_max: Option<u8>,
+    /// Whether the device ran on battery at some sample.
+    pub on_battery: bool,
+    /// Lowest free memory seen, bytes.
+    pub free_memory_min: u64,
+    /// Highest free memory seen, bytes.
+    pub free_memory_max: u64,
+    /// Statuses seen: `online`, `busy`, `offline`.
+    pub statuses: Vec<String>,
+    /// Whether the device reached a WAN at every sample.
+    pub wan: bool,
 }
 
 /// One service use in a queued report.
@@ -254,6 +306,15 @@ pub struct UsageRecordView {
     pub bytes: u64,
     /// The consumer's status during use: `online`, `busy`, `offline`.
     pub status: String,
+    /// The capabilities and status sampled during use.
+    #[serde(default)]
+    pub samples: UsageSamplesView,
+    /// The variant the offerer chose, if any.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// `completed`, `stopped by the consumer`, `stopped by the offerer`.
+    #[serde(default)]
+    pub ended: String,
 }
 
 /// `GET /v1/usage/queued`: a signed usage report waiting for `cpns-auth`.

@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run and never moved around: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// This node: PeerId, mode, PN, gateway, members and their status, auth server; or, with
     /// a subcommand, Status Management (set, of, watch, notifications).
@@ -65,7 +67,7 @@ enum Command {
         #[command(subcommand)]
         action: super::services::ServicesAction,
     },
-    /// Service/Content Delivery: fetch a service's content, send a file to a member.
+    /// Service/Content Delivery: fetch, control, push, the inbox, aggregated and distributed feeds.
     Content {
         #[command(subcommand)]
         action: super::services::ContentAction,

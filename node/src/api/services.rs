@@ -1,6 +1,7 @@
 //! Service Publication & Discovery (5.6.4), Service/Content Delivery (5.6.7) and usage
 //! reporting (5.6.3) endpoints: the typical flow of Appendix G.1 from an application's side.
 
+use crate::delivery::{ContentSource, Needs, Origin, Variant};
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -9,7 +10,6 @@ use cpns_api::{
     SendBody, Sent, ServiceView, Unpublished, UsagePrefs, WatchBody, Watching,
 };
 use cpns_directory::{Endpoint, Scope, ServiceDraft, Source, Visibility};
-use cpns_overlay::DeliveryMode;
 
 use super::{ApiError, ApiResult, ApiState, Body};
 use crate::error::OpError;
@@ -47,7 +47,7 @@ async fn publish(State(s): State<ApiState>, Body(b): Body<PublishBody>) -> ApiRe
     }
     let source = b.external.map(|name| Source::External {
         name,
-        url: b.external_url,
+        url: b.external_url.clone().or_else(|| b.source_url.clone()),
     });
     let mut metadata = b.metadata;
     if let Some(file) = &b.file {
@@ -58,6 +58,19 @@ async fn publish(State(s): State<ApiState>, Body(b): Body<PublishBody>) -> ApiRe
             .len();
         metadata.insert(CONTENT_SIZE_KEY.into(), len.to_string());
     }
+    let origin = match (&b.file, &b.source_url) {
+        (Some(_), Some(_)) => return Err(bad("give a file or a source URL, not both")),
+        (Some(f), None) => Some(Origin::File(f.clone())),
+        (None, Some(u)) => Some(Origin::Http(u.clone())),
+        (None, None) if !b.variants.is_empty() => {
+            return Err(bad("variants need the service's file or source URL"));
+        }
+        (None, None) => None,
+    };
+    let content = origin.map(|origin| ContentSource {
+        origin,
+        variants: b.variants.into_iter().map(variant).collect(),
+    });
     let draft = ServiceDraft {
         id: b.id,
         name: b.name,
@@ -73,7 +86,39 @@ async fn publish(State(s): State<ApiState>, Body(b): Body<PublishBody>) -> ApiRe
         ttl: b.ttl_secs.map(std::time::Duration::from_secs),
         visibility,
     };
-    Ok(Json(s.handle.publish(draft, b.file).await?.into_api()))
+    Ok(Json(
+        s.handle.content().publish(draft, content).await?.into_api(),
+    ))
+}
+
+fn variant(v: cpns_api::VariantBody) -> Variant {
+    let cpns_api::VariantBody {
+        name,
+        file,
+        chunk_kib,
+        needs,
+    } = v;
+    let cpns_api::VariantNeeds {
+        min_battery_percent,
+        mains_power,
+        needs_screen,
+        min_screen_width,
+        min_free_memory_bytes,
+        wan,
+    } = needs;
+    Variant {
+        name,
+        file,
+        chunk_kib,
+        needs: Needs {
+            min_battery_percent,
+            mains_power,
+            needs_screen,
+            min_screen_width,
+            min_free_memory_bytes,
+            wan,
+        },
+    }
 }
 
 async fn list(State(s): State<ApiState>) -> ApiResult<Vec<ServiceView>> {
@@ -159,11 +204,7 @@ async fn advertisements(State(s): State<ApiState>) -> ApiResult<Vec<ServiceView>
 }
 
 async fn fetch(State(s): State<ApiState>, Body(b): Body<FetchBody>) -> ApiResult<FetchOutcome> {
-    let mode = match b.mode.as_deref() {
-        None | Some("pull") => DeliveryMode::Pull,
-        Some("push") => DeliveryMode::Push,
-        Some(other) => return Err(bad(format!("unknown mode {other:?} (pull or push)"))),
-    };
+    let mode = super::content::mode(b.mode.as_deref())?;
     let _progress = s.web.fetching(&b.service_id);
     Ok(Json(s.handle.fetch(&b.service_id, mode).await?.into_api()))
 }
@@ -188,17 +229,26 @@ async fn inbox(State(s): State<ApiState>) -> ApiResult<Vec<InboxEntry>> {
     ))
 }
 
-async fn prefs_get(State(s): State<ApiState>) -> ApiResult<UsagePrefs> {
-    Ok(Json(UsagePrefs {
+fn prefs(s: &ApiState) -> UsagePrefs {
+    let (never_external, omit_capabilities) = s.handle.content().report_prefs();
+    UsagePrefs {
         never_report: s.handle.usage_never_report(),
-    }))
+        never_external,
+        omit_capabilities,
+    }
+}
+
+async fn prefs_get(State(s): State<ApiState>) -> ApiResult<UsagePrefs> {
+    Ok(Json(prefs(&s)))
 }
 
 async fn prefs_set(State(s): State<ApiState>, Body(p): Body<UsagePrefs>) -> ApiResult<UsagePrefs> {
     s.handle.set_usage_never_report(p.never_report).await?;
-    Ok(Json(UsagePrefs {
-        never_report: s.handle.usage_never_report(),
-    }))
+    s.handle
+        .content()
+        .set_report_prefs(p.never_external, p.omit_capabilities)
+        .await?;
+    Ok(Json(prefs(&s)))
 }
 
 async fn queued(State(s): State<ApiState>) -> ApiResult<Vec<QueuedReport>> {

@@ -688,6 +688,40 @@ pub struct UsageRecord {
     pub capabilities: Capabilities,
     /// The consumer's status during use.
     pub status: Status,
+    /// 5.6.3 "the device capabilities and status during the service usage": what the
+    /// consumer sampled at the start, periodically and at the end, summarised.
+    pub samples: UsageSamples,
+    /// The variant the offerer chose for the consumer's capabilities, if the service has
+    /// variants.
+    pub variant: Option<String>,
+    /// How the use ended: `completed`, `stopped by the consumer`, `stopped by the offerer`.
+    pub ended: String,
+}
+
+/// The consumer's capabilities and status sampled during one service use (5.6.3), kept as a
+/// summary so that a long use costs no more than a short one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSamples {
+    /// Samples taken (the start and the end included).
+    pub count: u32,
+    /// When the first and the last were taken (Unix seconds).
+    pub first: UnixTime,
+    /// See `first`.
+    pub last: UnixTime,
+    /// Lowest and highest battery charge seen (percent), if the device has a battery.
+    pub battery_min: Option<u8>,
+    /// See `battery_min`.
+    pub battery_max: Option<u8>,
+    /// Whether the device ran on battery at some sample.
+    pub on_battery: bool,
+    /// Lowest and highest free memory seen, in bytes.
+    pub free_memory_min: u64,
+    /// See `free_memory_min`.
+    pub free_memory_max: u64,
+    /// The statuses seen, in order of first appearance.
+    pub statuses: Vec<Status>,
+    /// Whether the device reached a WAN at every sample.
+    pub wan: bool,
 }
 
 /// A usage report signed by the reporting entity.
