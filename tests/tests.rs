@@ -17,6 +17,7 @@ mod faults;
 mod groups;
 mod liveness;
 mod metrics;
+mod nat;
 mod node;
 mod overlay;
 mod pn_establishment;
