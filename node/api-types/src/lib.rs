@@ -34,7 +34,7 @@ pub use caps::{
 pub use file::{API_FILE, ApiFile, default_data_dir};
 pub use groups::{CreateGroupBody, GroupDone, GroupView, KeysPulled};
 pub use node::{
-    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, PeerBody, PeerView,
+    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, NatView, PeerBody, PeerView,
     PingView, StatusView, TraceEvent, TraceQuery,
 };
 pub use pn::{

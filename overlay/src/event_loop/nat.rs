@@ -347,11 +347,28 @@ impl EventLoop {
                     .get(peer)
                     .is_none_or(|(until, _)| *until <= now)
         };
+        // A configured relay may be named by several addresses (the `cpns-auth` host's LAN,
+        // loopback and public ones): take the one this node is connected on, else a global
+        // one, else the first.
         let configured = nat
             .relays
             .iter()
-            .filter_map(|a| Some((super::peer_of(a)?, a.clone())))
-            .find(|(p, _)| usable(p));
+            .filter_map(super::peer_of)
+            .find(|p| usable(p))
+            .map(|relay| {
+                let named: Vec<&Multiaddr> = nat
+                    .relays
+                    .iter()
+                    .filter(|a| super::peer_of(a) == Some(relay))
+                    .collect();
+                let addr = self
+                    .peers
+                    .get(&relay)
+                    .and_then(|s| s.direct_outbound_addr())
+                    .or_else(|| named.iter().find(|a| crate::nat::is_global(a)).map(|a| (*a).clone()))
+                    .unwrap_or_else(|| named[0].clone());
+                (relay, addr)
+            });
         let candidate = configured.or_else(|| {
             if !nat.auto_relay {
                 return None;
