@@ -110,3 +110,70 @@ async fn usage_reports_become_charging_records() -> Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// Issue 14, cpns-auth's disk filled: an enrolled device cannot make the server store without
+/// bound. Usage records have a per-entity per-day quota (past it: `RateLimited`, the report
+/// stays queued at the node), a report's sequence cannot jump far ahead (before the fix any
+/// sequence was taken, so every random one stored a new report), and capabilities are
+/// size-capped and written only when they change.
+#[tokio::test]
+async fn usage_and_capabilities_from_one_device_are_bounded() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let config = cpns_auth::Config {
+        max_usage_records_per_day: 10,
+        ..cpns_auth::Config::with_data_dir(dir.path().join("auth"))
+    };
+    let server = cpns_auth::Server::start(config).await?;
+    let admin = server.admin();
+    admin.create_user("alice").await?;
+    let tv = Device::enrol_with(&admin, 81, "alice", Modes::PNE, "tv").await?;
+    tv.auth(NodeMode::Pne).await?;
+
+    // A sequence far beyond the last one stored is refused.
+    expect_code(
+        tv.request(AuthMessage::UsageReport(usage_report(&tv, 1 << 40, None)))
+            .await,
+        ErrorCode::BadRequest,
+    )?;
+    // Five reports of two records: the day's quota of ten.
+    for seq in 1..=5 {
+        ensure!(send_usage(&tv, usage_report(&tv, seq, None)).await? == 2);
+    }
+    expect_code(
+        tv.request(AuthMessage::UsageReport(usage_report(&tv, 6, None)))
+            .await,
+        ErrorCode::RateLimited,
+    )?;
+    // A replay is still acknowledged (nothing stored), and nothing was lost.
+    ensure!(send_usage(&tv, usage_report(&tv, 3, None)).await? == 0);
+    ensure!(admin.usage_records().await?.len() == 10);
+
+    // Capabilities: too large is refused; the same again is not rewritten.
+    let mut big = Capabilities::default();
+    big.static_caps.device_type = "x".repeat(64 * 1024);
+    expect_code(
+        tv.request(AuthMessage::CapabilitiesUpdate(big)).await,
+        ErrorCode::BadRequest,
+    )?;
+    let caps = Capabilities {
+        mode: NodeMode::Pne,
+        ..Capabilities::default()
+    };
+    for revision in 1..=3 {
+        let update = Capabilities {
+            revision,
+            ..caps.clone()
+        };
+        tv.request(AuthMessage::CapabilitiesUpdate(update)).await?;
+    }
+    let metrics = admin.metrics_text();
+    ensure!(
+        metrics.contains("cpns_auth_capabilities_updates_total{result=\"stored\"} 1")
+            && metrics.contains("cpns_auth_capabilities_updates_total{result=\"unchanged\"} 2"),
+        "{metrics}"
+    );
+    tv.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}

@@ -151,6 +151,7 @@ fn fake_gateway_script(fake_members: Vec<PeerId>) -> Script {
                 listen_addrs: Vec::new(),
                 serial: 1,
                 expires: u64::MAX,
+                candidacy: None,
             };
             let mut members = vec![member(me.peer())];
             members.extend(fake_members.iter().copied().map(member));

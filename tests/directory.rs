@@ -860,3 +860,276 @@ async fn revocation_lists_and_pn_summaries_travel_through_the_dht() {
     ));
     mesh.shutdown().await;
 }
+
+/// A plain libp2p Kademlia client (not a CPNS overlay, so it knows nothing of the credential
+/// exchange) with a fresh identity, announcing itself as provider of `keys` through `target`.
+/// Returns once every announcement went out and a last lookup was answered by `target`; the
+/// returned task keeps the client's connections open (abort it to stop the client).
+async fn plain_kad_announce(
+    target: &libp2p::Multiaddr,
+    keys: Vec<Vec<u8>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    use libp2p::kad;
+    use libp2p::swarm::SwarmEvent;
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let local = key.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            let store = kad::store::MemoryStore::with_config(
+                local,
+                kad::store::MemoryStoreConfig {
+                    max_provided_keys: 1 << 20,
+                    ..Default::default()
+                },
+            );
+            kad::Behaviour::with_config(local, store, kad::Config::new(cpns_overlay::KAD_PROTOCOL))
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    swarm.behaviour_mut().set_mode(Some(kad::Mode::Client));
+    let peer = cpns_overlay::peer_of(target).unwrap();
+    swarm.behaviour_mut().add_address(&peer, target.clone());
+    for k in &keys {
+        swarm
+            .behaviour_mut()
+            .start_providing(RecordKey::new(k))
+            .unwrap();
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut left = keys.len();
+        let mut done = Some(done_tx);
+        let mut last = None;
+        loop {
+            let event = swarm.select_next_some().await;
+            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            }) = event
+            {
+                match result {
+                    kad::QueryResult::StartProviding(_) if step.last => {
+                        left -= 1;
+                        if left == 0 {
+                            // A last round trip: the announcements are on the wire before it.
+                            last = Some(swarm.behaviour_mut().get_closest_peers(local));
+                        }
+                    }
+                    kad::QueryResult::GetClosestPeers(_) if Some(id) == last => {
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, done_rx)
+        .await
+        .expect("plain kad client: announcements never finished")
+        .unwrap();
+    task
+}
+
+/// Waits (bounded) until `client` has served no new DHT request for three polls in a row:
+/// every announcement sent to it has been handled.
+async fn quiesce(client: &cpns_overlay::Client) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let served = || {
+        client
+            .stats()
+            .dht_requests_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (mut last, mut calm) = (served(), 0);
+    while calm < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = served();
+        calm = if now == last { calm + 1 } else { 0 };
+        last = now;
+    }
+}
+
+fn random_keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| cpns_keys::EuKey::generate().to_bytes().to_vec())
+        .collect()
+}
+
+/// Issue 14, provider store fill: fresh identities from a plain libp2p Kademlia client
+/// announce random keys and crowd a public keyword; enrolled-but-hostile nodes do the same
+/// with valid credentials. Afterwards the attacked gateway's own publish succeeds and every
+/// honest service is found by keyword. The bounds are scaled down (256 own keys, 8 providers
+/// per key, 256 remote provider records) so that the attack is small; at the defaults it is
+/// the same with 16 times the numbers. Before the fix, 3 fresh identities with 100 keys each
+/// filled the store (one bound for everyone, the node's own included): the gateway's publish
+/// failed with "local store refused", and 10 fresh identities took every slot of the keyword.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_flood_neither_blocks_the_gateway_nor_hides_honest_services() {
+    init_tracing();
+    let o = cpns_overlay::Config {
+        max_provided_keys: 256,
+        max_providers_per_key: 8,
+        max_provider_records: 256,
+        max_provider_records_per_peer: 128,
+        ..overlay()
+    };
+    let mesh = Mesh::start(4, o, Config::default(), WAIT).await.unwrap();
+    let gw = &mesh.nodes[0];
+    let keyword = cpns_directory::test_utils::public_keyword_key("printer");
+
+    // Never enrolled: 3 identities x 100 random keys, then 10 on the keyword.
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        attackers.push(plain_kad_announce(&gw.addr, random_keys(100)).await);
+    }
+    for _ in 0..10 {
+        attackers.push(plain_kad_announce(&gw.addr, vec![keyword.clone()]).await);
+    }
+    quiesce(&gw.client).await;
+    let usage = gw.client.store_usage().await.unwrap();
+    assert_eq!(
+        usage.remote_provider_records, 0,
+        "announcements without a credential were stored: {usage:?}"
+    );
+
+    // Enrolled but hostile: 3 overlay nodes with valid credentials, 150 keys each and the
+    // keyword.
+    let mut hostile = Vec::new();
+    for i in 0..3u8 {
+        let id = cpns_keys::Identity::from_secret_bytes([0xe0 + i; 32]);
+        let cred = mesh.ca.issue(&id, 100 + i as u64, cpns_keys::Modes::ALL);
+        let cfg = cpns_overlay::Config {
+            bootstrap: vec![gw.addr.clone()],
+            credential: Some(cred.to_bytes()),
+            ..overlay()
+        };
+        let node = cpns_overlay::test_utils::TestNode::spawn_with(cfg, id)
+            .await
+            .unwrap();
+        node.client.bootstrap().await.unwrap();
+        let mut keys = random_keys(150);
+        keys.push(keyword.clone());
+        futures::future::join_all(keys.chunks(64).map(|chunk| {
+            let c = node.client.clone();
+            async move {
+                for k in chunk {
+                    let _ = c.start_providing(RecordKey::new(k)).await;
+                }
+            }
+        }))
+        .await;
+        hostile.push(node);
+    }
+    quiesce(&gw.client).await;
+    let usage = gw.client.store_usage().await.unwrap();
+    assert!(
+        usage.remote_provider_records <= 256 && usage.remote_providers <= 3 + 3,
+        "{usage:?}"
+    );
+    assert!(usage.remote_provider_records >= 250, "{usage:?}");
+
+    // The gateway's own publish succeeds, and so do the members'.
+    let mut ids_published = HashSet::new();
+    let own = gw
+        .directory
+        .publish(public("Gateway printer", &["printer"]))
+        .await
+        .unwrap();
+    ids_published.insert(own.id);
+    for (i, n) in mesh.nodes[1..].iter().enumerate() {
+        let d = n
+            .directory
+            .publish(public(&format!("Printer {i}"), &["printer"]))
+            .await
+            .unwrap();
+        ids_published.insert(d.id);
+    }
+    // Every honest service is found by keyword, from every node (the hostile providers of
+    // the keyword never answer, so each lookup also waits for them: run them together).
+    let found = futures::future::join_all(mesh.nodes.iter().map(|n| {
+        let want = ids_published.clone();
+        async move {
+            let q = Query::keywords(["printer"]);
+            eventually(|| {
+                let q = q.clone();
+                let want = want.clone();
+                async move {
+                    n.directory
+                        .find(&q)
+                        .await
+                        .is_ok_and(|f| ids(&f.services) == want)
+                }
+            })
+            .await
+        }
+    }))
+    .await;
+    assert!(
+        found.iter().all(|ok| *ok),
+        "not every node finds all {} services: {found:?}",
+        ids_published.len()
+    );
+    for a in attackers {
+        a.abort();
+    }
+    for h in hostile {
+        h.shutdown().await;
+    }
+    mesh.shutdown().await;
+}
+
+/// Issue 14, service shadowing: another publisher using the same service id cannot take the
+/// service over. Before the fix `find` kept one result per id (the highest version), so the
+/// later publisher's record replaced the first one's in every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_publisher_cannot_shadow_a_service_by_its_id() {
+    init_tracing();
+    let mesh = mesh(4).await;
+    let (honest, squatter) = (&mesh.nodes[1], &mesh.nodes[2]);
+    let mut draft = public("Family photos", &["photos"]);
+    draft.id = Some("svc-photos".into());
+    let desc = honest.directory.publish(draft).await.unwrap();
+    settled(&mesh.nodes[0].directory, &["photos"], &desc.id).await;
+    let mut fake = public("Family photos (better)", &["photos"]);
+    fake.id = Some("svc-photos".into());
+    // Its put under the id's key is refused where the honest record lives; its provider
+    // announcement and its own store still answer lookups.
+    let _ = squatter.directory.publish(fake).await;
+    let q = Query::keywords(["photos"]);
+    let first = &mesh.nodes[0];
+    let both = eventually(|| {
+        let q = q.clone();
+        async move {
+            first
+                .directory
+                .find(&q)
+                .await
+                .is_ok_and(|f| f.services.len() == 2)
+        }
+    })
+    .await;
+    let found = mesh.nodes[0].directory.find(&q).await.unwrap();
+    assert!(both, "{:?}", found.services);
+    assert!(
+        found
+            .services
+            .iter()
+            .any(|f| f.description.publisher == honest.peer && f.description == desc),
+        "the honest service is hidden: {:?}",
+        found.services
+    );
+    mesh.shutdown().await;
+}

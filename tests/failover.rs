@@ -25,8 +25,9 @@ async fn all_follow(nodes: &[&LabNode], gateway: &str) -> Result<()> {
     Ok(())
 }
 
-/// The gateway dies: within a bounded time one member (the first by PeerId among those
-/// `cpns-auth` lists) takes the role over, the other re-joins through it, both hold the same
+/// The gateway dies: within a bounded time one member (the first by the election's rule among
+/// those `cpns-auth` lists; here all run on one machine and tie, so the greatest PeerId) takes
+/// the role over, the other re-joins through it, both hold the same
 /// PN key epoch, services are published and found again, and the switch is in the trace.
 /// Then the old gateway comes back on its data dir and joins the PN as a PNE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +40,7 @@ async fn a_silent_gateway_is_replaced_and_comes_back_as_a_pne() -> Result<()> {
         .await?;
     let old_gateway = gw.peer_id().to_string();
     let mut ranked: Vec<&LabNode> = members.iter().collect();
-    ranked.sort_by_key(|n| n.peer_id().to_bytes());
+    ranked.sort_by_key(|n| std::cmp::Reverse(n.peer_id().to_bytes()));
     let (first, second) = (ranked[0], ranked[1]);
     let epoch_before = same_epoch(&[&gw, first, second]).await?;
 

@@ -54,7 +54,12 @@ impl RecordValidator for CountProviders {
     fn validate_get(&self, r: &Record) -> Result<(), Rejection> {
         AcceptAll.validate_get(r)
     }
-    fn validate_provider(&self, _: &PeerId, _: &ProviderRecord) -> Result<(), Rejection> {
+    fn validate_provider(
+        &self,
+        _: &PeerId,
+        _: &ProviderRecord,
+        _: Option<&cpns_overlay::PeerCredential>,
+    ) -> Result<(), Rejection> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -7,7 +7,7 @@ use cpns_overlay::{
     CPNS_PROTOCOL, Config, Event, Message, PnMessage, Protocol, Quorum, Record, RecordKey,
     RecordValidator, Rejection,
 };
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
 use libp2p::kad::ProviderRecord;
 use std::sync::Arc;
@@ -226,7 +226,12 @@ impl RecordValidator for RefuseBad {
             Ok(())
         }
     }
-    fn validate_provider(&self, _: &PeerId, _: &ProviderRecord) -> Result<(), Rejection> {
+    fn validate_provider(
+        &self,
+        _: &PeerId,
+        _: &ProviderRecord,
+        _: Option<&cpns_overlay::PeerCredential>,
+    ) -> Result<(), Rejection> {
         Ok(())
     }
 }
@@ -481,5 +486,135 @@ async fn concurrent_requests_on_both_protocols_get_their_own_answers() -> Result
     }
     a.shutdown().await;
     server.abort();
+    Ok(())
+}
+
+/// A flood of addresses for one peer (a registration's `listen_addrs`: about 170,000 fit in
+/// one frame) leaves at most 8 of them in the swarm and the routing table, and the node goes
+/// on answering (issue 14). Before the fix every address went into kad's list of the peer,
+/// each insert scanning that list.
+#[tokio::test]
+async fn an_address_flood_keeps_eight_addresses_per_peer() -> Result<()> {
+    init_tracing();
+    let nodes = mesh(2, open_config()).await?;
+    let victim = &nodes[0].client;
+    let peer = nodes[1].client.local_peer_id();
+    for port in 0..20_000u32 {
+        let addr: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 1024 + port).parse()?;
+        victim.add_address(peer, addr).await?;
+    }
+    let known = timeout(WAIT, victim.peer_addresses(peer)).await??;
+    // Eight remembered, plus the one the connection came from and identify's own.
+    assert!(known.len() <= 8 + 2, "{} addresses kept", known.len());
+    // Still serving: a DHT round trip between the two works.
+    let key = RecordKey::new(&"/cpns/test/after-flood");
+    nodes[1]
+        .client
+        .put_record(Record::new(key.clone(), b"ok".to_vec()), Quorum::One)
+        .await?;
+    assert_eq!(
+        timeout(WAIT, victim.local_record(key))
+            .await??
+            .map(|r| r.value),
+        Some(b"ok".to_vec())
+    );
+    shutdown(nodes).await;
+    Ok(())
+}
+
+/// A burst of honest streams a few milliseconds apart is handed to the application whole,
+/// even when the application starts taking them only after the burst (issue 14: the stream
+/// layer's hand-off held one stream and dropped the rest with "Channel is full").
+#[tokio::test]
+async fn a_burst_of_streams_reaches_the_acceptor() -> Result<()> {
+    init_tracing();
+    const BURST: usize = 32;
+    let proto = libp2p::StreamProtocol::new("/cpns/test/burst/1.0.0");
+    let a = TestNode::spawn(open_config(), 41).await?;
+    let b = TestNode::spawn(open_config(), 42).await?;
+    let mut incoming = a.client.stream_control().accept(proto.clone())?;
+    let peer = b.client.dial(a.dial_addr().await?).await?;
+    b.client.wait_routing_table(1, WAIT).await?;
+    let mut control = b.client.stream_control();
+    let mut opened = Vec::new();
+    for i in 0..BURST {
+        let mut s = timeout(WAIT, control.open_stream(peer, proto.clone())).await??;
+        s.write_all(&[i as u8]).await?;
+        s.flush().await?;
+        opened.push(s);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // Wait until the last one reached A's stream layer: A's swarm handles streams in order,
+    // so once a probe on another protocol is answered, every stream above was handed off.
+    let _ = b
+        .client
+        .get_record(RecordKey::new(&"/cpns/test/probe"), true)
+        .await;
+    // Only now does A take them (and echo each byte).
+    let echo = tokio::spawn(async move {
+        let mut n = 0;
+        while n < BURST {
+            let Ok(Some((_, mut s))) = timeout(WAIT, incoming.next()).await else {
+                break;
+            };
+            let mut byte = [0u8; 1];
+            if s.read_exact(&mut byte).await.is_ok() {
+                let _ = s.write_all(&byte).await;
+                let _ = s.close().await;
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut echoed = 0;
+    for (i, mut s) in opened.into_iter().enumerate() {
+        let mut byte = [0u8; 1];
+        if timeout(WAIT, s.read_exact(&mut byte))
+            .await
+            .is_ok_and(|r| r.is_ok())
+            && byte[0] == i as u8
+        {
+            echoed += 1;
+        }
+    }
+    assert_eq!(echoed, BURST, "streams of the burst answered");
+    assert_eq!(echo.await?, BURST);
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// Issue 14: expired provider records of others are purged periodically, not only when their
+/// key is looked up (group keyword keys change every epoch and are never looked up again).
+/// The node's own provider records are counted apart.
+#[tokio::test]
+async fn expired_provider_records_of_others_are_purged_without_a_lookup() -> Result<()> {
+    init_tracing();
+    let cfg = Config {
+        record_ttl: Some(std::time::Duration::from_secs(2)),
+        purge_interval: std::time::Duration::from_millis(100),
+        ..open_config()
+    };
+    let nodes = mesh(2, cfg).await?;
+    let (store, announcer) = (&nodes[0].client, &nodes[1].client);
+    for i in 0..10u8 {
+        announcer.start_providing(RecordKey::new(&[i; 32])).await?;
+    }
+    store.start_providing(RecordKey::new(&[99; 32])).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = 0;
+    loop {
+        let u = store.store_usage().await?;
+        seen = seen.max(u.remote_provider_records);
+        if seen == 10 && u.remote_provider_records == 0 {
+            assert_eq!(u.own_provider_keys, 1, "{u:?}");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("remote provider records never purged: {u:?}, {seen} seen");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shutdown(nodes).await;
     Ok(())
 }

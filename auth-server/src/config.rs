@@ -58,11 +58,13 @@ pub struct Config {
     /// Default: 5 min.
     #[serde(with = "duration_text")]
     pub membership_clock_skew: Duration,
-    /// Enrolment attempts allowed per peer per minute (token bucket; a burst of this many,
-    /// then one more every 60/N s). Default: 5.
+    /// Enrolment attempts allowed per enrolment code per minute, whichever peers make them
+    /// (token bucket; a burst of this many, then one more every 60/N s). Default: 5.
     pub enrol_attempts_per_minute: u32,
-    /// Most peers the enrolment rate limiter remembers; the least recently seen is forgotten
-    /// first. Default: 10,000.
+    /// Enrolment attempts allowed per minute in total, for any code id. Default: 60.
+    pub enrol_attempts_global_per_minute: u32,
+    /// Most code ids the enrolment rate limiter remembers; the least recently seen is
+    /// forgotten first. Default: 10,000.
     pub max_rate_limited_peers: usize,
     /// Most outstanding authentication challenges in total. Default: 65,536.
     pub max_challenges: usize,
@@ -84,6 +86,13 @@ pub struct Config {
     /// Timeout of a request the server sends (B.1 steps 14 and 17, key pushes). Default: 10 s.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
+    /// Most usage records stored per entity per UTC day (a report counts at least one);
+    /// past it reports are refused `RateLimited` and stay queued at the node. Default: 10,000.
+    pub max_usage_records_per_day: u64,
+    /// How long charging records are kept; older ones are deleted as new reports arrive.
+    /// Default: 400 days (a year of billing and a month to export it).
+    #[serde(with = "duration_text")]
+    pub usage_retention: Duration,
     /// Serve as the community's circuit relay (v2): devices behind NAT hold a slot here and
     /// are reached through it until hole punching gives a direct path (or for good, behind a
     /// symmetric NAT). The relay hands out `advertise`, or else the listen addresses that are
@@ -121,6 +130,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(3600),
             membership_clock_skew: Duration::from_secs(300),
             enrol_attempts_per_minute: 5,
+            enrol_attempts_global_per_minute: 60,
             max_rate_limited_peers: 10_000,
             max_challenges: 65_536,
             max_challenges_per_peer: 4,
@@ -131,6 +141,8 @@ impl Default for Config {
             max_frame: cpns_overlay::codec::DEFAULT_MAX_FRAME,
             push_keys: true,
             request_timeout: Duration::from_secs(10),
+            max_usage_records_per_day: 10_000,
+            usage_retention: Duration::from_secs(400 * 86_400),
             relay: false,
             relay_max_reservations: 128,
             relay_max_reservations_per_peer: 2,
@@ -324,10 +336,23 @@ impl Config {
             s(3600),
         )?;
         within("request_timeout", self.request_timeout, s(1), s(300))?;
+        within(
+            "usage_retention",
+            self.usage_retention,
+            s(86_400),
+            s(10 * 366 * 86_400),
+        )?;
+        if self.max_usage_records_per_day == 0 {
+            return bad("max_usage_records_per_day", "must be at least 1");
+        }
         for (key, value) in [
             (
                 "enrol_attempts_per_minute",
                 self.enrol_attempts_per_minute as usize,
+            ),
+            (
+                "enrol_attempts_global_per_minute",
+                self.enrol_attempts_global_per_minute as usize,
             ),
             ("max_rate_limited_peers", self.max_rate_limited_peers),
             ("max_challenges", self.max_challenges),
@@ -342,7 +367,10 @@ impl Config {
                 self.relay_max_reservations_per_peer,
             ),
             ("relay_max_circuits", self.relay_max_circuits),
-            ("relay_max_circuits_per_peer", self.relay_max_circuits_per_peer),
+            (
+                "relay_max_circuits_per_peer",
+                self.relay_max_circuits_per_peer,
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1");

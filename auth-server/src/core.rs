@@ -14,10 +14,9 @@ use zeroize::Zeroizing;
 
 use crate::authn::{Authenticator, AuthnLimits, EntityKeys};
 use crate::config::Config;
-use crate::enrol::RateLimiter;
+use crate::enrol::EnrolLimits;
 use crate::error::StartError;
 use crate::metrics::Metrics;
-use crate::pn::NonceCache;
 use crate::records::EntityRecord;
 use crate::store::{Batch, Store, StoreError, Table, meta};
 
@@ -65,8 +64,7 @@ pub(crate) struct Core {
     write: tokio::sync::Mutex<()>,
     pub(crate) authn: Authenticator,
     revocations: RwLock<Arc<RevocationList>>,
-    pub(crate) rate: Mutex<RateLimiter>,
-    pub(crate) membership_nonces: Mutex<NonceCache>,
+    pub(crate) rate: Mutex<EnrolLimits>,
     pub(crate) metrics: Metrics,
     followups: Option<mpsc::Sender<Followup>>,
     pub(crate) listen_addrs: RwLock<Vec<Multiaddr>>,
@@ -81,6 +79,8 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// Creates `dir` with mode 0700, and tightens it to 0700 if it already existed with laxer
+/// bits (an existing data dir kept whatever mode it was made with: issue 14).
 pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -89,7 +89,46 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes everything under `dir` private to the server's user: directories 0700, files
+/// 0600. The database (EUKeys, PN and Service Group keys) is written by sled with the
+/// process umask, so it is tightened after opening; the binary also sets umask 077, so
+/// files sled creates later are private too.
+pub(crate) fn restrict_tree(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut stack = vec![dir.to_path_buf()];
+        // Bounded: the data dir holds a handful of files and sled's few directories.
+        let mut left = 10_000usize;
+        while let Some(d) = stack.pop() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                left = left.saturating_sub(1);
+                if left == 0 {
+                    return Ok(());
+                }
+                if kind.is_dir() {
+                    stack.push(entry.path());
+                } else if kind.is_file() {
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 impl Core {
@@ -108,6 +147,10 @@ impl Core {
         let (ca, _) = Identity::load_or_generate(&dir.join(CA_KEY_FILE))?;
         let (server, _) = Identity::load_or_generate(&dir.join(SERVER_KEY_FILE))?;
         let store = Store::open(&dir.join(DB_DIR))?;
+        restrict_tree(&dir).map_err(|source| StartError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
         let revocations = match store.get::<RevocationList>(Table::Meta, meta::REVOCATIONS)? {
             Some(list) => list,
             None => {
@@ -129,11 +172,11 @@ impl Core {
         metrics.entities.set(store.len(Table::Entities) as i64);
         Ok(Self {
             authn: Authenticator::new(AuthnLimits::from(&config)),
-            rate: Mutex::new(RateLimiter::new(
+            rate: Mutex::new(EnrolLimits::new(
                 config.enrol_attempts_per_minute,
+                config.enrol_attempts_global_per_minute,
                 config.max_rate_limited_peers,
             )),
-            membership_nonces: Mutex::new(NonceCache::new(config.max_challenges)),
             server_peer: server.peer_id(),
             server,
             config,

@@ -5,7 +5,13 @@
 //! fingerprint the node must pin, a public code id and a 32-byte secret. The server keeps only
 //! SHA-256 of the secret and compares in constant time. Codes are one-time unless created
 //! reusable, expire (1 h by default), and belong to a user that must still exist when used.
-//! Every attempt costs the peer a token of a per-peer bucket ([`RateLimiter`]).
+//! Every attempt costs a token of the bucket of the code id it names and one of a global
+//! bucket ([`EnrolLimits`]). PeerIds cost nothing to make, so a per-peer bucket stopped no
+//! one (issue 14): an attacker guessing a code's secret gets `enrol_attempts_per_minute`
+//! tries a minute at that code whatever identities it uses (the secret has 256 bits, so this
+//! bounds work, not luck), and all attempts together, random code ids included, get
+//! `enrol_attempts_global_per_minute`. A flood therefore delays enrolments (refused
+//! `RateLimited`, the node retries) but cannot make the server work without bound.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -80,16 +86,16 @@ pub(crate) fn check_name(kind: &str, name: &str, max: usize) -> Result<(), Strin
     Ok(())
 }
 
-/// Per-peer token buckets for enrolment attempts: `per_minute` attempts in a burst, refilled
-/// at `per_minute` a minute. Holds at most `cap` peers; when full, peers whose bucket is full
-/// again are forgotten first, then the least recently seen.
-pub(crate) struct RateLimiter {
+/// Token buckets for enrolment attempts, one per key: `per_minute` attempts in a burst,
+/// refilled at `per_minute` a minute. Holds at most `cap` keys; when full, keys whose bucket
+/// is full again are forgotten first, then the least recently seen.
+pub(crate) struct RateLimiter<K> {
     per_minute: u32,
     cap: usize,
-    buckets: HashMap<PeerId, (f64, Instant)>,
+    buckets: HashMap<K, (f64, Instant)>,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
     pub(crate) fn new(per_minute: u32, cap: usize) -> Self {
         Self {
             per_minute: per_minute.max(1),
@@ -104,44 +110,66 @@ impl RateLimiter {
         (tokens + at.saturating_duration_since(last).as_secs_f64() * rate).min(burst)
     }
 
-    /// Takes a token for `peer`; false when its bucket is empty.
-    pub(crate) fn allow(&mut self, peer: PeerId, at: Instant) -> bool {
+    /// Takes a token for `key`; false when its bucket is empty.
+    pub(crate) fn allow(&mut self, key: K, at: Instant) -> bool {
         let burst = f64::from(self.per_minute);
-        if !self.buckets.contains_key(&peer) && self.buckets.len() >= self.cap {
-            let full: Vec<PeerId> = self
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.cap {
+            let full: Vec<K> = self
                 .buckets
                 .iter()
                 .filter(|(_, (t, last))| self.refill(*t, *last, at) >= burst)
-                .map(|(p, _)| *p)
+                .map(|(k, _)| k.clone())
                 .collect();
-            for p in full {
-                self.buckets.remove(&p);
+            for k in full {
+                self.buckets.remove(&k);
             }
             if self.buckets.len() >= self.cap
                 && let Some(oldest) = self
                     .buckets
                     .iter()
                     .min_by_key(|(_, (_, last))| *last)
-                    .map(|(p, _)| *p)
+                    .map(|(k, _)| k.clone())
             {
                 self.buckets.remove(&oldest);
             }
         }
-        let (tokens, last) = self.buckets.get(&peer).copied().unwrap_or((burst, at));
+        let (tokens, last) = self.buckets.get(&key).copied().unwrap_or((burst, at));
         let tokens = self.refill(tokens, last, at);
         let (tokens, ok) = if tokens >= 1.0 {
             (tokens - 1.0, true)
         } else {
             (tokens, false)
         };
-        self.buckets.insert(peer, (tokens, at));
+        self.buckets.insert(key, (tokens, at));
         ok
     }
 
-    /// Peers remembered.
+    /// Keys remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.buckets.len()
+    }
+}
+
+/// The enrolment rate limits (see the module docs): per code id, and global.
+pub(crate) struct EnrolLimits {
+    per_code: RateLimiter<String>,
+    global: RateLimiter<()>,
+}
+
+impl EnrolLimits {
+    pub(crate) fn new(per_code_per_minute: u32, global_per_minute: u32, max_codes: usize) -> Self {
+        Self {
+            per_code: RateLimiter::new(per_code_per_minute, max_codes),
+            global: RateLimiter::new(global_per_minute, 1),
+        }
+    }
+
+    /// Takes a token of the code's bucket and of the global one; false if either is empty.
+    pub(crate) fn allow(&mut self, code_id: &str, at: Instant) -> bool {
+        // Truncated: a code id longer than any real one is refused later anyway.
+        let key: String = code_id.chars().take(64).collect();
+        self.global.allow((), at) && self.per_code.allow(key, at)
     }
 }
 
@@ -260,7 +288,7 @@ impl Core {
             .rate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .allow(peer, at);
+            .allow(&req.code_id, at);
         if !allowed {
             return Err(EnrolmentError::RateLimited);
         }
@@ -442,6 +470,22 @@ mod tests {
         assert!(rl.allow(peer, t0 + Duration::from_secs(24)));
         // Another peer is not affected.
         assert!(rl.allow(PeerId::random(), t0));
+    }
+
+    #[test]
+    fn enrol_limits_are_per_code_and_global_not_per_peer() {
+        let mut l = EnrolLimits::new(5, 8, 100);
+        let t0 = Instant::now();
+        // Fresh identities change nothing: five tries at one code, then refused.
+        for _ in 0..5 {
+            assert!(l.allow("code-a", t0));
+        }
+        assert!(!l.allow("code-a", t0));
+        // Other codes still go, until the global bucket is empty.
+        assert!(l.allow("code-b", t0));
+        assert!(l.allow("code-c", t0));
+        assert!(!l.allow("code-d", t0), "global bound");
+        assert!(l.allow("code-d", t0 + Duration::from_secs(8)));
     }
 
     #[test]

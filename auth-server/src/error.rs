@@ -139,6 +139,8 @@ pub(crate) enum RequestError {
     Stale { skew: u64 },
     #[error("membership request nonce already used")]
     Replay,
+    #[error("{0}")]
+    Quota(String),
     #[error(transparent)]
     Authn(#[from] AuthnError),
     #[error(transparent)]
@@ -155,6 +157,7 @@ impl RequestError {
             RequestError::BadRequest(_) => ErrorCode::BadRequest,
             RequestError::Stale { .. } => ErrorCode::ChallengeExpired,
             RequestError::Replay => ErrorCode::Replay,
+            RequestError::Quota(_) => ErrorCode::RateLimited,
             RequestError::Authn(e) => e.code(),
             RequestError::Store(_) => ErrorCode::Internal,
         }

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use cpns_keys::PeerId;
-use cpns_overlay::{AuthMessage, ErrorCode, Message, SessionInfo};
+use cpns_overlay::{AuthMessage, Capabilities, ErrorCode, Message, SessionInfo};
 use tracing::debug;
 
 use crate::authn::Session;
@@ -17,6 +17,10 @@ use crate::core::{Core, Followup, unix_now};
 use crate::error::{EnrolmentError, RequestError, forbidden};
 use crate::records::EntityRecord;
 use crate::store::{Batch, Table};
+
+/// Largest capabilities record kept per entity (encoded). A device's capabilities are a few
+/// hundred bytes; the frame limit (1 MiB) is far too much to rewrite on every update.
+pub(crate) const MAX_CAPABILITIES_BYTES: usize = 16 * 1024;
 
 /// An answer and what the server does after sending it.
 pub(crate) struct Handled {
@@ -180,16 +184,36 @@ async fn with_session(
         AuthMessage::CapabilitiesUpdate(caps) => {
             let revision = caps.revision;
             let peer = s.entity;
+            // Stored with the entity, so bounded, and written only when it changed: a
+            // capabilities update costs a disk write and a flush (issue 14).
+            let size = cpns_overlay::codec::encode(&caps)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_CAPABILITIES_BYTES {
+                return Err(RequestError::BadRequest(format!(
+                    "capabilities of {size} bytes exceed the limit of {MAX_CAPABILITIES_BYTES}"
+                )));
+            }
             core.commit(|store| {
                 let mut e: EntityRecord = store
                     .get(Table::Entities, peer.to_bytes())?
                     .ok_or(RequestError::NotAuthenticated)?;
+                let unchanged = e.capabilities.as_ref().is_some_and(|old| {
+                    Capabilities {
+                        revision: old.revision,
+                        ..caps.clone()
+                    } == *old
+                });
+                if unchanged {
+                    return Ok::<_, RequestError>((Batch::default(), "unchanged"));
+                }
                 e.capabilities = Some(caps);
                 let mut b = Batch::default();
                 b.put(Table::Entities, peer.to_bytes(), &e)?;
-                Ok::<_, RequestError>((b, ()))
+                Ok::<_, RequestError>((b, "stored"))
             })
-            .await?;
+            .await
+            .map(|result| core.metrics.capabilities_update(result))?;
             Ok(Handled {
                 reply: Message::Auth(AuthMessage::CapabilitiesConfirmation { revision }),
                 // B.1 step 14 follows step 13 for a gateway, once per connection setup.

@@ -18,6 +18,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // Everything the server writes (keys, the database with EUKeys and group keys, the admin
+    // file) is for its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // On one CPU (a small box, or `taskset -c 0`), a single-threaded runtime saves the
     // work-stealing scheduler's thread wake-ups; otherwise one worker per CPU.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     usage_reports: Family<Labels, Counter>,
     rejected: Family<Labels, Counter>,
     pushes: Family<Labels, Counter>,
+    capabilities: Family<Labels, Counter>,
     pub(crate) sessions: Gauge,
     pub(crate) pns: Gauge,
     pub(crate) groups: Gauge,
@@ -66,6 +67,12 @@ impl Metrics {
             "Requests the server sent to nodes (key pushes, revocations, status updates) by result",
             pushes.clone(),
         );
+        let capabilities = Family::<Labels, Counter>::default();
+        registry.register(
+            "capabilities_updates",
+            "Capabilities updates by result (stored, or unchanged and not written)",
+            capabilities.clone(),
+        );
         let sessions = Gauge::default();
         registry.register("sessions", "Live authenticated sessions", sessions.clone());
         let pns = Gauge::default();
@@ -83,6 +90,7 @@ impl Metrics {
             usage_reports,
             rejected,
             pushes,
+            capabilities,
             sessions,
             pns,
             groups,
@@ -123,6 +131,12 @@ impl Metrics {
     pub(crate) fn push(&self, kind: &'static str, result: &'static str) {
         self.pushes
             .get_or_create(&vec![("kind", kind), ("result", result)])
+            .inc();
+    }
+
+    pub(crate) fn capabilities_update(&self, result: &'static str) {
+        self.capabilities
+            .get_or_create(&vec![("result", result)])
             .inc();
     }
 

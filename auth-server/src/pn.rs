@@ -4,13 +4,14 @@
 //!
 //! Policy (step 20): devices of the PN owner's user are admitted; devices of other users only
 //! if an admin invited the user or the device; an expelled device is refused until an admin
-//! invites it again. Admins are the entities in `admins` (the gateway at first) and every
-//! device of the owner user. Every membership change rotates the PN key (epoch + 1) and is
+//! invites it again. Who may do what to a PN is decided in one place, [`authorise`]: admins
+//! are the *current members* that are in `admins` (the gateway at first) or belong to the
+//! owner user. Being the owner's device is not enough on its own: an expelled device (no
+//! longer a member) has no rights at all, so it can neither invite itself back nor release
+//! the PN, and no admin may invite itself. Every membership change rotates the PN key (epoch + 1) and is
 //! durable before the answer. Rotations the gateway asked for are answered with every member's
 //! grant (the gateway hands them out, steps 24-25); rotations anyone else caused are also
 //! pushed to the members and their gateway.
-
-use std::collections::{HashMap, VecDeque};
 
 use cpns_keys::{GroupId, GroupKey, PeerId, PublicKey, UnixTime};
 use cpns_overlay::{
@@ -24,53 +25,81 @@ use crate::error::{RequestError, forbidden, not_found};
 use crate::records::{EntityRecord, PnRecord, UserRecord};
 use crate::store::{Batch, Store, Table};
 
-/// Remembers `(PNE, nonce)` of membership requests so that one cannot be replayed, for as long
-/// as its time is acceptable. Bounded: when full, the oldest entry is forgotten.
-pub(crate) struct NonceCache {
-    cap: usize,
-    seen: HashMap<(PeerId, [u8; 16]), UnixTime>,
-    order: VecDeque<((PeerId, [u8; 16]), UnixTime)>,
+/// Most expired nonce entries deleted with one membership request.
+const NONCE_PRUNE: usize = 256;
+
+/// The key of a membership-request nonce in [`Table::Nonces`]: when it may be forgotten
+/// (u64 BE, so that expired entries sort first), the PNE and the nonce. The expiry follows
+/// from the signed request time, so a replay maps to the same key.
+fn nonce_key(keep_until: UnixTime, pne: &PeerId, nonce: &[u8; 16]) -> Vec<u8> {
+    let mut k = keep_until.to_be_bytes().to_vec();
+    k.extend_from_slice(&pne.to_bytes());
+    k.extend_from_slice(nonce);
+    k
 }
 
-impl NonceCache {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            cap: cap.max(1),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Records the nonce; false if it was seen and is still remembered.
-    pub(crate) fn insert(
-        &mut self,
-        pne: PeerId,
-        nonce: [u8; 16],
-        keep_until: UnixTime,
-        now: UnixTime,
-    ) -> bool {
-        while let Some((key, until)) = self.order.front().copied() {
-            if until > now && self.seen.len() < self.cap {
-                break;
-            }
-            self.order.pop_front();
-            if self.seen.get(&key) == Some(&until) {
-                self.seen.remove(&key);
-            }
-        }
-        let key = (pne, nonce);
-        if self.seen.contains_key(&key) {
-            return false;
-        }
-        self.seen.insert(key, keep_until);
-        self.order.push_back((key, keep_until));
-        true
-    }
+/// What an authenticated entity asks to do to a PN, for [`authorise`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PnAction<'a> {
+    /// Invite a user or an entity (`Some(peer)` when the invitee is an entity).
+    Invite(Option<&'a PeerId>),
+    /// Expel a member.
+    Expel,
+    /// De-register a member that left (G.1 step 9).
+    Deregister,
+    /// Release the whole PN.
+    Release,
+    /// Read the PN's record.
+    Info,
+    /// Pull one's own grant of the current key.
+    PullKey,
+    /// Forward a membership request or ask for the members' grants (steps 19-23).
+    Gateway,
 }
 
-/// Whether the session's entity may administer the PN.
-pub(crate) fn is_pn_admin(pn: &PnRecord, by: &Session) -> bool {
-    pn.admins.contains(&by.entity) || by.user == pn.owner
+/// Whether `by` is an admin of `pn`: a current member that is listed in `admins` or is a
+/// device of the owner user. Membership comes first, so an expelled device (removed from
+/// `members`) stops being an admin at once, whatever its user.
+fn is_admin(pn: &PnRecord, by: &Session) -> bool {
+    pn.members.contains(&by.entity) && (pn.admins.contains(&by.entity) || by.user == pn.owner)
+}
+
+/// The one authorisation rule of cpns-auth for PNs (the PN-Admin work builds on it):
+/// - the gateway of record alone forwards membership requests, asks for grants and
+///   de-registers members;
+/// - admins ([`is_admin`]) invite and expel; the gateway or an admin releases;
+/// - nobody invites itself (an admin is a member already; anyone else would be readmitting
+///   itself), and nobody expels the gateway (it releases or hands over instead);
+/// - members (and so admins) read the record and pull their own grant.
+///
+/// Anything else is refused with `Forbidden`.
+pub(crate) fn authorise(
+    pn: &PnRecord,
+    by: &Session,
+    action: PnAction<'_>,
+) -> Result<(), RequestError> {
+    let gateway = pn.gateway == by.entity;
+    let member = pn.members.contains(&by.entity);
+    let allowed = match action {
+        PnAction::Gateway | PnAction::Deregister => gateway,
+        PnAction::Invite(Some(peer)) if *peer == by.entity => {
+            return Err(forbidden("an entity cannot invite itself"));
+        }
+        PnAction::Invite(_) | PnAction::Expel => is_admin(pn, by),
+        PnAction::Release => gateway || is_admin(pn, by),
+        PnAction::Info | PnAction::PullKey => member,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(forbidden(match action {
+        PnAction::Gateway => "only the PN's gateway may do this".to_string(),
+        PnAction::Deregister => "only the PN's gateway may de-register members".to_string(),
+        PnAction::Invite(_) => "only a PN admin (a current member) may invite".to_string(),
+        PnAction::Expel => "only a PN admin (a current member) may expel".to_string(),
+        PnAction::Release => "only the PN's gateway or an admin may release it".to_string(),
+        PnAction::Info | PnAction::PullKey => format!("not a member of {}", pn.pn_id),
+    }))
 }
 
 /// The policy lookup of B.1 step 20.
@@ -243,17 +272,24 @@ impl Core {
         PublicKey::from_peer_id(&pne)
             .and_then(|k| k.verify(&msg, &setup.signature))
             .map_err(|_| RequestError::Authn(AuthnError::BadSignature))?;
-        let fresh = self
-            .membership_nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pne, setup.nonce, setup.time + max_skew + 1, now);
-        if !fresh {
-            return Err(RequestError::Replay);
-        }
+        // Durable, so that a join cannot be replayed after a restart; kept for as long as the
+        // request's time is acceptable, then pruned.
+        let key = nonce_key(setup.time + max_skew + 1, &pne, &setup.nonce);
+        self.commit(|store| {
+            if store.contains(Table::Nonces, &key)? {
+                return Err(RequestError::Replay);
+            }
+            let mut b = Batch::default();
+            b.put(Table::Nonces, &key, &())?;
+            for old in store.keys_between(Table::Nonces, &[], &now.to_be_bytes(), NONCE_PRUNE)? {
+                b.delete(Table::Nonces, old);
+            }
+            Ok((b, ()))
+        })
+        .await?;
         let max_members = self.config.max_group_members;
         let (decision, info, rotated) = self
-            .commit(|store| {
+            .commit(|store| -> Result<_, RequestError> {
                 // An empty PN id means "the PN of the gateway I asked": a PNE that met its
                 // gateway before the gateway's PN existed (B.1 step 7 precedes step 17) cannot
                 // know the id; its proof still binds the gateway's PeerId.
@@ -262,11 +298,7 @@ impl Core {
                 } else {
                     get_pn(store, &setup.pn_id)?
                 };
-                if pn.gateway != gateway.entity {
-                    return Err(forbidden(
-                        "only the PN's gateway may forward membership requests",
-                    ));
-                }
+                authorise(&pn, gateway, PnAction::Gateway)?;
                 if pn.members.contains(&pne) {
                     return Ok((
                         Batch::default(),
@@ -313,9 +345,7 @@ impl Core {
     ) -> Result<(u64, Vec<MemberGrant>), RequestError> {
         self.read(|store| {
             let pn = get_pn(store, pn_id)?;
-            if pn.gateway != gateway.entity {
-                return Err(forbidden("only the PN's gateway may request the PN key"));
-            }
+            authorise(&pn, gateway, PnAction::Gateway)?;
             if !pn.members.contains(member) {
                 return Err(not_found(format!("{member} is not a member of {pn_id}")));
             }
@@ -335,9 +365,11 @@ impl Core {
         let cap = self.config.max_group_members;
         self.commit(|store| {
             let mut pn = get_pn(store, pn_id)?;
-            if !is_pn_admin(&pn, by) {
-                return Err(forbidden("only a PN admin may invite"));
-            }
+            let peer = match invitee {
+                Invitee::Entity(peer) => Some(peer),
+                Invitee::User(_) => None,
+            };
+            authorise(&pn, by, PnAction::Invite(peer))?;
             match invitee {
                 Invitee::User(user) => {
                     if store.get::<UserRecord>(Table::Users, user)?.is_none() {
@@ -388,13 +420,12 @@ impl Core {
         let pn = self
             .commit(|store| {
                 let mut pn = get_pn(store, pn_id)?;
-                if expel {
-                    if !is_pn_admin(&pn, by) {
-                        return Err(forbidden("only a PN admin may expel"));
-                    }
-                } else if pn.gateway != by.entity {
-                    return Err(forbidden("only the PN's gateway may de-register members"));
-                }
+                let action = if expel {
+                    PnAction::Expel
+                } else {
+                    PnAction::Deregister
+                };
+                authorise(&pn, by, action)?;
                 if *member == pn.gateway {
                     return Err(RequestError::Conflict(
                         "the gateway cannot leave its own PN; release the PN or switch gateways"
@@ -430,13 +461,9 @@ impl Core {
 
     /// The gateway (or an admin) releases the PN: its record and key are deleted.
     pub(crate) async fn pn_release(&self, by: &Session, pn_id: &str) -> Result<(), RequestError> {
-        self.commit(|store| {
+        self.commit(|store| -> Result<_, RequestError> {
             let pn = get_pn(store, pn_id)?;
-            if pn.gateway != by.entity && !is_pn_admin(&pn, by) {
-                return Err(forbidden(
-                    "only the PN's gateway or an admin may release it",
-                ));
-            }
+            authorise(&pn, by, PnAction::Release)?;
             let mut b = Batch::default();
             b.delete(Table::Pns, pn_id);
             Ok((b, ()))
@@ -454,9 +481,7 @@ impl Core {
     ) -> Result<(u64, Vec<MemberGrant>), RequestError> {
         self.read(|store| {
             let pn = get_pn(store, pn_id)?;
-            if !pn.members.contains(&by.entity) {
-                return Err(forbidden(format!("not a member of {pn_id}")));
-            }
+            authorise(&pn, by, PnAction::PullKey)?;
             Ok((pn.epoch(), self.grants(&pn.key, &[by.entity])?))
         })
         .await
@@ -470,9 +495,7 @@ impl Core {
     ) -> Result<PnRecordInfo, RequestError> {
         self.read(|store| {
             let pn = get_pn(store, pn_id)?;
-            if !pn.members.contains(&by.entity) && !is_pn_admin(&pn, by) {
-                return Err(forbidden(format!("not a member of {pn_id}")));
-            }
+            authorise(&pn, by, PnAction::Info)?;
             Ok(pn.info())
         })
         .await
@@ -485,17 +508,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nonce_cache_refuses_replays_and_stays_bounded() {
-        let mut c = NonceCache::new(3);
+    fn nonce_keys_sort_by_expiry() {
         let p = PeerId::random();
-        assert!(c.insert(p, [1; 16], 100, 10));
-        assert!(!c.insert(p, [1; 16], 100, 11));
-        assert!(c.insert(PeerId::random(), [1; 16], 100, 11));
-        for i in 2..10 {
-            assert!(c.insert(p, [i; 16], 100, 12));
-            assert!(c.seen.len() <= 3);
-        }
-        // Entries past their time are forgotten.
-        assert!(c.insert(p, [1; 16], 300, 200));
+        assert!(nonce_key(5, &p, &[9; 16]) < nonce_key(6, &p, &[0; 16]));
+        assert!(nonce_key(5, &p, &[9; 16]).as_slice() < 6u64.to_be_bytes().as_slice());
     }
 }

@@ -37,12 +37,18 @@ pub(crate) enum Table {
     Groups,
     /// Record id (u64 BE) → [`crate::records::ChargingRecord`].
     Usage,
-    /// PeerId bytes ‖ sequence (u64 BE) → `()`: usage reports already stored.
+    /// PeerId bytes ‖ sequence (u64 BE) → `()`: usage reports already stored (only those in
+    /// the replay window, see `usage`).
     UsageSeen,
+    /// PeerId bytes → [`crate::usage::UsageState`]: highest sequence and today's count.
+    UsageEntities,
+    /// PeerId bytes ‖ nonce → expiry (u64): membership-request nonces, durable so that a join
+    /// cannot be replayed after a restart.
+    Nonces,
 }
 
 impl Table {
-    const ALL: [Table; 9] = [
+    const ALL: [Table; 11] = [
         Table::Meta,
         Table::Users,
         Table::Codes,
@@ -52,6 +58,8 @@ impl Table {
         Table::Groups,
         Table::Usage,
         Table::UsageSeen,
+        Table::UsageEntities,
+        Table::Nonces,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -65,6 +73,8 @@ impl Table {
             Table::Groups => "groups.v1",
             Table::Usage => "usage.v1",
             Table::UsageSeen => "usage_seen.v1",
+            Table::UsageEntities => "usage_entities.v1",
+            Table::Nonces => "membership_nonces.v1",
         }
     }
 }
@@ -212,6 +222,39 @@ impl Store {
     }
 
     /// The number of entries of a tree (a full scan: for metrics and listings).
+    /// At most `limit` keys in `[from, to)`, in order.
+    pub(crate) fn keys_between(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        for item in self.tree(table).range(from..to).take(limit) {
+            let (k, _) = item?;
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The first `limit` entries of a table, in key order.
+    pub(crate) fn first<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(table).iter().take(limit) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), Self::decode(table, &v)?));
+        }
+        Ok(out)
+    }
+
     pub(crate) fn len(&self, table: Table) -> usize {
         self.tree(table).len()
     }

@@ -6,6 +6,17 @@
 //! is stored once per `(entity, sequence)`: a replay is acknowledged with `accepted = 0`, so a
 //! node that lost our acknowledgement can resend safely. Each usage record becomes one
 //! [`ChargingRecord`], exported as CSV or JSON for billing.
+//!
+//! What one entity can make the server store is bounded (issue 14, a disk filled by reports):
+//! - **quota**: at most `max_usage_records_per_day` records per entity per UTC day, a report
+//!   counting at least one; past it reports are refused `RateLimited` (they stay queued at the
+//!   node and go through the next day);
+//! - **sequence sanity**: a report's sequence may lie at most [`MAX_SEQUENCE_GAP`] above the
+//!   highest one stored for the entity; sequences [`REPLAY_WINDOW`] or more below it are taken
+//!   as replays (acknowledged with nothing stored), so the replay set per entity is bounded
+//!   and its older entries are pruned as the window moves;
+//! - **retention**: charging records older than `usage_retention` are deleted, a bounded
+//!   number with each report.
 
 use cpns_keys::{PublicKey, UnixTime};
 use cpns_overlay::{Capabilities, PowerSource, UsageReport, transcript};
@@ -19,6 +30,34 @@ use crate::views::ChargingRecord;
 
 /// Most records in one report.
 pub(crate) const MAX_RECORDS_PER_REPORT: usize = 1000;
+
+/// Furthest a report's sequence may lie above the highest stored for its entity (a node
+/// numbers its reports 1, 2, 3...; a gap means reports lost on the way).
+pub(crate) const MAX_SEQUENCE_GAP: u64 = 65_536;
+
+/// How far below the highest stored sequence a report is still checked against the replay
+/// set; anything older is acknowledged as a replay.
+pub(crate) const REPLAY_WINDOW: u64 = 65_536;
+
+/// Most replay-set entries and expired charging records deleted with one report.
+const PRUNE_PER_REPORT: usize = 256;
+
+/// What the server keeps per entity to bound its usage reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct UsageState {
+    /// Highest sequence stored.
+    pub(crate) high: u64,
+    /// The UTC day (`unix time / 86400`) that `today` counts.
+    pub(crate) day: u64,
+    /// Records stored on that day.
+    pub(crate) today: u64,
+}
+
+fn seen_key(entity: &[u8], sequence: u64) -> Vec<u8> {
+    let mut k = entity.to_vec();
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
 
 /// The format of `usage export`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,13 +153,41 @@ impl Core {
                 ));
             }
         }
-        let mut seen_key = entity_id.to_bytes();
-        seen_key.extend_from_slice(&report.sequence.to_be_bytes());
+        let entity_key = entity_id.to_bytes();
+        let seen = seen_key(&entity_key, report.sequence);
+        let quota = self.config.max_usage_records_per_day;
+        let cutoff = now.saturating_sub(self.config.usage_retention.as_secs());
         let accepted = self
             .commit(|store| {
-                if store.contains(Table::UsageSeen, &seen_key)? {
+                let mut state: UsageState = store
+                    .get(Table::UsageEntities, &entity_key)?
+                    .unwrap_or_default();
+                if report.sequence > state.high.saturating_add(MAX_SEQUENCE_GAP) {
+                    return Err(RequestError::BadRequest(format!(
+                        "usage report sequence {} is more than {MAX_SEQUENCE_GAP} above the \
+                         last one stored ({})",
+                        report.sequence, state.high
+                    )));
+                }
+                if report.sequence.saturating_add(REPLAY_WINDOW) <= state.high
+                    || store.contains(Table::UsageSeen, &seen)?
+                {
                     return Ok::<_, RequestError>((Batch::default(), 0u32));
                 }
+                let day = now / 86_400;
+                if state.day != day {
+                    state.day = day;
+                    state.today = 0;
+                }
+                let cost = (report.records.len() as u64).max(1);
+                if state.today.saturating_add(cost) > quota {
+                    return Err(RequestError::Quota(format!(
+                        "usage quota of {quota} records per entity per day reached; \
+                         the report stays queued and goes through tomorrow"
+                    )));
+                }
+                state.today += cost;
+                state.high = state.high.max(report.sequence);
                 let mut next: u64 = store.get(Table::Meta, meta::NEXT_USAGE_ID)?.unwrap_or(1);
                 let mut b = Batch::default();
                 for r in &report.records {
@@ -145,7 +212,25 @@ impl Core {
                     next += 1;
                 }
                 b.put(Table::Meta, meta::NEXT_USAGE_ID, &next)?;
-                b.put(Table::UsageSeen, &seen_key, &())?;
+                b.put(Table::UsageSeen, &seen, &())?;
+                b.put(Table::UsageEntities, &entity_key, &state)?;
+                // The replay set below the window and charging records past retention go,
+                // a bounded number at a time.
+                let floor = state.high.saturating_sub(REPLAY_WINDOW - 1);
+                for k in store.keys_between(
+                    Table::UsageSeen,
+                    &seen_key(&entity_key, 0),
+                    &seen_key(&entity_key, floor),
+                    PRUNE_PER_REPORT,
+                )? {
+                    b.delete(Table::UsageSeen, k);
+                }
+                for (k, old) in store.first::<ChargingRecord>(Table::Usage, PRUNE_PER_REPORT)? {
+                    if old.received >= cutoff {
+                        break;
+                    }
+                    b.delete(Table::Usage, k);
+                }
                 Ok((b, report.records.len() as u32))
             })
             .await?;

@@ -72,6 +72,9 @@ pub struct Config {
     pub max_subscribers: usize,
     /// Most keyword subscriptions one peer may hold here. Default: 64.
     pub max_subscriptions_per_peer: usize,
+    /// How long another peer's subscriptions live after its last Subscribe (each Subscribe
+    /// renews all of its subscriptions); subscribers re-subscribe within it. Default: 24 h.
+    pub subscription_ttl: Duration,
     /// Most local keyword subscriptions (`services watch`). Default: 256.
     pub max_local_subscriptions: usize,
     /// Capacity of the local advertisement broadcast channel. Default: 64.
@@ -105,6 +108,7 @@ impl Default for Config {
             max_results: 256,
             max_subscribers: 4096,
             max_subscriptions_per_peer: 64,
+            subscription_ttl: Duration::from_secs(24 * 3600),
             max_local_subscriptions: 256,
             advertise_channel: 64,
         }

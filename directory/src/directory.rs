@@ -124,6 +124,11 @@ impl Directory {
         db: &sled::Db,
     ) -> Result<Directory, DirectoryError> {
         let store = Store::open(db)?;
+        // DHT servers store our provider announcements only once they hold our credential:
+        // present it before anything is announced (commands run in order).
+        if let Err(e) = client.set_credential_now(Some(credential.to_bytes())) {
+            tracing::warn!("credential not given to the overlay: {e}");
+        }
         let (local_tx, _) = broadcast::channel(config.advertise_channel.max(1));
         let peer = identity.peer_id();
         let dir = Directory {
@@ -201,6 +206,19 @@ impl Directory {
     /// [`PublishError::NotReplicated`] means the service is saved and will be put again by the
     /// next republish (e.g. the node has no peers yet).
     pub async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, PublishError> {
+        match self.publish_saved(draft).await? {
+            (desc, None) => Ok(desc),
+            (_, Some(e)) => Err(PublishError::NotReplicated(e)),
+        }
+    }
+
+    /// [`Directory::publish`] for a caller that can use a saved but unreplicated service: once
+    /// the description is durable and in this node's own record store, it is returned with the
+    /// DHT write error, if any (the directory retries soon). A DHT server serves it from there.
+    pub async fn publish_saved(
+        &self,
+        draft: ServiceDraft,
+    ) -> Result<(ServiceDescription, Option<cpns_overlay::Error>), PublishError> {
         let guard = self.inner.writes.lock().await;
         let now = crate::now();
         let local = self.describe(draft, now)?;
@@ -221,11 +239,13 @@ impl Directory {
         self.schedule_index(published.scope.clone());
         drop(guard);
         self.notify_local(&published.description);
-        self.write_all(writes).await.map_err(|e| {
-            self.inner.retry_soon.notify_one();
-            PublishError::NotReplicated(e)
-        })?;
-        Ok(local.description)
+        match self.write_all(writes).await {
+            Ok(()) => Ok((local.description, None)),
+            Err(e) => {
+                self.inner.retry_soon.notify_one();
+                Ok((local.description, Some(e)))
+            }
+        }
     }
 
     /// Withdraws one of this node's services: removed from sled, a signed tombstone replaces
@@ -371,9 +391,13 @@ impl Directory {
         &self,
         credential: EntityCredential,
     ) -> Result<usize, PublishError> {
+        let bytes = credential.to_bytes();
         match self.inner.credential.write() {
             Ok(mut c) => *c = credential,
             Err(p) => *p.into_inner() = credential,
+        }
+        if let Err(e) = self.inner.client.set_credential(Some(bytes)).await {
+            tracing::warn!("renewed credential not given to the overlay: {e}");
         }
         self.republish_all().await
     }

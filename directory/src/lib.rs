@@ -50,6 +50,7 @@
 mod config;
 mod directory;
 mod error;
+pub mod fuzzing;
 mod keyring;
 mod keyword;
 mod record;

@@ -175,6 +175,9 @@ pub enum RecordError {
     /// A quota (records or providers per peer) is exhausted.
     #[error("quota exhausted: {0}")]
     Quota(&'static str),
+    /// A provider announcement from a peer that presented no valid credential.
+    #[error("the provider presented no valid credential")]
+    NoCredential,
 }
 
 impl RecordError {
@@ -194,6 +197,7 @@ impl RecordError {
             RecordError::Conflict => "conflict",
             RecordError::Stale => "stale",
             RecordError::Quota(_) => "quota",
+            RecordError::NoCredential => "no_credential",
         }
     }
 }
@@ -322,7 +326,23 @@ fn verify_signed(
     })
 }
 
+/// Headroom of a version above `(now + clock skew) * 1000`: publishers number versions from
+/// their clock in milliseconds ([`crate::Directory`]) and go one up per change within the
+/// same millisecond, so a larger version is a jump meant to outrank every future one (issue
+/// 14: `u64::MAX` took a service over).
+pub(crate) const MAX_VERSION_HEADROOM: u64 = 1_000_000;
+
 fn check_lifetime(header: &Header, config: &Config, now: UnixTime) -> Result<(), RecordError> {
+    let latest = now
+        .saturating_add(config.max_clock_skew.as_secs())
+        .saturating_mul(1000)
+        .saturating_add(MAX_VERSION_HEADROOM);
+    if header.version > latest {
+        return Err(RecordError::Invalid(format!(
+            "version {} is beyond the publisher clock's ({latest})",
+            header.version
+        )));
+    }
     if header.issued > now.saturating_add(config.max_clock_skew.as_secs()) {
         return Err(RecordError::Future {
             issued: header.issued,

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cpns_keys::{PeerId, UnixTime};
-use cpns_overlay::{Record, RecordValidator, Rejection};
+use cpns_keys::{EntityCredential, PeerId, UnixTime};
+use cpns_overlay::{PeerCredential, Record, RecordValidator, Rejection};
 use libp2p::kad::ProviderRecord;
 
 use crate::config::Config;
@@ -29,7 +29,8 @@ const SWEEP_EVERY: u64 = 60;
 ///
 /// Accepted: signed service, index and PN-summary records whose publisher's credential chains
 /// to the pinned CA, is unrevoked and unexpired, within size and lifetime limits, and the
-/// CA-signed revocation list. Nothing else. A valid revocation list newer than the one in
+/// CA-signed revocation list; provider announcements only from peers that presented such a
+/// credential in the overlay's credential exchange. Nothing else. A valid revocation list newer than the one in
 /// [`Trust`] also updates it, which is how a revocation reaches nodes that never talk to the
 /// server.
 pub struct Validator {
@@ -117,7 +118,7 @@ impl Validator {
                 if let Some(Peeked::Signed(old)) = old
                     && old.expires > now
                 {
-                    if old.publisher != header.publisher {
+                    if old.publisher != header.publisher && !is_handover(&old, &header) {
                         return Err(RecordError::Conflict);
                     }
                     if header.order() < old.order() {
@@ -153,12 +154,41 @@ impl Validator {
         Ok(())
     }
 
+    pub(crate) fn credential_at(
+        &self,
+        peer: &PeerId,
+        bytes: &[u8],
+        now: UnixTime,
+    ) -> Result<PeerCredential, RecordError> {
+        let cred = EntityCredential::from_bytes(bytes).map_err(RecordError::BadCredential)?;
+        self.trust
+            .check_credential(&cred, peer, now)
+            .map_err(|e| match e {
+                cpns_keys::CredentialError::Revoked { serial } => RecordError::Revoked(serial),
+                other => RecordError::BadCredential(other),
+            })?;
+        Ok(PeerCredential {
+            serial: cred.serial(),
+            expires: cred.body.expires,
+        })
+    }
+
     pub(crate) fn provider_at(
         &self,
         source: &PeerId,
         record: &ProviderRecord,
+        credential: Option<&PeerCredential>,
         now: UnixTime,
     ) -> Result<(), RecordError> {
+        // Only an enrolled, unrevoked, unexpired entity of our CA may announce (issue 14:
+        // fresh PeerIds filled the provider store).
+        let credential = credential.ok_or(RecordError::NoCredential)?;
+        if credential.expires <= now {
+            return Err(RecordError::NoCredential);
+        }
+        if self.trust.revocations().contains(credential.serial) {
+            return Err(RecordError::Revoked(credential.serial));
+        }
         if record.key.as_ref().len() != 32 {
             return Err(RecordError::Invalid("provider key is not 32 bytes".into()));
         }
@@ -170,6 +200,22 @@ impl Validator {
             .lock()
             .map_err(|_| RecordError::Quota("poisoned"))?
             .charge_provider(source, record.key.as_ref(), expires, now)
+    }
+}
+
+/// Whether `new` takes a PN summary over from `old` legitimately: a gateway switch (5.6.9),
+/// where the stored summary, signed by the gateway of record, lists the new gateway as a
+/// member, and the new one keeps the old gateway as a member. The chain of signed summaries
+/// is what makes a gateway one of record: any other gateway credential of the owner user (an
+/// expelled device, say) cannot replace a live summary (issue 14).
+fn is_handover(old: &record::Header, new: &record::Header) -> bool {
+    match (&old.body, &new.body) {
+        (record::Body::PnSummary(o), record::Body::PnSummary(n)) => {
+            o.pn_id == n.pn_id
+                && o.members.iter().any(|m| m.peer_id == new.publisher)
+                && n.members.iter().any(|m| m.peer_id == old.publisher)
+        }
+        _ => false,
     }
 }
 
@@ -187,8 +233,26 @@ impl RecordValidator for Validator {
         self.count(self.get_at(record, crate::now()))
     }
 
-    fn validate_provider(&self, source: &PeerId, record: &ProviderRecord) -> Result<(), Rejection> {
-        self.count(self.provider_at(source, record, crate::now()))
+    fn validate_provider(
+        &self,
+        source: &PeerId,
+        record: &ProviderRecord,
+        credential: Option<&PeerCredential>,
+    ) -> Result<(), Rejection> {
+        self.count(self.provider_at(source, record, credential, crate::now()))
+    }
+
+    fn wants_credentials(&self) -> bool {
+        true
+    }
+
+    fn validate_credential(
+        &self,
+        peer: &PeerId,
+        credential: &[u8],
+    ) -> Result<PeerCredential, Rejection> {
+        self.credential_at(peer, credential, crate::now())
+            .map_err(|e| Rejection::new(e.reason(), e.to_string()))
     }
 }
 
@@ -436,31 +500,172 @@ mod tests {
         let v = Validator::new(Arc::new(f.trust), &config);
         let peer = Identity::from_secret_bytes([3; 32]).peer_id();
         let pr = |k: u8, p: PeerId| ProviderRecord::new(RecordKey::new(&[k; 32]), p, vec![]);
+        let c = PeerCredential {
+            serial: 7,
+            expires: u64::MAX,
+        };
+        let cred = Some(&c);
         for k in 0..3 {
-            v.provider_at(&peer, &pr(k, peer), NOW).unwrap();
+            v.provider_at(&peer, &pr(k, peer), cred, NOW).unwrap();
         }
         // Re-announcing a known key is free; a fourth key is not.
-        v.provider_at(&peer, &pr(1, peer), NOW).unwrap();
+        v.provider_at(&peer, &pr(1, peer), cred, NOW).unwrap();
         assert!(matches!(
-            v.provider_at(&peer, &pr(9, peer), NOW),
+            v.provider_at(&peer, &pr(9, peer), cred, NOW),
             Err(RecordError::Quota(_))
         ));
         // After the announcements expire, room again.
         let later = NOW + config.provider_ttl.as_secs() + 1;
-        v.provider_at(&peer, &pr(9, peer), later).unwrap();
+        v.provider_at(&peer, &pr(9, peer), cred, later).unwrap();
         // Bounded peers.
         let p2 = Identity::from_secret_bytes([4; 32]).peer_id();
         let p3 = Identity::from_secret_bytes([5; 32]).peer_id();
-        v.provider_at(&p2, &pr(1, p2), later).unwrap();
-        assert!(v.provider_at(&p3, &pr(1, p3), later).is_err());
+        v.provider_at(&p2, &pr(1, p2), cred, later).unwrap();
+        assert!(v.provider_at(&p3, &pr(1, p3), cred, later).is_err());
         assert!(
             v.provider_at(
                 &peer,
                 &ProviderRecord::new(RecordKey::new(&[1u8; 5]), peer, vec![]),
+                cred,
                 later
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn version_jumps_are_refused() {
+        let f = fixture();
+        let v = Validator::new(Arc::new(fixture().trust), &f.config);
+        let mut desc = description(f.node.peer_id(), Visibility::Public);
+        desc.version = u64::MAX;
+        let key = KeyScope::Public.service(&desc.id);
+        let header = Header {
+            key: key.clone(),
+            publisher: f.node.peer_id(),
+            version: u64::MAX,
+            issued: NOW,
+            expires: desc.expires,
+            body: Body::Service(ServiceBody::Clear(Box::new(desc))),
+        };
+        let bytes = sign(&f.node, &f.cred, &header).unwrap();
+        assert!(matches!(
+            v.put_at(rec(&key, bytes), None, NOW),
+            Err(RecordError::Invalid(_))
+        ));
+    }
+
+    fn summary(gw: &Identity, members: &[PeerId]) -> cpns_overlay::PnInventorySummary {
+        cpns_overlay::PnInventorySummary {
+            pn_id: "pn-0123456789abcdef".into(),
+            owner: "alice".into(),
+            gateway: gw.peer_id(),
+            epoch: 1,
+            members: members
+                .iter()
+                .map(|p| cpns_overlay::MemberInfo {
+                    peer_id: *p,
+                    user: "alice".into(),
+                    device: "d".into(),
+                    mode: cpns_overlay::NodeMode::Pne,
+                    status: cpns_overlay::Status::Online,
+                    listen_addrs: vec![],
+                    serial: 1,
+                    expires: NOW + 1000,
+                    candidacy: None,
+                })
+                .collect(),
+            services: vec![],
+            updated: NOW,
+            details: vec![],
+            admins: vec![],
+        }
+    }
+
+    #[test]
+    fn only_the_gateway_of_record_replaces_a_pn_summary() {
+        let f = fixture();
+        let v = Validator::new(Arc::new(fixture().trust), &f.config);
+        // Three gateway-capable devices of the same (owner) user.
+        let gw = &f.node;
+        let member = Identity::from_secret_bytes([4; 32]);
+        let stranger = Identity::from_secret_bytes([5; 32]);
+        let cred_of = |id: &Identity, serial| credential(&f.ca, id, serial, Modes::ALL);
+        let put =
+            |id: &Identity, cred: &EntityCredential, s, version, existing: Option<&Record>| {
+                let key = crate::keyword::pn_summary_key("pn-0123456789abcdef");
+                let header = Header {
+                    key: key.clone(),
+                    publisher: id.peer_id(),
+                    version,
+                    issued: NOW,
+                    expires: NOW + 3600,
+                    body: Body::PnSummary(Box::new(s)),
+                };
+                let bytes = sign(id, cred, &header).unwrap();
+                v.put_at(rec(&key, bytes), existing, NOW)
+            };
+        let honest = put(
+            gw,
+            &f.cred,
+            summary(gw, &[gw.peer_id(), member.peer_id()]),
+            NOW * 1000,
+            None,
+        )
+        .unwrap();
+        // Another gateway of the owner user, not a member: refused.
+        let sc = cred_of(&stranger, 5);
+        assert_eq!(
+            put(
+                &stranger,
+                &sc,
+                summary(&stranger, &[stranger.peer_id(), gw.peer_id()]),
+                NOW * 1000 + 5,
+                Some(&honest),
+            )
+            .unwrap_err(),
+            RecordError::Conflict
+        );
+        // A member taking over (failover) with the old gateway still listed: accepted.
+        let mc = cred_of(&member, 4);
+        put(
+            &member,
+            &mc,
+            summary(&member, &[member.peer_id(), gw.peer_id()]),
+            NOW * 1000 + 9,
+            Some(&honest),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn providers_need_a_valid_credential() {
+        let f = fixture();
+        let v = Validator::new(Arc::new(fixture().trust), &f.config);
+        let peer = f.node.peer_id();
+        let pc = v.credential_at(&peer, &f.cred.to_bytes(), NOW).unwrap();
+        assert_eq!(pc.serial, f.cred.serial());
+        // Presented by another peer, garbage, or from another CA: refused.
+        let other = Identity::from_secret_bytes([3; 32]);
+        assert!(
+            v.credential_at(&other.peer_id(), &f.cred.to_bytes(), NOW)
+                .is_err()
+        );
+        assert!(v.credential_at(&peer, b"garbage", NOW).is_err());
+        let rogue_ca = Identity::from_secret_bytes([8; 32]);
+        let rogue = credential(&rogue_ca, &other, 5, Modes::ALL);
+        assert!(
+            v.credential_at(&other.peer_id(), &rogue.to_bytes(), NOW)
+                .is_err()
+        );
+        let rec = ProviderRecord::new(RecordKey::new(&[1; 32]), peer, vec![]);
+        assert_eq!(
+            v.provider_at(&peer, &rec, None, NOW),
+            Err(RecordError::NoCredential)
+        );
+        v.provider_at(&peer, &rec, Some(&pc), NOW).unwrap();
+        let lapsed = PeerCredential { expires: NOW, ..pc };
+        assert!(v.provider_at(&peer, &rec, Some(&lapsed), NOW).is_err());
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::primitives::{self, NONCE_LEN, TAG_LEN};
 
 const SEAL_AAD_TAG: &[u8] = b"cpns group v1";
 const SEAL_KEY_INFO: &[u8] = b"cpns group seal v1";
-const CHUNK_KEY_INFO: &[u8] = b"cpns group chunk v1";
+/// v2: the chunk key is per sender (v1 was one key for every sender of an epoch).
+const CHUNK_KEY_INFO: &[u8] = b"cpns group chunk v2";
 const CHUNK_AAD_TAG: &[u8; 8] = b"cpnschnk";
 const KEYED_HASH_INFO: &[u8] = b"cpns group keyed-hash v1";
 
@@ -147,22 +148,35 @@ impl GroupKey {
         primitives::xchacha_open(&self.seal_key(), &sealed.nonce, &aad, &sealed.ciphertext)
     }
 
-    /// Chunk subkey: bound to group and epoch through HKDF `info`, so chunks of one group or
-    /// epoch never open under another's key.
-    fn chunk_key(&self) -> Zeroizing<[u8; 32]> {
+    /// Chunk subkey: bound to group, epoch and *sender* through HKDF `info`, so chunks of one
+    /// group or epoch never open under another's key, and two senders of one epoch never
+    /// share a key: the nonces of one sender's streams cannot collide with another's, whatever
+    /// stream ids either picks (issue 14).
+    fn chunk_key(&self, sender: &PeerId) -> Zeroizing<[u8; 32]> {
         let group = self.group.0.as_bytes();
         let group_len = u32::try_from(group.len()).unwrap_or(u32::MAX).to_be_bytes();
         let epoch = self.epoch.to_be_bytes();
+        let sender = sender.to_bytes();
+        let sender_len = u32::try_from(sender.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes();
         primitives::hkdf32(
             None,
             &self.key,
-            &[CHUNK_KEY_INFO, &group_len, group, &epoch],
+            &[
+                CHUNK_KEY_INFO,
+                &group_len,
+                group,
+                &epoch,
+                &sender_len,
+                &sender,
+            ],
         )
     }
 
-    /// Chunk nonce: unique as long as `(stream_id, index)` never repeats under one key, which
-    /// holds when each stream picks a random `stream_id` (a collision needs ~2^32 streams per
-    /// epoch) and numbers its chunks.
+    /// Chunk nonce: unique as long as `(stream_id, index)` never repeats under one sender's
+    /// key, which holds when each stream picks a random `stream_id` (a collision needs ~2^32
+    /// streams of one sender per epoch) and numbers its chunks.
     fn chunk_nonce(stream_id: u64, index: u64) -> [u8; NONCE_LEN] {
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..8].copy_from_slice(CHUNK_AAD_TAG);
@@ -220,7 +234,7 @@ impl GroupKey {
         let mut out = Vec::with_capacity(chunk.len() + TAG_LEN);
         out.extend_from_slice(chunk);
         primitives::xchacha_seal_in_place(
-            &self.chunk_key(),
+            &self.chunk_key(sender),
             &Self::chunk_nonce(stream_id, index),
             &aad[..aad_len],
             &mut out,
@@ -241,7 +255,7 @@ impl GroupKey {
     ) -> Result<Vec<u8>, AeadError> {
         let (aad, aad_len) = self.chunk_aad(sender, stream_id, index, last);
         primitives::xchacha_open_in_place(
-            &self.chunk_key(),
+            &self.chunk_key(sender),
             &Self::chunk_nonce(stream_id, index),
             &aad[..aad_len],
             sealed,
@@ -260,7 +274,7 @@ impl GroupKey {
     ) {
         let (aad, aad_len) = self.chunk_aad(sender, stream_id, index, last);
         primitives::xchacha_seal_in_place(
-            &self.chunk_key(),
+            &self.chunk_key(sender),
             &Self::chunk_nonce(stream_id, index),
             &aad[..aad_len],
             buf,
@@ -279,7 +293,7 @@ impl GroupKey {
     ) -> Result<(), AeadError> {
         let (aad, aad_len) = self.chunk_aad(sender, stream_id, index, last);
         primitives::xchacha_open_vec_in_place(
-            &self.chunk_key(),
+            &self.chunk_key(sender),
             &Self::chunk_nonce(stream_id, index),
             &aad[..aad_len],
             buf,
@@ -462,6 +476,19 @@ mod tests {
         let after = k1.seal(&alice(), b"after");
         let k0_as_1 = GroupKey::from_parts(pn(), 1, k0.key_bytes());
         assert_eq!(k0_as_1.open(&after), Err(AeadError::BadTag));
+    }
+
+    #[test]
+    fn two_senders_never_share_a_chunk_keystream() {
+        let k = GroupKey::generate(GroupId("g".into()), 1);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let data = [0u8; 64];
+        // Same stream id and index (a collision, or a member copying another's stream id).
+        let ca = k.seal_chunk(&a, 7, 0, false, &data);
+        let cb = k.seal_chunk(&b, 7, 0, false, &data);
+        assert_ne!(ca[..64], cb[..64], "one keystream for two senders");
+        assert!(k.open_chunk(&b, 7, 0, false, &ca).is_err());
+        assert_eq!(k.open_chunk(&a, 7, 0, false, &ca).unwrap(), data);
     }
 
     #[test]

@@ -68,6 +68,10 @@ kinds! {
     GatewayChanged,
     /// A member's services, for the PN Inventory.
     ServicesUpdate,
+    /// The member list without a new key (5.6.9).
+    MembersUpdate,
+    /// The gateway hands its role to a member (5.6.9).
+    HandOff,
     /// 5.6.2 a status query.
     StatusQuery,
     /// 5.6.2 a status subscription.
@@ -207,6 +211,16 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         "what a member offers, for the PN Inventory",
     ),
     (
+        RequestKind::MembersUpdate,
+        GATEWAY,
+        "only this node's gateway changes its PN",
+    ),
+    (
+        RequestKind::HandOff,
+        GATEWAY,
+        "only the gateway hands its own role over",
+    ),
+    (
         RequestKind::StatusQuery,
         PN,
         "members' status stays in the PN",
@@ -306,6 +320,8 @@ impl RequestKind {
                 PnMessage::UsageReport(_) => K::UsageReport,
                 PnMessage::GatewayChanged { .. } => K::GatewayChanged,
                 PnMessage::ServicesUpdate { .. } => K::ServicesUpdate,
+                PnMessage::MembersUpdate { .. } => K::MembersUpdate,
+                PnMessage::HandOff { .. } => K::HandOff,
                 PnMessage::MembershipConfirmation { .. }
                 | PnMessage::ConnectionSetupConfirmation(_)
                 | PnMessage::InventoryResponse(_)
@@ -505,6 +521,18 @@ pub(crate) fn samples() -> Vec<(RequestKind, Message)> {
                 pn_id: "pn".into(),
                 services: Vec::new(),
             }),
+        ),
+        (
+            RequestKind::MembersUpdate,
+            Message::Pn(PnMessage::MembersUpdate {
+                pn_id: "pn".into(),
+                members: Vec::new(),
+                expelled: Vec::new(),
+            }),
+        ),
+        (
+            RequestKind::HandOff,
+            Message::Pn(PnMessage::HandOff { pn_id: "pn".into() }),
         ),
         (
             RequestKind::StatusQuery,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The mode the owner asks for (`--mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ModeSetting {
     /// Start as a PNE; become the gateway if the election (B.1 step 5) picks this device.
     #[default]
@@ -25,6 +25,16 @@ pub enum ModeSetting {
     Pne,
     /// Always a gateway (and a PNE too: B.2.2's combined entity); a Kademlia server.
     Gateway,
+    /// A gateway only (B.2.2's PN GW without a PNE): it routes the DHT and serves its PN —
+    /// admissions, the PN Inventory, status, keys — but offers and consumes no services.
+    GatewayOnly,
+}
+
+impl ModeSetting {
+    /// Whether this setting makes the node a gateway whatever the election says.
+    pub fn is_gateway(&self) -> bool {
+        matches!(self, Self::Gateway | Self::GatewayOnly)
+    }
 }
 
 impl FromStr for ModeSetting {
@@ -34,8 +44,9 @@ impl FromStr for ModeSetting {
             "auto" => Ok(Self::Auto),
             "pne" => Ok(Self::Pne),
             "gateway" => Ok(Self::Gateway),
+            "gateway-only" => Ok(Self::GatewayOnly),
             other => Err(format!(
-                "unknown mode {other:?} (expected auto, pne or gateway)"
+                "unknown mode {other:?} (expected auto, pne, gateway or gateway-only)"
             )),
         }
     }
@@ -47,6 +58,7 @@ impl std::fmt::Display for ModeSetting {
             Self::Auto => "auto",
             Self::Pne => "pne",
             Self::Gateway => "gateway",
+            Self::GatewayOnly => "gateway-only",
         })
     }
 }
@@ -543,7 +555,8 @@ impl Config {
     /// tried as a relay with `nat.auto_relay`.
     pub fn nat_overlay(&self, auth_server: &[Multiaddr]) -> cpns_overlay::NatConfig {
         let nat = &self.nat;
-        let parse = |v: &[String]| -> Vec<Multiaddr> { v.iter().filter_map(|a| a.parse().ok()).collect() };
+        let parse =
+            |v: &[String]| -> Vec<Multiaddr> { v.iter().filter_map(|a| a.parse().ok()).collect() };
         let mut relays = parse(&nat.relays);
         if nat.auto_relay {
             for a in auth_server {
@@ -576,7 +589,7 @@ impl Config {
     pub fn gateway_preference(&self) -> GatewayPreference {
         match self.mode {
             ModeSetting::Pne => GatewayPreference::Never,
-            ModeSetting::Gateway => GatewayPreference::Always,
+            ModeSetting::Gateway | ModeSetting::GatewayOnly => GatewayPreference::Always,
             ModeSetting::Auto => self.gateway_preference.parse().unwrap_or_default(),
         }
     }

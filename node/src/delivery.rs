@@ -18,6 +18,8 @@ mod fetch;
 mod files;
 mod stream;
 
+pub use stream::{decode_stream, encode_stream};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -230,7 +230,7 @@ impl Handle {
                 .map_err(|e| OpError::Refused(format!("enrolment failed: {e}")))?;
         self.pn.enrolled(enrolment).await?;
         let view = self.pn.view();
-        if view.mode_setting == crate::config::ModeSetting::Gateway && view.pn.is_none() {
+        if view.mode_setting.is_gateway() && view.pn.is_none() {
             self.pn.establish().await?;
         }
         self.status().await
@@ -459,6 +459,68 @@ impl Handle {
             .await
             .map_err(|e| OpError::Unavailable(format!("looking the PN up: {e}")))?
             .ok_or_else(|| OpError::NotFound(format!("no inventory known for {wanted}")))
+    }
+
+    /// The gateway hands its role to a member (`cpns pn handoff PEER`, 5.6.9): the member takes
+    /// it over with the server's agreement, every member follows, the key epoch continues.
+    pub async fn pn_hand_off(&self, member: PeerId) -> Result<(), OpError> {
+        self.pn.hand_off(member).await
+    }
+
+    /// Capability matching (`cpns pn match SERVICE`, 5.6.9): which members can consume the
+    /// service with their current capabilities, and which member best offers it, from the PN
+    /// Inventory (a PNE reads its gateway's).
+    pub async fn pn_match(&self, service_id: &str) -> Result<cpns_api::MatchView, OpError> {
+        let inventory = self.pn_inventory(None).await?;
+        let service = self.services.get(service_id).await?.description;
+        let mut consumers = Vec::new();
+        let mut unable = Vec::new();
+        let mut offerers = Vec::new();
+        for m in &inventory.members {
+            let detail = inventory.details.iter().find(|d| d.peer_id == m.peer_id);
+            if detail.is_some_and(|d| d.services.iter().any(|s| s == service_id)) {
+                offerers.push(m.peer_id);
+            }
+            match detail.and_then(|d| d.capabilities.as_ref()) {
+                Some(caps) => match service.requirements.check(caps) {
+                    Ok(()) => consumers.push(m.peer_id.to_string()),
+                    Err(e) => unable.push(cpns_api::UnableView {
+                        peer_id: m.peer_id.to_string(),
+                        reason: e.to_string(),
+                    }),
+                },
+                None => unable.push(cpns_api::UnableView {
+                    peer_id: m.peer_id.to_string(),
+                    reason: "capabilities unknown".into(),
+                }),
+            }
+        }
+        // Best placed to deliver: the election's facts without the owner's preference or the
+        // credential (any member may offer a service).
+        let best_offerer = offerers
+            .iter()
+            .filter_map(|p| {
+                let caps = inventory
+                    .details
+                    .iter()
+                    .find(|d| d.peer_id == *p)?
+                    .capabilities
+                    .as_ref()?;
+                let mut c = cpns_overlay::Candidacy::of(caps, true);
+                c.preference = cpns_overlay::GatewayPreference::Auto;
+                Some((*p, c))
+            })
+            .collect::<Vec<_>>();
+        let best_offerer = crate::pn::election::rank(&best_offerer)
+            .first()
+            .map(|p| p.to_string());
+        Ok(cpns_api::MatchView {
+            service_id: service_id.to_string(),
+            consumers,
+            unable,
+            offerers: offerers.iter().map(|p| p.to_string()).collect(),
+            best_offerer,
+        })
     }
 
     /// Renews this node's entity credential with `cpns-auth` now (`cpns renew`).

@@ -31,6 +31,7 @@ mod context;
 pub mod delivery;
 pub mod enrolment;
 mod error;
+pub mod fuzzing;
 mod groups;
 mod handle;
 mod keyring;

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::Handle;
 use crate::api;
 use crate::auth_link::AuthLink;
-use crate::config::{Config, ModeSetting};
+use crate::config::Config;
 use crate::context::Context;
 use crate::delivery::Delivery;
 use crate::enrolment::Enrolment;
@@ -115,10 +115,7 @@ impl Node {
         let auth = AuthLink::new(ctx.clone(), revocations_tx);
 
         // The first capabilities read happens before the actor starts, off the runtime.
-        let mode = match config.mode {
-            ModeSetting::Gateway => cpns_overlay::NodeMode::PneGateway,
-            _ => cpns_overlay::NodeMode::Pne,
-        };
+        let mode = crate::pn::gateway_mode(config.mode).unwrap_or(cpns_overlay::NodeMode::Pne);
         let preference = crate::pn::preference_of(&config, config.mode);
         let overrides = config.capabilities.clone();
         let (reader, caps) = tokio::task::spawn_blocking(move || {

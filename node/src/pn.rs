@@ -23,10 +23,10 @@
 
 mod actor;
 pub(crate) mod code;
-mod effect;
+pub(crate) mod effect;
 pub(crate) mod election;
 mod jobs;
-mod state;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub(crate) use actor::spawn;
-pub(crate) use state::{Env, State, pn_group, preference_of, summary_of};
+pub(crate) use state::{Env, State, gateway_mode, pn_group, preference_of, summary_of};
 
 use crate::config::{CapabilitiesConfig, ModeSetting};
 use crate::enrolment::Enrolment;
@@ -297,6 +297,8 @@ pub(crate) enum Op {
     CredentialRenewed(Box<cpns_keys::EntityCredential>),
     /// This node's own services changed (their ids), for the PN Inventory.
     OwnServices(Vec<String>),
+    /// The gateway hands its role to a member (5.6.9).
+    HandOff(PeerId),
 }
 
 /// What the node saw.
@@ -457,6 +459,11 @@ impl Handle {
         c: cpns_keys::EntityCredential,
     ) -> Result<(), OpError> {
         self.done(Op::CredentialRenewed(Box::new(c))).await
+    }
+
+    /// The gateway hands its role to `target`.
+    pub(crate) async fn hand_off(&self, target: PeerId) -> Result<(), OpError> {
+        self.done(Op::HandOff(target)).await
     }
 
     /// This node's own services changed.

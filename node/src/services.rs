@@ -70,8 +70,25 @@ impl RecordValidator for NodeValidator {
     fn validate_get(&self, record: &Record) -> Result<(), Rejection> {
         self.get()?.validate_get(record)
     }
-    fn validate_provider(&self, source: &PeerId, record: &ProviderRecord) -> Result<(), Rejection> {
-        self.get()?.validate_provider(source, record)
+    fn validate_provider(
+        &self,
+        source: &PeerId,
+        record: &ProviderRecord,
+        credential: Option<&cpns_overlay::PeerCredential>,
+    ) -> Result<(), Rejection> {
+        self.get()?.validate_provider(source, record, credential)
+    }
+    // Provider announcements need a credential (issue 14), also before the directory is
+    // installed: then nothing is stored for others at all.
+    fn wants_credentials(&self) -> bool {
+        true
+    }
+    fn validate_credential(
+        &self,
+        peer: &PeerId,
+        credential: &[u8],
+    ) -> Result<cpns_overlay::PeerCredential, Rejection> {
+        self.get()?.validate_credential(peer, credential)
     }
 }
 
@@ -284,18 +301,39 @@ impl Services {
     pub(crate) async fn publish(&self, draft: ServiceDraft) -> Result<ServiceDescription, OpError> {
         let ctx = &self.inner.ctx;
         let directory = self.directory()?;
+        if self.inner.pn.view().mode == cpns_overlay::NodeMode::Gateway {
+            return Err(OpError::Conflict(
+                "a gateway-only node offers no services (`cpns mode set gateway` to offer some)"
+                    .into(),
+            ));
+        }
         // A PNE (Kademlia client) stores through DHT servers, its gateway first: right after
         // the PN forms, identify may not yet have told it that the gateway serves the DHT.
-        if matches!(ctx.client.kad_mode().await, Ok(KadMode::Client)) {
+        let client_mode = matches!(ctx.client.kad_mode().await, Ok(KadMode::Client));
+        if client_mode {
             let _ = ctx
                 .client
                 .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
                 .await;
         }
-        let desc = directory
-            .publish(draft)
-            .await
-            .map_err(|e| OpError::BadRequest(format!("publish: {e}")))?;
+        let desc = match directory.publish_saved(draft).await {
+            Ok((desc, None)) => desc,
+            // A DHT server keeps the record in its own store and answers lookups for it, so
+            // the service is published even when no other server is known yet (a home
+            // gateway whose members are all PNEs, or a PN cut off from the Internet); the
+            // directory puts it again as DHT servers appear. A Kademlia client with no
+            // server to store it has published nothing anyone can find.
+            Ok((desc, Some(e))) if !client_mode => {
+                warn!(id = %desc.id, "service saved and served by this node, not yet replicated: {e}");
+                desc
+            }
+            Ok((_, Some(e))) => {
+                return Err(OpError::Unavailable(format!(
+                    "publish: saved locally but not replicated: {e} (it is put again once a DHT server is reachable)"
+                )));
+            }
+            Err(e) => return Err(OpError::BadRequest(format!("publish: {e}"))),
+        };
         ctx.metrics.services_published.inc();
         let me = ctx.peer_id;
         ctx.trace(

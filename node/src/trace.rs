@@ -45,7 +45,49 @@ pub struct TraceEvent {
     pub detail: String,
 }
 
-/// The bounded trace buffer.
+/// Longest message name kept in a trace event, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 128;
+/// Longest detail kept in a trace event, in bytes. Details may carry text a peer chose (a
+/// service id, a refusal reason), so they are cut and cleaned.
+pub const MAX_DETAIL_BYTES: usize = 256;
+/// What the trace budgets per event: a bound on [`TraceEvent::size`] after truncation.
+pub const MAX_EVENT_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary, with `…` when cut) and with
+/// every control character (newlines included) replaced by a space, so that peer-supplied
+/// text can neither grow the trace nor inject lines into its Mermaid rendering.
+pub fn clean_text(text: &str, max: usize) -> String {
+    let cleaned = |t: &str| -> String {
+        t.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    if text.len() <= max {
+        return cleaned(text);
+    }
+    let room = max.saturating_sub('…'.len_utf8());
+    let mut end = room.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = cleaned(&text[..end]);
+    out.push('…');
+    out
+}
+
+impl TraceEvent {
+    /// Bytes this event holds (its strings plus a fixed overhead).
+    pub fn size(&self) -> usize {
+        64 + self.flow.len()
+            + self.from.len()
+            + self.to.len()
+            + self.message.len()
+            + self.time.len()
+            + self.detail.len()
+    }
+}
+
+/// The bounded trace buffer: at most `capacity` events and `capacity * MAX_EVENT_BYTES` bytes.
 #[derive(Debug)]
 pub struct Trace {
     inner: Mutex<Inner>,
@@ -55,19 +97,34 @@ pub struct Trace {
 struct Inner {
     events: VecDeque<TraceEvent>,
     capacity: usize,
+    bytes: usize,
+    max_bytes: usize,
     next_seq: u64,
 }
 
 impl Trace {
     /// A trace keeping at most `capacity` events (the oldest go first).
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self::with_max_bytes(capacity, capacity.saturating_mul(MAX_EVENT_BYTES))
+    }
+
+    /// A trace keeping at most `capacity` events and `max_bytes` bytes of them.
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 events: VecDeque::with_capacity(capacity.min(1024)),
                 capacity: capacity.max(1),
+                bytes: 0,
+                max_bytes: max_bytes.max(MAX_EVENT_BYTES),
                 next_seq: 0,
             }),
         }
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map(|i| i.bytes).unwrap_or(0)
     }
 
     /// Records a step.
@@ -90,21 +147,27 @@ impl Trace {
         };
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        if inner.events.len() >= inner.capacity {
-            inner.events.pop_front();
-        }
-        inner.events.push_back(TraceEvent {
+        let event = TraceEvent {
             seq,
-            flow: flow.to_string(),
+            flow: clean_text(flow, 16),
             step,
             from: from.to_string(),
             to: to.to_string(),
-            message: message.to_string(),
+            message: clean_text(message, MAX_MESSAGE_BYTES),
             time,
             time_ms,
-            detail: detail.into(),
-        });
-        tracing::debug!(flow, step, %from, %to, message, "trace");
+            detail: clean_text(&detail.into(), MAX_DETAIL_BYTES),
+        };
+        let size = event.size();
+        while inner.events.len() >= inner.capacity || inner.bytes + size > inner.max_bytes {
+            let Some(old) = inner.events.pop_front() else {
+                break;
+            };
+            inner.bytes -= old.size();
+        }
+        inner.bytes += size;
+        tracing::debug!(flow, step, %from, %to, message = %event.message, "trace");
+        inner.events.push_back(event);
     }
 
     /// All events, oldest first.
@@ -119,6 +182,7 @@ impl Trace {
     pub fn clear(&self) {
         if let Ok(mut i) = self.inner.lock() {
             i.events.clear();
+            i.bytes = 0;
         }
     }
 }
@@ -142,9 +206,10 @@ pub fn mermaid(events: &[TraceEvent], labels: &BTreeMap<String, String>) -> Stri
     for p in &participants {
         let short = &p[p.len().saturating_sub(6)..];
         let label = match labels.get(*p) {
-            Some(l) => format!("{l} …{short}"),
+            Some(l) => format!("{} …{short}", clean_text(l, 64)),
             None => format!("…{short}"),
         };
+        let label = label.replace([';', '#'], ",");
         out.push_str(&format!("    participant {} as {}\n", alias(p), label));
     }
     for e in events {
@@ -153,7 +218,9 @@ pub fn mermaid(events: &[TraceEvent], labels: &BTreeMap<String, String>) -> Stri
         } else {
             format!("{} {}. {} ({})", e.flow, e.step, e.message, e.detail)
         };
-        let text = text.replace([';', '#'], ",");
+        // Events are cleaned when recorded; clean again, as events may come from elsewhere
+        // (a saved trace): one event, one line.
+        let text = clean_text(&text, MAX_EVENT_BYTES).replace([';', '#'], ",");
         if e.from == e.to {
             out.push_str(&format!("    Note over {}: {}\n", alias(&e.from), text));
         } else {
@@ -183,6 +250,34 @@ mod tests {
         let ev = t.events();
         assert_eq!(ev.iter().map(|e| e.step).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(ev[0].seq, 2);
+    }
+
+    #[test]
+    fn peer_text_is_cut_cleaned_and_bytes_are_bounded() {
+        let t = Trace::with_max_bytes(1000, 8 * MAX_EVENT_BYTES);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        // A peer's 1 MiB service id with a line break that would start a Mermaid line.
+        let hostile = format!("svc\n    P0->>P1: forged step{}", "x".repeat(1 << 20));
+        for _ in 0..100 {
+            t.record(flow::G1, 5, &a, &b, &hostile, hostile.clone());
+        }
+        let ev = t.events();
+        assert!(t.bytes() <= 8 * MAX_EVENT_BYTES, "{}", t.bytes());
+        assert!(!ev.is_empty() && ev.len() < 100);
+        for e in &ev {
+            assert!(e.message.len() <= MAX_MESSAGE_BYTES && e.detail.len() <= MAX_DETAIL_BYTES);
+            assert!(e.size() <= MAX_EVENT_BYTES);
+            assert!(!e.message.contains('\n') && !e.detail.contains('\n'));
+        }
+        let m = mermaid(&ev, &BTreeMap::new());
+        // One header, two participants, one line per event: nothing injected.
+        assert_eq!(m.lines().count(), 3 + ev.len());
+        assert!(
+            !m.lines()
+                .any(|l| l.trim_start().starts_with("P0->>P1: forged"))
+        );
+        assert_eq!(clean_text("é".repeat(10).as_str(), 5).len(), 5);
+        assert_eq!(clean_text("ok", 5), "ok");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
@@ -11,10 +10,11 @@ use libp2p::{
     request_response, upnp,
 };
 
-use crate::codec::CpnsCodec;
+use crate::codec::{CpnsCodec, CredentialCodec, FrameBudget};
 use crate::config::{Config, KadMode, RelayLimits, RelayServerMode};
 use crate::nat::Screened;
 use crate::stats::Stats;
+use crate::store::{Store, StoreLimits};
 
 /// Kademlia runs on its own protocol name, so that the CPNS DHT never mixes with the public
 /// IPFS DHT even when the same machines run both.
@@ -23,6 +23,9 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/kad/1.0.0");
 pub const CPNS_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/1.0.0");
 /// CPNS messages between a node and `cpns-auth`.
 pub const AUTH_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/auth/1.0.0");
+/// The credential exchange: each side sends its entity credential once per connection, so
+/// that a DHT server stores provider announcements of credentialed peers only.
+pub const CREDENTIAL_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/cred/1.0.0");
 /// Content delivery streams (5.6.7).
 pub const DELIVERY_PROTOCOL: StreamProtocol = StreamProtocol::new("/cpns/delivery/1.0.0");
 /// The identify protocol version string.
@@ -32,9 +35,10 @@ pub(crate) const IDENTIFY_PROTOCOL: &str = "/cpns/id/1.0.0";
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
-    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) kad: kad::Behaviour<Store>,
     pub(crate) cpns: request_response::Behaviour<CpnsCodec>,
     pub(crate) auth: request_response::Behaviour<CpnsCodec>,
+    pub(crate) cred: request_response::Behaviour<CredentialCodec>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -89,13 +93,16 @@ impl Behaviour {
         if let Some(a) = NonZeroUsize::new(config.parallelism) {
             kad_cfg.set_parallelism(a);
         }
-        let store = MemoryStore::with_config(
+        let store = Store::new(
             local,
-            MemoryStoreConfig {
+            StoreLimits {
                 max_records: config.max_records,
                 max_value_bytes: config.max_record_bytes,
+                max_remote_bytes: config.max_record_store_bytes,
                 max_provided_keys: config.max_provided_keys,
                 max_providers_per_key: config.max_providers_per_key,
+                max_provider_records: config.max_provider_records,
+                max_provider_records_per_peer: config.max_provider_records_per_peer,
             },
         );
         let mut kad = kad::Behaviour::with_config(local, store, kad_cfg);
@@ -103,18 +110,32 @@ impl Behaviour {
         // and home LANs never get.
         kad.set_mode(Some(to_kad_mode(config.kad_mode)));
 
+        // Streams per connection and bytes being read across all of them are bounded (see
+        // `FrameBudget` and docs/BUDGETS.md).
         let rr_cfg = request_response::Config::default()
             .with_request_timeout(config.request_timeout)
-            .with_max_concurrent_streams(256);
+            .with_max_concurrent_streams(config.max_streams_per_connection);
+        let budget = FrameBudget::new(config.frame_budget);
         let cpns = request_response::Behaviour::with_codec(
-            CpnsCodec::new(config.max_frame).with_stats(stats.clone()),
+            CpnsCodec::new(config.max_frame)
+                .with_stats(stats.clone())
+                .with_budget(budget.clone()),
             [(CPNS_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_cfg.clone(),
         );
         let auth = request_response::Behaviour::with_codec(
-            CpnsCodec::new(config.max_frame).with_stats(stats.clone()),
+            CpnsCodec::new(config.max_frame)
+                .with_stats(stats.clone())
+                .with_budget(budget),
             [(AUTH_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_cfg,
+        );
+        let cred = request_response::Behaviour::with_codec(
+            CredentialCodec,
+            [(CREDENTIAL_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(4),
         );
 
         let identify = identify::Behaviour::new(
@@ -164,6 +185,7 @@ impl Behaviour {
             kad,
             cpns,
             auth,
+            cred,
             identify,
             ping,
             mdns: mdns.into(),

@@ -147,6 +147,10 @@ pub(crate) enum Command {
         peer: PeerId,
         addr: Multiaddr,
     },
+    PeerAddresses {
+        peer: PeerId,
+        reply: Reply<Vec<Multiaddr>>,
+    },
     Disconnect {
         peer: PeerId,
     },
@@ -233,6 +237,12 @@ pub(crate) enum Command {
     AddExternalAddress {
         addr: Multiaddr,
     },
+    SetCredential {
+        credential: Option<Vec<u8>>,
+    },
+    StoreUsage {
+        reply: Reply<crate::store::StoreUsage>,
+    },
 }
 
 /// The handle to a running overlay node. Cheap to clone.
@@ -313,9 +323,17 @@ impl Client {
         self.tell(Command::AddExternalAddress { addr }).await
     }
 
-    /// Teaches the swarm and the DHT routing table an address of a peer.
+    /// Teaches the swarm and the DHT routing table an address of a peer. At most 8 addresses
+    /// per peer are kept (the peer's own identify replaces them); more are ignored.
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), Error> {
         self.tell(Command::AddAddress { peer, addr }).await
+    }
+
+    /// The addresses this node knows for `peer` (those it remembers, at most 8, and those in
+    /// its DHT routing table entry).
+    pub async fn peer_addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>, Error> {
+        self.call(|reply| Command::PeerAddresses { peer, reply })
+            .await
     }
 
     /// Closes every connection to a peer.
@@ -510,6 +528,31 @@ impl Client {
     /// server that never answers (a failed quorum on a household's only DHT server).
     pub async fn forget_dht_peer(&self, peer: PeerId) -> Result<(), Error> {
         self.tell(Command::ForgetDhtPeer { peer }).await
+    }
+
+    /// Sets (or, with `None`, clears) the encoded entity credential this node presents in the
+    /// credential exchange, and presents it to every connected peer at once (after enrolment
+    /// or a renewal). DHT servers store this node's provider announcements only once they
+    /// hold a valid credential of it.
+    pub async fn set_credential(&self, credential: Option<Vec<u8>>) -> Result<(), Error> {
+        self.tell(Command::SetCredential { credential }).await
+    }
+
+    /// [`Client::set_credential`] without waiting: the command is queued at once (before any
+    /// command sent after it), for callers that cannot await. [`Error::Busy`] if the command
+    /// queue is full.
+    pub fn set_credential_now(&self, credential: Option<Vec<u8>>) -> Result<(), Error> {
+        self.commands
+            .try_send(Command::SetCredential { credential })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Busy,
+                mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
+            })
+    }
+
+    /// What the local DHT store holds: own and remote records, bytes, provider records.
+    pub async fn store_usage(&self) -> Result<crate::store::StoreUsage, Error> {
+        self.call(|reply| Command::StoreUsage { reply }).await
     }
 
     /// Whether a peer is admitted.

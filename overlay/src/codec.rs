@@ -20,21 +20,40 @@ use crate::stats::Stats;
 /// Default maximum size of a decoded frame or value: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 
-/// The hard upper bound of any limit, also passed to bincode so that no length prefix inside a
-/// frame can make it claim more than this.
+/// The hard upper bound of any limit.
 const HARD_LIMIT: usize = 16 * 1024 * 1024;
 
-type Config = bincode::config::Configuration<
+/// The limit bincode itself applies while decoding: what length prefixes inside the input may
+/// claim (it allocates a string or byte buffer for its claimed length before reading it).
+/// bincode takes it as a constant, so a decode uses the smallest of these tiers that is at
+/// least its own `max`: a 1 MiB frame can claim at most 1 MiB, not 16 MiB (issue 14).
+const LIMIT_TIERS: [usize; 4] = [4 * 1024, 64 * 1024, DEFAULT_MAX_FRAME, HARD_LIMIT];
+
+type Config<const L: usize> = bincode::config::Configuration<
     bincode::config::BigEndian,
     bincode::config::Varint,
-    bincode::config::Limit<HARD_LIMIT>,
+    bincode::config::Limit<L>,
 >;
 
-fn config() -> Config {
+fn config<const L: usize>() -> Config<L> {
     bincode::config::standard()
         .with_big_endian()
         .with_variable_int_encoding()
-        .with_limit::<HARD_LIMIT>()
+        .with_limit::<L>()
+}
+
+fn decode_limited<T: DeserializeOwned, const L: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, config::<L>())
+}
+
+/// The bincode limit used for a decode bounded by `max`.
+pub fn inner_limit(max: usize) -> usize {
+    LIMIT_TIERS
+        .into_iter()
+        .find(|t| *t >= max)
+        .unwrap_or(HARD_LIMIT)
 }
 
 /// Why bytes could not be decoded.
@@ -77,7 +96,8 @@ impl From<CodecError> for io::Error {
 
 /// Encodes a value.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, config::<HARD_LIMIT>())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a value from untrusted bytes no longer than `max`; the whole input must be used.
@@ -88,17 +108,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
             max: max.min(HARD_LIMIT),
         });
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
-            bincode::error::DecodeError::UnexpectedEnd { .. } => {
-                CodecError::Truncated(e.to_string())
-            }
-            bincode::error::DecodeError::LimitExceeded => CodecError::Oversize {
-                len: bytes.len(),
-                max: max.min(HARD_LIMIT),
-            },
-            other => CodecError::Garbage(other.to_string()),
-        })?;
+    let limit = inner_limit(max);
+    let decoded = match limit {
+        l if l == LIMIT_TIERS[0] => decode_limited::<T, { LIMIT_TIERS[0] }>(bytes),
+        l if l == LIMIT_TIERS[1] => decode_limited::<T, { LIMIT_TIERS[1] }>(bytes),
+        l if l == LIMIT_TIERS[2] => decode_limited::<T, { LIMIT_TIERS[2] }>(bytes),
+        _ => decode_limited::<T, HARD_LIMIT>(bytes),
+    };
+    let (value, used) = decoded.map_err(|e| match e {
+        bincode::error::DecodeError::UnexpectedEnd { .. } => CodecError::Truncated(e.to_string()),
+        bincode::error::DecodeError::LimitExceeded => CodecError::Oversize {
+            len: bytes.len(),
+            max: max.min(HARD_LIMIT),
+        },
+        other => CodecError::Garbage(other.to_string()),
+    })?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
     }
@@ -128,8 +152,73 @@ pub fn decode_envelope(bytes: &[u8], max: usize) -> Result<Envelope, CodecError>
     decode(body, max)
 }
 
-/// Reads one length-prefixed frame, refusing lengths over `max` before reading them.
+/// Bytes of inbound frames being read at once, shared by every connection of a node: what
+/// streams that announce a frame and then dribble it (or never send it) can hold, whoever
+/// sends them and whether or not they were admitted (issue 14: 256 streams x 1 MiB per
+/// connection). A frame that finds no room is refused (`busy`) and its stream dropped.
+#[derive(Clone, Debug)]
+pub struct FrameBudget {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Bytes reserved from a [`FrameBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct FrameReservation {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for FrameReservation {
+    fn drop(&mut self) {
+        self.left
+            .fetch_add(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl FrameBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            left: Arc::new(std::sync::atomic::AtomicUsize::new(bytes)),
+        }
+    }
+
+    /// Reserves `bytes`, or `None` if that much is not left.
+    pub fn reserve(&self, bytes: usize) -> Option<FrameReservation> {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(bytes)
+            })
+            .ok()
+            .map(|_| FrameReservation {
+                left: self.left.clone(),
+                bytes,
+            })
+    }
+
+    /// Bytes not reserved now.
+    pub fn left(&self) -> usize {
+        self.left.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The default [`FrameBudget`] of a node: 64 MiB.
+pub const DEFAULT_FRAME_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Reads one length-prefixed frame, refusing lengths over `max` before reading them. The
+/// buffer grows with the bytes that actually arrive, so a frame announced large but never
+/// sent costs nothing.
 pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    read_frame_within(io, max, None).await
+}
+
+/// [`read_frame`], reserving the frame's announced length from `budget` while it is read.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+    budget: Option<&FrameBudget>,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -142,14 +231,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Res
     if len > max {
         return Err(CodecError::Oversize { len, max }.into());
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::from(CodecError::Truncated(format!("frame of {len} bytes")))
-        } else {
-            e
-        }
-    })?;
+    let _reserved = match budget {
+        Some(b) => Some(b.reserve(len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::OutOfMemory, "inbound frame budget exhausted")
+        })?),
+        None => None,
+    };
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+    if read < len {
+        return Err(CodecError::Truncated(format!("frame of {len} bytes")).into());
+    }
     Ok(buf)
 }
 
@@ -171,6 +263,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io:
 pub struct CpnsCodec {
     max_frame: usize,
     stats: Option<Arc<Stats>>,
+    budget: Option<FrameBudget>,
 }
 
 impl CpnsCodec {
@@ -179,7 +272,14 @@ impl CpnsCodec {
         Self {
             max_frame: max_frame.min(HARD_LIMIT),
             stats: None,
+            budget: None,
         }
+    }
+
+    /// Reads every inbound frame within `budget` (shared by every clone of this codec).
+    pub fn with_budget(mut self, budget: FrameBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Counts refused inbound frames in `stats`.
@@ -190,7 +290,7 @@ impl CpnsCodec {
 
     async fn read<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Envelope> {
         let result = async {
-            let frame = read_frame(io, self.max_frame).await?;
+            let frame = read_frame_within(io, self.max_frame, self.budget.as_ref()).await?;
             Ok(decode_envelope(&frame, self.max_frame)?)
         }
         .await;
@@ -268,6 +368,89 @@ impl libp2p::request_response::Codec for CpnsCodec {
     }
 }
 
+/// Longest credential frame on `/cpns/cred/1.0.0` (an entity credential is about 200 bytes;
+/// `cpns_keys` refuses more than 4 KiB).
+pub const MAX_CREDENTIAL_FRAME: usize = 4096;
+
+/// The codec of the credential exchange (`/cpns/cred/1.0.0`): one opaque byte string per
+/// direction (the sender's encoded entity credential, or nothing), `u16 BE length || bytes`.
+/// The overlay does not interpret it; the [`crate::RecordValidator`] does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CredentialCodec;
+
+async fn read_credential<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    io.read_exact(&mut len).await?;
+    let len = u16::from_be_bytes(len) as usize;
+    if len > MAX_CREDENTIAL_FRAME {
+        return Err(CodecError::Oversize {
+            len,
+            max: MAX_CREDENTIAL_FRAME,
+        }
+        .into());
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_credential<T: AsyncWrite + Unpin + Send>(io: &mut T, b: &[u8]) -> io::Result<()> {
+    if b.len() > MAX_CREDENTIAL_FRAME {
+        return Err(CodecError::Oversize {
+            len: b.len(),
+            max: MAX_CREDENTIAL_FRAME,
+        }
+        .into());
+    }
+    io.write_all(&(b.len() as u16).to_be_bytes()).await?;
+    io.write_all(b).await?;
+    io.close().await
+}
+
+impl libp2p::request_response::Codec for CredentialCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_credential(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_credential(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_credential(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_credential(io, &res).await
+    }
+}
+
 /// Describes an I/O error from the codec for metrics: `oversize`, `truncated`, `garbage`,
 /// `unknown_version`, or `io`.
 pub fn io_error_reason(e: &io::Error) -> &'static str {
@@ -281,6 +464,7 @@ pub fn io_error_reason(e: &io::Error) -> &'static str {
         Some(CodecError::UnknownVersion { .. }) => "unknown_version",
         Some(CodecError::Encode(_)) => "encode",
         None if e.kind() == io::ErrorKind::UnexpectedEof => "truncated",
+        None if e.kind() == io::ErrorKind::OutOfMemory => "busy",
         None => "io",
     }
 }
@@ -363,11 +547,73 @@ mod tests {
     }
 
     #[test]
+    fn a_length_prefix_cannot_claim_more_than_the_frame_limit() {
+        // A string claiming 2 MiB inside a 1 MiB-limited decode: refused as oversize by the
+        // inner limit, before any buffer of that size exists (it was 16 MiB: issue 14).
+        let mut bytes = vec![0xFCu8];
+        bytes.extend_from_slice(&(2u32 * 1024 * 1024).to_be_bytes());
+        bytes.extend_from_slice(&[b'a'; 16]);
+        assert!(matches!(
+            decode::<String>(&bytes, DEFAULT_MAX_FRAME),
+            Err(CodecError::Oversize { .. })
+        ));
+        assert_eq!(inner_limit(DEFAULT_MAX_FRAME), DEFAULT_MAX_FRAME);
+        assert_eq!(inner_limit(100), 4096);
+        assert_eq!(inner_limit(usize::MAX), HARD_LIMIT);
+        // Within the limit it decodes.
+        let ok = encode(&"x".repeat(5000)).unwrap();
+        assert_eq!(decode::<String>(&ok, 64 * 1024).unwrap().len(), 5000);
+        assert!(matches!(
+            decode::<String>(&ok, 4096),
+            Err(CodecError::Oversize { .. })
+        ));
+    }
+
+    #[test]
     fn huge_length_prefix_inside_a_small_frame_is_refused() {
         // A varint length prefix claiming 2^32 bytes, followed by almost nothing.
         let bytes = [0xFC, 1, 0, 0, 0, 1, 2];
         assert!(decode::<Vec<u8>>(&bytes, DEFAULT_MAX_FRAME).is_err());
         assert!(decode::<String>(&bytes, DEFAULT_MAX_FRAME).is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_within_the_shared_budget() {
+        let budget = FrameBudget::new(2 * 1024 * 1024);
+        // A frame being read holds its announced length...
+        let held = budget.reserve(1536 * 1024).unwrap();
+        let mut frame = (1024u32 * 1024).to_be_bytes().to_vec();
+        frame.extend(vec![7u8; 1024 * 1024]);
+        let mut data: &[u8] = &frame;
+        let e = read_frame_within(
+            &mut futures::io::AllowStdIo::new(&mut data),
+            DEFAULT_MAX_FRAME,
+            Some(&budget),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(io_error_reason(&e), "busy");
+        // ... and gives it back when done.
+        drop(held);
+        let mut data: &[u8] = &frame;
+        let got = read_frame_within(
+            &mut futures::io::AllowStdIo::new(&mut data),
+            DEFAULT_MAX_FRAME,
+            Some(&budget),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 1024 * 1024);
+        assert_eq!(budget.left(), 2 * 1024 * 1024);
+        // An announced length that never arrives is truncated, not a 1 MiB buffer.
+        let mut short: &[u8] = &[0, 16, 0, 0, 1, 2, 3];
+        let e = read_frame(
+            &mut futures::io::AllowStdIo::new(&mut short),
+            DEFAULT_MAX_FRAME,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(io_error_reason(&e), "truncated");
     }
 
     #[tokio::test]

@@ -43,6 +43,13 @@ pub struct Config {
     pub mdns: bool,
     /// Largest CPNS frame accepted or sent. Default: 1 MiB.
     pub max_frame: usize,
+    /// Most request-response streams open at once on one connection, per protocol (the rest
+    /// wait or are refused by the stream layer). Default: 64.
+    pub max_streams_per_connection: usize,
+    /// Bytes of inbound CPNS frames being read at once, over every connection and both
+    /// request-response protocols; a frame that finds no room is refused and its stream
+    /// dropped. Default: 64 MiB.
+    pub frame_budget: usize,
     /// Timeout of one request-response exchange. Default: 10 s.
     pub request_timeout: Duration,
     /// How long an idle connection is kept. Default: 60 s.
@@ -65,14 +72,31 @@ pub struct Config {
     pub max_connections: u32,
     /// Most established connections per peer. Default: 4.
     pub max_connections_per_peer: u32,
-    /// Most records in the local DHT store. Default: 65,536.
+    /// Most records the local DHT store keeps for other peers; this node's own records are
+    /// counted apart against the same number. Default: 65,536.
     pub max_records: usize,
     /// Largest DHT record value. Default: 64 KiB.
     pub max_record_bytes: usize,
-    /// Most keys this node provides. Default: 4096.
+    /// Most bytes (keys and values) of the records kept for other peers. Default: 32 MiB.
+    pub max_record_store_bytes: usize,
+    /// Most keys this node provides itself (counted apart from others' provider records,
+    /// which never displace them). Default: 4096.
     pub max_provided_keys: usize,
-    /// Most providers kept per key. Default: 64.
+    /// Most remote providers kept per key; those stored first keep their slots until they
+    /// expire. Default: 64.
     pub max_providers_per_key: usize,
+    /// Most provider records kept for other peers in total (fair share between providers
+    /// when full, see `store`). Default: 16,384.
+    pub max_provider_records: usize,
+    /// Most provider records kept for one other peer. Default: 1024.
+    pub max_provider_records_per_peer: usize,
+    /// How often expired records and provider records of others are purged (they are also
+    /// dropped when their key is looked up). Default: 60 s.
+    pub purge_interval: Duration,
+    /// This node's entity credential (its encoded bytes), sent to every peer on the credential
+    /// exchange (`/cpns/cred/1.0.0`) so that they store its provider announcements; replace
+    /// it at run time with [`crate::Client::set_credential`]. Default: none.
+    pub credential: Option<Vec<u8>>,
     /// Lifetime of records this node puts (None: kad's default of 48 h). Default: 48 h.
     pub record_ttl: Option<Duration>,
     /// Validation of every record other peers want to store here and every record a query
@@ -233,6 +257,8 @@ impl Default for Config {
             parallelism: 3,
             mdns: false,
             max_frame: DEFAULT_MAX_FRAME,
+            max_streams_per_connection: 64,
+            frame_budget: crate::codec::DEFAULT_FRAME_BUDGET,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(15),
@@ -244,8 +270,13 @@ impl Default for Config {
             max_connections_per_peer: 4,
             max_records: 65_536,
             max_record_bytes: 64 * 1024,
+            max_record_store_bytes: 32 * 1024 * 1024,
             max_provided_keys: 4096,
             max_providers_per_key: 64,
+            max_provider_records: 16_384,
+            max_provider_records_per_peer: 1024,
+            purge_interval: Duration::from_secs(60),
+            credential: None,
             record_ttl: Some(Duration::from_secs(48 * 3600)),
             validator: Arc::new(AcceptAll),
             gate_requests: true,

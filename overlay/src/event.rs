@@ -42,7 +42,7 @@ pub enum Event {
     Identified {
         /// The peer.
         peer: PeerId,
-        /// Where it listens.
+        /// Where it listens (its first 8 addresses at most).
         listen_addrs: Vec<Multiaddr>,
         /// Its agent string.
         agent: String,

@@ -30,8 +30,17 @@ use crate::event::Event;
 use crate::protocol::{Envelope, ErrorCode, Message};
 use crate::stats::Stats;
 
+mod addresses;
+mod credentials;
 mod kad_events;
 mod nat;
+
+use credentials::CredentialState;
+
+use addresses::AddressBook;
+
+/// Most peers whose addresses the [`AddressBook`] remembers.
+const MAX_ADDRESS_BOOK_PEERS: usize = 8192;
 
 /// Most providers one lookup dials when asked to connect them ([`ProvidersQuery::connect`]).
 const MAX_PROVIDER_DIALS: usize = 64;
@@ -61,12 +70,16 @@ struct PeerState {
     rtt_us: Option<u64>,
     dht_server: bool,
     agent: Option<String>,
-    /// Where the peer listens, from identify (at most [`MAX_LISTEN_ADDRS`]).
+    /// Where the peer listens, from identify (at most [`addresses::MAX_ADDRS_PER_PEER`]).
     listen_addrs: Vec<Multiaddr>,
     /// Keys this peer announced itself as provider of before identify told us where it
     /// listens (at most [`MAX_ADDRESSLESS_PROVIDED`]); their records get the addresses
     /// once identify arrives.
     addressless_provided: Vec<kad::RecordKey>,
+    /// Its credential, from the credential exchange.
+    credential: CredentialState,
+    /// Its provider announcements waiting for that exchange (see `credentials`).
+    held_providers: Vec<kad::ProviderRecord>,
     /// Every established connection: id, remote address, whether we dialed.
     connections: Vec<(ConnectionId, Multiaddr, bool)>,
 }
@@ -94,9 +107,6 @@ impl PeerState {
 /// something to do: see `nat_work_pending`).
 const NAT_TICK: Duration = Duration::from_millis(500);
 
-/// Most listen addresses remembered per connected peer.
-const MAX_LISTEN_ADDRS: usize = 8;
-
 /// Most provider records per peer waiting for that peer's addresses.
 const MAX_ADDRESSLESS_PROVIDED: usize = 64;
 
@@ -120,6 +130,10 @@ pub struct EventLoop {
     refused: HashMap<PeerId, ErrorCode>,
     listen_addrs: Vec<Multiaddr>,
     nat: nat::NatState,
+    /// Every address passed to the swarm and the routing table, bounded per peer.
+    addresses: AddressBook,
+    /// This node's encoded credential, sent in the credential exchange.
+    credential: Option<Vec<u8>>,
 }
 
 impl EventLoop {
@@ -133,7 +147,6 @@ impl EventLoop {
     ) -> Self {
         Self {
             swarm,
-            config,
             commands,
             events,
             stats,
@@ -145,6 +158,9 @@ impl EventLoop {
             refused: HashMap::new(),
             listen_addrs,
             nat: nat::NatState::default(),
+            addresses: AddressBook::new(MAX_ADDRESS_BOOK_PEERS),
+            credential: config.credential.clone(),
+            config,
         }
     }
 
@@ -162,6 +178,12 @@ impl EventLoop {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut nat_tick = tokio::time::interval(NAT_TICK);
         nat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let period = self
+            .config
+            .purge_interval
+            .max(std::time::Duration::from_millis(10));
+        let mut purge = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let nat_due = self.nat_work_pending();
             tokio::select! {
@@ -171,6 +193,17 @@ impl EventLoop {
                     Some(cmd) => self.handle_command(cmd),
                     None => break,
                 },
+                _ = purge.tick() => {
+                    let n = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .purge_expired(std::time::Instant::now());
+                    if n > 0 {
+                        debug!(purged = n, "expired records of others dropped");
+                    }
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = refresh.tick() => self.refresh_routing_table(),
                 _ = nat_tick.tick(), if nat_due => self.nat_tick(),
@@ -234,10 +267,34 @@ impl EventLoop {
         match cmd {
             Command::Dial { addr, reply } => self.dial(addr, reply),
             Command::AddAddress { peer, addr } => {
-                self.swarm.add_peer_address(peer, addr.clone());
-                if self.peers.get(&peer).is_none_or(|p| p.dht_server) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                // At most MAX_ADDRS_PER_PEER per peer reach the swarm and kad, so a flood of
+                // addresses costs constant work each (see `addresses`).
+                if self.addresses.add(peer, &addr) {
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    if self.peers.get(&peer).is_none_or(|p| p.dht_server) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
                 }
+            }
+            Command::PeerAddresses { peer, reply } => {
+                let mut addrs = self.addresses.get(&peer).to_vec();
+                if let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(peer) {
+                    for e in bucket.iter() {
+                        if e.node.key.preimage() == &peer {
+                            for a in e.node.value.iter() {
+                                // kad keeps them with `/p2p/PEER` appended.
+                                let mut a = a.clone();
+                                if matches!(a.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+                                    a.pop();
+                                }
+                                if !addrs.contains(&a) {
+                                    addrs.push(a);
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(addrs));
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -459,6 +516,13 @@ impl EventLoop {
                     state.dht_server = false;
                 }
             }
+            Command::SetCredential { credential } => {
+                self.credential = credential;
+                self.announce_credential();
+            }
+            Command::StoreUsage { reply } => {
+                let _ = reply.send(Ok(self.swarm.behaviour_mut().kad.store_mut().usage()));
+            }
             Command::IsAdmitted { peer, reply } => {
                 let _ = reply.send(Ok(self.is_admitted(&peer)));
             }
@@ -542,6 +606,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Cpns(e)) => self.handle_rr(Protocol::Cpns, e),
             SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.handle_rr(Protocol::Auth, e),
+            SwarmEvent::Behaviour(BehaviourEvent::Cred(e)) => self.handle_cred(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -549,36 +614,35 @@ impl EventLoop {
             })) => {
                 let dht_server = info.protocols.contains(&KAD_PROTOCOL);
                 self.nat_identified(peer_id, &info.protocols);
+                // The peer's own list replaces what we knew; only its first few addresses
+                // are looked at.
+                let changes = self.addresses.replace(peer_id, &info.listen_addrs);
+                let kad = &mut self.swarm.behaviour_mut().kad;
                 if dht_server {
-                    for addr in &info.listen_addrs {
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer_id, addr.clone());
+                    for addr in &changes.added {
+                        kad.add_address(&peer_id, addr.clone());
+                    }
+                    for addr in &changes.removed {
+                        kad.remove_address(&peer_id, addr);
                     }
                 } else {
                     // A client-mode peer must not linger in our routing table.
-                    self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+                    kad.remove_peer(&peer_id);
                 }
-                for addr in &info.listen_addrs {
-                    self.swarm.add_peer_address(peer_id, addr.clone());
+                for addr in changes.added {
+                    self.swarm.add_peer_address(peer_id, addr);
                 }
+                let listen_addrs = self.addresses.get(&peer_id).to_vec();
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.dht_server = dht_server;
                     state.agent = Some(info.agent_version.clone());
-                    state.listen_addrs = info
-                        .listen_addrs
-                        .iter()
-                        .take(MAX_LISTEN_ADDRS)
-                        .cloned()
-                        .collect();
+                    state.listen_addrs = listen_addrs.clone();
                     let keys = std::mem::take(&mut state.addressless_provided);
-                    let addrs = state.listen_addrs.clone();
-                    self.fill_provider_addresses(peer_id, keys, addrs);
+                    self.fill_provider_addresses(peer_id, keys, listen_addrs.clone());
                 }
                 self.emit(Event::Identified {
                     peer: peer_id,
-                    listen_addrs: info.listen_addrs,
+                    listen_addrs,
                     agent: info.agent_version,
                     dht_server,
                 });
@@ -660,6 +724,9 @@ impl EventLoop {
                     .connections
                     .push((connection_id, address.clone(), outbound));
                 self.nat_connection(&address, true);
+                if num_established.get() == 1 {
+                    self.start_credential_exchange(peer_id);
+                }
                 self.emit(Event::ConnectionEstablished {
                     peer: peer_id,
                     address,

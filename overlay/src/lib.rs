@@ -38,6 +38,7 @@ mod event_loop;
 mod nat;
 pub mod protocol;
 mod stats;
+pub mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod transcript;
@@ -52,7 +53,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux};
 use tokio::sync::mpsc;
 
-pub use behaviour::{AUTH_PROTOCOL, CPNS_PROTOCOL, DELIVERY_PROTOCOL, KAD_PROTOCOL};
+pub use behaviour::{
+    AUTH_PROTOCOL, CPNS_PROTOCOL, CREDENTIAL_PROTOCOL, DELIVERY_PROTOCOL, KAD_PROTOCOL,
+};
 pub use client::{
     Client, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, ProvidersQuery,
     QueryFigures, ResponseChannel,
@@ -67,7 +70,8 @@ pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
 pub use nat::{NatStatus, Reachability, is_global, is_relayed};
 pub use protocol::*;
 pub use stats::Stats;
-pub use validate::{AcceptAll, RecordValidator, Rejection};
+pub use store::StoreUsage;
+pub use validate::{AcceptAll, PeerCredential, RecordValidator, Rejection};
 
 /// An error and its sources on one line (libp2p's transport errors keep the reason, such as
 /// "address in use", in the source).

@@ -26,7 +26,7 @@ pub use auth::{
     UsageRecord, UsageReport,
 };
 pub use caps::{
-    Application, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,
+    Application, Candidacy, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,
     NetworkKind, NodeMode, PowerSource, Screen, StaticCapabilities,
 };
 pub use delivery::{DeliveryMessage, DeliveryMode, InvokeDecision};

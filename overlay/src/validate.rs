@@ -33,6 +33,17 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+/// What a validator learnt from a peer's credential (`/cpns/cred/1.0.0`), kept by the
+/// overlay for as long as the peer is connected and passed back with each of the peer's
+/// provider announcements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCredential {
+    /// The credential's serial (what revocation lists name).
+    pub serial: u64,
+    /// End of its validity, in Unix seconds.
+    pub expires: u64,
+}
+
 /// Validates DHT records on store and on read.
 pub trait RecordValidator: Send + Sync + 'static {
     /// A remote peer (`source`) asks this node to store `record`. `existing` is the record
@@ -49,8 +60,36 @@ pub trait RecordValidator: Send + Sync + 'static {
     /// it if this accepts it.
     fn validate_get(&self, record: &Record) -> Result<(), Rejection>;
 
-    /// A remote peer announces itself as a provider of a key.
-    fn validate_provider(&self, source: &PeerId, record: &ProviderRecord) -> Result<(), Rejection>;
+    /// A remote peer announces itself as a provider of a key. `credential` is what
+    /// [`RecordValidator::validate_credential`] accepted from that peer on this connection, if
+    /// anything.
+    fn validate_provider(
+        &self,
+        source: &PeerId,
+        record: &ProviderRecord,
+        credential: Option<&PeerCredential>,
+    ) -> Result<(), Rejection>;
+
+    /// Whether provider announcements need the announcer's credential. When true, the
+    /// overlay asks every new peer for its credential and holds the peer's announcements
+    /// (bounded) until the answer is in. Default: false.
+    fn wants_credentials(&self) -> bool {
+        false
+    }
+
+    /// A peer presented `credential` (its bytes as sent). Accept it only if it certifies
+    /// `peer` and is valid now. Default: refused (this validator does not know credentials).
+    fn validate_credential(
+        &self,
+        peer: &PeerId,
+        credential: &[u8],
+    ) -> Result<PeerCredential, Rejection> {
+        let _ = (peer, credential);
+        Err(Rejection::new(
+            "unsupported",
+            "this validator checks no credentials",
+        ))
+    }
 }
 
 /// Accepts everything: the overlay's default, for plain DHT use and tests.
@@ -69,7 +108,12 @@ impl RecordValidator for AcceptAll {
     fn validate_get(&self, _: &Record) -> Result<(), Rejection> {
         Ok(())
     }
-    fn validate_provider(&self, _: &PeerId, _: &ProviderRecord) -> Result<(), Rejection> {
+    fn validate_provider(
+        &self,
+        _: &PeerId,
+        _: &ProviderRecord,
+        _: Option<&PeerCredential>,
+    ) -> Result<(), Rejection> {
         Ok(())
     }
 }

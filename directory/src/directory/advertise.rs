@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use cpns_keys::PeerId;
 use cpns_overlay::{DirectoryMessage, ErrorCode, Message};
@@ -29,19 +30,56 @@ use crate::service::{Scope, ServiceDescription};
 const MAX_ANSWER_BYTES: usize = 512 * 1024;
 
 /// Subscriptions: other peers' (a gateway's fan-out registry) and this node's own.
+///
+/// Other peers' subscriptions are leases (issue 14: they were never forgotten): a peer's
+/// subscriptions expire `subscription_ttl` after its last Subscribe (any Subscribe renews all
+/// of them), and when the registry is full the peer seen least recently loses its
+/// subscriptions to make room, so stale subscribers can never lock new ones out.
 pub(super) struct Registry {
     inner: Mutex<RegistryState>,
     max_total: usize,
     max_per_peer: usize,
     max_local: usize,
+    ttl: Duration,
 }
 
 #[derive(Default)]
 struct RegistryState {
     by_key: HashMap<Vec<u8>, HashSet<PeerId>>,
     by_peer: HashMap<PeerId, HashSet<Vec<u8>>>,
+    /// When each subscribed peer last subscribed.
+    seen: HashMap<PeerId, Instant>,
     total: usize,
     local: HashSet<Vec<u8>>,
+}
+
+impl RegistryState {
+    fn drop_peer(&mut self, peer: &PeerId) {
+        self.seen.remove(peer);
+        if let Some(keys) = self.by_peer.remove(peer) {
+            self.total = self.total.saturating_sub(keys.len());
+            for key in keys {
+                if let Some(peers) = self.by_key.get_mut(&key) {
+                    peers.remove(peer);
+                    if peers.is_empty() {
+                        self.by_key.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        let old: Vec<PeerId> = self
+            .seen
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= ttl)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in old {
+            self.drop_peer(&p);
+        }
+    }
 }
 
 impl Registry {
@@ -51,6 +89,7 @@ impl Registry {
             max_total: c.max_subscribers,
             max_per_peer: c.max_subscriptions_per_peer,
             max_local: c.max_local_subscriptions,
+            ttl: c.subscription_ttl,
         }
     }
 
@@ -62,8 +101,16 @@ impl Registry {
     }
 
     fn subscribe(&self, peer: PeerId, key: Vec<u8>) -> Result<(), &'static str> {
-        let (max_total, max_per_peer) = (self.max_total, self.max_per_peer);
+        self.subscribe_at(peer, key, Instant::now())
+    }
+
+    fn subscribe_at(&self, peer: PeerId, key: Vec<u8>, now: Instant) -> Result<(), &'static str> {
+        let (max_total, max_per_peer, ttl) = (self.max_total, self.max_per_peer, self.ttl);
         self.with(|s| {
+            if s.total >= max_total {
+                s.expire(now, ttl);
+            }
+            s.seen.insert(peer, now);
             let mine = s.by_peer.get(&peer).map_or(0, HashSet::len);
             if s.by_peer.get(&peer).is_some_and(|k| k.contains(&key)) {
                 return Ok(());
@@ -71,8 +118,17 @@ impl Registry {
             if mine >= max_per_peer {
                 return Err("too many subscriptions from this peer");
             }
-            if s.total >= max_total {
-                return Err("subscription registry full");
+            while s.total >= max_total {
+                let oldest = s
+                    .seen
+                    .iter()
+                    .filter(|(p, _)| **p != peer)
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(p, _)| *p);
+                match oldest {
+                    Some(p) => s.drop_peer(&p),
+                    None => return Err("subscription registry full"),
+                }
             }
             s.by_peer.entry(peer).or_default().insert(key.clone());
             s.by_key.entry(key).or_default().insert(peer);
@@ -86,6 +142,7 @@ impl Registry {
             let removed = s.by_peer.get_mut(peer).is_some_and(|k| k.remove(key));
             if s.by_peer.get(peer).is_some_and(HashSet::is_empty) {
                 s.by_peer.remove(peer);
+                s.seen.remove(peer);
             }
             if removed {
                 s.total = s.total.saturating_sub(1);
@@ -100,23 +157,31 @@ impl Registry {
     }
 
     fn forget(&self, peer: &PeerId) {
-        let keys: Vec<Vec<u8>> = self.with(|s| {
-            s.by_peer
-                .get(peer)
-                .map(|k| k.iter().cloned().collect())
-                .unwrap_or_default()
-        });
-        for k in keys {
-            self.unsubscribe(peer, &k);
-        }
+        self.with(|s| s.drop_peer(peer));
     }
 
     fn subscribers(&self, key: &[u8]) -> Vec<PeerId> {
+        self.subscribers_at(key, Instant::now())
+    }
+
+    /// The live subscribers of `key` (expired leases are dropped on the way).
+    fn subscribers_at(&self, key: &[u8], now: Instant) -> Vec<PeerId> {
+        let ttl = self.ttl;
         self.with(|s| {
-            s.by_key
+            let peers: Vec<PeerId> = s
+                .by_key
                 .get(key)
                 .map(|p| p.iter().copied().collect())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            let (live, dead): (Vec<PeerId>, Vec<PeerId>) = peers.into_iter().partition(|p| {
+                s.seen
+                    .get(p)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < ttl)
+            });
+            for p in dead {
+                s.drop_peer(&p);
+            }
+            live
         })
     }
 
@@ -304,5 +369,42 @@ impl Directory {
             // No receiver is not an error: nobody is watching right now.
             let _ = self.inner.local_tx.send(desc.clone());
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_expire_and_stale_ones_make_room() {
+        let c = Config {
+            max_subscribers: 4,
+            max_subscriptions_per_peer: 2,
+            subscription_ttl: Duration::from_secs(60),
+            ..Config::default()
+        };
+        let r = Registry::new(&c);
+        let t0 = Instant::now();
+        let key = |i: u8| vec![i; 32];
+        let (a, b, fresh) = (PeerId::random(), PeerId::random(), PeerId::random());
+        r.subscribe_at(a, key(1), t0).unwrap();
+        r.subscribe_at(a, key(2), t0).unwrap();
+        assert!(r.subscribe_at(a, key(3), t0).is_err(), "per peer");
+        r.subscribe_at(b, key(1), t0 + Duration::from_secs(10))
+            .unwrap();
+        r.subscribe_at(b, key(2), t0 + Duration::from_secs(10))
+            .unwrap();
+        // Full: a newcomer takes the place of the peer seen least recently (a).
+        r.subscribe_at(fresh, key(1), t0 + Duration::from_secs(20))
+            .unwrap();
+        let subs = r.subscribers_at(&key(1), t0 + Duration::from_secs(20));
+        assert!(subs.contains(&fresh) && subs.contains(&b) && !subs.contains(&a));
+        // Leases run out without a renewal.
+        let later = t0 + Duration::from_secs(75);
+        assert_eq!(r.subscribers_at(&key(1), later), vec![fresh]);
+        assert!(r.subscribers_at(&key(2), later).is_empty());
+        assert_eq!(r.with(|s| s.total), 1);
     }
 }

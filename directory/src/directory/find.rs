@@ -51,7 +51,9 @@ impl Directory {
         )
         .await;
         let mut figures = Figures::default();
-        let mut best: BTreeMap<String, Found> = BTreeMap::new();
+        // A service is its publisher's: keyed by (publisher, id), so that another publisher
+        // using the same id (with any version) shows up beside it and never replaces it.
+        let mut best: BTreeMap<(PeerId, String), Found> = BTreeMap::new();
         for (found, f) in results {
             figures.requests += f.requests;
             figures.peers_contacted += f.peers_contacted;
@@ -62,11 +64,12 @@ impl Directory {
                 {
                     continue;
                 }
+                let slot = (item.description.publisher, item.description.id.clone());
                 let keep = best
-                    .get(&item.description.id)
+                    .get(&slot)
                     .is_none_or(|b| b.description.version < item.description.version);
                 if keep {
-                    best.insert(item.description.id.clone(), item);
+                    best.insert(slot, item);
                 }
             }
         }

@@ -34,13 +34,14 @@ pub use caps::{
 pub use file::{API_FILE, ApiFile, default_data_dir};
 pub use groups::{CreateGroupBody, GroupDone, GroupView, KeysPulled};
 pub use node::{
-    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, NatView, PeerBody, PeerView,
-    PingView, StatusView, TraceEvent, TraceQuery,
+    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, NatView, PeerBody,
+    PeerView, PingView, StatusView, TraceEvent, TraceQuery,
 };
 pub use pn::{
-    Done, EpochView, ExpelBody, InventoryQuery, InvitationBody, InvitationView, InviteBody,
-    MemberDetailView, ModeBody, ModeView, Opened, PairBody, PairOutcome, PairingCodeView,
-    PnInventoryView, Released, SealBody, SealedView, UpBody,
+    Done, EpochView, ExpelBody, HandOffBody, InventoryQuery, InvitationBody, InvitationView,
+    InviteBody, MatchQuery, MatchView, MemberDetailView, ModeBody, ModeView, Opened, PairBody,
+    PairOutcome, PairingCodeView, PnInventoryView, Released, SealBody, SealedView, UnableView,
+    UpBody,
 };
 pub use services::{
     DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FoundView, InboxEntry,

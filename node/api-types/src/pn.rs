@@ -201,3 +201,42 @@ pub struct ModeBody {
     /// `auto`, `pne` or `gateway`.
     pub mode: String,
 }
+
+/// `POST /v1/pn/handoff`: the gateway hands its role to a member.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandOffBody {
+    /// The member's PeerId.
+    pub peer: String,
+}
+
+/// `GET /v1/pn/match?service=ID`: capability matching at the gateway (5.6.9 "match PNE and PN
+/// capabilities in order to facilitate the delivery of services").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MatchView {
+    /// The service.
+    pub service_id: String,
+    /// Members whose current capabilities meet the service's requirements.
+    pub consumers: Vec<String>,
+    /// Members that do not, each with why (or `capabilities unknown`).
+    pub unable: Vec<UnableView>,
+    /// Members that offer the service.
+    pub offerers: Vec<String>,
+    /// The offerer best placed to deliver it now (mains power, WAN, battery, memory, CPUs).
+    pub best_offerer: Option<String>,
+}
+
+/// A member that cannot consume a service, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnableView {
+    /// The member.
+    pub peer_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `GET /v1/pn/match` query.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MatchQuery {
+    /// The service id.
+    pub service: String,
+}

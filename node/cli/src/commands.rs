@@ -276,7 +276,11 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                 } else {
                     format!(
                         ", relayed by {}",
-                        n.relays.iter().map(|r| short(r)).collect::<Vec<_>>().join(", ")
+                        n.relays
+                            .iter()
+                            .map(|r| short(r))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 },
                 if n.hole_punches_succeeded + n.hole_punches_failed > 0 {
@@ -330,7 +334,10 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                 .collect::<Vec<_>>();
             crate::output::out!(
                 "{}",
-                render(&["PEER", "MODE", "REGISTERED", "RTT", "PATH", "ADDRESS"], &rows)
+                render(
+                    &["PEER", "MODE", "REGISTERED", "RTT", "PATH", "ADDRESS"],
+                    &rows
+                )
             );
             Ok(())
         }

@@ -31,6 +31,18 @@ pub(crate) enum PnAction {
     },
     /// Release the PN (its gateway only): cpns-auth deletes it and its key.
     Release,
+    /// Hand the gateway role to a member (the gateway only): it takes the role over with
+    /// cpns-auth's agreement; the members follow and the key epoch continues.
+    Handoff {
+        /// The member's PeerId.
+        peer: String,
+    },
+    /// Capability matching: which members can consume SERVICE now, and which member best
+    /// offers it.
+    Match {
+        /// The service's id.
+        service: String,
+    },
     /// Seal TEXT under the PN key (prints JSON that `cpns pn open` accepts).
     Seal {
         /// The text.
@@ -201,6 +213,31 @@ pub(super) async fn run(
                 return print_json(&v);
             }
             crate::output::outln!("expelled {peer}; PN key epoch now {}", v["epoch"]);
+            Ok(())
+        }
+        PnAction::Handoff { peer } => {
+            let v: Value = api.post("/v1/pn/handoff", &json!({ "peer": peer })).await?;
+            if json_out {
+                return print_json(&v);
+            }
+            crate::output::outln!("handed the gateway role to {peer}");
+            Ok(())
+        }
+        PnAction::Match { service } => {
+            let m: cpns_api::MatchView =
+                api.get(&format!("/v1/pn/match?service={service}")).await?;
+            if json_out {
+                return print_json(&m);
+            }
+            crate::output::outln!("{}: consumers {}", m.service_id, m.consumers.join(", "));
+            for u in &m.unable {
+                crate::output::outln!("  not {}: {}", u.peer_id, u.reason);
+            }
+            crate::output::outln!(
+                "offered by {} (best now: {})",
+                m.offerers.join(", "),
+                m.best_offerer.as_deref().unwrap_or("nobody")
+            );
             Ok(())
         }
         PnAction::Release => {

@@ -28,6 +28,8 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/pn/invitations", get(invitations))
         .route("/v1/pn/accept", post(accept))
         .route("/v1/pn/decline", post(decline))
+        .route("/v1/pn/handoff", post(hand_off))
+        .route("/v1/pn/match", get(capability_match))
         .route("/v1/pn/seal", post(seal))
         .route("/v1/pn/open", post(open))
         .route("/v1/mode", get(mode_get).post(mode_set))
@@ -129,4 +131,20 @@ async fn decline(
 ) -> ApiResult<Done> {
     s.handle.pn_decline(&b.id).await?;
     Ok(Json(Done { ok: true }))
+}
+
+async fn hand_off(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::HandOffBody>,
+) -> ApiResult<Done> {
+    let peer = b.peer.parse().map_err(bad)?;
+    s.handle.pn_hand_off(peer).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+async fn capability_match(
+    State(s): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<cpns_api::MatchQuery>,
+) -> ApiResult<cpns_api::MatchView> {
+    Ok(Json(s.handle.pn_match(&q.service).await?))
 }

@@ -49,6 +49,12 @@ impl Delivery {
     ) -> Result<FetchOutcome, OpError> {
         let shared = self.ctx();
         let me = shared.peer_id;
+        if self.inner.pn.view().mode == cpns_overlay::NodeMode::Gateway {
+            return Err(OpError::Conflict(
+                "a gateway-only node consumes no services (`cpns mode set gateway` to do so)"
+                    .into(),
+            ));
+        }
         let found = self.inner.services.get(service_id).await?;
         let desc: ServiceDescription = found.description;
         let offerer = match &desc.source {

@@ -197,19 +197,8 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
     let max_frame = CHUNK + 64;
     let reading = async {
         loop {
-            let mut len = [0u8; 4];
-            timed(input.read_exact(&mut len)).await.map_err(io_error)?;
-            let len = u32::from_be_bytes(len) as usize;
-            if len == 0 || len > max_frame {
-                return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
-            }
-            let mut flags = [0u8; 1];
-            timed(input.read_exact(&mut flags))
-                .await
-                .map_err(io_error)?;
-            let mut body = vec![0u8; len - 1];
-            timed(input.read_exact(&mut body)).await.map_err(io_error)?;
-            let last = flags[0] & 1 == 1;
+            // A whole frame within the idle bound: a stalled sender cannot hold the stream.
+            let (last, body) = timed(read_chunk_frame(input, max_frame)).await?;
             shared.metrics.bytes_received.inc_by(body.len() as u64);
             if tx.send((last, body)).await.is_err() || last {
                 // The consumer stopped (its error is the answer) or the content is complete.
@@ -249,6 +238,99 @@ impl From<std::io::Error> for OpError {
     fn from(e: std::io::Error) -> Self {
         io_error(e)
     }
+}
+
+/// Reads one chunk frame: `u32 BE length || flags || sealed bytes`, the length at most
+/// `max_frame`.
+async fn read_chunk_frame<R: AsyncRead + Unpin>(
+    input: &mut R,
+    max_frame: usize,
+) -> Result<(bool, Vec<u8>), OpError> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len).await.map_err(io_error)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > max_frame {
+        return Err(OpError::Refused(format!("bad chunk frame of {len} bytes")));
+    }
+    let mut flags = [0u8; 1];
+    input.read_exact(&mut flags).await.map_err(io_error)?;
+    let mut body = vec![0u8; len - 1];
+    input.read_exact(&mut body).await.map_err(io_error)?;
+    Ok((flags[0] & 1 == 1, body))
+}
+
+/// Decodes a whole delivery stream from untrusted bytes the way a receiver does: a [`Hello`]
+/// frame, an [`Opening`], then chunks, opened with `key` when the opening says they are
+/// sealed and `key` is given. Returns the content bytes read. For the fuzz targets and their
+/// regression tests (`fuzz/`); never panics on any input.
+pub fn decode_stream(bytes: &[u8], key: Option<&GroupKey>, sender: &PeerId) -> Result<u64, String> {
+    futures::executor::block_on(async {
+        let mut input = futures::io::Cursor::new(bytes);
+        let _hello: Hello = read_frame(&mut input).await.map_err(|e| e.to_string())?;
+        let opening: Opening = read_frame(&mut input).await.map_err(|e| e.to_string())?;
+        let key = key.filter(|_| opening.sealed.is_some());
+        let mut got = 0u64;
+        for index in 0u64.. {
+            let (last, mut body) = read_chunk_frame(&mut input, CHUNK + 64)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(k) = key {
+                k.open_chunk_in_place(sender, opening.stream_id, index, last, &mut body)
+                    .map_err(|e| e.to_string())?;
+            }
+            got += body.len() as u64;
+            if got > opening.length {
+                return Err("more content than announced".into());
+            }
+            if last {
+                return Ok(got);
+            }
+        }
+        Ok(got)
+    })
+}
+
+/// Encodes a delivery stream as [`decode_stream`] reads it (seed corpora of the fuzz targets).
+pub fn encode_stream(
+    pull_session: u64,
+    key: Option<&GroupKey>,
+    sender: &PeerId,
+    content: &[u8],
+    chunk: usize,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut frame = |bytes: Vec<u8>| {
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    };
+    let stream_id = 7;
+    let hello = codec::encode(&Hello::Pull {
+        session: pull_session,
+    })
+    .unwrap_or_default();
+    frame(hello);
+    let opening = Opening {
+        sealed: key.map(|k| (k.group().clone(), k.epoch())),
+        stream_id,
+        length: content.len() as u64,
+    };
+    frame(codec::encode(&opening).unwrap_or_default());
+    let mut pieces: Vec<&[u8]> = content.chunks(chunk.max(1)).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    let n = pieces.len();
+    for (index, piece) in pieces.into_iter().enumerate() {
+        let last = index + 1 == n;
+        let mut body = piece.to_vec();
+        if let Some(k) = key {
+            k.seal_chunk_in_place(sender, stream_id, index as u64, last, &mut body);
+        }
+        let mut f = vec![u8::from(last)];
+        f.extend_from_slice(&body);
+        frame(f);
+    }
+    out
 }
 
 pub(super) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(

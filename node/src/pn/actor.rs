@@ -343,6 +343,14 @@ impl Actor {
             (Some(Waiter::Answer(tx)), Reply::Message(message)) => {
                 let _ = tx.send(Answer { message, sent });
             }
+            // A peer's request that waited for a flow (a hand-off's take-over): its end.
+            (Some(Waiter::Answer(tx)), Reply::Pn(r)) => {
+                let message = match r {
+                    Ok(_) => Message::Ack,
+                    Err(e) => Message::error(ErrorCode::Conflict, e.to_string()),
+                };
+                let _ = tx.send(Answer { message, sent });
+            }
             (Some(Waiter::Answer(tx)), other) => {
                 let _ = tx.send(Answer {
                     message: Message::error(ErrorCode::Internal, format!("{other:?}")),

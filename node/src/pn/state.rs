@@ -72,11 +72,20 @@ pub(crate) fn pn_group(pn_id: &str) -> GroupId {
     GroupId(pn_id.to_string())
 }
 
+/// The gateway mode a setting asks for, if it asks for one.
+pub(crate) fn gateway_mode(setting: ModeSetting) -> Option<NodeMode> {
+    match setting {
+        ModeSetting::Gateway => Some(NodeMode::PneGateway),
+        ModeSetting::GatewayOnly => Some(NodeMode::Gateway),
+        ModeSetting::Auto | ModeSetting::Pne => None,
+    }
+}
+
 /// The owner's gateway preference under a mode setting.
 pub(crate) fn preference_of(config: &Config, setting: ModeSetting) -> GatewayPreference {
     match setting {
         ModeSetting::Pne => GatewayPreference::Never,
-        ModeSetting::Gateway => GatewayPreference::Always,
+        ModeSetting::Gateway | ModeSetting::GatewayOnly => GatewayPreference::Always,
         ModeSetting::Auto => config.gateway_preference.parse().unwrap_or_default(),
     }
 }
@@ -144,6 +153,11 @@ pub(super) enum Purpose {
         waiter: WaiterId,
     },
     /// A key push for a member, forwarded (5.6.6).
+    /// 5.6.9: the gateway hands its role to a member.
+    HandOff {
+        waiter: WaiterId,
+        target: PeerId,
+    },
     ForwardKeys {
         waiter: WaiterId,
     },
@@ -289,10 +303,7 @@ impl State {
         reader: Box<caps::Reader>,
     ) -> State {
         let mode_setting = env.config.mode;
-        let mut mode = match mode_setting {
-            ModeSetting::Gateway => NodeMode::PneGateway,
-            ModeSetting::Auto | ModeSetting::Pne => NodeMode::Pne,
-        };
+        let mut mode = gateway_mode(mode_setting).unwrap_or(NodeMode::Pne);
         let trust = enrolment
             .as_ref()
             .map(|e| Arc::new(Trust::new(e.ca, e.revocations.clone())));
@@ -371,7 +382,7 @@ impl State {
             self.admit_members(pn.members.values().map(|m| &m.info), fx);
         }
         let is_gateway = self.pn.as_ref().map(|p| p.membership.gateway) == Some(self.env.me)
-            || (self.pn.is_none() && self.mode_setting == ModeSetting::Gateway);
+            || (self.pn.is_none() && self.mode_setting.is_gateway());
         if is_gateway {
             self.start_establish(None, Vec::new(), fx);
         } else if self.pn.is_some() {
@@ -436,6 +447,7 @@ impl State {
             Op::Decline(id) => self.decline_op(&id, waiter, fx),
             Op::CredentialRenewed(c) => self.credential_renewed(*c, waiter, fx),
             Op::OwnServices(ids) => self.own_services_op(ids, waiter, fx),
+            Op::HandOff(target) => self.hand_off_op(target, waiter, fx),
         }
     }
 
@@ -493,6 +505,12 @@ impl State {
             PnMessage::ServicesUpdate { pn_id, services } => {
                 self.on_services_update(peer, &pn_id, services, fx)
             }
+            PnMessage::MembersUpdate {
+                pn_id,
+                members,
+                expelled,
+            } => self.on_members_update(peer, pn_id, members, expelled, fx),
+            PnMessage::HandOff { pn_id } => return self.on_hand_off(peer, pn_id, waiter, fx),
             other => Message::error(
                 ErrorCode::Unsupported,
                 format!("{} is not handled by the PN", other.name()),
@@ -625,6 +643,7 @@ impl State {
                 };
                 fx.resolve(waiter, Reply::Message(m));
             }
+            Purpose::HandOff { waiter, target } => self.handed_off(waiter, target, done, fx),
             Purpose::Heartbeat => {
                 let answered = matches!(done, Done::Heartbeat(true));
                 self.watch_gateway(answered, fx);

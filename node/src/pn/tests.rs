@@ -317,6 +317,7 @@ fn member(id: &PeerId, serial: u64) -> MemberInfo {
         listen_addrs: Vec::new(),
         serial,
         expires: NOW + 1000,
+        candidacy: None,
     }
 }
 

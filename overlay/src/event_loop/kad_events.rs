@@ -72,7 +72,7 @@ impl EventLoop {
                 {
                     Ok(record) => {
                         let key = record.key.clone();
-                        match kad.store_mut().put(record) {
+                        match kad.store_mut().put_remote(record) {
                             Ok(()) => Stats::inc(&self.stats.records_stored),
                             Err(e) => {
                                 self.stats.reject_record("store_full");
@@ -92,49 +92,57 @@ impl EventLoop {
                 }
             }
             kad::InboundRequest::AddProvider {
-                record: Some(mut record),
-            } => {
-                let source = record.provider;
-                // A provider in Kademlia client mode announces no addresses (it has no
-                // confirmed external one), and kad answers provider lookups only with
-                // addresses; without these it would drop such providers from every answer.
-                if record.addresses.is_empty()
-                    && let Some(state) = self.peers.get_mut(&source)
-                {
-                    record.addresses = state.listen_addrs.clone();
-                    // Identify has not arrived yet: store the record now and fill its
-                    // addresses in when it does, or the provider stays unfindable.
-                    if record.addresses.is_empty()
-                        && state.addressless_provided.len() < MAX_ADDRESSLESS_PROVIDED
-                        && !state.addressless_provided.contains(&record.key)
-                    {
-                        state.addressless_provided.push(record.key.clone());
-                    }
-                }
-                match self.config.validator.validate_provider(&source, &record) {
-                    Ok(()) => {
-                        if let Err(e) = self
-                            .swarm
-                            .behaviour_mut()
-                            .kad
-                            .store_mut()
-                            .add_provider(record)
-                        {
-                            self.stats.reject_record("store_full");
-                            debug!("provider not stored: {e}");
-                        }
-                    }
-                    Err(rejection) => {
-                        self.stats.reject_record(rejection.reason);
-                        self.emit(Event::RecordRejected {
-                            source: Some(source),
-                            reason: rejection.reason,
-                            detail: rejection.detail,
-                        });
-                    }
+                record: Some(record),
+            } if !self.hold_provider(&record) => self.provider_announced(record),
+            _ => {}
+        }
+    }
+
+    /// Judges a provider announcement (with the announcer's credential, if it presented one)
+    /// and stores it within the store's bounds.
+    pub(super) fn provider_announced(&mut self, mut record: kad::ProviderRecord) {
+        let source = record.provider;
+        // A provider in Kademlia client mode announces no addresses (it has no confirmed
+        // external one), and kad answers provider lookups only with addresses; without these
+        // it would drop such providers from every answer.
+        if record.addresses.is_empty()
+            && let Some(state) = self.peers.get_mut(&source)
+        {
+            record.addresses = state.listen_addrs.clone();
+            // Identify has not arrived yet: store the record now and fill its addresses in
+            // when it does, or the provider stays unfindable.
+            if record.addresses.is_empty()
+                && state.addressless_provided.len() < MAX_ADDRESSLESS_PROVIDED
+                && !state.addressless_provided.contains(&record.key)
+            {
+                state.addressless_provided.push(record.key.clone());
+            }
+        }
+        let credential = self
+            .peers
+            .get(&source)
+            .and_then(|s| s.credential.verified())
+            .copied();
+        match self
+            .config
+            .validator
+            .validate_provider(&source, &record, credential.as_ref())
+        {
+            Ok(()) => {
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                if let Err(refusal) = store.add_remote_provider(record) {
+                    self.stats.reject_record(refusal.reason());
+                    debug!(%source, "provider not stored: {}", refusal.reason());
                 }
             }
-            _ => {}
+            Err(rejection) => {
+                self.stats.reject_record(rejection.reason);
+                self.emit(Event::RecordRejected {
+                    source: Some(source),
+                    reason: rejection.reason,
+                    detail: rejection.detail,
+                });
+            }
         }
     }
 

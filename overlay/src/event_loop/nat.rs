@@ -365,7 +365,12 @@ impl EventLoop {
                     .peers
                     .get(&relay)
                     .and_then(|s| s.direct_outbound_addr())
-                    .or_else(|| named.iter().find(|a| crate::nat::is_global(a)).map(|a| (*a).clone()))
+                    .or_else(|| {
+                        named
+                            .iter()
+                            .find(|a| crate::nat::is_global(a))
+                            .map(|a| (*a).clone())
+                    })
                     .unwrap_or_else(|| named[0].clone());
                 (relay, addr)
             });

@@ -201,3 +201,50 @@ pub struct Capabilities {
     /// Increases with every change, so that a receiver keeps the newest.
     pub revision: u64,
 }
+
+/// What the gateway election (B.1 step 5) ranks a device by, in one small record: a member list
+/// carries it for every member (so that a failover ranks the members by the same rule), and a
+/// pairing derives it from the capabilities exchanged at steps 3-4.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidacy {
+    /// The device's credential allows the gateway mode.
+    pub allowed: bool,
+    /// The owner's preference.
+    pub preference: GatewayPreference,
+    /// On mains power.
+    pub mains: bool,
+    /// Reaches a WAN.
+    pub wan: bool,
+    /// Remaining battery in percent (100 on mains).
+    pub battery: u8,
+    /// Total memory in 256 MiB steps.
+    pub memory_steps: u64,
+    /// Logical CPUs.
+    pub cpu_cores: u16,
+}
+
+impl Candidacy {
+    /// The candidacy of a device with `caps`, whose credential does (`allowed`) or does not allow
+    /// the gateway mode.
+    pub fn of(caps: &Capabilities, allowed: bool) -> Candidacy {
+        let mains = caps.dynamic.power == PowerSource::Mains;
+        Candidacy {
+            allowed,
+            preference: caps.gateway_preference,
+            mains,
+            wan: caps.dynamic.wan,
+            battery: if mains {
+                100
+            } else {
+                caps.dynamic.battery_percent.unwrap_or(0).min(100)
+            },
+            memory_steps: caps.static_caps.memory_bytes / (256 * 1024 * 1024),
+            cpu_cores: caps.static_caps.cpu_cores,
+        }
+    }
+
+    /// Whether the device may win an election at all.
+    pub fn eligible(&self) -> bool {
+        self.allowed && self.preference != GatewayPreference::Never
+    }
+}

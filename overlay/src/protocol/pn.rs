@@ -80,6 +80,23 @@ pub enum PnMessage {
         /// Ids of the member's services (at most [`MAX_MEMBER_SERVICES`]).
         services: Vec<String>,
     },
+    /// The gateway's member list changed without a new key epoch (a member's candidacy or
+    /// information changed, a member was expelled by another admin): every member's view.
+    MembersUpdate {
+        /// The PN.
+        pn_id: PnId,
+        /// The members.
+        members: Vec<MemberInfo>,
+        /// Entities the PN expelled recently.
+        expelled: Vec<PeerId>,
+    },
+    /// The gateway hands its role to this member (5.6.9 "switch current PN GW to other PN
+    /// GW"): the receiver takes the role over (B.1 6, 8-17 with the take-over claim) and
+    /// answers once it is the gateway of record.
+    HandOff {
+        /// The PN.
+        pn_id: PnId,
+    },
 }
 
 /// Most services one member may list in the PN Inventory.
@@ -110,6 +127,8 @@ impl PnMessage {
             PnMessage::UsageReport(_) => "UsageReport",
             PnMessage::GatewayChanged { .. } => "PnGatewayChanged",
             PnMessage::ServicesUpdate { .. } => "PnServicesUpdate",
+            PnMessage::MembersUpdate { .. } => "PnMembersUpdate",
+            PnMessage::HandOff { .. } => "PnGatewayHandOff",
         }
     }
 }
@@ -198,6 +217,8 @@ pub struct MemberInfo {
     pub serial: u64,
     /// When its credential expires (Unix seconds): admissions end then.
     pub expires: UnixTime,
+    /// What a failover ranks it by (the election's rule), as the gateway last knew it.
+    pub candidacy: Option<super::Candidacy>,
 }
 
 /// What the PN Inventory holds of a member beyond [`MemberInfo`] (5.6.9): its current

@@ -325,6 +325,7 @@ impl State {
             listen_addrs: self.listen_addrs.clone(),
             serial: enrolment.credential.serial(),
             expires: enrolment.credential.body.expires,
+            candidacy: Some(self.own_candidacy(&self.caps)),
         };
         members.insert(
             me,
@@ -590,6 +591,10 @@ impl State {
                 .unwrap_or_default(),
             serial: a.setup.credential.serial(),
             expires: body.expires,
+            candidacy: Some(cpns_overlay::Candidacy::of(
+                &a.setup.capabilities,
+                body.modes.contains(cpns_keys::Mode::Gateway),
+            )),
         };
         let mut members = self.member_infos();
         members.retain(|m| m.peer_id != peer);
@@ -1118,8 +1123,16 @@ impl State {
         }
         m.info.mode = caps.mode;
         m.caps = Some(caps.clone());
+        let allowed = m.info.candidacy.as_ref().is_some_and(|c| c.allowed);
+        let candidacy = Some(cpns_overlay::Candidacy::of(&caps, allowed));
+        let candidacy_changed = m.info.candidacy != candidacy;
+        m.info.candidacy = candidacy;
         self.persist_member(&peer, fx);
         fx.changed();
+        if candidacy_changed {
+            // Every member ranks the others by it in a failover: their lists follow.
+            self.send_members_update(fx);
+        }
         let status = self
             .pn
             .as_ref()
@@ -1139,6 +1152,28 @@ impl State {
             "capabilities",
             fx,
         );
+    }
+
+    /// Sends every member the member list (no new key): a change of a member's candidacy or
+    /// information, or of the expelled entities.
+    pub(super) fn send_members_update(&self, fx: &mut Fx) {
+        let Some(pn_id) = self.pn_id() else { return };
+        if !self.is_pn_gateway() {
+            return;
+        }
+        let me = self.me();
+        let members = self.member_infos();
+        let expelled: Vec<PeerId> = self.expelled.iter().copied().collect();
+        for m in members.iter().filter(|m| m.peer_id != me) {
+            fx.send(
+                m.peer_id,
+                Message::Pn(PnMessage::MembersUpdate {
+                    pn_id: pn_id.clone(),
+                    members: members.clone(),
+                    expelled: expelled.clone(),
+                }),
+            );
+        }
     }
 
     /// Tells the gateway this node's services (a PNE), or records them (the gateway).

@@ -409,6 +409,52 @@ impl State {
         Message::Ack
     }
 
+    /// The gateway's member list without a new key (candidacies, information, expulsions).
+    pub(super) fn on_members_update(
+        &mut self,
+        peer: PeerId,
+        pn_id: String,
+        members: Vec<cpns_overlay::MemberInfo>,
+        expelled: Vec<PeerId>,
+        fx: &mut Fx,
+    ) -> Message {
+        let ok = self
+            .pn
+            .as_ref()
+            .is_some_and(|p| p.membership.gateway == peer && p.membership.pn_id == pn_id);
+        if !ok {
+            return Message::error(ErrorCode::Forbidden, "not this node's gateway");
+        }
+        let old = self.pn.clone();
+        let members = members_from(&members, old.as_deref());
+        if let Some(old) = &old {
+            for gone in old.members.keys().filter(|p| !members.contains_key(p)) {
+                self.unadmit_former(gone, fx);
+            }
+        }
+        if let Some(p) = self.pn_mut() {
+            p.members = members;
+        }
+        let expelled: Vec<PeerId> = expelled.into_iter().take(MAX_EXPELLED).collect();
+        for e in &expelled {
+            if !self.expelled.contains(e) {
+                fx.push(Effect::Refuse {
+                    peer: *e,
+                    code: ErrorCode::Forbidden,
+                });
+                Arc::make_mut(&mut self.peers).remove(e);
+            }
+        }
+        self.expelled = Arc::new(expelled.into_iter().collect());
+        self.persist_expelled(fx);
+        self.persist_inventory(fx);
+        let infos = self.member_infos();
+        self.admit_members(infos.iter(), fx);
+        self.gateway_heard = fx.now;
+        fx.changed();
+        Message::Ack
+    }
+
     /// Keys forwarded by the gateway from `cpns-auth` (5.6.6 push).
     pub(super) fn on_key_forward(
         &mut self,

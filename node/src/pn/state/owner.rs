@@ -169,15 +169,61 @@ impl State {
         fx.changed();
     }
 
-    /// Changes the mode setting at run time (5.6.9 "request to change its Mode"). Becoming a
-    /// gateway sets a PN up with `cpns-auth`, or, on a PNE of a PN, takes that PN's gateway role
-    /// over (a planned gateway switch); a gateway that runs a PN cannot become a plain PNE
-    /// until the PN is released.
+    /// Changes the mode setting at run time (5.6.9 "request to change its Mode"), from a PNE
+    /// or from the gateway. Becoming a gateway sets a PN up with `cpns-auth`, or, on a PNE of a
+    /// PN, takes that PN's gateway role over (a planned gateway switch). The gateway of a PN
+    /// that becomes a PNE first hands its role to the member the election ranks first (the PN
+    /// keeps running and its key epoch continues); with no member that may be a gateway, it
+    /// stays the gateway. `gateway-only` and `gateway` switch between each other in place.
     pub(super) fn set_mode_op(&mut self, setting: ModeSetting, waiter: WaiterId, fx: &mut Fx) {
         let in_pn = self.pn.is_some();
         let gateway_of_pn = self.is_pn_gateway();
         match setting {
-            ModeSetting::Gateway if in_pn && !gateway_of_pn => {
+            s if s.is_gateway() && in_pn && gateway_of_pn => {
+                // gateway <-> gateway-only: the same role, with or without the PNE part.
+                self.mode_setting = setting;
+                self.take_gateway_role(fx);
+                let me = self.me();
+                let mode = self.mode;
+                if let Some(m) = self.pn_mut().and_then(|p| p.members.get_mut(&me)) {
+                    m.info.mode = mode;
+                }
+                self.persist_member(&me, fx);
+                self.send_members_update(fx);
+                fx.resolve(waiter, Reply::Done(Ok(())));
+            }
+            ModeSetting::Pne | ModeSetting::Auto if gateway_of_pn => {
+                let me = self.me();
+                let candidates: Vec<(PeerId, cpns_overlay::Candidacy)> = self
+                    .pn
+                    .as_ref()
+                    .map(|p| {
+                        p.members
+                            .values()
+                            .filter(|m| m.info.peer_id != me)
+                            .filter_map(|m| Some((m.info.peer_id, m.info.candidacy.clone()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if setting == ModeSetting::Auto {
+                    self.mode_setting = setting;
+                    return fx.resolve(waiter, Reply::Done(Ok(())));
+                }
+                match super::super::election::rank(&candidates).first() {
+                    Some(best) => {
+                        self.mode_setting = setting;
+                        self.hand_off_op(*best, waiter, fx);
+                    }
+                    None => fx.resolve(
+                        waiter,
+                        Reply::Done(Err(OpError::Conflict(
+                            "no other member may be the PN's gateway: this node stays one while the PN runs"
+                                .into(),
+                        ))),
+                    ),
+                }
+            }
+            s if s.is_gateway() && in_pn && !gateway_of_pn => {
                 // A planned gateway switch: this member takes the role over, the others (the
                 // old gateway too) re-join through it.
                 // The waiter is resolved (with the PN id) when the take-over ends.
@@ -187,11 +233,9 @@ impl State {
                     return fx.resolve(waiter, Reply::Done(Err(e)));
                 }
             }
-            ModeSetting::Gateway => {
+            ModeSetting::Gateway | ModeSetting::GatewayOnly => {
                 self.mode_setting = setting;
-                if !self.mode.is_gateway() {
-                    self.take_gateway_role(fx);
-                }
+                self.take_gateway_role(fx);
                 if !in_pn && self.enrolment.is_some() {
                     self.start_establish(None, vec![waiter], fx);
                 } else {
@@ -199,15 +243,6 @@ impl State {
                 }
             }
             ModeSetting::Pne => {
-                if gateway_of_pn {
-                    return fx.resolve(
-                        waiter,
-                        Reply::Done(Err(OpError::Conflict(
-                            "this node is the gateway of its PN: it stays one while the PN runs"
-                                .into(),
-                        ))),
-                    );
-                }
                 self.mode_setting = setting;
                 self.mode = NodeMode::Pne;
                 self.caps.mode = NodeMode::Pne;

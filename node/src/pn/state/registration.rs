@@ -427,16 +427,18 @@ impl State {
             // A configured gateway without its PN yet: it sets it up; the peer joins when told.
             return Decision::plain("gateway");
         }
-        // Step 5: the election, on the capabilities of steps 3-4.
+        // Step 5: the election, on the capabilities of steps 3-4 and both credentials.
         let me = self.me();
+        let mine = self.own_candidacy(my_caps);
+        let theirs_c = cpns_overlay::Candidacy::of(their_caps, theirs.may_be_gateway);
         let winner = elect(
             Candidate {
                 peer: &me,
-                caps: my_caps,
+                candidacy: &mine,
             },
             Candidate {
                 peer: &peer,
-                caps: their_caps,
+                candidacy: &theirs_c,
             },
         )
         .copied();
@@ -728,6 +730,16 @@ impl State {
         fx.resolve(waiter, Reply::Done(r));
     }
 
+    /// This node's candidacy (the election's facts) with `caps`.
+    pub(super) fn own_candidacy(&self, caps: &Capabilities) -> cpns_overlay::Candidacy {
+        let allowed = self
+            .enrolment
+            .as_ref()
+            .is_some_and(|e| e.credential.body.modes.contains(Mode::Gateway))
+            && self.mode_setting != crate::config::ModeSetting::Pne;
+        cpns_overlay::Candidacy::of(caps, allowed)
+    }
+
     /// Whether this node may act as a gateway: its credential allows it and its owner did
     /// not say `never`.
     pub(super) fn may_be_gateway(&self) -> bool {
@@ -742,9 +754,7 @@ impl State {
 
     /// Step 6 (and a take-over): gateway mode, a DHT server.
     pub(super) fn take_gateway_role(&mut self, fx: &mut Fx) {
-        if self.mode == NodeMode::Pne {
-            self.mode = NodeMode::PneGateway;
-        }
+        self.mode = super::gateway_mode(self.mode_setting).unwrap_or(NodeMode::PneGateway);
         self.caps.mode = self.mode;
         self.caps.gateway_preference = self.preference();
         fx.push(Effect::KadMode(cpns_overlay::KadMode::Server));

@@ -17,6 +17,8 @@
 use std::time::Duration;
 
 use cpns_overlay::{AuthMessage, ErrorCode, KadMode, Message, Multiaddr, NodeMode, PnMessage};
+
+use super::super::Reply;
 use libp2p::PeerId;
 
 use super::super::effect::{Done, Effect, Fx, Job};
@@ -90,7 +92,7 @@ impl State {
 
     /// Back to PNE mode after a failed take-over, or when another node is the gateway now.
     pub(super) fn step_down(&mut self, fx: &mut Fx) {
-        if self.mode_setting == ModeSetting::Gateway {
+        if self.mode_setting.is_gateway() {
             self.mode_setting = ModeSetting::Auto;
         }
         self.mode = NodeMode::Pne;
@@ -300,11 +302,40 @@ impl State {
             tracing::info!(gateway = %silent, "the gateway answers again; no failover");
             return self.failover_end(fx);
         }
-        let mut ranked: Vec<PeerId> = members.into_iter().filter(|m| *m != silent).collect();
-        ranked.sort_by_key(|p| p.to_bytes());
-        let Some(rank) = ranked.iter().position(|p| *p == self.me()) else {
+        // The members the server lists, ranked by the election's rule from the candidacies in
+        // this node's member list (its own from its current capabilities); a member that may
+        // not be a gateway, or whose candidacy is unknown here, is skipped.
+        let me = self.me();
+        if !members.contains(&me) {
             tracing::warn!("gateway failover: no longer a member of the PN");
             return self.failover_end(fx);
+        }
+        let candidates: Vec<(PeerId, cpns_overlay::Candidacy)> = members
+            .iter()
+            .filter(|m| **m != silent)
+            .filter_map(|m| {
+                if *m == me {
+                    return Some((me, self.own_candidacy(&self.caps)));
+                }
+                let c = self.pn.as_ref()?.members.get(m)?.info.candidacy.clone()?;
+                Some((*m, c))
+            })
+            .collect();
+        let ranked = super::super::election::rank(&candidates);
+        let Some(rank) = ranked.iter().position(|p| *p == me) else {
+            // This node may not be the gateway: it waits for one of those that may.
+            tracing::info!(
+                "gateway failover: this node may not be a gateway; waiting for another member"
+            );
+            if round + 1 >= MAX_ROUNDS {
+                return self.failover_end(fx);
+            }
+            if let Some(f) = self.failover.as_mut() {
+                f.round += 1;
+            }
+            let step = Duration::from_secs(self.env.config.status.heartbeat_secs.max(1));
+            self.spawn(Purpose::FailoverWait, Job::Sleep(step), fx);
+            return;
         };
         if round >= rank && self.may_be_gateway() {
             self.failover_end(fx);
@@ -322,5 +353,92 @@ impl State {
         }
         let step = Duration::from_secs(self.env.config.status.heartbeat_secs.max(1));
         self.spawn(Purpose::FailoverWait, Job::Sleep(step), fx);
+    }
+}
+
+impl State {
+    /// The gateway hands its role to `target` (5.6.9 "switch current PN GW to other PN GW",
+    /// started by the gateway): the target takes the role over with the server's agreement
+    /// (steps 6 and 8-17 with the take-over claim) and answers once it is the gateway of
+    /// record; the members (this node too) then follow it, and the key epoch continues.
+    pub(super) fn hand_off_op(&mut self, target: PeerId, waiter: u64, fx: &mut Fx) {
+        let err = |m: &str| Reply::Done(Err(OpError::Conflict(m.into())));
+        let Some(pn) = self.pn.clone() else {
+            return fx.resolve(waiter, err("not in a PN"));
+        };
+        if pn.membership.gateway != self.me() {
+            return fx.resolve(waiter, err("only the PN's gateway hands its role over"));
+        }
+        let Some(m) = pn.members.get(&target) else {
+            return fx.resolve(
+                waiter,
+                Reply::Done(Err(OpError::NotFound(format!("{target} is not a member")))),
+            );
+        };
+        if !m.info.candidacy.as_ref().is_some_and(|c| c.eligible()) {
+            return fx.resolve(
+                waiter,
+                err("that member may not be a gateway (its credential or its preference)"),
+            );
+        }
+        let me = self.me();
+        self.trace(
+            GW_SWITCH,
+            5,
+            &me,
+            &target,
+            "PnGatewayHandOff",
+            pn.membership.pn_id.clone(),
+        );
+        self.spawn(
+            Purpose::HandOff { waiter, target },
+            Job::Request {
+                peer: target,
+                message: Message::Pn(PnMessage::HandOff {
+                    pn_id: pn.membership.pn_id.clone(),
+                }),
+            },
+            fx,
+        );
+    }
+
+    /// The hand-off's answer: the target is the gateway of record now (its announcement makes
+    /// this node re-join it), or it could not take over.
+    pub(super) fn handed_off(&mut self, waiter: u64, target: PeerId, done: Done, fx: &mut Fx) {
+        let r = match done {
+            Done::Answer(Ok(_)) => {
+                tracing::info!(%target, "the gateway role was handed over");
+                Ok(())
+            }
+            Done::Answer(Err(e)) => Err(super::peer_error("hand-off", e)),
+            other => Err(unexpected(&other)),
+        };
+        fx.resolve(waiter, Reply::Done(r));
+    }
+
+    /// A member asked by its gateway to take the role over.
+    pub(super) fn on_hand_off(
+        &mut self,
+        peer: PeerId,
+        pn_id: String,
+        waiter: u64,
+        fx: &mut Fx,
+    ) -> Option<Message> {
+        let ok = self
+            .pn
+            .as_ref()
+            .is_some_and(|p| p.membership.gateway == peer && p.membership.pn_id == pn_id);
+        if !ok {
+            return Some(Message::error(
+                ErrorCode::Forbidden,
+                "not this node's gateway",
+            ));
+        }
+        let me = self.me();
+        self.trace(GW_SWITCH, 5, &peer, &me, "PnGatewayHandOff", pn_id);
+        match self.take_over(vec![waiter], fx) {
+            Ok(()) => None,
+            Err(e) => Some(Message::error(ErrorCode::Conflict, e.to_string())),
+        }
     }
 }

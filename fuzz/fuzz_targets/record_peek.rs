@@ -1,0 +1,6 @@
+#![no_main]
+//! `record_peek`: see `cpns::fuzzing::run` for what it decodes.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    cpns::fuzzing::run("record_peek", data);
+});
