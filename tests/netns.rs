@@ -13,60 +13,16 @@
 #[path = "util.rs"]
 mod util;
 
+#[path = "netns_util.rs"]
+mod netns_util;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-/// Namespaces and links made by one test; deleted on drop, whatever happened.
-struct Lan {
-    names: Vec<String>,
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// Processes started in the namespaces; killed on drop.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output()?;
-    if !out.status.success() {
-        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// Whether this machine can run namespace tests; the reason if not.
-fn unavailable() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("not root".into());
-    }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "`ip netns` fails: {}",
-            String::from_utf8_lossy(&o.stderr)
-        )),
-        Err(e) => Some(format!("no `ip` command: {e}")),
-    }
-}
+use netns_util::{Lan, Procs, output_in, run, spawn_in, status, unavailable, wait_for};
 
 /// Two namespaces `a` and `b` on one /24, joined by a veth pair.
 fn two_hosts(tag: &str, net: u8) -> Result<(Lan, String, String)> {
@@ -100,66 +56,6 @@ fn two_hosts(tag: &str, net: u8) -> Result<(Lan, String, String)> {
         run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
     Ok((lan, a, b))
-}
-
-fn spawn_in(
-    ns: &str,
-    bin: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    log: &Path,
-) -> Result<Child> {
-    let log = std::fs::File::create(log)?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(bin).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Ok(cmd
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?)
-}
-
-fn output_in(ns: &str, bin: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(bin)
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "{} {args:?}: {}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Waits (bounded) for `check` to return Some.
-fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn status(ns: &str, dir: &Path) -> Option<serde_json::Value> {
-    let out = output_in(
-        ns,
-        &util::bin("cpns"),
-        &["--data-dir", dir.to_str()?, "status", "--json"],
-    )
-    .ok()?;
-    serde_json::from_str(&out).ok()
 }
 
 struct Site {

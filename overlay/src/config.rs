@@ -54,6 +54,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long an idle connection is kept. Default: 60 s.
     pub idle_timeout: Duration,
+    /// Longest time to set one connection up (transport, security, multiplexing), after
+    /// which the dial fails. Default: 8 s: below AutoNAT v2's 10 s request limit, so that a
+    /// dial-back into a NAT that drops unasked packets silently (most home routers) fails in
+    /// time and the device learns it is not reachable; with libp2p's 10 s the probe timed out
+    /// unanswered and was retried forever (reachability stayed `unknown`).
+    pub connection_timeout: Duration,
     /// Ping interval (liveness and RTT). Default: 15 s.
     pub ping_interval: Duration,
     /// How often the routing table is refreshed with a Kademlia bootstrap, when it holds any
@@ -261,6 +267,7 @@ impl Default for Config {
             frame_budget: crate::codec::DEFAULT_FRAME_BUDGET,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            connection_timeout: Duration::from_secs(8),
             ping_interval: Duration::from_secs(15),
             bootstrap_interval: Duration::from_secs(300),
             command_capacity: 1024,

@@ -137,6 +137,7 @@ pub async fn new(
                         c
                     }
                 })
+                .with_connection_timeout(config.connection_timeout)
                 .build()
         };
     }
