@@ -97,7 +97,16 @@ fn internet(tag: &str, nat: Nat) -> Result<Internet> {
         ])?;
         for (ns, dev, ip) in [(a, dev_a, ip_a), (b, dev_b, ip_b)] {
             run(&["ip", "link", "set", dev, "netns", ns])?;
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev])?;
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ])?;
             run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
         }
         anyhow::Ok(())
@@ -141,7 +150,13 @@ fn internet(tag: &str, nat: Nat) -> Result<Internet> {
             &format!("10.231.{i}.1"),
         ])?;
         run(&[
-            "ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+            "ip",
+            "netns",
+            "exec",
+            r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
         ])?;
         let masquerade = match nat {
             Nat::PortPreserving => "masquerade",
@@ -357,15 +372,19 @@ fn form_pn(c: &Community) -> Result<(String, String, Instant)> {
     let paired = Instant::now();
     c.cpns(1, &["pair", &code])
         .with_context(|| format!("cpns pair through the relay\n{}", c.logs()))?;
-    wait_for(Duration::from_secs(60), "the PN to form across NATs", || {
-        let a = c.status(0)?;
-        let b = c.status(1)?;
-        (a["pn_id"].is_string()
-            && a["pn_id"] == b["pn_id"]
-            && b["gateway"] == gw_id.as_str()
-            && a["members"].as_array()?.len() == 2)
-            .then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the PN to form across NATs",
+        || {
+            let a = c.status(0)?;
+            let b = c.status(1)?;
+            (a["pn_id"].is_string()
+                && a["pn_id"] == b["pn_id"]
+                && b["gateway"] == gw_id.as_str()
+                && a["members"].as_array()?.len() == 2)
+                .then_some(())
+        },
+    )
     .with_context(|| c.logs())?;
     eprintln!("PN formed {:?} after pairing began", paired.elapsed());
     Ok((gw_id, pne_id, paired))
@@ -428,10 +447,14 @@ fn two_homes_behind_nat_pair_through_the_relay_then_punch_a_hole() -> Result<()>
     }
     let c = community(&tag(0), Nat::PortPreserving)?;
     let (gw_id, pne_id, paired) = form_pn(&c)?;
-    let direct = wait_for(Duration::from_secs(60), "a direct path by hole punching", || {
-        (path_to(&c, 1, &gw_id)? == "direct" && path_to(&c, 0, &pne_id)? == "direct")
-            .then(|| paired.elapsed())
-    })
+    let direct = wait_for(
+        Duration::from_secs(60),
+        "a direct path by hole punching",
+        || {
+            (path_to(&c, 1, &gw_id)? == "direct" && path_to(&c, 0, &pne_id)? == "direct")
+                .then(|| paired.elapsed())
+        },
+    )
     .with_context(|| c.logs())?;
     eprintln!("MEASURED: path direct {direct:?} after pairing began (relayed until then)");
     let ping = c.cpns(1, &["ping", &gw_id])?;

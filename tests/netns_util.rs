@@ -118,4 +118,3 @@ pub fn status(ns: &str, dir: &Path) -> Option<serde_json::Value> {
     .ok()?;
     serde_json::from_str(&out).ok()
 }
-
