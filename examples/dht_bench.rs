@@ -80,6 +80,9 @@ struct Args {
     /// Bound of the whole run, in seconds.
     #[arg(long, default_value_t = 300)]
     max_secs: u64,
+    /// Listen on QUIC (`/udp/0/quic-v1`) instead of TCP + noise + yamux.
+    #[arg(long)]
+    quic: bool,
 }
 
 /// Bound of one operation.
@@ -188,6 +191,9 @@ async fn run(args: Args) -> Result<()> {
                 args.nodes
             );
         }
+    }
+    if args.quic {
+        overlay.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
     }
     if let Some(c) = args.max_conns {
         overlay.max_connections = c;

@@ -402,6 +402,9 @@ impl Device {
                 bytes: 1,
                 capabilities: cpns_overlay::Capabilities::default(),
                 status: cpns_overlay::Status::Online,
+                samples: Default::default(),
+                variant: None,
+                ended: "completed".into(),
             })
             .collect();
         let t = transcript::usage_report(&me, sequence, &records);

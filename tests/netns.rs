@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netns_util::{Lan, Procs, output_in, run, spawn_in, unavailable, wait_for};
-
 use anyhow::{Context, Result, bail, ensure};
+
+use netns_util::{Lan, Procs, output_in, run, spawn_in, status, unavailable, wait_for};
 
 /// Two namespaces `a` and `b` on one /24, joined by a veth pair.
 fn two_hosts(tag: &str, net: u8) -> Result<(Lan, String, String)> {
@@ -59,16 +59,6 @@ fn two_hosts(tag: &str, net: u8) -> Result<(Lan, String, String)> {
         run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
     Ok((lan, a, b))
-}
-
-fn status(ns: &str, dir: &Path) -> Option<serde_json::Value> {
-    let out = output_in(
-        ns,
-        &util::bin("cpns"),
-        &["--data-dir", dir.to_str()?, "status", "--json"],
-    )
-    .ok()?;
-    serde_json::from_str(&out).ok()
 }
 
 struct Site {

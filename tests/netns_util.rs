@@ -1,6 +1,6 @@
 //! Network-namespace scaffolding shared by the namespace test targets (`tests/netns.rs`,
-//! `tests/netns_forward.rs`): namespaces and processes that clean up after themselves, and
-//! commands run inside a namespace.
+//! `tests/netns_forward.rs`, `tests/netns_nat.rs`): namespaces deleted and processes killed on
+//! drop, commands run inside a namespace, bounded waits.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+
+use crate::util;
 
 /// Namespaces and links made by one test; deleted on drop, whatever happened.
 pub struct Lan {
@@ -106,4 +108,14 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+pub fn status(ns: &str, dir: &Path) -> Option<serde_json::Value> {
+    let out = output_in(
+        ns,
+        &util::bin("cpns"),
+        &["--data-dir", dir.to_str()?, "status", "--json"],
+    )
+    .ok()?;
+    serde_json::from_str(&out).ok()
 }

@@ -25,6 +25,7 @@ mod groups;
 mod hostile;
 mod liveness;
 mod metrics;
+mod nat;
 mod node;
 mod overlay;
 mod pn_admin;

@@ -37,6 +37,10 @@ pub fn bin(name: &str) -> std::path::PathBuf {
                 "--bins",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // Cargo sets CARGO_MANIFEST_DIR for the test; ring's build script tracks it, so a
+            // cargo run with it set rebuilt ring and everything above it (QUIC, TLS, noise,
+            // the workspace) every time after a top-level build: minutes inside a test.
+            .env_remove("CARGO_MANIFEST_DIR")
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if status.success() {

@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Port of the admin endpoint on 127.0.0.1 (0: any free port).
     #[arg(long, value_name = "PORT")]
     admin_port: Option<u16>,
+    /// Relay for devices behind NAT (circuit relay v2), as `relay = true` in the config.
+    #[arg(long)]
+    relay: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +252,9 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(port) = args.admin_port {
         config.admin_port = port;
+    }
+    if args.relay {
+        config.relay = true;
     }
     config.validate()?;
     let server = Server::start(config)

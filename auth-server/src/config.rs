@@ -93,6 +93,27 @@ pub struct Config {
     /// Default: 400 days (a year of billing and a month to export it).
     #[serde(with = "duration_text")]
     pub usage_retention: Duration,
+    /// Serve as the community's circuit relay (v2): devices behind NAT hold a slot here and
+    /// are reached through it until hole punching gives a direct path (or for good, behind a
+    /// symmetric NAT). The relay hands out `advertise`, or else the listen addresses that are
+    /// not loopback. Default: false.
+    pub relay: bool,
+    /// Most reservations the relay holds. Default: 128.
+    pub relay_max_reservations: usize,
+    /// Most reservations per device. Default: 2.
+    pub relay_max_reservations_per_peer: usize,
+    /// Most relayed connections at once. Default: 64.
+    pub relay_max_circuits: usize,
+    /// Most relayed connections per device. Default: 8.
+    pub relay_max_circuits_per_peer: usize,
+    /// Longest life of one relayed connection. Default: 30 min.
+    #[serde(with = "duration_text")]
+    pub relay_max_circuit_duration: Duration,
+    /// Most bytes one relayed connection carries, both directions, in MiB. Default: 64.
+    pub relay_max_circuit_mib: u64,
+    /// Answer AutoNAT probes: dial back a device's address (from a new port) so that it
+    /// learns whether it is reachable from outside. Default: true.
+    pub autonat_server: bool,
 }
 
 impl Default for Config {
@@ -122,6 +143,14 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             max_usage_records_per_day: 10_000,
             usage_retention: Duration::from_secs(400 * 86_400),
+            relay: false,
+            relay_max_reservations: 128,
+            relay_max_reservations_per_peer: 2,
+            relay_max_circuits: 64,
+            relay_max_circuits_per_peer: 8,
+            relay_max_circuit_duration: Duration::from_secs(30 * 60),
+            relay_max_circuit_mib: 64,
+            autonat_server: true,
         }
     }
 }
@@ -173,6 +202,30 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             ..Self::default()
+        }
+    }
+
+    /// The overlay's NAT settings for the server: an AutoNAT server, and the relay role when
+    /// `relay` is on (always: the server's host is the reachable one).
+    pub fn nat(&self) -> cpns_overlay::NatConfig {
+        cpns_overlay::NatConfig {
+            autonat_server: self.autonat_server,
+            relay_server: if self.relay {
+                cpns_overlay::RelayServerMode::Always
+            } else {
+                cpns_overlay::RelayServerMode::Off
+            },
+            relay_limits: cpns_overlay::RelayLimits {
+                max_reservations: self.relay_max_reservations,
+                max_reservations_per_peer: self.relay_max_reservations_per_peer,
+                max_circuits: self.relay_max_circuits,
+                max_circuits_per_peer: self.relay_max_circuits_per_peer,
+                max_circuit_duration: self.relay_max_circuit_duration,
+                max_circuit_bytes: self.relay_max_circuit_mib << 20,
+                ..cpns_overlay::RelayLimits::default()
+            },
+            hole_punching: false,
+            ..cpns_overlay::NatConfig::default()
         }
     }
 
@@ -308,10 +361,29 @@ impl Config {
             ("max_concurrent_requests", self.max_concurrent_requests),
             ("max_groups_per_entity", self.max_groups_per_entity),
             ("max_group_members", self.max_group_members),
+            ("relay_max_reservations", self.relay_max_reservations),
+            (
+                "relay_max_reservations_per_peer",
+                self.relay_max_reservations_per_peer,
+            ),
+            ("relay_max_circuits", self.relay_max_circuits),
+            (
+                "relay_max_circuits_per_peer",
+                self.relay_max_circuits_per_peer,
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1");
             }
+        }
+        within(
+            "relay_max_circuit_duration",
+            self.relay_max_circuit_duration,
+            s(1),
+            s(u64::from(u32::MAX)),
+        )?;
+        if !(1..=1 << 20).contains(&self.relay_max_circuit_mib) {
+            return bad("relay_max_circuit_mib", "must be between 1 and 1048576");
         }
         if !(64 * 1024..=16 * 1024 * 1024).contains(&self.max_frame) {
             return bad("max_frame", "must be between 65536 and 16777216 bytes");

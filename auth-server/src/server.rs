@@ -71,6 +71,7 @@ impl Server {
             request_timeout: config.request_timeout,
             event_capacity: 4096,
             agent: format!("cpns-auth/{}", env!("CARGO_PKG_VERSION")),
+            nat: config.nat(),
             ..cpns_overlay::Config::default()
         };
         let (client, events, event_loop) = cpns_overlay::new(overlay_config, &core.server).await?;
@@ -79,6 +80,12 @@ impl Server {
         tasks.spawn(event_loop.run(cancel.child_token()));
 
         let listen_addrs = client.listen_addrs().await?;
+        if config.relay {
+            for addr in relay_addrs(&config.advertise, &listen_addrs) {
+                info!(%addr, "relaying for devices behind NAT at");
+                client.add_external_address(addr).await?;
+            }
+        }
         *core.listen_addrs.write().unwrap_or_else(|p| p.into_inner()) = listen_addrs.clone();
         let addrs = listen_addrs.clone();
         core.commit(|_| {
@@ -467,5 +474,25 @@ async fn gc(core: Arc<Core>, cancel: CancellationToken) {
                 core.metrics.sessions.set(core.authn.session_count(now) as i64);
             }
         }
+    }
+}
+
+/// The addresses the relay hands out: the advertised ones, or else the listen addresses that
+/// are not loopback (all of them when only loopback is listened on: a developer's machine).
+fn relay_addrs(advertise: &[Multiaddr], listen: &[Multiaddr]) -> Vec<Multiaddr> {
+    if !advertise.is_empty() {
+        return advertise.to_vec();
+    }
+    let is_loopback = |a: &Multiaddr| {
+        matches!(
+            a.iter().next(),
+            Some(MaProtocol::Ip4(ip)) if ip.is_loopback()
+        ) || matches!(a.iter().next(), Some(MaProtocol::Ip6(ip)) if ip.is_loopback())
+    };
+    let outside: Vec<Multiaddr> = listen.iter().filter(|a| !is_loopback(a)).cloned().collect();
+    if outside.is_empty() {
+        listen.to_vec()
+    } else {
+        outside
     }
 }

@@ -116,6 +116,168 @@ pub struct CapabilitiesConfig {
     pub chipsets: Option<Vec<String>>,
 }
 
+/// On, off, or decided by the node (`auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// The node decides (see the key's documentation).
+    #[default]
+    Auto,
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl FromStr for Switch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" | "true" => Ok(Self::On),
+            "off" | "false" => Ok(Self::Off),
+            other => Err(format!("expected auto, on or off, got {other:?}")),
+        }
+    }
+}
+
+/// When this node relays for others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayRole {
+    /// While it is a gateway (a DHT server) with a confirmed public address.
+    #[default]
+    Auto,
+    /// Whenever it has a confirmed public address, also as a PNE.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// What this node grants as a relay (5.6.7 traffic of households that cannot reach each
+/// other directly passes through it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayLimitsConfig {
+    /// Most reservations held for other nodes. Default: 128.
+    pub max_reservations: usize,
+    /// Most reservations per node. Default: 2.
+    pub max_reservations_per_peer: usize,
+    /// Most relayed connections at once. Default: 64.
+    pub max_circuits: usize,
+    /// Most relayed connections per node. Default: 8.
+    pub max_circuits_per_peer: usize,
+    /// Longest life of one relayed connection, in seconds (then the nodes open a new one).
+    /// Default: 1800.
+    pub max_circuit_secs: u64,
+    /// Most bytes one relayed connection carries, both directions, in MiB. Default: 64.
+    pub max_circuit_mib: u64,
+}
+
+impl Default for RelayLimitsConfig {
+    fn default() -> Self {
+        let l = cpns_overlay::RelayLimits::default();
+        Self {
+            max_reservations: l.max_reservations,
+            max_reservations_per_peer: l.max_reservations_per_peer,
+            max_circuits: l.max_circuits,
+            max_circuits_per_peer: l.max_circuits_per_peer,
+            max_circuit_secs: l.max_circuit_duration.as_secs(),
+            max_circuit_mib: l.max_circuit_bytes >> 20,
+        }
+    }
+}
+
+impl RelayLimitsConfig {
+    /// The overlay's limits.
+    pub fn to_overlay(&self) -> cpns_overlay::RelayLimits {
+        cpns_overlay::RelayLimits {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: std::time::Duration::from_secs(self.max_circuit_secs),
+            max_circuit_bytes: self.max_circuit_mib << 20,
+            ..cpns_overlay::RelayLimits::default()
+        }
+    }
+
+    /// Checks the limits; the error names the key under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.max_circuit_secs == 0 || self.max_circuit_secs > u64::from(u32::MAX) {
+            return Err(invalid(
+                &format!("{prefix}.max_circuit_secs"),
+                "must be between 1 and 4294967295",
+            ));
+        }
+        if self.max_circuit_mib == 0 || self.max_circuit_mib > 1 << 20 {
+            return Err(invalid(
+                &format!("{prefix}.max_circuit_mib"),
+                "must be between 1 and 1048576",
+            ));
+        }
+        if self.max_reservations_per_peer == 0 || self.max_circuits_per_peer == 0 {
+            return Err(invalid(
+                &format!("{prefix}.max_reservations_per_peer"),
+                "per-peer limits must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reaching and being reached across home routers (NAT): AutoNAT, circuit relays, hole
+/// punching, UPnP port mapping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatSection {
+    /// Learn whether this node is reachable from outside (AutoNAT v2: peers it dialed try to
+    /// dial its addresses back), and answer others' probes. Default: true.
+    pub autonat: bool,
+    /// UPnP IGD port mapping on the home router: `on`, `off`, or `auto` (on when `mdns` is on:
+    /// both multicast on the LAN, and `--mdns off` is how tests and `cpns mesh` keep multicast
+    /// off the network). Default: auto.
+    pub upnp: Switch,
+    /// Relays to hold a slot on while this node is not publicly reachable
+    /// (`/ip4/…/tcp/…/p2p/PEERID` or `/dns4/…`). Default: none.
+    pub relays: Vec<String>,
+    /// Also use `cpns-auth`'s host as a relay when it offers relaying, and any public gateway
+    /// this node dialed that does. Default: true.
+    pub auto_relay: bool,
+    /// Most relays holding a slot for this node at once. Default: 2.
+    pub max_relays: usize,
+    /// Upgrade relayed connections to direct ones by hole punching (DCUtR). Default: true.
+    pub hole_punching: bool,
+    /// When this node relays for others: `auto` (as a gateway with a confirmed public
+    /// address), `always`, `never`. Default: auto.
+    pub relay: RelayRole,
+    /// Addresses this node is reachable at without probing (a port forward on the router, a
+    /// public server); announced as confirmed. Default: none.
+    pub external_addrs: Vec<String>,
+    /// Probe private and CGNAT addresses too (a lab whose "Internet" is a private range).
+    /// Default: false.
+    pub probe_private_addrs: bool,
+    /// What this node grants as a relay.
+    pub relay_limits: RelayLimitsConfig,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        Self {
+            autonat: true,
+            upnp: Switch::Auto,
+            relays: Vec::new(),
+            auto_relay: true,
+            max_relays: 2,
+            hole_punching: true,
+            relay: RelayRole::Auto,
+            external_addrs: Vec::new(),
+            probe_private_addrs: false,
+            relay_limits: RelayLimitsConfig::default(),
+        }
+    }
+}
+
 /// Usage reporting preferences (5.6.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -252,6 +414,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Service/Content Delivery.
     pub delivery: DeliveryConfig,
+    /// NAT traversal.
+    pub nat: NatSection,
 }
 
 impl Default for Config {
@@ -276,6 +440,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             proxy: ProxyConfig::default(),
             delivery: DeliveryConfig::default(),
+            nat: NatSection::default(),
         }
     }
 }
@@ -411,6 +576,21 @@ impl Config {
         if self.proxy.max_items > 4096 {
             return Err(invalid("proxy.max_items", "must be at most 4096"));
         }
+        for a in &self.nat.relays {
+            let addr =
+                Multiaddr::from_str(a).map_err(|e| invalid("nat.relays", format!("{a:?}: {e}")))?;
+            if cpns_overlay::peer_of(&addr).is_none() {
+                return Err(invalid("nat.relays", format!("{a:?} lacks /p2p/PEERID")));
+            }
+        }
+        for a in &self.nat.external_addrs {
+            Multiaddr::from_str(a)
+                .map_err(|e| invalid("nat.external_addrs", format!("{a:?}: {e}")))?;
+        }
+        if self.nat.max_relays > 8 {
+            return Err(invalid("nat.max_relays", "must be at most 8"));
+        }
+        self.nat.relay_limits.validate("nat.relay_limits")?;
         if self.status.battery_threshold > 100 {
             return Err(invalid("status.battery_threshold", "must be a percentage"));
         }
@@ -479,6 +659,49 @@ impl Config {
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect()
+    }
+
+    /// Whether UPnP port mapping runs (`nat.upnp`; `auto` follows `mdns`).
+    pub fn upnp(&self) -> bool {
+        match self.nat.upnp {
+            Switch::On => true,
+            Switch::Off => false,
+            Switch::Auto => self.mdns,
+        }
+    }
+
+    /// The overlay's NAT settings; `auth_server` (the enrolment's `cpns-auth` addresses) is
+    /// tried as a relay with `nat.auto_relay`.
+    pub fn nat_overlay(&self, auth_server: &[Multiaddr]) -> cpns_overlay::NatConfig {
+        let nat = &self.nat;
+        let parse =
+            |v: &[String]| -> Vec<Multiaddr> { v.iter().filter_map(|a| a.parse().ok()).collect() };
+        let mut relays = parse(&nat.relays);
+        if nat.auto_relay {
+            for a in auth_server {
+                if cpns_overlay::peer_of(a).is_some() && !relays.contains(a) {
+                    relays.push(a.clone());
+                }
+            }
+        }
+        cpns_overlay::NatConfig {
+            autonat: nat.autonat,
+            autonat_server: nat.autonat,
+            probe_private_addrs: nat.probe_private_addrs,
+            relay_server: match nat.relay {
+                RelayRole::Auto => cpns_overlay::RelayServerMode::Auto,
+                RelayRole::Always => cpns_overlay::RelayServerMode::Always,
+                RelayRole::Never => cpns_overlay::RelayServerMode::Off,
+            },
+            relay_limits: nat.relay_limits.to_overlay(),
+            relays,
+            auto_relay: nat.auto_relay,
+            max_relays: nat.max_relays,
+            hole_punching: nat.hole_punching,
+            upnp: self.upnp(),
+            external_addrs: parse(&nat.external_addrs),
+            ..cpns_overlay::NatConfig::default()
+        }
     }
 
     /// The gateway preference, parsed.

@@ -83,6 +83,7 @@ impl Handle {
         let listen_addrs = ctx.client.listen_addrs().await?;
         let routing_table = ctx.client.routing_table_size().await?;
         let peers = ctx.client.peers().await?;
+        let nat = ctx.client.nat_status().await?;
         let dht_mode = match ctx.client.kad_mode().await? {
             KadMode::Server => "server",
             KadMode::Client => "client",
@@ -128,6 +129,7 @@ impl Handle {
             dht_mode: dht_mode.into(),
             routing_table,
             connected_peers: peers.len(),
+            nat: crate::views::IntoApi::into_api(nat),
             uptime_secs: ctx.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
         })
@@ -147,6 +149,7 @@ impl Handle {
                 PeerView {
                     peer_id: p.peer_id.to_string(),
                     address: p.address.to_string(),
+                    path: path_name(p.relayed).into(),
                     outbound: p.outbound,
                     rtt_ms: p.rtt_us.map(|us| us as f64 / 1000.0),
                     dht_server: p.dht_server,
@@ -175,20 +178,18 @@ impl Handle {
                 answer.name()
             )));
         }
-        let address = client
+        let (address, relayed) = client
             .peers()
             .await?
             .into_iter()
             .find(|p| p.peer_id == peer)
-            .map(|p| p.address)
-            .unwrap_or_else(Multiaddr::empty);
-        let direct = !address
-            .iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit));
+            .map(|p| (p.address, p.relayed))
+            .unwrap_or_else(|| (Multiaddr::empty(), false));
         Ok(PingView {
             peer_id: peer.to_string(),
             rtt_ms: rtt.as_secs_f64() * 1000.0,
-            direct,
+            direct: !relayed,
+            path: path_name(relayed).into(),
             address: address.to_string(),
         })
     }
@@ -251,8 +252,15 @@ impl Handle {
     /// Pairs with a device named by an address (`…/p2p/PEERID`) or a pairing code
     /// (`cpnspair1-…`); tries the code's addresses in turn.
     pub async fn pair_with(&self, target: &str) -> Result<PairOutcome, OpError> {
+        let addrs = crate::pn::code::resolve(target)?;
+        // A code names LAN, public and relayed addresses; from another household only some
+        // answer, and a LAN address of another network may take the whole dial timeout to
+        // fail. Dial them all at once first; pairing then finds the connection up.
+        if let Some(peer) = addrs.first().and_then(cpns_overlay::peer_of) {
+            let _ = self.ctx.client.dial_peer(peer, addrs.clone()).await;
+        }
         let mut last = None;
-        for addr in crate::pn::code::resolve(target)? {
+        for addr in addrs {
             match self.pn.pair(addr).await {
                 Ok(o) => return Ok(o),
                 Err(e @ OpError::Unavailable(_)) => last = Some(e),
@@ -262,9 +270,18 @@ impl Handle {
         Err(last.unwrap_or_else(|| OpError::BadRequest("nothing to dial".into())))
     }
 
-    /// This node's pairing code (`cpns pairing-code`): its PeerId and listen addresses.
+    /// This node's pairing code (`cpns pairing-code`): its PeerId, then its confirmed public
+    /// addresses, its relayed ones and its listen addresses (a device in another household
+    /// can use only the first two kinds).
     pub async fn pairing_code(&self) -> Result<String, OpError> {
-        let addrs = self.ctx.client.listen_addrs().await?;
+        let nat = self.ctx.client.nat_status().await?;
+        let mut addrs = nat.public_addrs;
+        addrs.extend(nat.relayed_addrs);
+        for a in self.ctx.client.listen_addrs().await? {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
         crate::pn::code::encode(self.ctx.peer_id, &addrs)
     }
 
@@ -803,4 +820,9 @@ impl Handle {
     pub fn proxy_device(&self, id: &str) -> Result<cpns_api::ProxiedDeviceView, OpError> {
         self.proxy.device(id)
     }
+}
+
+/// How `cpns peers` and `cpns ping` name a peer's path.
+fn path_name(relayed: bool) -> &'static str {
+    if relayed { "relayed" } else { "direct" }
 }

@@ -62,6 +62,12 @@ impl Node {
         let store = Store::open(&config.data_dir.join("db"))
             .map_err(|e| StartError::Database(e.to_string()))?;
 
+        let enrolment =
+            Enrolment::load(&config.data_dir).map_err(|e| StartError::Enrolment(e.to_string()))?;
+        let auth_server = enrolment
+            .as_ref()
+            .map(|e| e.server_dial_addrs())
+            .unwrap_or_default();
         let validator = Arc::new(crate::services::NodeValidator::default());
         let overlay_config = cpns_overlay::Config {
             validator: validator.clone(),
@@ -72,6 +78,7 @@ impl Node {
             kad_mode: KadMode::Server,
             replication_factor: config.dht_replication,
             mdns: config.mdns,
+            nat: config.nat_overlay(&auth_server),
             agent: format!("cpns-node/{}", env!("CARGO_PKG_VERSION")),
             ..cpns_overlay::Config::default()
         };
@@ -83,8 +90,6 @@ impl Node {
 
         let keyring =
             Arc::new(KeyRing::open(&store).map_err(|e| StartError::Database(e.to_string()))?);
-        let enrolment =
-            Enrolment::load(&config.data_dir).map_err(|e| StartError::Enrolment(e.to_string()))?;
         let stored = store
             .load_pn()
             .map_err(|e| StartError::Database(e.to_string()))?;

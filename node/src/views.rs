@@ -7,8 +7,8 @@
 //! the directory fails to compile here until the API says whether to show it.
 
 pub use cpns_api::{
-    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, PeerView, PingView,
-    PnInventoryView, StatusView,
+    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, NatView, PeerView,
+    PingView, PnInventoryView, StatusView,
 };
 
 use cpns_api as api;
@@ -32,6 +32,38 @@ impl<T: IntoApi> IntoApi for Vec<T> {
     type Api = Vec<T::Api>;
     fn into_api(self) -> Self::Api {
         self.into_iter().map(IntoApi::into_api).collect()
+    }
+}
+
+impl IntoApi for ov::NatStatus {
+    type Api = NatView;
+    fn into_api(self) -> NatView {
+        let ov::NatStatus {
+            reachability,
+            public_addrs,
+            relayed_addrs,
+            relays,
+            relay_server,
+            upnp,
+            hole_punches_succeeded,
+            hole_punches_failed,
+            probes_failed: _,
+            relay_reservations_served,
+            relay_circuits_served,
+        } = self;
+        let strings = |v: Vec<ov::Multiaddr>| v.iter().map(|a| a.to_string()).collect();
+        NatView {
+            reachability: reachability.to_string(),
+            public_addrs: strings(public_addrs),
+            relayed_addrs: strings(relayed_addrs),
+            relays: relays.iter().map(|p| p.to_string()).collect(),
+            relay_server,
+            upnp,
+            hole_punches_succeeded,
+            hole_punches_failed,
+            relay_circuits: relay_circuits_served,
+            relay_reservations: relay_reservations_served,
+        }
     }
 }
 

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, connection_limits, identify, identity, kad, mdns, ping, request_response,
+    StreamProtocol, autonat, connection_limits, dcutr, identify, identity, kad, mdns, ping, relay,
+    request_response, upnp,
 };
 
 use crate::codec::{CpnsCodec, CredentialCodec, FrameBudget};
-use crate::config::{Config, KadMode};
+use crate::config::{Config, KadMode, RelayLimits, RelayServerMode};
+use crate::nat::Screened;
 use crate::stats::Stats;
 use crate::store::{Store, StoreLimits};
 
@@ -41,6 +43,15 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) stream: libp2p_stream::Behaviour,
+    /// Reservations on relays and connections through them (always on: dialing a relayed
+    /// address needs it).
+    pub(crate) relay_client: relay::client::Behaviour,
+    /// The relay role ([`crate::NatConfig::relay_server`]); advertised only while allowed.
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: Toggle<dcutr::Behaviour>,
+    pub(crate) autonat: Toggle<Screened<autonat::v2::client::Behaviour>>,
+    pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 pub(crate) fn to_kad_mode(mode: KadMode) -> kad::Mode {
@@ -53,6 +64,7 @@ pub(crate) fn to_kad_mode(mode: KadMode) -> kad::Mode {
 impl Behaviour {
     pub(crate) fn new(
         key: &identity::Keypair,
+        relay_client: relay::client::Behaviour,
         config: &Config,
         stats: &Arc<Stats>,
     ) -> Result<Self, String> {
@@ -147,6 +159,27 @@ impl Behaviour {
             None
         };
 
+        let nat = &config.nat;
+        let relay = (nat.relay_server != RelayServerMode::Off).then(|| {
+            let mut relay = relay::Behaviour::new(local, relay_config(&nat.relay_limits));
+            // Not advertised until the event loop says so (a gateway with a confirmed
+            // external address, or `Always` with one).
+            relay.set_status(Some(relay::Status::Disable));
+            relay
+        });
+        let autonat = nat.autonat.then(|| {
+            Screened::new(
+                autonat::v2::client::Behaviour::new(
+                    rand::make_rng(),
+                    autonat::v2::client::Config::default(),
+                ),
+                nat.probe_private_addrs,
+            )
+        });
+        let autonat_server = nat
+            .autonat_server
+            .then(autonat::v2::server::Behaviour::default);
+
         Ok(Self {
             limits,
             kad,
@@ -157,6 +190,30 @@ impl Behaviour {
             ping,
             mdns: mdns.into(),
             stream: libp2p_stream::Behaviour::new(),
+            relay_client,
+            relay: relay.into(),
+            dcutr: nat
+                .hole_punching
+                .then(|| dcutr::Behaviour::new(local))
+                .into(),
+            autonat: autonat.into(),
+            autonat_server: autonat_server.into(),
+            upnp: nat.upnp.then(upnp::tokio::Behaviour::default).into(),
         })
+    }
+}
+
+/// libp2p's relay configuration with CPNS limits, and its default rate limits (per peer and
+/// per IP address, for reservations and for circuits).
+fn relay_config(limits: &RelayLimits) -> relay::Config {
+    relay::Config {
+        max_reservations: limits.max_reservations,
+        max_reservations_per_peer: limits.max_reservations_per_peer,
+        reservation_duration: limits.reservation_duration,
+        max_circuits: limits.max_circuits,
+        max_circuits_per_peer: limits.max_circuits_per_peer,
+        max_circuit_duration: limits.max_circuit_duration,
+        max_circuit_bytes: limits.max_circuit_bytes,
+        ..relay::Config::default()
     }
 }

@@ -132,6 +132,8 @@ pub struct PeerInfo {
     pub dht_server: bool,
     /// The peer's agent version, once identified.
     pub agent: Option<String>,
+    /// Whether every connection to it goes through a relay (no direct path yet).
+    pub relayed: bool,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -224,6 +226,17 @@ pub(crate) enum Command {
     ForgetDhtPeer {
         peer: PeerId,
     },
+    NatStatus {
+        reply: Reply<crate::nat::NatStatus>,
+    },
+    DialPeer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: Reply<PeerId>,
+    },
+    AddExternalAddress {
+        addr: Multiaddr,
+    },
     SetCredential {
         credential: Option<Vec<u8>>,
     },
@@ -289,6 +302,25 @@ impl Client {
     /// named peer.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
         self.call(|reply| Command::Dial { addr, reply }).await
+    }
+
+    /// Dials `peer` on all of `addrs` at once and waits for the first connection (the others
+    /// are abandoned); returns at once if already connected.
+    pub async fn dial_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<PeerId, Error> {
+        self.call(|reply| Command::DialPeer { peer, addrs, reply })
+            .await
+    }
+
+    /// What this node knows of its reachability: AutoNAT's verdict, confirmed public
+    /// addresses, relayed addresses and relays, the relay role, UPnP, hole punches.
+    pub async fn nat_status(&self) -> Result<crate::nat::NatStatus, Error> {
+        self.call(|reply| Command::NatStatus { reply }).await
+    }
+
+    /// Announces an address this node is known to be reachable at (a server's public
+    /// address), as confirmed: others may dial it and, as a relay, this node hands it out.
+    pub async fn add_external_address(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.tell(Command::AddExternalAddress { addr }).await
     }
 
     /// Teaches the swarm and the DHT routing table an address of a peer. At most 8 addresses

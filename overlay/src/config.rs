@@ -54,6 +54,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long an idle connection is kept. Default: 60 s.
     pub idle_timeout: Duration,
+    /// Longest time to set one connection up (transport, security, multiplexing), after
+    /// which the dial fails. Default: 8 s: below AutoNAT v2's 10 s request limit, so that a
+    /// dial-back into a NAT that drops unasked packets silently (most home routers) fails in
+    /// time and the device learns it is not reachable; with libp2p's 10 s the probe timed out
+    /// unanswered and was retried forever (reachability stayed `unknown`).
+    pub connection_timeout: Duration,
     /// Ping interval (liveness and RTT). Default: 15 s.
     pub ping_interval: Duration,
     /// How often the routing table is refreshed with a Kademlia bootstrap, when it holds any
@@ -115,6 +121,135 @@ pub struct Config {
     /// `V1Lazy`: the same bytes on the wire, one round trip less per request, since every
     /// CPNS substream offers exactly one protocol). Default: true.
     pub lazy_negotiation: bool,
+    /// Reaching and being reached across NAT routers: AutoNAT, relays, hole punching, UPnP.
+    /// Default: [`NatConfig::default`] (passive: nothing probes, maps or reserves).
+    pub nat: NatConfig,
+}
+
+/// Whether this node serves as a circuit relay (v2) for NATed peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RelayServerMode {
+    /// Never.
+    #[default]
+    Off,
+    /// While this node is a Kademlia server (a gateway) and publicly reachable (a confirmed
+    /// external address: AutoNAT, UPnP or [`NatConfig::external_addrs`]).
+    Auto,
+    /// Whenever this node has a confirmed external address, whatever its mode (the
+    /// `cpns-auth` host configured as the community's relay).
+    Always,
+}
+
+/// What a relay grants, and to how many (libp2p's `relay::Config`, with CPNS defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Most reservations held at once. Default: 128.
+    pub max_reservations: usize,
+    /// Most reservations per peer. Default: 2.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts before the peer must renew it. Default: 1 h.
+    pub reservation_duration: Duration,
+    /// Most relayed connections (circuits) at once. Default: 64.
+    pub max_circuits: usize,
+    /// Most circuits per peer (as source or destination). Default: 8.
+    pub max_circuits_per_peer: usize,
+    /// Longest life of one circuit. Default: 30 min. libp2p's 2 min would cut a PN's
+    /// heartbeats every two minutes where hole punching cannot succeed.
+    pub max_circuit_duration: Duration,
+    /// Most bytes one circuit carries (both directions) before it is closed. Default: 64 MiB.
+    /// libp2p's 128 KiB ends a circuit in the middle of a photo; a household behind a
+    /// symmetric NAT has nothing but the relay.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_reservations_per_peer: 2,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(30 * 60),
+            max_circuit_bytes: 64 << 20,
+        }
+    }
+}
+
+/// NAT traversal settings. The default is passive, right for tests and loopback meshes: no
+/// probing, no port mapping, no relay role, no reservations; a relayed connection someone
+/// else opens is still accepted and upgraded by hole punching. [`NatConfig::home`] is what a
+/// device at home wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// AutoNAT v2 client: asks peers it dialed to dial back its address candidates, to learn
+    /// whether it is reachable from outside. Default: false.
+    pub autonat: bool,
+    /// AutoNAT v2 server: dials back other peers' candidates (from a new port, so a
+    /// hole-punched mapping cannot fake success). Default: false.
+    pub autonat_server: bool,
+    /// Also test private, loopback and CGNAT addresses (a lab whose "Internet" is a private
+    /// range). Off, a device on a home LAN would take its LAN address, dialed back by a
+    /// neighbour, for a public one. Default: false.
+    pub probe_private_addrs: bool,
+    /// This node's circuit relay role. Default: off.
+    pub relay_server: RelayServerMode,
+    /// What this node grants as a relay.
+    pub relay_limits: RelayLimits,
+    /// Relays (`/ip4/…/tcp/…/p2p/RELAY`) this node reserves a slot on while it is not known
+    /// to be publicly reachable, advertising `…/p2p/RELAY/p2p-circuit/p2p/ME`. Default: none.
+    pub relays: Vec<Multiaddr>,
+    /// Also reserve on peers this node dialed that offer relaying (a public gateway, the
+    /// `cpns-auth` host). Default: false.
+    pub auto_relay: bool,
+    /// Most relays holding a reservation for this node at once. Default: 2.
+    pub max_relays: usize,
+    /// DCUtR: upgrade relayed connections to direct ones by hole punching. Default: true.
+    pub hole_punching: bool,
+    /// How long a relayed connection lives on beside a direct one to the same peer, for
+    /// requests already on it; then it is closed, so that traffic leaves the relay. Default:
+    /// 2 s.
+    pub retire_relayed_after: Duration,
+    /// UPnP IGD port mapping on the home router. Sends SSDP multicast on the LAN: off in
+    /// tests. Default: false.
+    pub upnp: bool,
+    /// Addresses this node is known to be reachable at (a server with a public address or a
+    /// port forward); announced as confirmed without probing. Default: none.
+    pub external_addrs: Vec<Multiaddr>,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            autonat: false,
+            autonat_server: false,
+            probe_private_addrs: false,
+            relay_server: RelayServerMode::Off,
+            relay_limits: RelayLimits::default(),
+            relays: Vec::new(),
+            auto_relay: false,
+            max_relays: 2,
+            hole_punching: true,
+            retire_relayed_after: Duration::from_secs(2),
+            upnp: false,
+            external_addrs: Vec::new(),
+        }
+    }
+}
+
+impl NatConfig {
+    /// A device at home: learns its reachability, reserves on relays while not reachable,
+    /// punches holes, relays for others when it is a public gateway. UPnP stays as given
+    /// (the node's config switches it).
+    pub fn home() -> Self {
+        Self {
+            autonat: true,
+            autonat_server: true,
+            relay_server: RelayServerMode::Auto,
+            auto_relay: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -132,6 +267,7 @@ impl Default for Config {
             frame_budget: crate::codec::DEFAULT_FRAME_BUDGET,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            connection_timeout: Duration::from_secs(8),
             ping_interval: Duration::from_secs(15),
             bootstrap_interval: Duration::from_secs(300),
             command_capacity: 1024,
@@ -154,6 +290,7 @@ impl Default for Config {
             max_admitted: 16_384,
             agent: format!("cpns/{}", env!("CARGO_PKG_VERSION")),
             lazy_negotiation: true,
+            nat: NatConfig::default(),
         }
     }
 }
@@ -168,6 +305,7 @@ impl std::fmt::Debug for Config {
             .field("mdns", &self.mdns)
             .field("max_frame", &self.max_frame)
             .field("gate_requests", &self.gate_requests)
+            .field("nat", &self.nat)
             .finish_non_exhaustive()
     }
 }

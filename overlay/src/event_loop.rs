@@ -33,6 +33,7 @@ use crate::stats::Stats;
 mod addresses;
 mod credentials;
 mod kad_events;
+mod nat;
 
 use credentials::CredentialState;
 
@@ -79,7 +80,32 @@ struct PeerState {
     credential: CredentialState,
     /// Its provider announcements waiting for that exchange (see `credentials`).
     held_providers: Vec<kad::ProviderRecord>,
+    /// Every established connection: id, remote address, whether we dialed.
+    connections: Vec<(ConnectionId, Multiaddr, bool)>,
 }
+
+impl PeerState {
+    /// Whether every connection goes through a relay.
+    fn relayed(&self) -> bool {
+        !self.connections.is_empty()
+            && self
+                .connections
+                .iter()
+                .all(|(_, a, _)| crate::nat::is_relayed(a))
+    }
+
+    /// The address of a direct connection we dialed, if any.
+    fn direct_outbound_addr(&self) -> Option<Multiaddr> {
+        self.connections
+            .iter()
+            .find(|(_, a, out)| *out && !crate::nat::is_relayed(a))
+            .map(|(_, a, _)| a.clone())
+    }
+}
+
+/// How often reservations and relayed connections are looked after (only while there is
+/// something to do: see `nat_work_pending`).
+const NAT_TICK: Duration = Duration::from_millis(500);
 
 /// Most provider records per peer waiting for that peer's addresses.
 const MAX_ADDRESSLESS_PROVIDED: usize = 64;
@@ -103,6 +129,7 @@ pub struct EventLoop {
     /// their requests gets (at most [`Config::max_admitted`]).
     refused: HashMap<PeerId, ErrorCode>,
     listen_addrs: Vec<Multiaddr>,
+    nat: nat::NatState,
     /// Every address passed to the swarm and the routing table, bounded per peer.
     addresses: AddressBook,
     /// This node's encoded credential, sent in the credential exchange.
@@ -130,6 +157,7 @@ impl EventLoop {
             admitted: HashMap::new(),
             refused: HashMap::new(),
             listen_addrs,
+            nat: nat::NatState::default(),
             addresses: AddressBook::new(MAX_ADDRESS_BOOK_PEERS),
             credential: config.credential.clone(),
             config,
@@ -140,12 +168,16 @@ impl EventLoop {
     /// dropped, so waiting callers wake with [`Error::Shutdown`].
     pub async fn run(mut self, cancel: CancellationToken) {
         self.start_bootstrap();
+        // Configured external addresses are confirmed before the loop runs.
+        self.update_relay_role();
         let every = self
             .config
             .bootstrap_interval
             .max(Duration::from_millis(10));
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nat_tick = tokio::time::interval(NAT_TICK);
+        nat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let period = self
             .config
             .purge_interval
@@ -153,6 +185,7 @@ impl EventLoop {
         let mut purge = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let nat_due = self.nat_work_pending();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -173,6 +206,7 @@ impl EventLoop {
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = refresh.tick() => self.refresh_routing_table(),
+                _ = nat_tick.tick(), if nat_due => self.nat_tick(),
             }
         }
         debug!(peer = %self.swarm.local_peer_id(), "overlay event loop stopped");
@@ -282,6 +316,7 @@ impl EventLoop {
                 };
                 Stats::inc(&self.stats.requests_sent);
                 self.pending_requests.insert((protocol, id), reply);
+                self.request_started(peer);
             }
             Command::Respond { channel, body } => {
                 let env = Envelope::new(channel.id, body);
@@ -403,6 +438,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .kad
                     .set_mode(Some(to_kad_mode(mode)));
+                self.update_relay_role();
             }
             Command::KadMode { reply } => {
                 let mode = match self.swarm.behaviour().kad.mode() {
@@ -422,6 +458,7 @@ impl EventLoop {
                         rtt_us: s.rtt_us,
                         dht_server: s.dht_server,
                         agent: s.agent.clone(),
+                        relayed: s.relayed(),
                     })
                     .collect();
                 let _ = reply.send(Ok(peers));
@@ -489,6 +526,14 @@ impl EventLoop {
             Command::IsAdmitted { peer, reply } => {
                 let _ = reply.send(Ok(self.is_admitted(&peer)));
             }
+            Command::NatStatus { reply } => {
+                let _ = reply.send(Ok(self.nat_status()));
+            }
+            Command::DialPeer { peer, addrs, reply } => self.dial_peer(peer, addrs, reply),
+            Command::AddExternalAddress { addr } => {
+                self.swarm.add_external_address(addr);
+                self.nat_external_changed();
+            }
         }
     }
 
@@ -522,6 +567,33 @@ impl EventLoop {
         }
     }
 
+    /// Dials `peer` on all of `addrs` at once (the swarm tries them concurrently and keeps
+    /// the first that answers): a pairing code names LAN, public and relayed addresses, and
+    /// only some of them work from where the dialer is.
+    fn dial_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: Reply<PeerId>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        if self.full(self.pending_dials.len()) {
+            let _ = reply.send(Err(Error::Busy));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::Always)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, (Some(peer), reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dial(e.to_string())));
+            }
+        }
+    }
+
     fn emit(&mut self, event: Event) {
         if let Err(e) = self.events.try_send(event) {
             Stats::inc(&self.stats.events_dropped);
@@ -541,6 +613,7 @@ impl EventLoop {
                 ..
             })) => {
                 let dht_server = info.protocols.contains(&KAD_PROTOCOL);
+                self.nat_identified(peer_id, &info.protocols);
                 // The peer's own list replaces what we knew; only its first few addresses
                 // are looked at.
                 let changes = self.addresses.replace(peer_id, &info.listen_addrs);
@@ -598,6 +671,33 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Stream(())) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.handle_relay_client(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.handle_relay_server(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.handle_dcutr(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.handle_autonat(e),
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatServer(e)) => {
+                trace!(client = %e.client, addr = %e.tested_addr, ok = e.result.is_ok(), "AutoNAT probe served");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => self.handle_upnp(e),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                debug!(%address, "external address confirmed");
+                self.nat_external_changed();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                debug!(%address, "external address expired");
+                self.nat_external_changed();
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = match &reason {
+                    Ok(()) => "closed".to_string(),
+                    Err(e) => crate::error_chain(e),
+                };
+                self.nat_listener_closed(listener_id, &reason);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -611,10 +711,19 @@ impl EventLoop {
                 let outbound = endpoint.is_dialer();
                 let address = endpoint.get_remote_address().clone();
                 let state = self.peers.entry(peer_id).or_default();
-                if state.address.is_none() {
+                // Show a direct connection rather than a relayed one.
+                if state
+                    .address
+                    .as_ref()
+                    .is_none_or(|a| crate::nat::is_relayed(a) && !crate::nat::is_relayed(&address))
+                {
                     state.address = Some(address.clone());
                     state.outbound = outbound;
                 }
+                state
+                    .connections
+                    .push((connection_id, address.clone(), outbound));
+                self.nat_connection(&address, true);
                 if num_established.get() == 1 {
                     self.start_credential_exchange(peer_id);
                 }
@@ -627,12 +736,22 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                self.nat_connection(endpoint.get_remote_address(), false);
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    self.nat_peer_gone(&peer_id);
                     self.emit(Event::ConnectionClosed { peer: peer_id });
+                } else if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections.retain(|(c, _, _)| *c != connection_id);
+                    if let Some((_, a, out)) = state.connections.first() {
+                        state.address = Some(a.clone());
+                        state.outbound = *out;
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -672,6 +791,7 @@ impl EventLoop {
                     },
                 ..
             } => {
+                self.request_started(peer);
                 let channel = ResponseChannel {
                     inner: channel,
                     protocol,
@@ -722,6 +842,7 @@ impl EventLoop {
                     },
                 ..
             } => {
+                self.request_ended(peer);
                 if let Some(reply) = self.pending_requests.remove(&(protocol, request_id)) {
                     let _ = reply.send(Ok(response));
                 } else {
@@ -734,6 +855,7 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                self.request_ended(peer);
                 if let Some(reply) = self.pending_requests.remove(&(protocol, request_id)) {
                     let _ = reply.send(Err(Error::Request {
                         peer,
@@ -742,6 +864,7 @@ impl EventLoop {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
+                self.request_ended(peer);
                 let reason = match &error {
                     request_response::InboundFailure::Io(e) => io_error_reason(e),
                     request_response::InboundFailure::Timeout => "timeout",
@@ -755,7 +878,7 @@ impl EventLoop {
                     self.emit(Event::InboundRejected { peer, reason });
                 }
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { peer, .. } => self.request_ended(peer),
         }
     }
 
@@ -777,10 +900,13 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The PeerId in a multiaddr's `/p2p/` component, if any.
+/// The PeerId a multiaddr leads to: its last `/p2p/` component, if any (a relayed address
+/// `…/p2p/RELAY/p2p-circuit/p2p/PEER` names the relay first and the peer last).
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        multiaddr::Protocol::P2p(peer) => Some(peer),
-        _ => None,
-    })
+    addr.iter()
+        .filter_map(|p| match p {
+            multiaddr::Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        })
+        .last()
 }

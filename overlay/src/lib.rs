@@ -35,6 +35,7 @@ mod config;
 mod error;
 mod event;
 mod event_loop;
+mod nat;
 pub mod protocol;
 mod stats;
 pub mod store;
@@ -60,12 +61,13 @@ pub use client::{
     QueryFigures, ResponseChannel,
 };
 pub use codec::CodecError;
-pub use config::{Config, KadMode, loopback_any};
+pub use config::{Config, KadMode, NatConfig, RelayLimits, RelayServerMode, loopback_any};
 pub use error::Error;
 pub use event::Event;
 pub use event_loop::{EventLoop, peer_of};
 pub use libp2p::kad::{Quorum, Record, RecordKey};
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol};
+pub use nat::{NatStatus, Reachability, is_global, is_relayed};
 pub use protocol::*;
 pub use stats::Stats;
 pub use store::StoreUsage;
@@ -108,28 +110,61 @@ pub async fn new(
     let behaviour_config = config.clone();
     let stats = Arc::new(Stats::default());
     let behaviour_stats = stats.clone();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| Error::Build(e.to_string()))?
-        .with_behaviour(|key| {
-            behaviour::Behaviour::new(key, &behaviour_config, &behaviour_stats)
-                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-        })
-        .map_err(|e| Error::Build(e.to_string()))?
-        .with_swarm_config(|c| {
-            let c = c.with_idle_connection_timeout(config.idle_timeout);
-            if config.lazy_negotiation {
-                c.with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
-            } else {
-                c
-            }
-        })
-        .build();
+    // The transports: TCP (+ noise + yamux) and QUIC, DNS names resolved by the system's
+    // resolver, and circuit relay v2 under them all.
+    macro_rules! swarm {
+        ($transports:expr) => {
+            $transports
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| Error::Build(e.to_string()))?
+                .with_behaviour(|key, relay_client| {
+                    behaviour::Behaviour::new(
+                        key,
+                        relay_client,
+                        &behaviour_config,
+                        &behaviour_stats,
+                    )
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+                })
+                .map_err(|e| Error::Build(e.to_string()))?
+                .with_swarm_config(|c| {
+                    let c = c.with_idle_connection_timeout(config.idle_timeout);
+                    if config.lazy_negotiation {
+                        c.with_substream_upgrade_protocol_override(
+                            libp2p::core::upgrade::Version::V1Lazy,
+                        )
+                    } else {
+                        c
+                    }
+                })
+                .with_connection_timeout(config.connection_timeout)
+                .build()
+        };
+    }
+    macro_rules! ip_transports {
+        () => {
+            libp2p::SwarmBuilder::with_existing_identity(key.clone())
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .map_err(|e| Error::Build(e.to_string()))?
+                .with_quic()
+        };
+    }
+    let mut swarm = match ip_transports!().with_dns() {
+        Ok(with_dns) => swarm!(with_dns),
+        Err(e) => {
+            // A machine without /etc/resolv.conf still runs; it cannot dial /dns addresses.
+            tracing::warn!("no DNS resolver configured ({e}); /dns addresses cannot be dialed");
+            swarm!(ip_transports!())
+        }
+    };
+    for addr in &config.nat.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
 
     let mut listeners = Vec::new();
     for addr in &config.listen {

@@ -41,8 +41,8 @@ pub use content::{
 pub use file::{API_FILE, ApiFile, default_data_dir};
 pub use groups::{CreateGroupBody, GroupDone, GroupView, KeysPulled};
 pub use node::{
-    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, PeerBody, PeerView,
-    PingView, StatusView, TraceEvent, TraceQuery,
+    AuthServerView, CredentialView, ErrorBody, ErrorDetail, MemberView, NatView, PeerBody,
+    PeerView, PingView, StatusView, TraceEvent, TraceQuery,
 };
 pub use pn::{
     AdminApproveBody, AdmineeSetBody, AdmineeSettingsView, AdmineeView, Done, EpochView, ExpelBody,

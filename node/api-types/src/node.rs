@@ -40,10 +40,41 @@ pub struct StatusView {
     pub routing_table: usize,
     /// Connected peers.
     pub connected_peers: usize,
+    /// Whether and how this node is reachable from outside its network.
+    #[serde(default)]
+    pub nat: NatView,
     /// Seconds since start.
     pub uptime_secs: u64,
     /// The node's version.
     pub version: String,
+}
+
+/// Reachability across NAT routers (`cpns status`): AutoNAT's verdict, the addresses others
+/// can use, the relays holding a slot for this node, its own relay role, UPnP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatView {
+    /// `public` (a direct address was confirmed from outside), `private` (AutoNAT servers
+    /// could not dial back: behind NAT) or `unknown`.
+    pub reachability: String,
+    /// Confirmed public addresses.
+    pub public_addrs: Vec<String>,
+    /// Relayed addresses this node can be reached at (`…/p2p-circuit/p2p/ME`).
+    pub relayed_addrs: Vec<String>,
+    /// Relays holding a reservation for this node.
+    pub relays: Vec<String>,
+    /// Whether this node relays for others now.
+    pub relay_server: bool,
+    /// UPnP port mapping: `off`, `searching`, `mapped`, `no gateway`, `gateway not public`,
+    /// `expired`.
+    pub upnp: String,
+    /// Relayed connections this node upgraded to direct ones by hole punching.
+    pub hole_punches_succeeded: u64,
+    /// Hole punches that failed (the connection stayed relayed).
+    pub hole_punches_failed: u64,
+    /// Circuits passing through this node as a relay now.
+    pub relay_circuits: u64,
+    /// Reservations this node holds for others as a relay.
+    pub relay_reservations: u64,
 }
 
 /// A PN member.
@@ -95,8 +126,11 @@ pub struct CredentialView {
 pub struct PeerView {
     /// Its PeerId.
     pub peer_id: String,
-    /// The remote address of the connection.
+    /// The remote address of the connection (a direct one when there is one).
     pub address: String,
+    /// `direct`, or `relayed` while every connection to it goes through a relay.
+    #[serde(default)]
+    pub path: String,
     /// Whether we dialed it.
     pub outbound: bool,
     /// Last ping round trip in milliseconds.
@@ -127,6 +161,9 @@ pub struct PingView {
     pub rtt_ms: f64,
     /// Whether the connection is direct (not relayed).
     pub direct: bool,
+    /// `direct` or `relayed`.
+    #[serde(default)]
+    pub path: String,
     /// The address used.
     pub address: String,
 }

@@ -275,6 +275,45 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             for a in &s.listen_addrs {
                 crate::output::outln!("listen:    {a}");
             }
+            let n = &s.nat;
+            crate::output::outln!(
+                "reach:     {}{}{}",
+                n.reachability,
+                if n.relays.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", relayed by {}",
+                        n.relays
+                            .iter()
+                            .map(|r| short(r))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+                if n.hole_punches_succeeded + n.hole_punches_failed > 0 {
+                    format!(
+                        "; hole punches {} ok, {} failed",
+                        n.hole_punches_succeeded, n.hole_punches_failed
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            for a in &n.public_addrs {
+                crate::output::outln!("public:    {a}");
+            }
+            for a in &n.relayed_addrs {
+                crate::output::outln!("relayed:   {a}");
+            }
+            if n.relay_server {
+                crate::output::outln!(
+                    "relay:     serving ({} reservations, {} circuits)",
+                    n.relay_reservations,
+                    n.relay_circuits
+                );
+            }
+            crate::output::outln!("upnp:      {}", n.upnp);
             if !s.members.is_empty() {
                 crate::output::outln!();
                 crate::output::out!("{}", super::table::members(&s.members));
@@ -296,13 +335,17 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                         p.rtt_ms
                             .map(|r| format!("{r:.2} ms"))
                             .unwrap_or_else(|| "-".into()),
+                        p.path.clone(),
                         p.address.clone(),
                     ]
                 })
                 .collect::<Vec<_>>();
             crate::output::out!(
                 "{}",
-                render(&["PEER", "MODE", "REGISTERED", "RTT", "ADDRESS"], &rows)
+                render(
+                    &["PEER", "MODE", "REGISTERED", "RTT", "PATH", "ADDRESS"],
+                    &rows
+                )
             );
             Ok(())
         }
@@ -332,7 +375,11 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
                 short(&p.peer_id),
                 p.rtt_ms,
                 p.address,
-                if p.direct { "direct" } else { "relayed" }
+                if p.path.is_empty() {
+                    if p.direct { "direct" } else { "relayed" }
+                } else {
+                    p.path.as_str()
+                }
             );
             Ok(())
         }

@@ -35,6 +35,12 @@ struct Args {
     /// LAN discovery with mDNS: on or off.
     #[arg(long, value_parser = parse_on_off)]
     mdns: Option<bool>,
+    /// UPnP port mapping on the home router: auto (as mDNS), on or off.
+    #[arg(long)]
+    upnp: Option<cpns_node::config::Switch>,
+    /// A relay to hold a slot on while not publicly reachable, with /p2p/PEERID (repeatable).
+    #[arg(long)]
+    relay: Vec<String>,
     /// Log filter (info, debug, cpns_node=debug,...).
     #[arg(long)]
     log: Option<String>,
@@ -102,6 +108,12 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(m) = args.mdns {
         config.mdns = m;
+    }
+    if let Some(u) = args.upnp {
+        config.nat.upnp = u;
+    }
+    if !args.relay.is_empty() {
+        config.nat.relays = args.relay.clone();
     }
     if let Some(l) = &args.log {
         config.log = l.clone();
