@@ -34,6 +34,9 @@ const MAX_ADVERTISEMENTS: usize = 256;
 const REVOCATION_REFRESH: Duration = Duration::from_secs(300);
 /// Longest a publish on a PNE waits for a DHT server (its gateway) in its routing table.
 const PUBLISH_WAIT_FOR_PEERS: Duration = Duration::from_secs(5);
+/// Retries of a client's first put that no DHT server took, and the pause before each.
+const PUBLISH_RETRIES: usize = 4;
+const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(750);
 /// Longest the gateway's fan-out of one advertisement takes.
 const FAN_OUT_WAIT: Duration = Duration::from_secs(2);
 
@@ -327,10 +330,28 @@ impl Services {
                 warn!(id = %desc.id, "service saved and served by this node, not yet replicated: {e}");
                 desc
             }
-            Ok((_, Some(e))) => {
-                return Err(OpError::Unavailable(format!(
-                    "publish: saved locally but not replicated: {e} (it is put again once a DHT server is reachable)"
-                )));
+            Ok((desc, Some(first))) => {
+                // A Kademlia client right after joining may have its gateway in the routing
+                // table before the gateway answers puts: a few bounded retries before the
+                // user hears that nothing stored it (the directory keeps retrying after).
+                let mut last = first.to_string();
+                let mut stored = false;
+                for _ in 0..PUBLISH_RETRIES {
+                    tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
+                    match directory.republish_all().await {
+                        Ok(_) => {
+                            stored = true;
+                            break;
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                if !stored {
+                    return Err(OpError::Unavailable(format!(
+                        "publish: saved locally but not replicated: {last} (it is put again once a DHT server is reachable)"
+                    )));
+                }
+                desc
             }
             Err(e) => return Err(OpError::BadRequest(format!("publish: {e}"))),
         };

@@ -59,7 +59,23 @@ function addNotification(n) {
   while (body.rows.length > 50) body.deleteRow(-1);
 }
 
-/** Gateway, members, and the links between them, as a Mermaid flowchart. */
+/** The UPnP/DLNA devices this gateway's Non-CPNS proxy speaks for (5.6.10), refreshed at most
+ * every 5 s while the PN tab is drawn; a PNE has none (only its gateway proxies). */
+let proxied = [];
+let proxiedAt = 0;
+async function refreshProxied() {
+  if (!status || status.gateway !== status.peer_id || Date.now() - proxiedAt < 5000) return;
+  proxiedAt = Date.now();
+  let list = [];
+  try { list = await api('/v1/proxy/devices'); } catch { list = []; }
+  if (JSON.stringify(list) !== JSON.stringify(proxied)) {
+    proxied = list;
+    drawTopology();
+  }
+}
+
+/** Gateway, members, the devices the gateway proxies, and the links between them, as a
+ * Mermaid flowchart. */
 function drawTopology() {
   if (!status) return;
   const s = status;
@@ -75,8 +91,15 @@ function drawTopology() {
     lines.push(`  ${id(m.peer_id)}["${mermaidLabel(m.device)} (${m.mode}): ${m.status}"]`, `  ${gwId} --- ${id(m.peer_id)}`);
     if (m.status !== 'online') lines.push(`  class ${id(m.peer_id)} ${m.status}`);
   }
-  lines.push('  classDef busy fill:#fde9cf,stroke:#b25e00', '  classDef offline fill:#eee,stroke:#8a8f99');
+  for (const d of proxied) {
+    const pid = `p${d.id.replace(/[^A-Za-z0-9]/g, '_')}`;
+    lines.push(`  ${pid}[/"proxied: ${mermaidLabel(d.name)} (${mermaidLabel(d.functions.join(', ') || 'no CPNS function')})"/]`,
+      `  ${gwId} -. UPnP .- ${pid}`, `  class ${pid} proxied`);
+  }
+  lines.push('  classDef busy fill:#fde9cf,stroke:#b25e00', '  classDef offline fill:#eee,stroke:#8a8f99',
+    '  classDef proxied fill:#e8f1fb,stroke:#2b6cb0');
   renderMermaid($('topology'), lines.join('\n'));
+  refreshProxied();
 }
 
 let traceBusy = false;
