@@ -24,23 +24,33 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     use std::sync::OnceLock;
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "cpns-node",
-                "-p",
-                "cpns-cli",
-                "-p",
-                "cpns-auth",
-                "--bins",
-            ])
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        // Cargo gives the test its package's variables (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+        // …). ring's build script tracks some of them, so a child cargo that inherits them
+        // sees them "changed" against the top-level build and rebuilds ring and everything
+        // above it (QUIC, TLS, noise, the workspace): minutes inside a test, under the cargo
+        // lock every other such test waits on, and the next top-level build rebuilds back.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
+            {
+                cargo.env_remove(&key);
+            }
+        }
+        let status = cargo
+            // Exactly what `.ci/run` builds first, so that there this is a no-op.
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            // Cargo sets CARGO_MANIFEST_DIR for the test; ring's build script tracks it, so a
-            // cargo run with it set rebuilt ring and everything above it (QUIC, TLS, noise,
-            // the workspace) every time after a top-level build: minutes inside a test.
-            .env_remove("CARGO_MANIFEST_DIR")
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if status.success() {

@@ -60,7 +60,7 @@ pub(crate) enum PnAction<'a> {
 /// Whether `by` is an admin of `pn`: a current member that is listed in `admins` or is a
 /// device of the owner user. Membership comes first, so an expelled device (removed from
 /// `members`) stops being an admin at once, whatever its user.
-fn is_admin(pn: &PnRecord, by: &Session) -> bool {
+pub(crate) fn is_admin(pn: &PnRecord, by: &Session) -> bool {
     pn.members.contains(&by.entity) && (pn.admins.contains(&by.entity) || by.user == pn.owner)
 }
 
@@ -119,7 +119,7 @@ fn admit(pn: &PnRecord, user: &str, pne: &PeerId) -> Result<(), String> {
     ))
 }
 
-fn get_pn(store: &Store, pn_id: &str) -> Result<PnRecord, RequestError> {
+pub(crate) fn get_pn(store: &Store, pn_id: &str) -> Result<PnRecord, RequestError> {
     store
         .get(Table::Pns, pn_id)?
         .ok_or_else(|| not_found(format!("no PN {pn_id}")))

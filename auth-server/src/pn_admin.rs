@@ -17,14 +17,9 @@ use cpns_overlay::{AdmineeEntry, AdmineeSettings, PnAdminInfo};
 use crate::authn::Session;
 use crate::core::{Core, Followup};
 use crate::error::{RequestError, forbidden, not_found};
+use crate::pn::{get_pn, is_admin};
 use crate::records::{EntityRecord, PnAdminRecord, PnRecord};
 use crate::store::{Batch, Store, Table};
-
-fn get_pn(store: &Store, pn_id: &str) -> Result<PnRecord, RequestError> {
-    store
-        .get(Table::Pns, pn_id)?
-        .ok_or_else(|| not_found(format!("no PN {pn_id}")))
-}
 
 fn get_admin(store: &Store, pn_id: &str) -> Result<PnAdminRecord, RequestError> {
     Ok(store.get(Table::PnAdmin, pn_id)?.unwrap_or_default())
@@ -65,11 +60,6 @@ pub(crate) fn admin_info(
             .cloned()
             .collect(),
     })
-}
-
-/// Whether `by` is an admin of `pn` (a current member that is listed or of the owner user).
-fn is_admin(pn: &PnRecord, by: &Session) -> bool {
-    pn.members.contains(&by.entity) && (pn.admins.contains(&by.entity) || by.user == pn.owner)
 }
 
 /// Drops what a removed member left in the admin record (called with the PN's removal).

@@ -493,13 +493,6 @@ impl Delivery {
         );
         // The consumer tells the offerer, whose stream then carries the change to both loops;
         // the offerer's own change reaches the consumer in the stream.
-        // A consumer's pause is applied first: the offerer's pause frame may reach this node's
-        // reading loop before the offerer's answer, and must then find the session paused by
-        // the consumer already (not take it for the offerer's own pause).
-        let early = role == Role::Consumer && action == Action::Pause;
-        if early {
-            action.apply(&control, by);
-        }
         if role == Role::Consumer {
             let msg = match action {
                 Action::Stop => DeliveryMessage::Stop { session },
@@ -516,23 +509,13 @@ impl Delivery {
                 Ok(Ok(_)) => {}
                 // A stop happens here whatever the offerer says.
                 _ if action == Action::Stop => {}
-                Ok(Err(e)) => {
-                    if early {
-                        control.resume();
-                    }
-                    return Err(e.into());
-                }
-                Err(_) => {
-                    if early {
-                        control.resume();
-                    }
-                    return Err(OpError::Unavailable("the offerer did not answer".into()));
-                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(OpError::Unavailable("the offerer did not answer".into())),
             }
         }
-        if !early {
-            action.apply(&control, by);
-        }
+        // A pause frame of the offerer that came first says who paused (the consumer), so
+        // this finds the session paused by the consumer already.
+        action.apply(&control, by);
         Ok(live.info(role, session))
     }
 

@@ -331,26 +331,7 @@ impl Services {
                 desc
             }
             Ok((desc, Some(first))) => {
-                // A Kademlia client right after joining may have its gateway in the routing
-                // table before the gateway answers puts: a few bounded retries before the
-                // user hears that nothing stored it (the directory keeps retrying after).
-                let mut last = first.to_string();
-                let mut stored = false;
-                for _ in 0..PUBLISH_RETRIES {
-                    tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
-                    match directory.republish_all().await {
-                        Ok(_) => {
-                            stored = true;
-                            break;
-                        }
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-                if !stored {
-                    return Err(OpError::Unavailable(format!(
-                        "publish: saved locally but not replicated: {last} (it is put again once a DHT server is reachable)"
-                    )));
-                }
+                retry_replication(&directory, first).await?;
                 desc
             }
             Err(e) => return Err(OpError::BadRequest(format!("publish: {e}"))),
@@ -554,4 +535,24 @@ impl Services {
             None => Visibility::Public,
         }
     }
+}
+
+/// A Kademlia client right after joining may have its gateway in the routing table before the
+/// gateway answers puts: a few bounded retries before the user hears that no DHT server
+/// stored the service (the directory keeps retrying in the background after that).
+async fn retry_replication(
+    directory: &cpns_directory::Directory,
+    first: cpns_overlay::Error,
+) -> Result<(), OpError> {
+    let mut last = first.to_string();
+    for _ in 0..PUBLISH_RETRIES {
+        tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
+        match directory.republish_all().await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(OpError::Unavailable(format!(
+        "publish: saved locally but not replicated: {last} (it is put again once a DHT server is reachable)"
+    )))
 }

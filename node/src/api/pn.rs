@@ -67,19 +67,13 @@ async fn inventory(
     State(s): State<ApiState>,
     Query(q): Query<InventoryQuery>,
 ) -> ApiResult<PnInventoryView> {
-    let own = q.pn_id.is_none();
     let mut view = s.handle.pn_inventory(q.pn_id).await?.into_api();
-    if own
-        || s.handle
-            .pn_admin_known()
-            .is_some_and(|a| a.pn_id == view.pn_id)
-    {
-        view.admin = s
-            .handle
-            .pn_admin_known()
-            .filter(|a| a.pn_id == view.pn_id)
-            .map(IntoApi::into_api);
-    }
+    // This node's own PN: the admin information it last heard (a remote PN's is not known).
+    view.admin = s
+        .handle
+        .pn_admin_known()
+        .filter(|a| a.pn_id == view.pn_id)
+        .map(IntoApi::into_api);
     Ok(Json(view))
 }
 

@@ -174,7 +174,7 @@ const LAST: u8 = 1;
 const STOP: u8 = 2;
 const PAUSE: u8 = 4;
 const RESUME: u8 = 8;
-/// With [`STOP`]: the consumer asked for it.
+/// With [`STOP`] or [`PAUSE`]: the consumer asked for it.
 const BY_CONSUMER: u8 = 16;
 const CONTROL: u8 = STOP | PAUSE | RESUME;
 
@@ -297,9 +297,9 @@ pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
                             }
                             break;
                         }
-                        RunState::Paused(_) => {
+                        RunState::Paused(by) => {
                             if !paused {
-                                write_flags(out, PAUSE).await?;
+                                write_flags(out, PAUSE | by_flag(by)).await?;
                                 paused = true;
                             }
                             if tokio::time::timeout(MAX_PAUSE, states.changed())
@@ -310,12 +310,7 @@ pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
                             }
                         }
                         RunState::Stopped(by) => {
-                            let who = if by == Party::Consumer {
-                                BY_CONSUMER
-                            } else {
-                                0
-                            };
-                            write_flags(out, STOP | who).await?;
+                            write_flags(out, STOP | by_flag(by)).await?;
                             let _ = out.close().await;
                             return Ok(Ended::Stopped(by));
                         }
@@ -417,10 +412,21 @@ fn opening_key(
 enum Head {
     /// The sender stopped; the stream ends here.
     Stop(Party),
-    /// The sender paused (`true`) or resumed (`false`).
-    Pause(bool),
+    /// The session was paused, by this party.
+    Pause(Party),
+    /// The session was resumed.
+    Resume,
     /// A chunk of `len` sealed bytes follows.
     Chunk { len: usize, last: bool },
+}
+
+/// The flag that says who caused a stop or a pause.
+fn by_flag(by: Party) -> u8 {
+    if by == Party::Consumer {
+        BY_CONSUMER
+    } else {
+        0
+    }
 }
 
 /// Checks a frame head (`u32 BE length || flags`) the way every receiver does: a control
@@ -432,15 +438,18 @@ fn check_head(head: [u8; 5], max_frame: usize) -> Result<Head, OpError> {
         if len != 1 {
             return Err(OpError::Refused("bad control frame".into()));
         }
-        if flags & STOP != 0 {
-            let by = if flags & BY_CONSUMER != 0 {
-                Party::Consumer
-            } else {
-                Party::Offerer
-            };
-            return Ok(Head::Stop(by));
-        }
-        return Ok(Head::Pause(flags & PAUSE != 0));
+        let by = if flags & BY_CONSUMER != 0 {
+            Party::Consumer
+        } else {
+            Party::Offerer
+        };
+        return Ok(if flags & STOP != 0 {
+            Head::Stop(by)
+        } else if flags & PAUSE != 0 {
+            Head::Pause(by)
+        } else {
+            Head::Resume
+        });
     }
     // Length 1: an empty chunk (the content of an empty public file).
     if len == 0 || len > max_frame {
@@ -551,14 +560,17 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
                     }
                     return Ok(Ended::Stopped(by));
                 }
-                Head::Pause(p) => {
-                    paused = p;
+                Head::Pause(by) => {
+                    paused = true;
                     if let Some(c) = &control {
-                        if paused {
-                            c.pause(Party::Offerer);
-                        } else {
-                            c.resume();
-                        }
+                        c.pause(by);
+                    }
+                    continue;
+                }
+                Head::Resume => {
+                    paused = false;
+                    if let Some(c) = &control {
+                        c.resume();
                     }
                     continue;
                 }
@@ -642,7 +654,7 @@ pub fn decode_stream(bytes: &[u8], key: Option<&GroupKey>, sender: &PeerId) -> R
                 .map_err(|e| e.to_string())?;
             let (len, last) = match check_head(head, CHUNK + 64).map_err(|e| e.to_string())? {
                 Head::Stop(_) => return Ok(got),
-                Head::Pause(_) => continue,
+                Head::Pause(_) | Head::Resume => continue,
                 Head::Chunk { len, last } => (len, last),
             };
             let mut body = vec![0u8; len];

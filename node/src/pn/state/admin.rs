@@ -214,10 +214,10 @@ impl State {
     /// Keeps (durably) the admin information, and applies what it sets for this node — and,
     /// at the gateway, for the members (whether they may be gateway).
     pub(super) fn take_admin(&mut self, info: PnAdminInfo, fx: &mut Fx) {
-        let old = self.own_settings();
         if self.admin.as_deref() == Some(&info) {
             return;
         }
+        let old = self.own_settings();
         if let Ok(b) = store::encode(&info) {
             fx.push(Effect::Persist(PnWrite::Admin(Some(b))));
         }
@@ -266,14 +266,6 @@ impl State {
             .map(u64::from)
             .unwrap_or(self.env.config.status.heartbeat_secs);
         Duration::from_secs(secs.max(1))
-    }
-
-    /// After how long without a heartbeat the gateway marks `member` Offline.
-    pub(super) fn offline_after(&self, member: &PeerId) -> u64 {
-        self.settings_of(member)
-            .offline_after_secs
-            .map(u64::from)
-            .unwrap_or(self.env.config.status.offline_after_secs)
     }
 
     /// The services this node shows the PN: its own, cut to what an admin allowed.
@@ -353,6 +345,15 @@ impl State {
             describe(s),
         );
     }
+}
+
+/// After how long without a heartbeat the gateway marks `member` Offline: what an admin set,
+/// else `default` (the node's configuration).
+pub(super) fn offline_after(admin: Option<&PnAdminInfo>, member: &PeerId, default: u64) -> u64 {
+    admin
+        .and_then(|a| a.adminees.iter().find(|e| e.member == *member))
+        .and_then(|e| e.settings.offline_after_secs)
+        .map_or(default, u64::from)
 }
 
 /// The settings in one line, for the trace.

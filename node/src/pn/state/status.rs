@@ -450,19 +450,12 @@ impl State {
         let now = fx.now;
         let me = self.env.me;
         let mut silent = Vec::new();
-        let limits: std::collections::HashMap<PeerId, u64> = self
-            .pn
-            .as_ref()
-            .map(|p| {
-                p.members
-                    .keys()
-                    .map(|m| (*m, self.offline_after(m)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // The admin information is shared, not borrowed from `self`, while the members change.
+        let admin = self.admin.clone();
+        let default = self.env.config.status.offline_after_secs;
         if let Some(p) = self.pn_mut() {
             for m in p.members.values_mut() {
-                let limit = limits.get(&m.info.peer_id).copied().unwrap_or(u64::MAX);
+                let limit = super::admin::offline_after(admin.as_deref(), &m.info.peer_id, default);
                 if m.info.peer_id == me || m.info.status == Status::Offline {
                     continue;
                 }
