@@ -66,7 +66,7 @@ pub use session::SessionInfo;
 pub use variants::{Needs, Variant};
 
 use session::{Control, Invoked, Live, Party, Role, Sessions};
-use stream::{Hello, Seal, SendOpts, read_frame, stream_file};
+use stream::{Decision, Hello, Seal, SendOpts, read_frame, stream_file, write_frame};
 
 use crate::auth_link::AuthLink;
 use crate::authz;
@@ -97,6 +97,9 @@ const MAX_STREAMS: usize = 32;
 const MAX_STREAMS_PER_PEER: usize = 4;
 /// How long an opened delivery stream may take to send its first frame.
 const FIRST_FRAME: Duration = Duration::from_secs(10);
+/// How long a relayed stream from a member this node does not know yet waits for the
+/// gateway's member table update.
+const MEMBER_LAG: Duration = Duration::from_secs(5);
 /// How long a consumer waits for a pushed stream.
 const PUSH_WAIT: Duration = Duration::from_secs(15);
 /// How often the external usage collector's queue is retried.
@@ -922,19 +925,52 @@ impl Delivery {
             }
             Hello::Forward { to } => self.relay(peer, to, stream).await,
             Hello::Forwarded { from } => {
-                let view = self.inner.pn.view();
-                if view.my_gateway() != Some(peer) || !view.is_member(&from) {
-                    return Err(OpError::Refused(
-                        "relayed streams come from this PN's gateway, for its members".into(),
-                    ));
-                }
+                // The gateway checked that `from` is a member, but a member table reaches the
+                // PNEs only after the gateway changed it: a member that has just joined is
+                // waited for (briefly) rather than refused. A refusal is said to the sender
+                // (through the relay) instead of cutting the stream.
+                let refusal = if self.inner.pn.view().my_gateway() != Some(peer) {
+                    Some("relayed streams come from this PN's gateway")
+                } else if !self.member_soon(&from).await {
+                    Some("relayed streams are for members of this PN")
+                } else {
+                    None
+                };
                 let inner: Hello = tokio::time::timeout(FIRST_FRAME, read_frame(&mut stream))
                     .await
                     .map_err(|_| OpError::Refused("no relayed frame in time".into()))??;
+                if let Some(why) = refusal {
+                    if matches!(inner, Hello::Offer(_)) {
+                        write_frame(&mut stream, &Decision::Decline(why.into())).await?;
+                    }
+                    return Err(OpError::Refused(why.into()));
+                }
                 self.on_push_stream(from, true, stream, inner).await
             }
             other => self.on_push_stream(peer, false, stream, other).await,
         }
+    }
+}
+
+impl Delivery {
+    /// Whether `peer` is (or within [`MEMBER_LAG`] becomes) a member of this node's PN: the
+    /// gateway's member table update may still be on its way when the gateway relays a
+    /// stream from a member that has just joined.
+    async fn member_soon(&self, peer: &PeerId) -> bool {
+        let mut watch = self.inner.pn.watch();
+        let known = tokio::time::timeout(MEMBER_LAG, async {
+            loop {
+                let view = watch.borrow_and_update().clone();
+                if view.is_member(peer) {
+                    return true;
+                }
+                if view.expelled.contains(peer) || watch.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        known.unwrap_or(false)
     }
 }
 

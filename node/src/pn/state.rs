@@ -254,6 +254,9 @@ pub(super) struct Admission {
     epoch: u64,
     grants: Vec<cpns_overlay::MemberGrant>,
     member: Option<cpns_overlay::MemberInfo>,
+    /// The members the step-24 list named: another admission confirmed meanwhile makes it
+    /// stale, and the new member is then sent the list again.
+    listed: Vec<PeerId>,
 }
 
 /// A failover in progress (5.6.9).

@@ -835,3 +835,158 @@ fn another_users_gateway_leaves_an_invitation() {
             .any(|e| matches!(e, Effect::Persist(PnWrite::Invitation(_, Some(_)))))
     );
 }
+
+/// A gateway of PN "pn-9" (epoch 1) with no other member, and its identity and EUKey.
+fn gateway_with_pn(ca: &Ca) -> (State, Identity, EuKey) {
+    let (mut s, gw_id, gw_eukey) = node(ca, "alice", 1, ModeSetting::Gateway);
+    let mut f = fx();
+    s.on_op(Op::Establish, 1, &mut f);
+    let key = GroupKey::generate(super::pn_group("pn-9"), 1);
+    let record = PnRecordInfo {
+        pn_id: "pn-9".into(),
+        owner: "alice".into(),
+        gateway: gw_id.peer_id(),
+        members: vec![gw_id.peer_id()],
+        admins: vec![],
+        policy: Default::default(),
+        epoch: 1,
+    };
+    let mut f = fx();
+    s.on_server(
+        AuthMessage::PnInventoryCreated {
+            pn: record,
+            key: ca.grant(&key, &gw_id.peer_id(), &gw_eukey),
+        },
+        3,
+        &mut f,
+    );
+    assert!(s.view().is_pn_gateway());
+    (s, gw_id, gw_eukey)
+}
+
+/// Drives one PNE's admission at the gateway through step 23 (the server's grants are for
+/// `granted` at `epoch`); returns the PNE and the job id of its step 24.
+fn admit_to_step_24(
+    s: &mut State,
+    ca: &Ca,
+    gw: (&Identity, &EuKey),
+    waiter: u64,
+    epoch: u64,
+    granted: &[PeerId],
+    pne: &Identity,
+) -> u64 {
+    let setup = ConnectionSetup {
+        credential: ca.credential(pne, "alice", Modes::ALL, 20 + waiter),
+        pn_id: "pn-9".into(),
+        time: NOW,
+        nonce: [waiter as u8; 16],
+        eukey_mac: [0; 32],
+        signature: pne.sign(b"x"),
+        capabilities: Capabilities::default(),
+    };
+    let mut f = fx();
+    let answer = s.on_inbound(
+        pne.peer_id(),
+        SenderClass::Enrolled,
+        Message::Pn(PnMessage::ConnectionSetupRequest(setup)),
+        waiter,
+        &mut f,
+    );
+    assert!(answer.is_none());
+    let (j19, _) = one_job(&f);
+    let mut f = fx();
+    s.on_done(
+        j19,
+        Done::Auth(Ok(AuthMessage::MembershipListTransfer {
+            decision: MembershipDecision::Admitted,
+            pn: PnRecordInfo {
+                pn_id: "pn-9".into(),
+                owner: "alice".into(),
+                gateway: gw.0.peer_id(),
+                members: vec![gw.0.peer_id(), pne.peer_id()],
+                admins: vec![],
+                policy: Default::default(),
+                epoch: 1,
+            },
+        })),
+        &mut f,
+    );
+    let (j22, _) = one_job(&f);
+    let key = GroupKey::generate(super::pn_group("pn-9"), epoch);
+    let grants = granted
+        .iter()
+        .map(|m| MemberGrant {
+            member: *m,
+            grant: if *m == gw.0.peer_id() {
+                ca.grant(&key, m, gw.1)
+            } else {
+                ca.grant(&key, m, &EuKey::generate())
+            },
+        })
+        .collect();
+    let mut f = fx();
+    s.on_done(
+        j22,
+        Done::Auth(Ok(AuthMessage::PnKeyResponse {
+            pn_id: "pn-9".into(),
+            epoch,
+            grants,
+        })),
+        &mut f,
+    );
+    one_job(&f).0
+}
+
+/// The member ids a member list sent to `to` in `f` names, if one was sent.
+fn listed_to(f: &Fx, to: &PeerId) -> Option<Vec<PeerId>> {
+    f.effects.iter().find_map(|e| match e {
+        Effect::Send {
+            peer,
+            message:
+                Message::Pn(
+                    PnMessage::MembersUpdate { members, .. }
+                    | PnMessage::MembershipUpdate(MembershipGrant { members, .. }),
+                ),
+        } if peer == to => Some(members.iter().map(|m| m.peer_id).collect()),
+        _ => None,
+    })
+}
+
+/// Two admissions that overlap: A gets its key (epoch 2, the server knew only A), then B
+/// (epoch 3; B's step-24 list cannot name A, not yet confirmed), then A and B confirm. Each
+/// must end up told of the other: A through B's epoch-3 grant, B through a member list sent
+/// after its confirmation (before, B never heard of A and refused A's relayed pushes).
+#[test]
+fn overlapping_admissions_each_learn_of_the_other() {
+    let ca = Ca::new();
+    let (mut s, gw_id, gw_eukey) = gateway_with_pn(&ca);
+    let gw = gw_id.peer_id();
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let (pa, pb) = (a.peer_id(), b.peer_id());
+    let ja = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 10, 2, &[gw, pa], &a);
+    let jb = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 11, 3, &[gw, pa, pb], &b);
+    let mut f = fx();
+    s.on_done(
+        ja,
+        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
+            pn_id: "pn-9".into(),
+            epoch: 2,
+        }))),
+        &mut f,
+    );
+    assert_eq!(s.view().pn.as_ref().unwrap().members.len(), 2);
+    let mut f = fx();
+    s.on_done(
+        jb,
+        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
+            pn_id: "pn-9".into(),
+            epoch: 3,
+        }))),
+        &mut f,
+    );
+    assert_eq!(s.view().pn.as_ref().unwrap().members.len(), 3);
+    let to_a = listed_to(&f, &pa).expect("A is told of B");
+    assert!(to_a.contains(&pb));
+    let to_b = listed_to(&f, &pb).expect("B is told the list again");
+    assert!(to_b.contains(&pa), "B's list: {to_b:?}");
+}

@@ -7,6 +7,7 @@
 //! answer is answered once 13 is recorded (protocol order in every trace), and a PNE's step 18
 //! that arrives before the PN exists waits in the set-up's queue instead of being refused.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -428,6 +429,7 @@ impl State {
                 epoch: 0,
                 grants: Vec::new(),
                 member: None,
+                listed: Vec::new(),
             },
         );
         self.spawn(
@@ -604,6 +606,7 @@ impl State {
             a.epoch = epoch;
             a.grants = grants;
             a.member = Some(info);
+            a.listed = members.iter().map(|m| m.peer_id).collect();
         }
         self.trace(
             B1,
@@ -703,6 +706,7 @@ impl State {
             fx.push(Effect::ForgetDhtPeer(peer));
         }
         self.distribute(a.epoch, &a.grants, Some(peer), fx);
+        self.relist_missed(&a, fx);
         self.trace(
             B1,
             26,
@@ -736,6 +740,38 @@ impl State {
             };
         };
         summary_of(pn, details, crate::now())
+    }
+
+    /// After admission `a` was confirmed: sends the member list (no key) to whoever its
+    /// grants did not reach. Admissions overlap: the server's grants name the members it knew
+    /// at step 22, and the new member's step-24 list names those confirmed then, so a member
+    /// confirmed in between would otherwise never hear of the other.
+    fn relist_missed(&self, a: &Admission, fx: &mut Fx) {
+        let Some(pn_id) = self.pn_id() else { return };
+        let me = self.me();
+        let members = self.member_infos();
+        let granted: BTreeSet<PeerId> = a.grants.iter().map(|g| g.member).collect();
+        let listed: BTreeSet<PeerId> = a.listed.iter().copied().collect();
+        let now: BTreeSet<PeerId> = members.iter().map(|m| m.peer_id).collect();
+        let expelled: Vec<PeerId> = self.expelled.iter().copied().collect();
+        for m in &now {
+            let missed = if *m == a.peer {
+                listed != now
+            } else {
+                !granted.contains(m)
+            };
+            if *m == me || !missed {
+                continue;
+            }
+            fx.send(
+                *m,
+                Message::Pn(PnMessage::MembersUpdate {
+                    pn_id: pn_id.clone(),
+                    members: members.clone(),
+                    expelled: expelled.clone(),
+                }),
+            );
+        }
     }
 
     /// Sends every member (but `except`) its grant of the new epoch and the member list.
