@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A bounded cargo-fuzz run of every target, each starting from its corpus (fuzz/corpus/<target>/).
 #   FUZZ_SECONDS   seconds per target (default 15; docs/FUZZING.md has the long run)
+#   FUZZ_PROFILE   `dev` (default: an unoptimised build, several times faster to compile, which
+#                  is what a bounded regression run needs) or `release` (for long runs)
 # Needs nightly and cargo-fuzz; without them it says so and exits 0 (the corpora and every
 # crash file are replayed on stable by tests/fuzz_corpora.rs in any case). A crash fails the
 # run; libFuzzer leaves the input in fuzz/artifacts/<target>/, which is kept as a regression
@@ -8,6 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECONDS:-15}"
+case "${FUZZ_PROFILE:-dev}" in
+    dev) profile=(--dev) ;;
+    release) profile=() ;;
+    *) echo "fuzz: FUZZ_PROFILE is dev or release" >&2; exit 2 ;;
+esac
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: no nightly toolchain here; bounded fuzzing skipped (corpora still run on stable)"
@@ -19,14 +26,14 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
-cargo +nightly fuzz build
+cargo +nightly fuzz build "${profile[@]}"
 for target in $(cargo +nightly fuzz list); do
     # Work on a copy: inputs found here are not written into the checkout.
     work="$(mktemp -d)"
     cp -r "corpus/$target/." "$work/"
     log="$work.log"
     status=0
-    cargo +nightly fuzz run "$target" "$work" -- \
+    cargo +nightly fuzz run "${profile[@]}" "$target" "$work" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1 || status=$?
     runs="$(grep -m1 '^stat::number_of_executed_units' "$log" | awk '{print $2}' || true)"

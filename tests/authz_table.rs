@@ -230,6 +230,16 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
             Protocol::Auth,
             Message::Auth(AuthMessage::PnRelease { pn_id: pn() }),
         ),
+        K::ServerPnInvitation => (
+            Protocol::Auth,
+            Message::Auth(AuthMessage::PnInvitation(cpns_overlay::PnInvitationInfo {
+                pn_id: pn(),
+                owner: "mallory".into(),
+                gateway: PeerId::random(),
+                gateway_addrs: Vec::new(),
+                entity: true,
+            })),
+        ),
         K::Answer => cpns(Message::Ack),
     }
 }
@@ -278,6 +288,7 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ServerRevocations, "----s"),
     (RequestKind::ServerPnChanged, "----s"),
     (RequestKind::ServerPnReleased, "----s"),
+    (RequestKind::ServerPnInvitation, "----s"),
     (RequestKind::Answer, "-----"),
 ];
 
@@ -447,6 +458,7 @@ async fn every_request_kind_from_every_sender_class() -> Result<()> {
                     | RequestKind::ServerRevocations
                     | RequestKind::ServerPnChanged
                     | RequestKind::ServerPnReleased
+                    | RequestKind::ServerPnInvitation
             );
             for (class, node) in &peers {
                 let to = target.peer_id();

@@ -146,6 +146,10 @@ async fn admins_are_granted_by_policy_and_an_adminee_change_reaches_every_member
     })
     .await?;
     ensure!(
+        bob.handle().status().await?.heartbeat_secs == 2,
+        "the Adminee heartbeats at the admin's period"
+    );
+    ensure!(
         bob.handle()
             .trace()
             .iter()
@@ -261,5 +265,73 @@ async fn an_admin_releases_the_pn_from_a_member_that_is_not_the_gateway() -> Res
     );
     lab.shutdown(members.into_iter().chain([gw, bob]).collect())
         .await;
+    Ok(())
+}
+
+/// Invitations with consent (5.6.9): an admin's invite at cpns-auth reaches the invited
+/// device (it asks on its period) without any pairing; it joins only when its owner accepts.
+/// An invitation declined is forgotten by cpns-auth too: the device's later join through the
+/// same gateway is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_reaches_the_invitee_and_takes_effect_only_when_accepted() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    for u in ["alice", "bob", "carol"] {
+        lab.user(u).await?;
+    }
+    let (gw, _) = lab.pn("alice", "router", &[]).await?;
+    let pn_id = gw.handle().status().await?.pn_id.context("gw's PN")?;
+    let asks = |c: &mut cpns_node::Config| c.invitation_poll_secs = 1;
+    let mode = cpns_node::ModeSetting::Auto;
+    let bob = lab.node_configured("bob", "bob-phone", mode, asks).await?;
+    let carol = lab
+        .node_configured("carol", "carol-tab", mode, asks)
+        .await?;
+
+    gw.handle()
+        .pn_invite(Invitee::Entity(bob.peer_id()))
+        .await?;
+    gw.handle().pn_invite(Invitee::User("carol".into())).await?;
+    let from_server = |n: &LabNode| {
+        n.handle()
+            .pn_invitations()
+            .into_iter()
+            .find(|i| i.source == "server" && i.pn_id.as_deref() == Some(pn_id.as_str()))
+    };
+    eventually("bob's invitation", async || Ok(from_server(&bob).is_some())).await?;
+    let inv = from_server(&bob).context("bob's invitation")?;
+    ensure!(inv.gateway == gw.peer_id().to_string(), "{inv:?}");
+    ensure!(!inv.gateway_addrs.is_empty(), "no gateway address: {inv:?}");
+    ensure!(
+        bob.handle().status().await?.pn_id.is_none(),
+        "an invitation alone joins nothing"
+    );
+    let joined = bob.handle().pn_accept(&inv.id).await?;
+    ensure!(joined == pn_id, "bob joined {joined}");
+    same_epoch(&[&gw, &bob]).await?;
+    ensure!(bob.handle().pn_invitations().is_empty());
+
+    eventually("carol's invitation", async || {
+        Ok(from_server(&carol).is_some())
+    })
+    .await?;
+    let inv = from_server(&carol).context("carol's invitation")?;
+    carol.handle().pn_decline(&inv.id).await?;
+    ensure!(from_server(&carol).is_none(), "declined, still listed");
+    // cpns-auth forgot it: the invitation does not come back, and a join is refused.
+    eventually("the decline reaching cpns-auth", async || {
+        let info = lab.admin().show_pn(&pn_id).await?;
+        Ok(!info.invited_users.iter().any(|u| u == "carol"))
+    })
+    .await?;
+    let outcome = carol.handle().pair(gw.dial_addr().await?).await?;
+    let id = outcome.invitation.context("pairing leaves an invitation")?;
+    let refused = carol.handle().pn_accept(&id).await;
+    ensure!(
+        refused.is_err(),
+        "carol joined after declining: {refused:?}"
+    );
+    ensure!(carol.handle().status().await?.pn_id.is_none());
+    lab.shutdown(vec![gw, bob, carol]).await;
     Ok(())
 }

@@ -53,6 +53,11 @@ pub(crate) enum Followup {
     /// An admin that is not the gateway released the PN: to its (former) gateway, which
     /// tells the members.
     PnReleased { pn_id: String, gateway: PeerId },
+    /// An admin invited an entity or a user: to the invitee's devices with a live session.
+    PnInvited {
+        pn_id: String,
+        invitee: cpns_overlay::Invitee,
+    },
 }
 
 /// Everything the request handler, the admin API and the CLI share.
@@ -74,6 +79,9 @@ pub(crate) struct Core {
     followups: Option<mpsc::Sender<Followup>>,
     pub(crate) listen_addrs: RwLock<Vec<Multiaddr>>,
     pub(crate) admin_addr: RwLock<Option<std::net::SocketAddr>>,
+    /// The server's overlay, once started: where it saw a peer listen (an invitation names
+    /// the PN's gateway's addresses).
+    pub(crate) overlay: std::sync::OnceLock<cpns_overlay::Client>,
 }
 
 impl std::fmt::Debug for Core {
@@ -193,6 +201,7 @@ impl Core {
             followups,
             listen_addrs: RwLock::new(listen_addrs),
             admin_addr: RwLock::new(None),
+            overlay: std::sync::OnceLock::new(),
         })
     }
 

@@ -239,7 +239,15 @@ async fn with_session(
         }
         AuthMessage::PnInvite { pn_id, invitee } => {
             let pn = core.pn_invite(s, &pn_id, &invitee, now).await?;
+            core.invited(&pn_id, &invitee);
             auth(AuthMessage::PnInfo(pn))
+        }
+        AuthMessage::PnInvitationsRequest => {
+            auth(AuthMessage::PnInvitations(core.pn_invitations(s).await?))
+        }
+        AuthMessage::PnInvitationDecline { pn_id } => {
+            core.pn_invitation_decline(s, &pn_id, now).await?;
+            Ok(Handled::reply(Message::Ack))
         }
         AuthMessage::PnExpel { pn_id, member } => {
             let (epoch, grants) = core.pn_remove(s, &pn_id, &member, true, now).await?;

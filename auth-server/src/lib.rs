@@ -53,6 +53,7 @@ mod handler;
 mod metrics;
 mod pn;
 mod pn_admin;
+mod pn_invite;
 mod records;
 mod revocation;
 mod server;

@@ -79,6 +79,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(cancel.child_token()));
 
+        let _ = core.overlay.set(client.clone());
         let listen_addrs = client.listen_addrs().await?;
         if config.relay {
             for addr in relay_addrs(&config.advertise, &listen_addrs) {
@@ -392,6 +393,20 @@ async fn run_followup(core: Arc<Core>, client: Client, followup: Followup) {
                 send(&core, &client, gateway, msg, "pn_released").await;
             } else {
                 core.metrics.push("pn_released", "no_session");
+            }
+        }
+        Followup::PnInvited { pn_id, invitee } => {
+            let found = crate::pn::get_pn(&core.store, &pn_id)
+                .and_then(|pn| Ok((core.invitees(&invitee, unix_now())?, pn)));
+            match found {
+                Ok((targets, pn)) => {
+                    for (to, entity) in targets {
+                        let info = core.invitation_info(&pn, entity).await;
+                        let msg = Message::Auth(AuthMessage::PnInvitation(info));
+                        send(&core, &client, to, msg, "pn_invitation").await;
+                    }
+                }
+                Err(e) => warn!(pn = %pn_id, "cannot tell the invitees: {e}"),
             }
         }
         Followup::Revocations(list) => {

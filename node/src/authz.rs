@@ -124,6 +124,8 @@ kinds! {
     ServerPnChanged,
     /// 5.6.9 an admin released this gateway's PN at `cpns-auth`.
     ServerPnReleased,
+    /// 5.6.9 an admin invited this entity (or its user) into a PN.
+    ServerPnInvitation,
     /// An answer sent as a request, or a message of the other protocol: never accepted.
     Answer,
 }
@@ -352,6 +354,11 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         SERVER,
         "5.6.9 an admin released this node's PN (checked by the handler)",
     ),
+    (
+        RequestKind::ServerPnInvitation,
+        SERVER,
+        "5.6.9 an invitation into a PN, kept for the owner's consent",
+    ),
     (RequestKind::Answer, NOBODY, "an answer is never a request"),
 ];
 
@@ -367,6 +374,7 @@ impl RequestKind {
                 Message::Auth(AuthMessage::Revocations(_)) => K::ServerRevocations,
                 Message::Auth(AuthMessage::PnChanged { .. }) => K::ServerPnChanged,
                 Message::Auth(AuthMessage::PnRelease { .. }) => K::ServerPnReleased,
+                Message::Auth(AuthMessage::PnInvitation(_)) => K::ServerPnInvitation,
                 _ => K::Answer,
             };
         }

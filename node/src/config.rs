@@ -404,6 +404,9 @@ pub struct Config {
     /// Renew the entity credential with `cpns-auth` once less than this percentage of its
     /// lifetime is left (1-100). Default: 33.
     pub credential_renew_percent: u8,
+    /// How often the node asks `cpns-auth` for PN invitations waiting for it (5.6.9), in
+    /// seconds; 0: never (a node with a session is still told at once). Default: 300.
+    pub invitation_poll_secs: u64,
     /// Status management.
     pub status: StatusConfig,
     /// Capability overrides.
@@ -435,6 +438,7 @@ impl Default for Config {
             dht_replication: 8,
             trace_capacity: 4096,
             credential_renew_percent: 33,
+            invitation_poll_secs: 300,
             status: StatusConfig::default(),
             capabilities: CapabilitiesConfig::default(),
             usage: UsageConfig::default(),

@@ -123,6 +123,7 @@ impl Handle {
                 .map(|e| e.credential.body.device.clone())
                 .unwrap_or_else(|| ctx.config.device_name.clone()),
             status: view.status.to_string(),
+            heartbeat_secs: view.heartbeat.as_secs(),
             epoch,
             auth_server,
             credential: crate::renewal::view(ctx),

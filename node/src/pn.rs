@@ -175,6 +175,8 @@ pub(crate) struct View {
     pub(crate) overrides: Arc<CapabilitiesConfig>,
     /// The PN's admin information (5.6.9), as `cpns-auth` last said.
     pub(crate) admin: Option<Arc<cpns_overlay::PnAdminInfo>>,
+    /// The heartbeat period in force (an Adminee setting, else the configuration).
+    pub(crate) heartbeat: std::time::Duration,
 }
 
 impl View {

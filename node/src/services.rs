@@ -35,8 +35,9 @@ const REVOCATION_REFRESH: Duration = Duration::from_secs(300);
 /// Longest a publish on a PNE waits for a DHT server (its gateway) in its routing table.
 const PUBLISH_WAIT_FOR_PEERS: Duration = Duration::from_secs(5);
 /// Retries of a client's first put that no DHT server took, and the pause before each.
-const PUBLISH_RETRIES: usize = 4;
-const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(750);
+const PUBLISH_RETRIES: u32 = 6;
+const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(500);
+const PUBLISH_RETRY_PAUSE_MAX: Duration = Duration::from_secs(4);
 /// Longest the gateway's fan-out of one advertisement takes.
 const FAN_OUT_WAIT: Duration = Duration::from_secs(2);
 
@@ -314,6 +315,7 @@ impl Services {
         // the PN forms, identify may not yet have told it that the gateway serves the DHT.
         let client_mode = matches!(ctx.client.kad_mode().await, Ok(KadMode::Client));
         if client_mode {
+            self.gateway_as_dht_server().await;
             let _ = ctx
                 .client
                 .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
@@ -331,7 +333,7 @@ impl Services {
                 desc
             }
             Ok((desc, Some(first))) => {
-                retry_replication(&directory, first).await?;
+                self.retry_replication(&directory, first).await?;
                 desc
             }
             Err(e) => return Err(OpError::BadRequest(format!("publish: {e}"))),
@@ -537,22 +539,54 @@ impl Services {
     }
 }
 
-/// A Kademlia client right after joining may have its gateway in the routing table before the
-/// gateway answers puts: a few bounded retries before the user hears that no DHT server
-/// stored the service (the directory keeps retrying in the background after that).
-async fn retry_replication(
-    directory: &cpns_directory::Directory,
-    first: cpns_overlay::Error,
-) -> Result<(), OpError> {
-    let mut last = first.to_string();
-    for _ in 0..PUBLISH_RETRIES {
-        tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
-        match directory.republish_all().await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+impl Services {
+    /// A PNE's gateway serves the DHT (the PN says so): it is put in the routing table at the
+    /// addresses the PN Inventory names, whatever identify said so far (an exchange made
+    /// before the gateway became a DHT server, or one still on its way, would otherwise leave
+    /// a Kademlia client with nobody to store its records).
+    async fn gateway_as_dht_server(&self) {
+        let view = self.inner.pn.view();
+        let Some(gw) = view.my_gateway() else { return };
+        let mut addrs: Vec<libp2p::Multiaddr> = view
+            .pn
+            .as_ref()
+            .and_then(|p| p.members.get(&gw))
+            .map(|m| m.info.listen_addrs.clone())
+            .unwrap_or_default();
+        if let Some(p) = view.peers.get(&gw) {
+            addrs.extend(p.listen_addrs.iter().cloned());
+        }
+        if addrs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.ctx.client.add_dht_server(gw, addrs).await {
+            debug!("the gateway not added as a DHT server: {e}");
         }
     }
-    Err(OpError::Unavailable(format!(
-        "publish: saved locally but not replicated: {last} (it is put again once a DHT server is reachable)"
-    )))
+
+    /// A Kademlia client right after joining may reach its gateway before the gateway answers
+    /// puts (it is still busy admitting it): bounded retries, with the gateway put in the
+    /// routing table again before each, before the user hears that no DHT server stored the
+    /// service (the directory keeps retrying in the background after that).
+    async fn retry_replication(
+        &self,
+        directory: &cpns_directory::Directory,
+        first: cpns_overlay::Error,
+    ) -> Result<(), OpError> {
+        let mut last = first.to_string();
+        let mut pause = PUBLISH_RETRY_PAUSE;
+        for attempt in 1..=PUBLISH_RETRIES {
+            debug!(attempt, "publish not replicated yet ({last}): retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(PUBLISH_RETRY_PAUSE_MAX);
+            self.gateway_as_dht_server().await;
+            match directory.republish_all().await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(OpError::Unavailable(format!(
+            "publish: saved locally but not replicated: {last} (it is put again once a DHT server is reachable)"
+        )))
+    }
 }

@@ -17,7 +17,8 @@ pub mod flow {
     pub const G1: &str = "G.1";
     /// Switching a PN's gateway (5.6.9): 1 the gateway fell silent, 2 a member claims the
     /// role (then B.1 8-17), 3 the new gateway tells a member, 4 the member re-joins (then
-    /// B.1 18-26).
+    /// B.1 18-26); PN management: 10-17 admins and Adminees (see `pn::state::admin`), 18 an
+    /// invitation from `cpns-auth` reached this node, 19 its owner declined it.
     pub const GW_SWITCH: &str = "5.6.9";
     /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
     /// identified, 3 one of its items published, 4 the device de-registered.

@@ -226,6 +226,10 @@ pub(crate) enum Command {
     ForgetDhtPeer {
         peer: PeerId,
     },
+    AddDhtServer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
     NatStatus {
         reply: Reply<crate::nat::NatStatus>,
     },
@@ -528,6 +532,15 @@ impl Client {
     /// server that never answers (a failed quorum on a household's only DHT server).
     pub async fn forget_dht_peer(&self, peer: PeerId) -> Result<(), Error> {
         self.tell(Command::ForgetDhtPeer { peer }).await
+    }
+
+    /// Puts `peer` in the Kademlia routing table as a DHT server at `addrs` (at most
+    /// [`crate::MAX_LISTEN_ADDRS`] are taken). A PNE calls it for its gateway, which it knows
+    /// serves the DHT from the PN itself: an identify exchange that happened while the gateway
+    /// was not yet a server (or one still on its way) must not leave the PNE with nobody to
+    /// store its records.
+    pub async fn add_dht_server(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), Error> {
+        self.tell(Command::AddDhtServer { peer, addrs }).await
     }
 
     /// Sets (or, with `None`, clears) the encoded entity credential this node presents in the

@@ -516,6 +516,18 @@ impl EventLoop {
                     state.dht_server = false;
                 }
             }
+            Command::AddDhtServer { peer, addrs } => {
+                if peer != *self.swarm.local_peer_id() {
+                    for addr in addrs.into_iter().take(crate::MAX_LISTEN_ADDRS) {
+                        self.addresses.add(peer, &addr);
+                        self.swarm.add_peer_address(peer, addr.clone());
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        state.dht_server = true;
+                    }
+                }
+            }
             Command::SetCredential { credential } => {
                 self.credential = credential;
                 self.announce_credential();

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{
     AdmineeEntry, AdmineeSettings, AuthMessage, EnrolRequest, EnrolResponse, EnrolmentCode,
-    GroupInfo, GroupKeyGrant, Invitee, MAX_LABEL_LEN, MAX_SERVICES_SHOWN, MemberGrant,
-    MembershipDecision, MembershipPolicy, PnAdminInfo, PnInfo, PnRecordInfo, STATUS_POLICY_SECS,
-    SessionInfo, UsageRecord, UsageReport, UsageSamples,
+    GroupInfo, GroupKeyGrant, Invitee, MAX_INVITATIONS, MAX_LABEL_LEN, MAX_SERVICES_SHOWN,
+    MemberGrant, MembershipDecision, MembershipPolicy, PnAdminInfo, PnInfo, PnInvitationInfo,
+    PnRecordInfo, STATUS_POLICY_SECS, SessionInfo, UsageRecord, UsageReport, UsageSamples,
 };
 pub use caps::{
     Application, Candidacy, Capabilities, DynamicCapabilities, GatewayPreference, NetworkInterface,

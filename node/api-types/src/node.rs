@@ -28,6 +28,10 @@ pub struct StatusView {
     pub device: String,
     /// The node's own status (`online`, `busy`...).
     pub status: String,
+    /// The heartbeat period in force, seconds: an Adminee setting of a PN admin (5.6.9), else
+    /// the node's `status.heartbeat_secs`.
+    #[serde(default)]
+    pub heartbeat_secs: u64,
     /// The PN key epoch this node holds.
     pub epoch: Option<u64>,
     /// The authentication server, when enrolled.

@@ -227,7 +227,11 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             }
             crate::output::outln!("peer id:   {}", s.peer_id);
             crate::output::outln!("mode:      {} (setting: {})", s.mode, s.mode_setting);
-            crate::output::outln!("status:    {}", s.status);
+            crate::output::outln!(
+                "status:    {} (heartbeat every {} s)",
+                s.status,
+                s.heartbeat_secs
+            );
             crate::output::outln!(
                 "device:    {}{}",
                 s.device,

@@ -11,6 +11,7 @@
 
 mod admin;
 mod gateway;
+mod invitations;
 mod joining;
 mod owner;
 mod registration;
@@ -193,6 +194,12 @@ pub(super) enum Purpose {
         waiter: Option<WaiterId>,
         then: Option<Arc<Enrolment>>,
     },
+    /// The invitations waiting at `cpns-auth` (5.6.9), and declining one of them.
+    Invitations,
+    Decline {
+        waiter: WaiterId,
+        id: String,
+    },
     /// Nobody waits for the outcome.
     Ignore,
 }
@@ -303,6 +310,8 @@ pub(crate) struct State {
     gateway_lookup: bool,
     /// The PN's admin information (5.6.9), as `cpns-auth` last said.
     admin: Option<Arc<cpns_overlay::PnAdminInfo>>,
+    /// When to ask `cpns-auth` for invitations next (0: at the first tick).
+    invitations_polled: UnixTime,
     version: u64,
 }
 
@@ -388,6 +397,7 @@ impl State {
             gateway_checked: 0,
             gateway_lookup: false,
             admin,
+            invitations_polled: 0,
             version: 0,
             env,
         }
@@ -429,6 +439,7 @@ impl State {
             notifications: self.notifications.clone(),
             overrides: self.overrides.clone(),
             admin: self.admin.clone(),
+            heartbeat: self.heartbeat_period(),
         }
     }
 
@@ -605,6 +616,7 @@ impl State {
             }
             AuthMessage::PnChanged { info, admin } => Some(self.on_pn_changed(info, admin, fx)),
             AuthMessage::PnRelease { pn_id } => Some(self.on_released_by_admin(pn_id, fx)),
+            AuthMessage::PnInvitation(info) => Some(self.on_server_invitation(info, fx)),
             other => Some(Message::error(
                 ErrorCode::Unsupported,
                 format!("{} is not a server-to-node request", other.name()),
@@ -686,6 +698,8 @@ impl State {
             Purpose::FailoverProbe { members } => self.failover_probe(members, done, fx),
             Purpose::FailoverWait => self.failover_round(fx),
             Purpose::SaveEnrolment { waiter, then } => self.enrolment_saved(waiter, then, done, fx),
+            Purpose::Invitations => self.invitations_answered(done, fx),
+            Purpose::Decline { waiter, id } => self.decline_answered(waiter, &id, done, fx),
             Purpose::Ignore => {
                 if let Done::Auth(Err(e)) | Done::Dialed(Err(e)) | Done::Saved(Err(e)) = &done {
                     tracing::debug!("background request failed: {e}");

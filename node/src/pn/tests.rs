@@ -990,3 +990,89 @@ fn overlapping_admissions_each_learn_of_the_other() {
     let to_b = listed_to(&f, &pb).expect("B is told the list again");
     assert!(to_b.contains(&pa), "B's list: {to_b:?}");
 }
+
+/// The candidacy the gateway keeps for `member`.
+fn candidacy_allowed(s: &State, member: &PeerId) -> Option<bool> {
+    s.view()
+        .pn
+        .as_ref()?
+        .members
+        .get(member)?
+        .info
+        .candidacy
+        .as_ref()
+        .map(|c| c.allowed)
+}
+
+/// An admin bars a member from the gateway role, then allows it again: at the gateway its
+/// candidacy follows both ways at once (before, an allowed-again member stood for election
+/// only after its next join).
+#[test]
+fn an_admin_bars_and_allows_again_a_members_candidacy() {
+    let ca = Ca::new();
+    let (mut s, gw_id, gw_eukey) = gateway_with_pn(&ca);
+    let gw = gw_id.peer_id();
+    let pne = Identity::generate();
+    let p = pne.peer_id();
+    // It registered (steps 1-2) with a credential that allows the gateway mode.
+    let mut f = fx();
+    let answer = s.on_inbound(
+        p,
+        SenderClass::NotEnrolled,
+        Message::Pn(PnMessage::EntityRegistration(registration(
+            &ca,
+            &pne,
+            "alice",
+            Modes::ALL,
+            NodeMode::Pne,
+        ))),
+        9,
+        &mut f,
+    );
+    assert!(
+        matches!(answer, Some(Message::Pn(PnMessage::EntityRegistration(_)))),
+        "{answer:?}"
+    );
+    let j = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 10, 2, &[gw, p], &pne);
+    let mut f = fx();
+    s.on_done(
+        j,
+        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
+            pn_id: "pn-9".into(),
+            epoch: 2,
+        }))),
+        &mut f,
+    );
+    assert_eq!(candidacy_allowed(&s, &p), Some(true));
+    let changed = |may_be_gateway: bool| AuthMessage::PnChanged {
+        info: PnRecordInfo {
+            pn_id: "pn-9".into(),
+            owner: "alice".into(),
+            gateway: gw,
+            members: vec![gw, p],
+            admins: vec![gw],
+            policy: Default::default(),
+            epoch: 2,
+        },
+        admin: cpns_overlay::PnAdminInfo {
+            pn_id: "pn-9".into(),
+            admins: vec![gw],
+            pending: Vec::new(),
+            adminees: vec![cpns_overlay::AdmineeEntry {
+                member: p,
+                settings: cpns_overlay::AdmineeSettings {
+                    may_be_gateway: Some(may_be_gateway),
+                    ..Default::default()
+                },
+            }],
+        },
+    };
+    let mut f = fx();
+    assert_eq!(s.on_server(changed(false), 20, &mut f), Some(Message::Ack));
+    assert_eq!(candidacy_allowed(&s, &p), Some(false), "barred");
+    assert!(listed_to(&f, &p).is_some(), "the member lists follow");
+    let mut f = fx();
+    assert_eq!(s.on_server(changed(true), 21, &mut f), Some(Message::Ack));
+    assert_eq!(candidacy_allowed(&s, &p), Some(true), "allowed again");
+    assert!(listed_to(&f, &p).is_some(), "the member lists follow");
+}

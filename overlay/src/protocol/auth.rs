@@ -9,7 +9,7 @@ use cpns_keys::{
     EntityCredential, GroupId, Modes, PublicKey, RevocationList, Sealed, SealedBox, Signature,
     UnixTime,
 };
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, ConnectionSetup, NodeMode, PnId, Status};
@@ -277,6 +277,38 @@ pub enum AuthMessage {
         /// Its admin information.
         admin: PnAdminInfo,
     },
+    /// Invitations with consent (5.6.9): an entity asks which PNs invited it (or its user)
+    /// and wait for its owner's answer. Answered by [`AuthMessage::PnInvitations`].
+    PnInvitationsRequest,
+    /// The invitations waiting for the asking entity (at most [`MAX_INVITATIONS`]).
+    PnInvitations(Vec<PnInvitationInfo>),
+    /// `cpns-auth` to an invited entity with a live session: an admin just invited it (or its
+    /// user). Answered by Ack; the invitation waits in the node for its owner.
+    PnInvitation(PnInvitationInfo),
+    /// The invitee's owner declined: `cpns-auth` forgets the invitation (the entity, and its
+    /// user's, on that PN's list), so it cannot join on it. Answered by Ack.
+    PnInvitationDecline {
+        /// The PN.
+        pn_id: PnId,
+    },
+}
+
+/// Most invitations one entity is told of at once.
+pub const MAX_INVITATIONS: usize = 16;
+
+/// An invitation into a PN, as `cpns-auth` tells the invitee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PnInvitationInfo {
+    /// The PN.
+    pub pn_id: PnId,
+    /// Its owner user.
+    pub owner: String,
+    /// Its gateway (the device to join through).
+    pub gateway: PeerId,
+    /// Where the server last saw the gateway listen (at most [`super::MAX_LISTEN_ADDRS`]).
+    pub gateway_addrs: Vec<Multiaddr>,
+    /// Whether the entity itself was invited (`false`: its user was).
+    pub entity: bool,
 }
 
 /// Longest Adminee label, in bytes.
@@ -463,6 +495,10 @@ impl AuthMessage {
             AuthMessage::PnAdminsRequest { .. } => "PnAdminsRequest",
             AuthMessage::PnAdmins(_) => "PnAdmins",
             AuthMessage::PnChanged { .. } => "PnChanged",
+            AuthMessage::PnInvitationsRequest => "PnInvitationsRequest",
+            AuthMessage::PnInvitations(_) => "PnInvitations",
+            AuthMessage::PnInvitation(_) => "PnInvitation",
+            AuthMessage::PnInvitationDecline { .. } => "PnInvitationDecline",
         }
     }
 }

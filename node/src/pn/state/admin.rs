@@ -284,25 +284,38 @@ impl State {
     /// At the gateway: members an admin barred from the role stand for no election or
     /// failover; the member lists follow.
     fn apply_candidacies(&mut self, fx: &mut Fx) {
-        let barred: Vec<PeerId> = self
+        // A member an admin bars is no candidate; one an admin allows again is, if its
+        // credential allows the gateway mode (known from its registration).
+        let wanted: Vec<(PeerId, bool)> = self
             .pn
             .as_ref()
             .map(|p| {
                 p.members
                     .keys()
-                    .filter(|m| !self.admin_allows_gateway(m))
-                    .copied()
+                    .map(|m| {
+                        let credential = self.peers.get(m).is_some_and(|p| p.may_be_gateway);
+                        (*m, self.admin_allows_gateway(m), credential)
+                    })
+                    .filter_map(|(m, admin, credential)| {
+                        if !admin {
+                            Some((m, false))
+                        } else if credential {
+                            Some((m, true))
+                        } else {
+                            None
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();
         let mut changed = Vec::new();
         if let Some(p) = self.pn_mut() {
-            for m in &barred {
+            for (m, allowed) in &wanted {
                 if let Some(member) = p.members.get_mut(m)
                     && let Some(c) = member.info.candidacy.as_mut()
-                    && c.allowed
+                    && c.allowed != *allowed
                 {
-                    c.allowed = false;
+                    c.allowed = *allowed;
                     changed.push(*m);
                 }
             }

@@ -291,15 +291,20 @@ impl State {
 
     /// The owner declines an invitation.
     pub(super) fn decline_op(&mut self, id: &str, waiter: WaiterId, fx: &mut Fx) {
-        let r = if self.drop_invitation(id, fx) {
-            Ok(())
-        } else {
-            Err(OpError::NotFound(format!("no invitation {id}")))
+        let inv = self.invitations.iter().find(|i| i.id == id).cloned();
+        let r = match inv {
+            // cpns-auth made it: dropped once cpns-auth forgot it too.
+            Some(inv) if self.decline_at_server(&inv, waiter, fx) => return,
+            Some(_) => {
+                self.drop_invitation(id, fx);
+                Ok(())
+            }
+            None => Err(OpError::NotFound(format!("no invitation {id}"))),
         };
         fx.resolve(waiter, Reply::Done(r));
     }
 
-    fn drop_invitation(&mut self, id: &str, fx: &mut Fx) -> bool {
+    pub(super) fn drop_invitation(&mut self, id: &str, fx: &mut Fx) -> bool {
         let list = Arc::make_mut(&mut self.invitations);
         let before = list.len();
         list.retain(|i| i.id != id);

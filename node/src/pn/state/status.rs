@@ -336,6 +336,7 @@ impl State {
     /// The heartbeat timer: re-read the capabilities, then report and check.
     pub(crate) fn on_tick(&mut self, fx: &mut Fx) {
         self.read_caps(CapsThen::Tick, fx);
+        self.poll_invitations(fx);
     }
 
     /// Starts a capabilities read (or queues it while the reader is out).
