@@ -482,12 +482,24 @@ fn zone_gateway_registers_and_pushes_to_an_opted_in_pne_and_removes_it_when_it_l
         "the shy PNE answered a search: {z}"
     );
     for h in [stranger, shy] {
+        // The stranger met the zone gateway (F 3, credentials checked both ways) but was
+        // refused at cpns-auth: nothing was pushed to it. The shy PNE never met it.
         let pz = zone(&h.ns, &h.dir).context("zone")?;
-        ensure!(pz["received"].as_array().is_some_and(Vec::is_empty), "{pz}");
+        ensure!(
+            pz["received"].as_array().is_some_and(|r| r.iter().all(
+                |z| z["pushed_at"] == 0 && z["services"].as_array().is_some_and(Vec::is_empty)
+            )),
+            "{pz}"
+        );
     }
     ensure!(
         trace_f(&shy.ns, &shy.dir).is_empty(),
         "the shy PNE took part in the flow"
+    );
+    let shy_zone = zone(&shy.ns, &shy.dir).context("zone")?;
+    ensure!(
+        shy_zone["received"].as_array().is_some_and(Vec::is_empty),
+        "{shy_zone}"
     );
 
     // The link goes down: removed after two missed searches, at the gateway and at cpns-auth.
