@@ -364,8 +364,19 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     let server_index = site.procs.0.len() - 1;
     // A MediaRenderer too, where Debian's gmediarender (with GStreamer's base plugins) is here.
     let renderer = PathBuf::from("/usr/bin/gmediarender");
-    let with_renderer = renderer.exists()
-        && Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstplayback.so").exists();
+    let plugins = Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0");
+    let with_renderer = renderer.exists() && plugins.join("libgstplayback.so").exists();
+    // Playing through the gateway needs the player's HTTP source and WAV parser (GStreamer's
+    // good plugins); without them the renderer is only registered.
+    let can_play = with_renderer
+        && plugins.join("libgstsoup.so").exists()
+        && plugins.join("libgstwavparse.so").exists();
+    if with_renderer && !can_play {
+        eprintln!(
+            "no playing part: GStreamer's good plugins are not installed \
+             (apt-get install gstreamer1.0-plugins-good)"
+        );
+    }
     if with_renderer {
         let dev = format!("vb{tag}");
         site.procs.0.push(spawn_in(
@@ -458,7 +469,9 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
             "a renderer publishes nothing: {r}"
         );
         eprintln!("renderer registered after {:?}", t0.elapsed());
-        renderer_id = r["id"].as_str().map(str::to_string);
+        if can_play {
+            renderer_id = r["id"].as_str().map(str::to_string);
+        }
     }
     let id = device["id"].as_str().context("id")?;
     let shown = cli_json(&site.a, &da, &["proxy", "show", id])?;
