@@ -132,7 +132,7 @@ pub(crate) struct Found {
 enum Command {
     Inbound {
         peer: PeerId,
-        message: ZoneMessage,
+        message: Box<ZoneMessage>,
         reply: oneshot::Sender<Message>,
     },
     Set {
@@ -169,7 +169,7 @@ impl Zone {
     pub(crate) async fn handle(&self, peer: PeerId, message: ZoneMessage) -> Message {
         self.call(|reply| Command::Inbound {
             peer,
-            message,
+            message: Box::new(message),
             reply,
         })
         .await
@@ -271,7 +271,7 @@ pub(crate) async fn run(
             },
             Some(cmd) = commands.recv() => match cmd {
                 Command::Inbound { peer, message, reply } => {
-                    let answer = o.on_inbound(peer, message).await;
+                    let answer = o.on_inbound(peer, *message).await;
                     let _ = reply.send(answer);
                 }
                 Command::Set { settings, reply } => {

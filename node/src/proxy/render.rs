@@ -118,9 +118,8 @@ async fn item(State(exposed): State<Arc<Exposed>>, Path(token): Path<String>) ->
     let Some((path, mime, served)) = exposed.lookup(&token) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return StatusCode::NOT_FOUND.into_response(),
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return StatusCode::NOT_FOUND.into_response();
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     let body = tokio_util::io::ReaderStream::new(file).map(move |chunk| {

@@ -168,7 +168,7 @@ impl Received {
                 })
             }
             ZoneMessage::Check { zone } => {
-                if !self.met.get(&peer).is_some_and(|m| m.zone == zone) {
+                if self.met.get(&peer).is_none_or(|m| m.zone != zone) {
                     return Message::error(ErrorCode::Forbidden, "no zone of yours met");
                 }
                 ctx.trace(ZONE, 5, &peer, &me, "ZoneAvailabilityCheck", "");
