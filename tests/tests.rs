@@ -35,3 +35,4 @@ mod proxy_expose;
 mod renewal;
 mod typical_flow;
 mod web;
+mod zone;
