@@ -21,6 +21,7 @@ use cpns_overlay::test_utils::TestNode;
 use cpns_overlay::{
     AuthMessage, Capabilities, ConnectionSetup, DeliveryMessage, DeliveryMode, DirectoryMessage,
     ErrorCode, GroupMessage, Message, PnMessage, Protocol, Status, StatusMessage, StatusPolicy,
+    ZoneMessage,
 };
 use libp2p::PeerId;
 
@@ -240,6 +241,22 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
                 entity: true,
             })),
         ),
+        K::ZoneDiscover => cpns(Message::Zone(ZoneMessage::Discover {
+            zone: "z".into(),
+            pn_id: pn(),
+            credential: intruder.enrolment.credential.clone(),
+        })),
+        K::ZoneCheck => cpns(Message::Zone(ZoneMessage::Check { zone: "z".into() })),
+        K::ZonePush => cpns(Message::Zone(ZoneMessage::Push {
+            zone: "z".into(),
+            pn_id: pn(),
+            services: Vec::new(),
+        })),
+        K::ProxyPlay => cpns(Message::Proxy(cpns_overlay::ProxyMessage::Play {
+            device: "upnp-0000000000000000".into(),
+            service_id: "svc-none".into(),
+        })),
+        K::ProxyDevices => cpns(Message::Proxy(cpns_overlay::ProxyMessage::Devices)),
         K::Answer => cpns(Message::Ack),
     }
 }
@@ -289,6 +306,11 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ServerPnChanged, "----s"),
     (RequestKind::ServerPnReleased, "----s"),
     (RequestKind::ServerPnInvitation, "----s"),
+    (RequestKind::ZoneDiscover, "nemg-"),
+    (RequestKind::ZoneCheck, "nemg-"),
+    (RequestKind::ZonePush, "nemg-"),
+    (RequestKind::ProxyPlay, "--m--"),
+    (RequestKind::ProxyDevices, "--m--"),
     (RequestKind::Answer, "-----"),
 ];
 

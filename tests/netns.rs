@@ -317,6 +317,7 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
             ("CPNS_MODE", "gateway"),
             ("CPNS_PROXY_ENABLED", "true"),
             ("CPNS_PROXY_SEARCH_SECS", "2"),
+            ("CPNS_PROXY_EXPOSE", "true"),
             ("CPNS_LOG", "info,cpns_node::proxy=debug"),
         ],
         &[("CPNS_MODE", "pne")],
@@ -363,8 +364,19 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     let server_index = site.procs.0.len() - 1;
     // A MediaRenderer too, where Debian's gmediarender (with GStreamer's base plugins) is here.
     let renderer = PathBuf::from("/usr/bin/gmediarender");
-    let with_renderer = renderer.exists()
-        && Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstplayback.so").exists();
+    let plugins = Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0");
+    let with_renderer = renderer.exists() && plugins.join("libgstplayback.so").exists();
+    // Playing through the gateway needs the player's HTTP source and WAV parser (GStreamer's
+    // good plugins); without them the renderer is only registered.
+    let can_play = with_renderer
+        && plugins.join("libgstsoup.so").exists()
+        && plugins.join("libgstwavparse.so").exists();
+    if with_renderer && !can_play {
+        eprintln!(
+            "no playing part: GStreamer's good plugins are not installed \
+             (apt-get install gstreamer1.0-plugins-good)"
+        );
+    }
     if with_renderer {
         let dev = format!("vb{tag}");
         site.procs.0.push(spawn_in(
@@ -432,6 +444,7 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
             .is_some_and(|t| t.contains("MediaServer")),
         "{device}"
     );
+    let mut renderer_id = None;
     if with_renderer {
         let r = wait_for(
             Duration::from_secs(30),
@@ -456,10 +469,34 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
             "a renderer publishes nothing: {r}"
         );
         eprintln!("renderer registered after {:?}", t0.elapsed());
+        if can_play {
+            renderer_id = r["id"].as_str().map(str::to_string);
+        }
     }
     let id = device["id"].as_str().context("id")?;
     let shown = cli_json(&site.a, &da, &["proxy", "show", id])?;
     ensure!(shown["udn"] == device["udn"], "show {id}: {shown}");
+    // A proxied PNE of the PN: in the gateway's status and in the PN Inventory a member reads
+    // (through its gateway).
+    let gw_status = cli_json(&site.a, &da, &["status"])?;
+    ensure!(
+        gw_status["proxied"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|d| d["id"] == id)),
+        "the gateway's status lists the proxied device: {gw_status}"
+    );
+    let inventory = cli_json(&site.b, &db, &["pn", "inventory"])?;
+    let listed = inventory["proxied"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["id"] == id).cloned())
+        .with_context(|| format!("the member's PN Inventory lacks {id}: {inventory}"))?;
+    ensure!(
+        listed["gateway"] == gw_status["peer_id"]
+            && listed["functions"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "content-delivery")),
+        "{listed}"
+    );
 
     // Another PN member finds the items and fetches one through the gateway.
     let want = &files[1];
@@ -489,6 +526,58 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     );
     eprintln!("fetched {} bytes after {:?}", got.len(), t0.elapsed());
 
+    // The PNE plays its own PN service on the renderer, through the gateway (AVTransport
+    // SetAVTransportURI then Play): the gateway's owner allowed it (proxy.expose), and the
+    // renderer reads the whole file from the gateway.
+    if let Some(rid) = &renderer_id {
+        let song = site.dir.path().join("song.wav");
+        let song_bytes = wav(20_000, 3);
+        std::fs::write(&song, &song_bytes)?;
+        let published = cli_json(
+            &site.b,
+            &db,
+            &[
+                "services",
+                "publish",
+                "--name",
+                "song",
+                "-k",
+                "music",
+                "--file",
+                song.to_str().context("path")?,
+            ],
+        )?;
+        let song_id = published["id"]
+            .as_str()
+            .with_context(|| format!("no id: {published}"))?
+            .to_string();
+        let played = cli_json(&site.b, &db, &["proxy", "play", rid, &song_id])
+            .with_context(|| logs(site.dir.path()))?;
+        eprintln!("played after {:?}: {played}", t0.elapsed());
+        ensure!(
+            played["state"] == "PLAYING" || played["state"] == "TRANSITIONING",
+            "the renderer plays: {played}"
+        );
+        ensure!(
+            played["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("http://10.231.78.1:")),
+            "served on the gateway's LAN address: {played}"
+        );
+        wait_for(
+            Duration::from_secs(30),
+            "the renderer to read the song from the gateway",
+            || {
+                let d = cli_json(&site.a, &da, &["proxy", "show", rid]).ok()?;
+                (d["playing"]["served_bytes"].as_u64()? >= song_bytes.len() as u64
+                    && d["playing"]["service_id"] == song_id.as_str())
+                .then_some(())
+            },
+        )
+        .with_context(|| logs(site.dir.path()))?;
+        eprintln!("the renderer read the song after {:?}", t0.elapsed());
+    }
+
     // The server stops: the device leaves the proxy and its services are withdrawn.
     let mut server = site.procs.0.remove(server_index);
     let _ = server.kill();
@@ -513,7 +602,8 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         .iter()
         .filter_map(|e| e["step"].as_u64())
         .collect();
-    for step in 1..=4 {
+    let last = if renderer_id.is_some() { 6 } else { 4 };
+    for step in 1..=last {
         ensure!(
             steps.contains(&step),
             "step {step} of 5.6.10 traced: {steps:?}"

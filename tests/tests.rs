@@ -31,6 +31,8 @@ mod overlay;
 mod pn_admin;
 mod pn_establishment;
 mod pn_management;
+mod proxy_expose;
 mod renewal;
 mod typical_flow;
 mod web;
+mod zone;

@@ -183,6 +183,7 @@ fn pn_view(pn: &PnRecord) -> PnView {
         epoch: pn.epoch(),
         created: pn.created,
         updated: pn.updated,
+        zone_members: Vec::new(),
     }
 }
 
@@ -432,7 +433,10 @@ impl Admin {
         self.core
             .store
             .get::<PnRecord>(Table::Pns, pn_id.trim())?
-            .map(|pn| pn_view(&pn))
+            .map(|pn| PnView {
+                zone_members: crate::zone::member_ids(&self.core.store, &pn.pn_id),
+                ..pn_view(&pn)
+            })
             .ok_or_else(|| AdminError::NotFound(format!("no PN {pn_id}")))
     }
 

@@ -855,6 +855,7 @@ async fn admin_command(b: &Backend, command: Command) -> anyhow::Result<()> {
             println!("invited users:    {}", p.invited_users.join(", "));
             println!("invited entities: {}", p.invited_entities.join(", "));
             println!("expelled:         {}", p.expelled.join(", "));
+            println!("zone members:     {}", p.zone_members.join(", "));
             println!("created:          {}", when(p.created));
             println!("updated:          {}", when(p.updated));
         }

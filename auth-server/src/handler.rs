@@ -346,6 +346,10 @@ async fn with_session(
             };
             auth(AuthMessage::UsageAck { accepted })
         }
+        AuthMessage::ZoneRegister(reg) => auth(crate::zone::register(core, s, &reg, now).await?),
+        AuthMessage::ZoneDeregister { pn_id, entity } => {
+            auth(crate::zone::deregister(core, s, &pn_id, &entity).await?)
+        }
         other => Err(RequestError::BadRequest(format!(
             "{} is not a request cpns-auth answers",
             other.name()

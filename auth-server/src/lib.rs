@@ -60,6 +60,7 @@ mod server;
 mod store;
 mod usage;
 mod views;
+mod zone;
 
 pub use admin::{ADMIN_FILE, Admin, AdminFile, CodeOptions};
 pub use config::{Config, ConfigError, ENV_PREFIX};

@@ -103,7 +103,7 @@ pub(crate) fn authorise(
 }
 
 /// The policy lookup of B.1 step 20.
-fn admit(pn: &PnRecord, user: &str, pne: &PeerId) -> Result<(), String> {
+pub(crate) fn admit(pn: &PnRecord, user: &str, pne: &PeerId) -> Result<(), String> {
     if pn.policy.expelled.contains(pne) {
         return Err("this device was expelled from the PN; an admin must invite it again".into());
     }

@@ -48,10 +48,13 @@ pub(crate) enum Table {
     /// PN id → [`crate::records::PnAdminRecord`]: pending admin requests and Adminee
     /// settings (5.6.9), beside the PN's record so that the PN record's format stays.
     PnAdmin,
+    /// PN id ‖ 0 ‖ PeerId bytes → [`crate::zone::ZoneRecord`]: PNEs a zone PN's gateway
+    /// found in its zone (Appendix F).
+    ZoneMembers,
 }
 
 impl Table {
-    const ALL: [Table; 12] = [
+    const ALL: [Table; 13] = [
         Table::Meta,
         Table::Users,
         Table::Codes,
@@ -64,6 +67,7 @@ impl Table {
         Table::UsageEntities,
         Table::Nonces,
         Table::PnAdmin,
+        Table::ZoneMembers,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Table {
             Table::UsageEntities => "usage_entities.v1",
             Table::Nonces => "membership_nonces.v1",
             Table::PnAdmin => "pn_admin.v1",
+            Table::ZoneMembers => "zone_members.v1",
         }
     }
 }

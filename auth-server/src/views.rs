@@ -127,6 +127,9 @@ pub struct PnView {
     pub created: UnixTime,
     /// Last change.
     pub updated: UnixTime,
+    /// PNEs its gateway found in its zone and registered (Appendix F; `pns show` only).
+    #[serde(default)]
+    pub zone_members: Vec<String>,
 }
 
 /// A Service Group's record.

@@ -11,6 +11,7 @@ mod proxy;
 mod services;
 mod status;
 mod web;
+mod zone;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -171,6 +172,7 @@ pub(crate) async fn serve(
         .merge(content::routes())
         .merge(groups::routes())
         .merge(proxy::routes())
+        .merge(zone::routes())
         .merge(web::routes())
         .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)

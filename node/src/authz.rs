@@ -21,7 +21,7 @@ use std::fmt;
 
 use cpns_overlay::{
     AuthMessage, DeliveryMessage, DirectoryMessage, ErrorCode, GroupMessage, Message, PnMessage,
-    Protocol, StatusMessage,
+    Protocol, ProxyMessage, StatusMessage, ZoneMessage,
 };
 use libp2p::PeerId;
 
@@ -126,6 +126,16 @@ kinds! {
     ServerPnReleased,
     /// 5.6.9 an admin invited this entity (or its user) into a PN.
     ServerPnInvitation,
+    /// Appendix F step 3: a zone gateway presents itself to a PNE that answered its search.
+    ZoneDiscover,
+    /// Appendix F step 5: the zone gateway's availability check.
+    ZoneCheck,
+    /// Appendix F step 6: the zone's service descriptions pushed.
+    ZonePush,
+    /// 5.6.10: a member asks its gateway's proxy to play a PN service on a renderer.
+    ProxyPlay,
+    /// 5.6.10: a member asks its gateway for the proxied devices (the PN Inventory).
+    ProxyDevices,
     /// An answer sent as a request, or a message of the other protocol: never accepted.
     Answer,
 }
@@ -359,6 +369,31 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         SERVER,
         "5.6.9 an invitation into a PN, kept for the owner's consent",
     ),
+    (
+        RequestKind::ZoneDiscover,
+        ANYONE,
+        "carries the zone gateway's credential; refused unless the user allows zone discovery (checked by the handler)",
+    ),
+    (
+        RequestKind::ZoneCheck,
+        ANYONE,
+        "only from a zone gateway this PNE answered (checked by the handler)",
+    ),
+    (
+        RequestKind::ZonePush,
+        ANYONE,
+        "only from a zone gateway this PNE answered, bounded (checked by the handler)",
+    ),
+    (
+        RequestKind::ProxyPlay,
+        MEMBERS,
+        "a member asks its gateway; the gateway's owner allows it (proxy.expose, checked by the handler)",
+    ),
+    (
+        RequestKind::ProxyDevices,
+        MEMBERS,
+        "the proxied devices are part of the PN Inventory",
+    ),
     (RequestKind::Answer, NOBODY, "an answer is never a request"),
 ];
 
@@ -431,6 +466,17 @@ impl RequestKind {
                 | DeliveryMessage::Feed(_) => K::Answer,
             },
             Message::Group(GroupMessage::KeyForward { .. }) => K::KeyForward,
+            Message::Zone(z) => match z {
+                ZoneMessage::Discover { .. } => K::ZoneDiscover,
+                ZoneMessage::Check { .. } => K::ZoneCheck,
+                ZoneMessage::Push { .. } => K::ZonePush,
+                ZoneMessage::Present { .. } | ZoneMessage::Available { .. } => K::Answer,
+            },
+            Message::Proxy(ProxyMessage::Play { .. }) => K::ProxyPlay,
+            Message::Proxy(ProxyMessage::Devices) => K::ProxyDevices,
+            Message::Proxy(ProxyMessage::Playing { .. } | ProxyMessage::DeviceList { .. }) => {
+                K::Answer
+            }
             Message::Auth(_) | Message::Ack | Message::Error(_) => K::Answer,
         }
     }
@@ -746,6 +792,37 @@ pub(crate) fn samples() -> Vec<(RequestKind, Message)> {
             expires: u64::MAX,
         },
     );
+    out.push((
+        RequestKind::ZoneDiscover,
+        Message::Zone(ZoneMessage::Discover {
+            zone: "z".into(),
+            pn_id: "pn-x".into(),
+            credential: credential.clone(),
+        }),
+    ));
+    out.push((
+        RequestKind::ProxyPlay,
+        Message::Proxy(ProxyMessage::Play {
+            device: "upnp-0".into(),
+            service_id: "s".into(),
+        }),
+    ));
+    out.push((
+        RequestKind::ProxyDevices,
+        Message::Proxy(ProxyMessage::Devices),
+    ));
+    out.push((
+        RequestKind::ZoneCheck,
+        Message::Zone(ZoneMessage::Check { zone: "z".into() }),
+    ));
+    out.push((
+        RequestKind::ZonePush,
+        Message::Zone(ZoneMessage::Push {
+            zone: "z".into(),
+            pn_id: "pn-x".into(),
+            services: Vec::new(),
+        }),
+    ));
     out.push((
         RequestKind::EntityRegistration,
         Message::Pn(PnMessage::EntityRegistration(

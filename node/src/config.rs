@@ -351,6 +351,12 @@ pub struct ProxyConfig {
     pub max_items: usize,
     /// Largest item fetched from a device, in bytes. Default: 64 MiB.
     pub max_item_bytes: u64,
+    /// Let members play PN services on the LAN's MediaRenderers: the gateway then serves the
+    /// one item played over HTTP on the LAN, at an unguessable URL, to the renderer. Default:
+    /// false (nothing of the PN is offered to the LAN without the owner's choice).
+    pub expose: bool,
+    /// TCP port of that HTTP server (0: any free port). Default: 0.
+    pub expose_port: u16,
 }
 
 impl Default for ProxyConfig {
@@ -360,6 +366,39 @@ impl Default for ProxyConfig {
             search_secs: 30,
             max_items: 64,
             max_item_bytes: 64 << 20,
+            expose: false,
+            expose_port: 0,
+        }
+    }
+}
+
+/// Zone-based service (Appendix F; docs/ZONES.md): a Zone PN GW's zone, and whether this
+/// node answers zone gateways' searches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone's name: a gateway with a name searches its LAN every `search_secs` and pushes
+    /// `services` to the PNEs it registers. Default: empty (no zone).
+    pub name: String,
+    /// Ids of this node's own services whose descriptions are pushed. Default: none.
+    pub services: Vec<String>,
+    /// Seconds between two searches; a PNE missing from two in a row has left. Default: 30.
+    pub search_secs: u64,
+    /// Answer zone gateways' searches, so that they register this PNE in their zone PN and
+    /// push to it (the user's consent of Appendix F). Default: false.
+    pub discoverable: bool,
+    /// UDP port of the searches (multicast group 239.255.67.78). Default: 1902.
+    pub port: u16,
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            services: Vec::new(),
+            search_secs: 30,
+            discoverable: false,
+            port: 1902,
         }
     }
 }
@@ -415,6 +454,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// The Non-CPNS proxy (gateway).
     pub proxy: ProxyConfig,
+    /// Zone-based service.
+    pub zone: ZoneConfig,
     /// Service/Content Delivery.
     pub delivery: DeliveryConfig,
     /// NAT traversal.
@@ -443,6 +484,7 @@ impl Default for Config {
             capabilities: CapabilitiesConfig::default(),
             usage: UsageConfig::default(),
             proxy: ProxyConfig::default(),
+            zone: ZoneConfig::default(),
             delivery: DeliveryConfig::default(),
             nat: NatSection::default(),
         }
@@ -576,6 +618,18 @@ impl Config {
         }
         if !(1..=3600).contains(&self.proxy.search_secs) {
             return Err(invalid("proxy.search_secs", "must be between 1 and 3600"));
+        }
+        if !(1..=3600).contains(&self.zone.search_secs) {
+            return Err(invalid("zone.search_secs", "must be between 1 and 3600"));
+        }
+        if self.zone.name.len() > cpns_overlay::MAX_ZONE_NAME {
+            return Err(invalid("zone.name", "must be at most 64 bytes"));
+        }
+        if self.zone.services.len() > cpns_overlay::MAX_ZONE_SERVICES {
+            return Err(invalid("zone.services", "at most 64 services"));
+        }
+        if self.zone.port == 0 {
+            return Err(invalid("zone.port", "must not be 0"));
         }
         if self.proxy.max_items > 4096 {
             return Err(invalid("proxy.max_items", "must be at most 4096"));

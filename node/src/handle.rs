@@ -36,6 +36,7 @@ pub struct Handle {
     groups: Groups,
     renewal: Renewal,
     proxy: crate::proxy::Proxy,
+    zone: crate::zone::Zone,
 }
 
 /// The node's parts a [`Handle`] is made of.
@@ -49,6 +50,7 @@ pub(crate) struct Parts {
     pub(crate) groups: Groups,
     pub(crate) renewal: Renewal,
     pub(crate) proxy: crate::proxy::Proxy,
+    pub(crate) zone: crate::zone::Zone,
 }
 
 impl Handle {
@@ -63,6 +65,7 @@ impl Handle {
             groups: p.groups,
             renewal: p.renewal,
             proxy: p.proxy,
+            zone: p.zone,
         }
     }
 
@@ -133,6 +136,7 @@ impl Handle {
             nat: crate::views::IntoApi::into_api(nat),
             uptime_secs: ctx.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
+            proxied: proxied_views(self.proxy.proxied_pnes(), &ctx.peer_id),
         })
     }
 
@@ -817,6 +821,108 @@ impl Handle {
         self.proxy.devices()
     }
 
+    /// Zone-based service (Appendix F): the settings, the zone's members, the zones met
+    /// (`cpns zone show`).
+    pub async fn zone(&self) -> Result<cpns_api::ZoneView, OpError> {
+        self.zone.view().await
+    }
+
+    /// Sets the zone settings (`cpns zone set`), or goes back to the config file's (`None`).
+    pub async fn set_zone(&self, settings: Option<cpns_api::ZoneSettings>) -> Result<(), OpError> {
+        self.zone.set(settings.map(crate::zone::settings_of)).await
+    }
+
+    /// Plays a PN service on a MediaRenderer of the gateway's LAN (`cpns proxy play`): at the
+    /// gateway itself, or asked of this PNE's gateway.
+    pub async fn proxy_play(
+        &self,
+        device: &str,
+        service_id: &str,
+    ) -> Result<cpns_api::PlayView, OpError> {
+        let view = self.pn.view();
+        if view.is_pn_gateway() {
+            return self
+                .proxy
+                .play(&self.ctx, &self.delivery, device, service_id)
+                .await;
+        }
+        let gateway = view
+            .my_gateway()
+            .ok_or_else(|| OpError::Conflict("not in a PN: no gateway to play through".into()))?;
+        let answer = self
+            .ctx
+            .client
+            .request(
+                gateway,
+                Protocol::Cpns,
+                Message::Proxy(cpns_overlay::ProxyMessage::Play {
+                    device: device.to_string(),
+                    service_id: service_id.to_string(),
+                }),
+            )
+            .await?;
+        match answer {
+            Message::Proxy(cpns_overlay::ProxyMessage::Playing {
+                device,
+                service_id,
+                url,
+                state,
+            }) => Ok(cpns_api::PlayView {
+                device,
+                service_id,
+                url,
+                state,
+                served_bytes: 0,
+            }),
+            other => Err(OpError::Refused(format!(
+                "unexpected answer {}",
+                other.name()
+            ))),
+        }
+    }
+
+    /// The non-CPNS devices this node's PN's gateway speaks for (the PN Inventory's proxied
+    /// PNEs): this gateway's own, or asked of the gateway (none for another PN).
+    pub async fn proxied_in_pn(
+        &self,
+        pn_id: &str,
+    ) -> Result<Vec<cpns_api::ProxiedPneView>, OpError> {
+        let view = self.pn.view();
+        if view.pn_id() != Some(pn_id) {
+            return Ok(Vec::new());
+        }
+        if view.is_pn_gateway() {
+            return Ok(proxied_views(self.proxy.proxied_pnes(), &self.ctx.peer_id));
+        }
+        let Some(gateway) = view.my_gateway() else {
+            return Ok(Vec::new());
+        };
+        match self
+            .ctx
+            .client
+            .request(
+                gateway,
+                Protocol::Cpns,
+                Message::Proxy(cpns_overlay::ProxyMessage::Devices),
+            )
+            .await?
+        {
+            Message::Proxy(cpns_overlay::ProxyMessage::DeviceList { devices }) => {
+                Ok(proxied_views(
+                    devices
+                        .into_iter()
+                        .take(cpns_overlay::MAX_PROXIED)
+                        .collect(),
+                    &gateway,
+                ))
+            }
+            other => Err(OpError::Refused(format!(
+                "unexpected answer {}",
+                other.name()
+            ))),
+        }
+    }
+
     /// One proxied device by id or UDN (`cpns proxy show ID`).
     pub fn proxy_device(&self, id: &str) -> Result<cpns_api::ProxiedDeviceView, OpError> {
         self.proxy.device(id)
@@ -826,4 +932,27 @@ impl Handle {
 /// How `cpns peers` and `cpns ping` name a peer's path.
 fn path_name(relayed: bool) -> &'static str {
     if relayed { "relayed" } else { "direct" }
+}
+
+/// The API's view of proxied PNEs, with the gateway that speaks for them.
+fn proxied_views(
+    devices: Vec<cpns_overlay::ProxiedPne>,
+    gateway: &PeerId,
+) -> Vec<cpns_api::ProxiedPneView> {
+    devices
+        .into_iter()
+        .map(|d| cpns_api::ProxiedPneView {
+            id: crate::trace::clean_text(&d.id, 64),
+            name: crate::trace::clean_text(&d.name, 128),
+            device_type: crate::trace::clean_text(&d.device_type, 128),
+            functions: d
+                .functions
+                .iter()
+                .take(8)
+                .map(|f| crate::trace::clean_text(f, 32))
+                .collect(),
+            services: d.services,
+            gateway: gateway.to_string(),
+        })
+        .collect()
 }

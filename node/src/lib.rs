@@ -48,6 +48,7 @@ mod store;
 pub mod trace;
 pub mod usage;
 pub mod views;
+mod zone;
 
 pub use api::{API_FILE, ApiFile};
 pub use config::{Config, ConfigError, ModeSetting};

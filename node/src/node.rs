@@ -157,6 +157,7 @@ impl Node {
         let renewal = Renewal::new(ctx.clone(), auth.clone(), pn.clone(), services.clone());
         let (lan, lan_events) = Lan::new();
         let (proxy, proxied) = crate::proxy::Proxy::new();
+        let (zone, zone_commands) = crate::zone::Zone::new();
         let router = Router {
             ctx: ctx.clone(),
             pn: pn.clone(),
@@ -164,17 +165,20 @@ impl Node {
             delivery: delivery.clone(),
             usage: usage.clone(),
             lan,
+            zone: zone.clone(),
+            proxy: proxy.clone(),
         };
         let handle = Handle::new(crate::handle::Parts {
             ctx: ctx.clone(),
             pn: pn.clone(),
-            auth,
+            auth: auth.clone(),
             services: services.clone(),
             delivery: delivery.clone(),
             usage: usage.clone(),
             groups,
             renewal: renewal.clone(),
             proxy,
+            zone,
         });
 
         let (api_addr, api_task) = api::serve(&ctx, handle.clone()).await?;
@@ -184,6 +188,13 @@ impl Node {
         tasks.spawn(delivery.run());
         tasks.spawn(usage.run());
         tasks.spawn(renewal.run());
+        tasks.spawn(crate::zone::run(
+            ctx.clone(),
+            pn.clone(),
+            handle.clone(),
+            auth,
+            zone_commands,
+        ));
         tasks.spawn(crate::lan::run(ctx.clone(), pn, lan_events));
         tasks.spawn(crate::proxy::run(ctx.clone(), handle.clone(), proxied));
 

@@ -6,7 +6,8 @@
 //! the PN key. docs/PROXY.md has the mapping and what the proxy does not do.
 //!
 //! Off by default (`proxy.enabled`): SSDP is multicast on the LAN, so it is the owner's
-//! choice, like mDNS. The proxy never offers anything of the PN to the LAN.
+//! choice, like mDNS. The proxy offers nothing of the PN to the LAN, except, with the owner's
+//! `proxy.expose`, an item a member asked a MediaRenderer to play (`proxy/render.rs`).
 //!
 //! A device is registered when it first answers a search and de-registered (its services
 //! unpublished, its cached content deleted) once it misses [`MISSES`] searches in a row: a
@@ -22,6 +23,7 @@
 //! The module's task owns the tracked devices; [`Proxy`] reads the latest snapshot.
 
 mod didl;
+mod render;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -63,35 +65,134 @@ const REBROWSE_ROUNDS: u32 = 10;
 
 const CONTENT_DIRECTORY: URN = URN::service("schemas-upnp-org", "ContentDirectory", 1);
 
-/// The proxy's read side (cheap to clone): the devices it speaks for now.
+/// The renderers the proxy speaks for: proxy id → the device (its AVTransport inside).
+type Renderers = Arc<BTreeMap<String, rupnp::Device>>;
+
+/// The proxy's read side (cheap to clone): the devices it speaks for now, and the items
+/// handed to renderers.
 #[derive(Clone)]
 pub(crate) struct Proxy {
     devices: watch::Receiver<Arc<Vec<ProxiedDeviceView>>>,
+    renderers: watch::Receiver<Renderers>,
+    exposed: Arc<render::Exposed>,
 }
 
 /// The writing end of [`Proxy`], for [`run`].
-pub(crate) struct Devices(watch::Sender<Arc<Vec<ProxiedDeviceView>>>);
+pub(crate) struct Devices {
+    views: watch::Sender<Arc<Vec<ProxiedDeviceView>>>,
+    renderers: watch::Sender<Renderers>,
+    exposed: Arc<render::Exposed>,
+}
 
 impl Proxy {
     /// The read side and the writing end for [`run`].
     pub(crate) fn new() -> (Proxy, Devices) {
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
-        (Proxy { devices: rx }, Devices(tx))
+        let (rtx, rrx) = watch::channel(Arc::new(BTreeMap::new()));
+        let exposed = Arc::new(render::Exposed::default());
+        (
+            Proxy {
+                devices: rx,
+                renderers: rrx,
+                exposed: exposed.clone(),
+            },
+            Devices {
+                views: tx,
+                renderers: rtx,
+                exposed,
+            },
+        )
+    }
+
+    fn with_playing(&self, mut d: ProxiedDeviceView) -> ProxiedDeviceView {
+        d.playing = self.exposed.playing(&d.id);
+        d
     }
 
     /// The proxied devices, by id.
     pub(crate) fn devices(&self) -> Vec<ProxiedDeviceView> {
-        self.devices.borrow().as_ref().clone()
+        let list = self.devices.borrow().as_ref().clone();
+        list.into_iter().map(|d| self.with_playing(d)).collect()
     }
 
     /// One proxied device, by its id or UDN.
     pub(crate) fn device(&self, id: &str) -> Result<ProxiedDeviceView, OpError> {
-        self.devices
+        let found = self
+            .devices
             .borrow()
             .iter()
             .find(|d| d.id == id || d.udn == id)
-            .cloned()
+            .cloned();
+        found
+            .map(|d| self.with_playing(d))
             .ok_or_else(|| OpError::NotFound(format!("no proxied device {id}")))
+    }
+
+    /// The devices as the PN Inventory lists them (proxied PNEs).
+    pub(crate) fn proxied_pnes(&self) -> Vec<cpns_overlay::ProxiedPne> {
+        self.devices
+            .borrow()
+            .iter()
+            .take(cpns_overlay::MAX_PROXIED)
+            .map(|d| cpns_overlay::ProxiedPne {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                device_type: d.device_type.clone(),
+                functions: d.functions.clone(),
+                services: u32::try_from(d.services.len()).unwrap_or(u32::MAX),
+            })
+            .collect()
+    }
+
+    /// A renderer by proxy id or UDN: its id and device.
+    fn renderer(&self, device: &str) -> Result<(String, rupnp::Device), OpError> {
+        let renderers = self.renderers.borrow().clone();
+        renderers
+            .iter()
+            .find(|(id, d)| id.as_str() == device || d.udn() == device)
+            .map(|(id, d)| (id.clone(), d.clone()))
+            .ok_or_else(|| {
+                OpError::NotFound(format!("no MediaRenderer {device} on this gateway's LAN"))
+            })
+    }
+
+    /// `cpns proxy play DEVICE SERVICE` at the gateway (the owner's, or a member's through
+    /// [`cpns_overlay::ProxyMessage::Play`]): checks the owner allows it, gets the content as
+    /// any consumer would, and hands it to the renderer.
+    pub(crate) async fn play(
+        &self,
+        ctx: &Context,
+        delivery: &crate::delivery::Delivery,
+        device: &str,
+        service_id: &str,
+    ) -> Result<cpns_api::PlayView, OpError> {
+        let config = &ctx.config.proxy;
+        if !config.expose {
+            return Err(OpError::Refused(
+                "this gateway's owner does not let PN services out to the LAN (proxy.expose is off)"
+                    .into(),
+            ));
+        }
+        if !config.enabled {
+            return Err(OpError::Conflict(
+                "this gateway's Non-CPNS proxy is off (proxy.enabled)".into(),
+            ));
+        }
+        if device.len() > cpns_overlay::MAX_PLAY_ID || service_id.len() > cpns_overlay::MAX_PLAY_ID
+        {
+            return Err(OpError::BadRequest("ids of at most 256 bytes".into()));
+        }
+        self.renderer(device)?;
+        let outcome = delivery
+            .fetch(service_id, cpns_overlay::DeliveryMode::Pull)
+            .await?;
+        if outcome.path.is_empty() {
+            return Err(OpError::Unavailable(format!(
+                "{service_id}: the delivery ended without content ({})",
+                outcome.ended
+            )));
+        }
+        render::play(self, ctx, device, service_id, PathBuf::from(outcome.path)).await
     }
 }
 
@@ -114,6 +215,19 @@ pub(crate) async fn run(ctx: Context, handle: Handle, out: Devices) {
     if !config.enabled {
         return;
     }
+    if config.expose {
+        tokio::join!(
+            search_loop(ctx.clone(), handle, &out),
+            render::serve(ctx.clone(), out.exposed.clone())
+        );
+    } else {
+        search_loop(ctx, handle, &out).await;
+    }
+}
+
+/// The searches, one every `proxy.search_secs`, while the node runs.
+async fn search_loop(ctx: Context, handle: Handle, out: &Devices) {
+    let config = ctx.config.proxy.clone();
     info!(every = config.search_secs, "Non-CPNS proxy: SSDP search on");
     let http = match reqwest::Client::builder()
         .timeout(DOWNLOAD_WAIT)
@@ -148,7 +262,13 @@ pub(crate) async fn run(ctx: Context, handle: Handle, out: Devices) {
         }
         let mut views: Vec<ProxiedDeviceView> = tracked.values().map(Tracked::snapshot).collect();
         views.sort_by(|a, b| a.id.cmp(&b.id));
-        out.0.send_replace(Arc::new(views));
+        out.views.send_replace(Arc::new(views));
+        let renderers: BTreeMap<String, rupnp::Device> = tracked
+            .values()
+            .filter(|t| t.view.functions.iter().any(|f| f == "rendering"))
+            .map(|t| (t.view.id.clone(), t.device.clone()))
+            .collect();
+        out.renderers.send_replace(Arc::new(renderers));
     }
 }
 
@@ -438,6 +558,7 @@ fn describe(device: &rupnp::Device, now: u64) -> ProxiedDeviceView {
         skipped: 0,
         first_seen: now,
         last_seen: now,
+        playing: None,
     }
 }
 

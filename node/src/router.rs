@@ -34,6 +34,8 @@ pub(crate) struct Router {
     pub(crate) delivery: Delivery,
     pub(crate) usage: Usage,
     pub(crate) lan: Lan,
+    pub(crate) zone: crate::zone::Zone,
+    pub(crate) proxy: crate::proxy::Proxy,
 }
 
 impl Router {
@@ -119,6 +121,38 @@ impl Router {
         })
     }
 
+    /// A member's `cpns proxy play` (5.6.10), at its gateway.
+    async fn proxy_play(&self, device: &str, service_id: &str) -> Message {
+        if !self.pn.view().is_pn_gateway() {
+            return Message::error(cpns_overlay::ErrorCode::Conflict, "not this PN's gateway");
+        }
+        match self
+            .proxy
+            .play(&self.ctx, &self.delivery, device, service_id)
+            .await
+        {
+            Ok(p) => Message::Proxy(cpns_overlay::ProxyMessage::Playing {
+                device: p.device,
+                service_id: p.service_id,
+                url: p.url,
+                state: p.state,
+            }),
+            Err(e) => {
+                use crate::error::OpError as E;
+                use cpns_overlay::ErrorCode as C;
+                let code = match &e {
+                    E::BadRequest(_) => C::BadRequest,
+                    E::NotFound(_) => C::NotFound,
+                    E::Conflict(_) => C::Conflict,
+                    E::Refused(_) => C::Forbidden,
+                    E::Unavailable(_) => C::Busy,
+                    E::Internal(_) => C::Internal,
+                };
+                Message::error(code, e.to_string())
+            }
+        }
+    }
+
     /// Hands an authorised request to its owner.
     async fn dispatch(&self, peer: PeerId, class: SenderClass, message: Message) -> Answer {
         let plain = |message| Answer {
@@ -133,6 +167,19 @@ impl Router {
             }
             Message::Directory(m) => plain(self.services.handle(peer, class, m).await),
             Message::Delivery(m) => plain(self.delivery.handle(peer, class, m).await),
+            Message::Zone(m) => plain(self.zone.handle(peer, m).await),
+            Message::Proxy(cpns_overlay::ProxyMessage::Play { device, service_id }) => {
+                plain(self.proxy_play(&device, &service_id).await)
+            }
+            Message::Proxy(cpns_overlay::ProxyMessage::Devices) => {
+                plain(if self.pn.view().is_pn_gateway() {
+                    Message::Proxy(cpns_overlay::ProxyMessage::DeviceList {
+                        devices: self.proxy.proxied_pnes(),
+                    })
+                } else {
+                    Message::error(cpns_overlay::ErrorCode::Conflict, "not this PN's gateway")
+                })
+            }
             m @ (Message::Pn(_) | Message::Status(_) | Message::Group(_)) => {
                 self.pn.inbound(peer, class, m).await
             }

@@ -74,6 +74,10 @@ pub(crate) mod names {
     pub(crate) const USAGE_OUTBOX: &str = "usage.outbox.v1";
     /// Usage counter and preferences.
     pub(crate) const USAGE_META: &str = "usage.v1";
+    /// The zone settings set through the API (Appendix F).
+    pub(crate) const ZONE_SETTINGS: &str = "zone.settings.v1";
+    /// Zones this PNE was found in, and what their gateways pushed.
+    pub(crate) const ZONE_RECEIVED: &str = "zone.received.v1";
 }
 
 /// Largest value any tree gives back (larger ones are treated as unreadable).

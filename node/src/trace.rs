@@ -21,13 +21,19 @@ pub mod flow {
     /// invitation from `cpns-auth` reached this node, 19 its owner declined it.
     pub const GW_SWITCH: &str = "5.6.9";
     /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
-    /// identified, 3 one of its items published, 4 the device de-registered.
+    /// identified, 3 one of its items published, 4 the device de-registered, 5 a PN service
+    /// handed to a renderer (`SetAVTransportURI`), 6 `Play`.
     pub const PROXY: &str = "5.6.10";
     /// Service/Content Delivery beyond G.1's steps 5-7 (5.6.7): 1 control of a session
     /// (pause, resume, stop), 2 a push offered, 3 the receiver's decision, 4 a stream relayed
     /// by the gateway, 5 a contribution aggregated, 6 a feed distributed, 7 content fetched
     /// from an external server.
     pub const DELIVERY: &str = "5.6.7";
+    /// Zone-based service (Appendix F): 1 the zone gateway's periodic search, 2 an opted-in
+    /// PNE's answer, 3 credentials both ways, 4 the PNE registered in the zone PN's inventory
+    /// at cpns-auth, 5 the availability check, 6 the push of the zone's service
+    /// descriptions, 7 the PNE de-registered after it left.
+    pub const ZONE: &str = "F";
 }
 
 /// One traced protocol event.

@@ -134,6 +134,7 @@ impl IntoApi for ov::PnInventorySummary {
             updated,
             details,
             admin: None,
+            proxied: Vec::new(),
         }
     }
 }

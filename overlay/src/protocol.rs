@@ -16,7 +16,9 @@ mod delivery;
 mod directory;
 mod group;
 mod pn;
+mod proxy;
 mod status;
+mod zone;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +44,12 @@ pub use pn::{
     MAX_SERVICE_ID, MemberDetail, MemberInfo, MembershipGrant, PnInventorySummary, PnMessage,
     PnSealed,
 };
+pub use proxy::{MAX_PLAY_ID, MAX_PROXIED, ProxiedPne, ProxyMessage};
 pub use status::{Status, StatusMessage, StatusPolicy};
+pub use zone::{
+    MAX_ZONE_DATAGRAM, MAX_ZONE_KEYWORDS, MAX_ZONE_MEMBERS, MAX_ZONE_NAME, MAX_ZONE_SERVICES,
+    MAX_ZONE_TEXT, ZoneAnswer, ZoneMember, ZoneMessage, ZoneRegistration, ZoneSearch, ZoneService,
+};
 
 /// The version of the envelope format, written in front of every frame.
 ///
@@ -95,6 +102,10 @@ pub enum Message {
     Ack,
     /// A refusal or failure, answering any request.
     Error(ErrorReply),
+    /// Zone-based service (Appendix F): the zone gateway's requests to a PNE.
+    Zone(ZoneMessage),
+    /// The Non-CPNS proxy (5.6.10): a member's requests to its gateway's proxy.
+    Proxy(ProxyMessage),
 }
 
 impl Message {
@@ -114,6 +125,14 @@ impl Message {
                 // that anyone may read from the DHT anyway: a discovery by another household
                 // must not need a registration first.
                 | Message::Directory(DirectoryMessage::Lookup { .. })
+                // A zone gateway meets PNEs it never registered with (Appendix F: "without
+                // receiving the request from PNE"): its first request carries its
+                // credential, and the PNE's zone module checks every later one against it.
+                | Message::Zone(
+                    ZoneMessage::Discover { .. }
+                        | ZoneMessage::Check { .. }
+                        | ZoneMessage::Push { .. }
+                )
         )
     }
 
@@ -126,6 +145,8 @@ impl Message {
             Message::Directory(m) => m.name(),
             Message::Delivery(m) => m.name(),
             Message::Group(m) => m.name(),
+            Message::Zone(m) => m.name(),
+            Message::Proxy(m) => m.name(),
             Message::Ack => "Ack",
             Message::Error(_) => "Error",
         }

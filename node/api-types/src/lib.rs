@@ -28,6 +28,7 @@ mod proxy;
 mod services;
 mod status;
 mod web;
+mod zone;
 
 pub use caps::{
     Application, CapabilitiesPatch, CapabilitiesView, DynamicCapabilities, GatewayPreference,
@@ -50,7 +51,7 @@ pub use pn::{
     MemberDetailView, ModeBody, ModeView, Opened, PairBody, PairOutcome, PairingCodeView,
     PnAdminsView, PnInventoryView, Released, SealBody, SealedView, UnableView, UpBody,
 };
-pub use proxy::{ProxiedDeviceView, ProxiedItemView};
+pub use proxy::{PlayBody, PlayView, ProxiedDeviceView, ProxiedItemView, ProxiedPneView};
 pub use services::{
     DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FoundView, InboxEntry,
     PublishBody, QueuedReport, Requirements, SendBody, Sent, ServiceView, SourceView, Unpublished,
@@ -58,6 +59,9 @@ pub use services::{
 };
 pub use status::{Notification, PeerStatus, SetStatusBody, SubscribeBody, Subscribed};
 pub use web::{ContentProgress, PnEvent, WebLink};
+pub use zone::{
+    ZoneMemberView, ZoneReceivedView, ZoneRefusalView, ZoneServiceView, ZoneSettings, ZoneView,
+};
 
 /// Error codes of [`ErrorDetail::code`], with the HTTP status each goes with.
 pub mod codes {

@@ -51,6 +51,9 @@ pub struct StatusView {
     pub uptime_secs: u64,
     /// The node's version.
     pub version: String,
+    /// The non-CPNS devices this gateway speaks for (proxied PNEs, 5.6.10; empty elsewhere).
+    #[serde(default)]
+    pub proxied: Vec<crate::ProxiedPneView>,
 }
 
 /// Reachability across NAT routers (`cpns status`): AutoNAT's verdict, the addresses others

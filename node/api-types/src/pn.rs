@@ -131,6 +131,10 @@ pub struct PnInventoryView {
     /// The PN's admins and Adminee settings (5.6.9), for this node's own PN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<PnAdminsView>,
+    /// The non-CPNS devices the gateway speaks for (proxied PNEs, 5.6.10), for this node's
+    /// own PN.
+    #[serde(default)]
+    pub proxied: Vec<crate::ProxiedPneView>,
 }
 
 /// `POST /v1/pn/invite`: exactly one of the two.

@@ -32,6 +32,50 @@ pub struct ProxiedDeviceView {
     pub first_seen: u64,
     /// When last answering a search (Unix seconds).
     pub last_seen: u64,
+    /// What a renderer was last given to play through the gateway (`cpns proxy play`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playing: Option<PlayView>,
+}
+
+/// A non-CPNS device a PN's gateway speaks for, as the PN Inventory and `cpns status` list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxiedPneView {
+    /// The proxy's id (`upnp-…`).
+    pub id: String,
+    /// Its friendly name.
+    pub name: String,
+    /// Its UPnP device type.
+    pub device_type: String,
+    /// Its CPNS functions.
+    pub functions: Vec<String>,
+    /// How many PN services it offers through the gateway.
+    pub services: u32,
+    /// The gateway that speaks for it.
+    pub gateway: String,
+}
+
+/// `POST /v1/proxy/play` (`cpns proxy play DEVICE SERVICE`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayBody {
+    /// The renderer: the proxy's id (`upnp-…`) or its UDN.
+    pub device: String,
+    /// The PN service to play.
+    pub service_id: String,
+}
+
+/// A PN service played on a renderer through the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayView {
+    /// The renderer's proxy id.
+    pub device: String,
+    /// The service.
+    pub service_id: String,
+    /// The URL the renderer was given (the gateway's LAN address).
+    pub url: String,
+    /// The renderer's transport state after `Play` (`PLAYING`, `TRANSITIONING`…).
+    pub state: String,
+    /// Bytes the renderer has read from that URL so far (at the gateway).
+    pub served_bytes: u64,
 }
 
 /// One of a proxied device's items, published as a PN service.

@@ -82,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         action: super::proxy::ProxyAction,
     },
+    /// Zone-based service (Appendix F): the zone a gateway pushes to, or this device's consent.
+    Zone {
+        #[command(subcommand)]
+        action: super::zone::ZoneAction,
+    },
     /// Usage reporting: preferences, queued reports.
     Usage {
         #[command(subcommand)]
@@ -218,6 +223,7 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
         Command::Usage { action } => super::services::usage(&api, cli.json, action).await,
         Command::Groups { action } => super::groups::run(&api, cli.json, action).await,
         Command::Proxy { action } => super::proxy::run(&api, cli.json, action).await,
+        Command::Zone { action } => super::zone::run(&api, cli.json, action).await,
         Command::Caps { action } => super::caps::run(&api, cli.json, action).await,
         Command::Web { open } => web(&api, cli.json, *open).await,
         Command::Status { action: None } => {
@@ -278,6 +284,14 @@ async fn dispatch(cli: &Cli) -> Result<(), CliError> {
             );
             for a in &s.listen_addrs {
                 crate::output::outln!("listen:    {a}");
+            }
+            for d in &s.proxied {
+                crate::output::outln!(
+                    "proxied:   {} \"{}\" ({})",
+                    d.id,
+                    d.name,
+                    d.functions.join(", ")
+                );
             }
             let n = &s.nat;
             crate::output::outln!(

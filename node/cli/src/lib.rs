@@ -18,6 +18,7 @@ mod proxy;
 mod services;
 mod status;
 mod table;
+mod zone;
 
 pub use client::{ApiClient, CliError};
 pub use commands::{Cli, run};

@@ -162,6 +162,15 @@ pub(super) async fn run(
             if !inv.services.is_empty() {
                 crate::output::outln!("services: {}", inv.services.join(", "));
             }
+            for d in &inv.proxied {
+                crate::output::outln!(
+                    "proxied {} \"{}\" ({}; {} services, via the gateway)",
+                    d.id,
+                    d.name,
+                    d.functions.join(", "),
+                    d.services
+                );
+            }
             if let Some(admin) = &inv.admin {
                 crate::output::outln!("admins: {}", admin.admins.join(", "));
                 for a in &admin.adminees {

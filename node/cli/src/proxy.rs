@@ -17,6 +17,14 @@ pub(crate) enum ProxyAction {
         /// Its id (`upnp-…`) or UDN.
         id: String,
     },
+    /// Plays a PN service on a MediaRenderer of the gateway's LAN (the gateway's owner must
+    /// allow it: `proxy.expose`).
+    Play {
+        /// The renderer's id (`upnp-…`) or UDN.
+        device: String,
+        /// The PN service to play.
+        service_id: String,
+    },
 }
 
 pub(super) async fn run(
@@ -48,6 +56,22 @@ pub(super) async fn run(
             );
             Ok(())
         }
+        ProxyAction::Play { device, service_id } => {
+            let p: cpns_api::PlayView = api
+                .post(
+                    "/v1/proxy/play",
+                    &cpns_api::PlayBody {
+                        device: device.clone(),
+                        service_id: service_id.clone(),
+                    },
+                )
+                .await?;
+            if json_out {
+                return print_json(&p);
+            }
+            crate::output::outln!("{} on {}: {} ({})", p.service_id, p.device, p.state, p.url);
+            Ok(())
+        }
         ProxyAction::Show { id } => {
             let d: ProxiedDeviceView = api.get(&format!("/v1/proxy/devices/{id}")).await?;
             if json_out {
@@ -68,6 +92,14 @@ pub(super) async fn run(
                     s.title,
                     s.mime,
                     s.bytes
+                );
+            }
+            if let Some(p) = &d.playing {
+                crate::output::outln!(
+                    "  playing    {} ({}, {} bytes read)",
+                    p.service_id,
+                    p.state,
+                    p.served_bytes
                 );
             }
             if d.skipped > 0 {

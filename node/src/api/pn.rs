@@ -74,6 +74,12 @@ async fn inventory(
         .pn_admin_known()
         .filter(|a| a.pn_id == view.pn_id)
         .map(IntoApi::into_api);
+    // The gateway's proxied PNEs (5.6.10), for this node's own PN.
+    view.proxied = s
+        .handle
+        .proxied_in_pn(&view.pn_id)
+        .await
+        .unwrap_or_default();
     Ok(Json(view))
 }
 

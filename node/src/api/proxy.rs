@@ -3,14 +3,19 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use cpns_api::ProxiedDeviceView;
+use cpns_api::{PlayBody, PlayView, ProxiedDeviceView};
 
-use super::{ApiResult, ApiState};
+use super::{ApiResult, ApiState, Body};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/proxy/devices", get(list))
         .route("/v1/proxy/devices/{id}", get(show))
+        .route("/v1/proxy/play", axum::routing::post(play))
+}
+
+async fn play(State(s): State<ApiState>, Body(b): Body<PlayBody>) -> ApiResult<PlayView> {
+    Ok(Json(s.handle.proxy_play(&b.device, &b.service_id).await?))
 }
 
 async fn list(State(s): State<ApiState>) -> ApiResult<Vec<ProxiedDeviceView>> {

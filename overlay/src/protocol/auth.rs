@@ -291,6 +291,25 @@ pub enum AuthMessage {
         /// The PN.
         pn_id: PnId,
     },
+    /// Appendix F: a zone PN's gateway registers a PNE it found in its zone in the zone PN's
+    /// inventory (answered by [`AuthMessage::ZoneMembers`]); refused unless the PNE is
+    /// enrolled, unrevoked and admitted by the zone PN's membership policy.
+    ZoneRegister(super::zone::ZoneRegistration),
+    /// Appendix F: the zone gateway removes a PNE that left its zone (answered by
+    /// [`AuthMessage::ZoneMembers`]).
+    ZoneDeregister {
+        /// The zone PN.
+        pn_id: PnId,
+        /// The PNE.
+        entity: PeerId,
+    },
+    /// The zone PN's zone members as `cpns-auth` now holds them.
+    ZoneMembers {
+        /// The zone PN.
+        pn_id: PnId,
+        /// Its members found in the zone.
+        members: Vec<super::zone::ZoneMember>,
+    },
 }
 
 /// Most invitations one entity is told of at once.
@@ -499,6 +518,9 @@ impl AuthMessage {
             AuthMessage::PnInvitations(_) => "PnInvitations",
             AuthMessage::PnInvitation(_) => "PnInvitation",
             AuthMessage::PnInvitationDecline { .. } => "PnInvitationDecline",
+            AuthMessage::ZoneRegister(_) => "ZonePnRegistration",
+            AuthMessage::ZoneDeregister { .. } => "ZonePnDeregistration",
+            AuthMessage::ZoneMembers { .. } => "ZonePnMembers",
         }
     }
 }
