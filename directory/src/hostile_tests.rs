@@ -84,7 +84,11 @@ fn public(name: &str, keyword: &str) -> ServiceDraft {
 /// The ids `dir` finds for `q` within `WAIT` (none if it fails or takes longer).
 async fn find_ids(dir: &Directory, q: &Query) -> HashSet<String> {
     match tokio::time::timeout(WAIT, dir.find(q)).await {
-        Ok(Ok(d)) => d.services.iter().map(|f| f.description.id.clone()).collect(),
+        Ok(Ok(d)) => d
+            .services
+            .iter()
+            .map(|f| f.description.id.clone())
+            .collect(),
         _ => HashSet::new(),
     }
 }

@@ -54,9 +54,7 @@ impl EventLoop {
             } => self.handle_query(id, result, &stats, step.last),
             // Only with manual inserts (or a full bucket): `routing` decides.
             kad::Event::RoutablePeer { peer, address }
-            | kad::Event::PendingRoutablePeer { peer, address } => {
-                self.kad_routable(peer, address)
-            }
+            | kad::Event::PendingRoutablePeer { peer, address } => self.kad_routable(peer, address),
             other => trace!(?other, "kad event"),
         }
     }
