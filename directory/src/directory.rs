@@ -4,6 +4,7 @@
 mod advertise;
 mod find;
 mod shared_records;
+mod silent;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
@@ -80,6 +81,8 @@ struct Inner {
     /// Woken when a publish or unpublish could not reach the DHT, so that [`Directory::run`]
     /// retries within [`RETRY_FIRST`] instead of at the next regular republish.
     retry_soon: tokio::sync::Notify,
+    /// Providers that let direct lookups time out (see `silent`).
+    silent: silent::Silent,
 }
 
 /// Which key a record is published under: public, or a group at one epoch.
@@ -149,6 +152,7 @@ impl Directory {
                 index_task: std::sync::atomic::AtomicBool::new(false),
                 local_tx,
                 retry_soon: tokio::sync::Notify::new(),
+                silent: silent::Silent::new(),
             }),
         };
         // Fill the cache from the store so that direct lookups are answered from the start.

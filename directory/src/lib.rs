@@ -51,6 +51,8 @@ mod config;
 mod directory;
 mod error;
 pub mod fuzzing;
+#[cfg(test)]
+mod hostile_tests;
 mod keyring;
 mod keyword;
 mod record;

@@ -87,6 +87,11 @@ impl Behaviour {
             // The event loop refreshes the table itself, and only when it holds a peer
             // (`Config::bootstrap_interval`).
             .set_periodic_bootstrap_interval(None);
+        if config.validator.wants_credentials() {
+            // Only peers with a verified credential enter the routing table; the event loop
+            // inserts them (see `event_loop::routing`).
+            kad_cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
+        }
         if let Some(k) = NonZeroUsize::new(config.replication_factor) {
             kad_cfg.set_replication_factor(k);
         }

@@ -34,6 +34,7 @@ mod addresses;
 mod credentials;
 mod kad_events;
 mod nat;
+mod routing;
 
 use credentials::CredentialState;
 
@@ -78,6 +79,8 @@ struct PeerState {
     addressless_provided: Vec<kad::RecordKey>,
     /// Its credential, from the credential exchange.
     credential: CredentialState,
+    /// The address kad dialed it on when it confirmed the DHT protocol (`RoutablePeer`).
+    kad_addr: Option<Multiaddr>,
     /// Its provider announcements waiting for that exchange (see `credentials`).
     held_providers: Vec<kad::ProviderRecord>,
     /// Every established connection: id, remote address, whether we dialed.
@@ -203,6 +206,7 @@ impl EventLoop {
                     if n > 0 {
                         debug!(purged = n, "expired records of others dropped");
                     }
+                    self.unroute_expired();
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = refresh.tick() => self.refresh_routing_table(),
@@ -271,7 +275,13 @@ impl EventLoop {
                 // addresses costs constant work each (see `addresses`).
                 if self.addresses.add(peer, &addr) {
                     self.swarm.add_peer_address(peer, addr.clone());
-                    if self.peers.get(&peer).is_none_or(|p| p.dht_server) {
+                    // Where routing-table places need a credential, what others say of a
+                    // peer's addresses puts nobody there (see `routing`).
+                    let routable = match self.peers.get(&peer) {
+                        Some(p) => p.dht_server && self.may_route(p),
+                        None => !self.gates_routing(),
+                    };
+                    if routable {
                         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                     }
                 }
@@ -483,6 +493,9 @@ impl EventLoop {
             } => match until {
                 None => {
                     self.admitted.remove(&peer);
+                    if refusal == Some(ErrorCode::Revoked) {
+                        self.revoked(peer);
+                    }
                     if let Some(code) = refusal {
                         if self.refused.len() >= self.config.max_admitted
                             && let Some(any) = self.refused.keys().next().copied()
@@ -629,17 +642,35 @@ impl EventLoop {
                 // The peer's own list replaces what we knew; only its first few addresses
                 // are looked at.
                 let changes = self.addresses.replace(peer_id, &info.listen_addrs);
+                let gated = self.gates_routing();
+                let credential = self.peers.get(&peer_id).map(|s| {
+                    (
+                        self.may_route(s),
+                        matches!(s.credential, CredentialState::None),
+                    )
+                });
                 let kad = &mut self.swarm.behaviour_mut().kad;
-                if dht_server {
-                    for addr in &changes.added {
-                        kad.add_address(&peer_id, addr.clone());
+                match credential {
+                    _ if !dht_server => {
+                        // A client-mode peer must not linger in our routing table.
+                        kad.remove_peer(&peer_id);
                     }
-                    for addr in &changes.removed {
-                        kad.remove_address(&peer_id, addr);
+                    Some((true, _)) => {
+                        if !gated {
+                            for addr in &changes.added {
+                                kad.add_address(&peer_id, addr.clone());
+                            }
+                        }
+                        for addr in &changes.removed {
+                            kad.remove_address(&peer_id, addr);
+                        }
                     }
-                } else {
-                    // A client-mode peer must not linger in our routing table.
-                    kad.remove_peer(&peer_id);
+                    // Known to have no valid credential: out (a configured bootstrap peer).
+                    Some((false, true)) => {
+                        kad.remove_peer(&peer_id);
+                    }
+                    // Its verdict is still to come; `route` puts it in then.
+                    Some((false, false)) | None => {}
                 }
                 for addr in changes.added {
                     self.swarm.add_peer_address(peer_id, addr);
@@ -651,6 +682,9 @@ impl EventLoop {
                     state.listen_addrs = listen_addrs.clone();
                     let keys = std::mem::take(&mut state.addressless_provided);
                     self.fill_provider_addresses(peer_id, keys, listen_addrs.clone());
+                }
+                if dht_server {
+                    self.route(peer_id);
                 }
                 self.emit(Event::Identified {
                     peer: peer_id,

@@ -276,32 +276,42 @@ impl Directory {
         let Some(first) = kw_keys.first() else {
             return (Vec::new(), figures);
         };
-        let request = self.inner.client.request(
-            provider,
-            Protocol::Cpns,
-            Message::Directory(DirectoryMessage::Lookup {
-                keyword: first.clone(),
-            }),
-        );
-        figures.add_direct();
-        match tokio::time::timeout(self.inner.config.lookup_timeout, request).await {
-            Ok(Ok(Message::Directory(DirectoryMessage::Records { records }))) => {
-                let found = records
-                    .iter()
-                    .take(MAX_RECORDS_PER_ANSWER)
-                    .filter_map(|r| self.accept(r, key, provider, Some(provider), keywords))
-                    .collect();
-                (found, figures)
-            }
-            other => {
-                debug!(%provider, ok = other.is_ok(), "direct lookup failed; reading its index");
-                let (found, f) = self.lookup_index(provider, key, kw_keys, keywords).await;
-                figures.requests += f.requests;
-                figures.peers_contacted += f.peers_contacted;
-                figures.lookups += f.lookups;
-                (found, figures)
+        let silent = &self.inner.silent;
+        if silent.is_silent(&provider) {
+            debug!(%provider, "timed out lately; reading its index");
+        } else {
+            let request = self.inner.client.request(
+                provider,
+                Protocol::Cpns,
+                Message::Directory(DirectoryMessage::Lookup {
+                    keyword: first.clone(),
+                }),
+            );
+            figures.add_direct();
+            match tokio::time::timeout(self.inner.config.lookup_timeout, request).await {
+                Ok(Ok(Message::Directory(DirectoryMessage::Records { records }))) => {
+                    silent.answered(&provider);
+                    let found = records
+                        .iter()
+                        .take(MAX_RECORDS_PER_ANSWER)
+                        .filter_map(|r| self.accept(r, key, provider, Some(provider), keywords))
+                        .collect();
+                    return (found, figures);
+                }
+                Ok(other) => {
+                    debug!(%provider, ok = other.is_ok(), "direct lookup failed; reading its index");
+                }
+                Err(_) => {
+                    debug!(%provider, "direct lookup timed out; reading its index");
+                    silent.timed_out(provider);
+                }
             }
         }
+        let (found, f) = self.lookup_index(provider, key, kw_keys, keywords).await;
+        figures.requests += f.requests;
+        figures.peers_contacted += f.peers_contacted;
+        figures.lookups += f.lookups;
+        (found, figures)
     }
 
     /// The DHT fallback: the provider's publisher index, then the records it lists under all
@@ -316,10 +326,21 @@ impl Directory {
         let mut figures = Figures::default();
         let scope = key.map_or(KeyScope::Public, KeyScope::Group);
         let index_key = scope.index(&provider);
-        let client = &self.inner.client;
-        let Ok(out) = client.get_record(RecordKey::new(&index_key), true).await else {
-            figures.lookups += 1;
+        let silent = &self.inner.silent;
+        if silent.is_missing(&index_key) {
             return (Vec::new(), figures);
+        }
+        let client = &self.inner.client;
+        let out = match client.get_record(RecordKey::new(&index_key), true).await {
+            Ok(out) => out,
+            Err(e) => {
+                if matches!(e, cpns_overlay::Error::NotFound) && silent.is_silent(&provider) {
+                    // Neither answers nor has published an index: nothing to read of it.
+                    silent.missing(&index_key);
+                }
+                figures.lookups += 1;
+                return (Vec::new(), figures);
+            }
         };
         figures.add_query(&out.figures);
         let shorts: Vec<[u8; 8]> = kw_keys.iter().map(|k| keyword::short(k)).collect();

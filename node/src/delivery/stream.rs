@@ -182,7 +182,11 @@ const CONTROL: u8 = STOP | PAUSE | RESUME;
 /// keep both busy, few enough to bound memory (`PIPELINE * CHUNK`).
 const PIPELINE: usize = 4;
 /// How long a receiver waits for the next bytes of a stream before it gives up.
+#[cfg(not(test))]
 const IDLE: Duration = Duration::from_secs(30);
+/// Shorter in this module's unit tests, which wait for it (the integration tests use 30 s).
+#[cfg(test)]
+const IDLE: Duration = Duration::from_millis(500);
 /// How long a session may stay paused; then the side that waits stops it.
 pub(super) const MAX_PAUSE: Duration = Duration::from_secs(600);
 
@@ -787,5 +791,126 @@ mod tests {
         assert!(check_want(&peer, Want::EndToEnd).is_ok());
         // Public services: anything.
         assert!(check_want(&Sealing::None, Want::Any).is_ok());
+    }
+
+    /// A node's context over a temporary directory (its overlay is not driven: the receiver
+    /// under test only reads the stream handed to it).
+    async fn context(dir: &std::path::Path) -> Context {
+        let identity = cpns_keys::Identity::generate();
+        let (client, _events, _event_loop) =
+            cpns_overlay::new(cpns_overlay::Config::default(), &identity)
+                .await
+                .unwrap();
+        let store = crate::store::Store::open(&dir.join("db")).unwrap();
+        let keyring = Arc::new(crate::keyring::KeyRing::open(&store).unwrap());
+        Context::new(crate::context::Inner {
+            config: Arc::new(crate::config::Config::default()),
+            peer_id: identity.peer_id(),
+            identity,
+            client,
+            trace: Arc::new(crate::trace::Trace::new(16)),
+            metrics: Arc::default(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            started: std::time::Instant::now(),
+            store,
+            keyring,
+            credentials: watch::channel(None).1,
+        })
+    }
+
+    /// The bytes of an opening frame followed by `rest`.
+    async fn opening(sealing: Sealing, length: u64, rest: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame(
+            &mut out,
+            &Opening {
+                sealing,
+                stream_id: 7,
+                length,
+            },
+        )
+        .await
+        .unwrap();
+        out.extend_from_slice(rest);
+        out
+    }
+
+    /// The 5-byte head of a chunk of `n` bytes (its length counts the flags byte).
+    fn write_chunk_head(out: &mut Vec<u8>, n: u32, last: bool) {
+        out.extend_from_slice(&(n + 1).to_be_bytes());
+        out.push(if last { LAST } else { 0 });
+    }
+
+    /// Bytes, then silence without an end (an offerer that stops sending and holds on).
+    struct ThenSilent(futures::io::Cursor<Vec<u8>>);
+
+    impl AsyncRead for ThenSilent {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+                std::task::Poll::Ready(Ok(0)) => std::task::Poll::Pending,
+                other => other,
+            }
+        }
+    }
+
+    /// Issue 14, a consumer's fetch is unbounded: the consumer takes no more than the offerer
+    /// announced (before the fix it passed `u64::MAX`), takes a group service's content only
+    /// sealed under that group's key, and gives up on an offerer that goes silent after
+    /// [`IDLE`] (30 s; half a second in these tests), where the chunk loop had no timeout.
+    #[tokio::test]
+    async fn a_consumer_takes_the_announced_length_sealed_content_and_no_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).await;
+        let origin = cpns_keys::Identity::generate().peer_id();
+        let part = dir.path().join("content.part");
+        let receive = |bytes: Vec<u8>, max_len: u64, group: Option<GroupId>| {
+            let (ctx, part) = (ctx.clone(), part.clone());
+            async move {
+                let want = match &group {
+                    Some(g) => Want::Group(g),
+                    None => Want::Any,
+                };
+                let mut input = ThenSilent(futures::io::Cursor::new(bytes));
+                let started = tokio::time::Instant::now();
+                let r = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    receive_to_file(&ctx, &origin, &mut input, &part, max_len, want, None),
+                )
+                .await
+                .expect("the receiver still waits after 20 s");
+                (r, started.elapsed())
+            }
+        };
+
+        // More than the invocation's answer announced: refused before anything is written.
+        let (r, _) = receive(opening(Sealing::None, 1 << 40, &[]).await, 1000, None).await;
+        let e = r.err().expect("refused").to_string();
+        assert!(e.contains("over the limit of 1000"), "{e}");
+
+        // Within it, but more chunk bytes than the opening said: refused.
+        let mut chunk = Vec::new();
+        write_chunk_head(&mut chunk, 20, true);
+        chunk.extend_from_slice(&[1u8; 20]);
+        let (r, _) = receive(opening(Sealing::None, 10, &chunk).await, 1000, None).await;
+        let e = r.err().expect("refused").to_string();
+        assert!(e.contains("more content than announced"), "{e}");
+
+        // A group's service, its content unsealed: refused.
+        let pn = GroupId("pn-1".into());
+        let (r, _) = receive(opening(Sealing::None, 10, &[]).await, 1000, Some(pn)).await;
+        assert!(r.is_err(), "unsealed content taken for a group's service");
+
+        // Silent before the opening, and after a first chunk: given up after IDLE each time.
+        let (r, waited) = receive(Vec::new(), 1000, None).await;
+        assert!(r.is_err() && waited >= IDLE, "{waited:?}");
+        let mut first = Vec::new();
+        write_chunk_head(&mut first, 4, false);
+        first.extend_from_slice(&[2u8; 4]);
+        let (r, waited) = receive(opening(Sealing::None, 100, &first).await, 1000, None).await;
+        assert!(r.is_err() && waited >= IDLE, "{waited:?}");
     }
 }

@@ -99,9 +99,12 @@ pub(super) enum Purpose {
     PairDial {
         waiter: WaiterId,
     },
+    /// `full`: the registration sent carried this node's PN details (see
+    /// `State::first_registration`).
     PairRegister {
         waiter: WaiterId,
         peer: PeerId,
+        full: bool,
     },
     PairCaps {
         waiter: WaiterId,
@@ -111,6 +114,7 @@ pub(super) enum Purpose {
     RegisterOp {
         waiter: WaiterId,
         peer: PeerId,
+        full: bool,
     },
     /// Joining: steps 1-2 with the gateway, then the step-18 request.
     JoinRegister,
@@ -646,9 +650,13 @@ impl State {
         };
         match purpose {
             Purpose::PairDial { waiter } => self.pair_dialed(waiter, done, fx),
-            Purpose::PairRegister { waiter, peer } => self.pair_registered(waiter, peer, done, fx),
+            Purpose::PairRegister { waiter, peer, full } => {
+                self.pair_registered(waiter, peer, full, done, fx)
+            }
             Purpose::PairCaps { waiter, peer } => self.pair_exchanged(waiter, peer, done, fx),
-            Purpose::RegisterOp { waiter, peer } => self.registered_op(waiter, peer, done, fx),
+            Purpose::RegisterOp { waiter, peer, full } => {
+                self.registered_op(waiter, peer, full, done, fx)
+            }
             Purpose::JoinRegister => self.join_registered(done, fx),
             Purpose::JoinSetup => self.join_answered(done, fx),
             Purpose::ResumeDial => self.resume_dialed(done, fx),

@@ -1075,4 +1075,187 @@ fn an_admin_bars_and_allows_again_a_members_candidacy() {
     assert_eq!(s.on_server(changed(true), 21, &mut f), Some(Message::Ack));
     assert_eq!(candidacy_allowed(&s, &p), Some(true), "allowed again");
     assert!(listed_to(&f, &p).is_some(), "the member lists follow");
+
+/// The registration a job sends, if it is one.
+fn sent_registration(job: &Job) -> Option<&EntityRegistration> {
+    match job {
+        Job::Request {
+            message: Message::Pn(PnMessage::EntityRegistration(r)),
+            ..
+        } => Some(r),
+        _ => None,
+    }
+}
+
+/// Issue 14: a node in a PN pairing with a device it does not know yet tells it the PN's id,
+/// gateway and gateway addresses only once the device's own registration (step 2) verified.
+/// Before the fix the step-1 registration carried them to whoever answered the dial; a peer
+/// whose answer does not verify now learns nothing of the PN.
+#[test]
+fn pn_details_go_only_to_a_peer_whose_registration_verified() {
+    let ca = Ca::new();
+    let (mut s, _, _) = gateway_with_pn(&ca);
+    let peer = Identity::generate();
+    let mut f = fx();
+    s.on_op(Op::Pair("/ip4/127.0.0.1/tcp/9".parse().unwrap()), 7, &mut f);
+    let (dial, _) = one_job(&f);
+    let mut f = fx();
+    s.on_done(dial, Done::Dialed(Ok(peer.peer_id())), &mut f);
+    let (step1, job) = one_job(&f);
+    let first = sent_registration(job).expect("step 1 is a registration");
+    assert!(
+        first.pn_id.is_none() && first.gateway.is_none() && first.gateway_addrs.is_empty(),
+        "PN details before the peer was verified: {first:?}"
+    );
+
+    // The peer's answer verifies: the registration with the PN details follows, then 3-4.
+    let reg = registration(&ca, &peer, "alice", Modes::ALL, NodeMode::Pne);
+    let mut f = fx();
+    s.on_done(
+        step1,
+        Done::Answer(Ok(Message::Pn(PnMessage::EntityRegistration(reg.clone())))),
+        &mut f,
+    );
+    let (again, job) = one_job(&f);
+    let full = sent_registration(job).expect("the registration with the PN details");
+    assert_eq!(full.pn_id.as_deref(), Some("pn-9"));
+    assert!(resolved(&f, 7).is_none());
+    let mut f = fx();
+    s.on_done(
+        again,
+        Done::Answer(Ok(Message::Pn(PnMessage::EntityRegistration(reg)))),
+        &mut f,
+    );
+    let (_, job) = one_job(&f);
+    assert!(matches!(
+        job,
+        Job::Request {
+            message: Message::Pn(PnMessage::CapabilitiesExchange(_)),
+            ..
+        }
+    ));
+
+    // Another peer answers with a credential of another CA: the pairing fails, nothing more
+    // is sent to it.
+    let stranger = Identity::generate();
+    let mut f = fx();
+    s.on_op(
+        Op::Pair("/ip4/127.0.0.1/tcp/10".parse().unwrap()),
+        8,
+        &mut f,
+    );
+    let (dial, _) = one_job(&f);
+    let mut f = fx();
+    s.on_done(dial, Done::Dialed(Ok(stranger.peer_id())), &mut f);
+    let (step1, job) = one_job(&f);
+    assert!(sent_registration(job).is_some_and(|r| r.pn_id.is_none()));
+    let forged = registration(&Ca::new(), &stranger, "alice", Modes::ALL, NodeMode::Pne);
+    let mut f = fx();
+    s.on_done(
+        step1,
+        Done::Answer(Ok(Message::Pn(PnMessage::EntityRegistration(forged)))),
+        &mut f,
+    );
+    assert!(
+        f.jobs().is_empty(),
+        "sent to an unverified peer: {:?}",
+        f.jobs()
+    );
+    assert!(matches!(resolved(&f, 7 + 1), Some(Reply::Pair(Err(_)))));
+}
+
+/// A PNE joining "pn-1" whose step-24 grant (epoch `epoch`) came: its state, identity, the
+/// gateway's identity and the job id of its step 18 (answered by step 26).
+fn granted(ca: &Ca, epoch: u64) -> (State, Identity, Identity, u64) {
+    let (mut s, id, eukey, gw, setup) = joining(ca);
+    let key = GroupKey::generate(super::pn_group("pn-1"), epoch);
+    let grant = MembershipGrant {
+        pn_id: "pn-1".into(),
+        gateway: gw.peer_id(),
+        epoch,
+        sealed_key: ca.grant(&key, &id.peer_id(), &eukey).sealed,
+        members: Vec::new(),
+        expelled: Vec::new(),
+    };
+    let message = Message::Pn(PnMessage::MembershipWithGroupKey(grant));
+    s.on_inbound(gw.peer_id(), SenderClass::Enrolled, message, 3, &mut fx());
+    (s, id, gw, setup)
+}
+
+/// Issue 14 (amplification): a member list's addresses are cut per member, in the member
+/// table kept (and spread again) and in what reaches the overlay. A gateway sent 60,000
+/// addresses per member; each became a Kademlia insert and a copy in every member's table.
+#[test]
+fn a_member_lists_addresses_are_cut_per_member() {
+    let ca = Ca::new();
+    let (mut s, id, gw, setup) = granted(&ca, 3);
+    let other = PeerId::random();
+    let mut flooding = member(&other, 6);
+    flooding.listen_addrs = (0..5000u32)
+        .map(|i| {
+            format!("/ip4/10.0.{}.{}/tcp/4001", i >> 8, i & 255)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let members = vec![member(&gw.peer_id(), 5), member(&id.peer_id(), 1), flooding];
+    let list = summary("pn-1", &gw, members, 3);
+    let answer = Message::Pn(PnMessage::ConnectionSetupConfirmation(list));
+    let mut f = fx();
+    s.on_done(setup, Done::Answer(Ok(answer)), &mut f);
+    let view = s.view();
+    let kept = &view.pn.as_ref().unwrap().members[&other].info.listen_addrs;
+    assert_eq!(kept.len(), cpns_overlay::MAX_LISTEN_ADDRS);
+    let given: usize = f
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::AddAddrs { peer, addrs } if *peer == other => Some(addrs.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(given, cpns_overlay::MAX_LISTEN_ADDRS);
+}
+
+/// Issue 14 (low): a peer's notification text is kept as one line of at most 256
+/// characters, so a notification neither holds a megabyte nor injects lines into the trace,
+/// the CLI or the web view.
+#[test]
+fn a_notifications_text_is_clipped_to_one_short_line() {
+    let ca = Ca::new();
+    let (mut s, _, _) = node(&ca, "alice", 1, ModeSetting::Auto);
+    let member = PeerId::random();
+    let mut f = fx();
+    let answer = s.on_inbound(
+        member,
+        SenderClass::Member,
+        Message::Status(cpns_overlay::StatusMessage::Notify {
+            target: member,
+            status: Status::Busy {
+                reason: "in a call\ninjected: line".repeat(10_000),
+            },
+            battery_percent: Some(50),
+            free_memory_bytes: None,
+            trigger: "change\r\n- injected".repeat(10_000),
+        }),
+        4,
+        &mut f,
+    );
+    assert!(matches!(answer, Some(Message::Ack)), "{answer:?}");
+    let n = f
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Notify(n) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("the notification is kept");
+    let reason = n.reason.clone().unwrap();
+    for text in [&n.trigger, &reason] {
+        assert!(text.chars().count() <= 256, "{} characters", text.len());
+        assert!(!text.contains(['\n', '\r']), "{text:?}");
+    }
+    assert!(n.trigger.starts_with("change"));
+    let kept = s.view().notifications.back().cloned().unwrap();
+    assert_eq!(kept.trigger, n.trigger);
 }

@@ -102,6 +102,9 @@ impl EventLoop {
                     && matches!(state.credential, CredentialState::Pending)
                 {
                     state.credential = CredentialState::None;
+                    if self.gates_routing() {
+                        self.unroute(peer, "no credential");
+                    }
                 }
             }
             request_response::Event::InboundFailure { .. }
@@ -134,10 +137,14 @@ impl EventLoop {
             Some(c) => {
                 state.credential = CredentialState::Verified(c);
                 self.release_held_providers(peer);
+                self.route(peer);
             }
             // A bad or empty one never replaces a good one received before.
             None if state.credential.verified().is_none() => {
-                state.credential = CredentialState::None
+                state.credential = CredentialState::None;
+                if self.gates_routing() {
+                    self.unroute(peer, "no credential");
+                }
             }
             None => {}
         }

@@ -52,6 +52,9 @@ impl EventLoop {
                 stats,
                 step,
             } => self.handle_query(id, result, &stats, step.last),
+            // Only with manual inserts (or a full bucket): `routing` decides.
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => self.kad_routable(peer, address),
             other => trace!(?other, "kad event"),
         }
     }

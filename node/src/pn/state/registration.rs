@@ -73,6 +73,46 @@ impl State {
         })
     }
 
+    /// What a peer not verified yet is told in step 1: this node's registration without its
+    /// PN's id, gateway and gateway addresses (issue 14: whoever answered a dial learnt them
+    /// before its own registration was checked). Whether details were withheld comes with
+    /// it; [`State::register_fully`] sends them once the peer's answer is verified.
+    pub(super) fn first_registration(&self) -> Option<(EntityRegistration, bool)> {
+        let mut reg = self.own_registration()?;
+        let withheld =
+            reg.pn_id.is_some() || reg.gateway.is_some() || !reg.gateway_addrs.is_empty();
+        reg.pn_id = None;
+        reg.gateway = None;
+        reg.gateway_addrs.clear();
+        Some((reg, withheld))
+    }
+
+    /// Steps 1-2 again with the PN details, to a peer whose registration was just verified.
+    /// False if there is nothing more to tell (then the caller goes on at once).
+    fn register_fully(&mut self, purpose: Purpose, peer: PeerId, fx: &mut Fx) -> bool {
+        let Some(reg) = self.own_registration() else {
+            return false;
+        };
+        let me = self.me();
+        self.trace(
+            B1,
+            1,
+            &me,
+            &peer,
+            "EntityRegistrationAndDiscovery",
+            "with the PN details",
+        );
+        self.spawn(
+            purpose,
+            Job::Request {
+                peer,
+                message: Message::Pn(PnMessage::EntityRegistration(reg)),
+            },
+            fx,
+        );
+        true
+    }
+
     /// Checks a peer's registration: credential, mode claim, expulsion. On success the peer
     /// is remembered and admitted until its credential ends, and, if it holds an older
     /// revocation list, is sent ours. The error is the code and text to answer with.
@@ -225,7 +265,7 @@ impl State {
             );
             return;
         }
-        let Some(reg) = self.own_registration() else {
+        let Some((reg, withheld)) = self.first_registration() else {
             return fx.resolve(waiter, Reply::Pair(Err(self.not_enrolled())));
         };
         self.trace(
@@ -237,7 +277,11 @@ impl State {
             "",
         );
         self.spawn(
-            Purpose::PairRegister { waiter, peer },
+            Purpose::PairRegister {
+                waiter,
+                peer,
+                full: !withheld,
+            },
             Job::Request {
                 peer,
                 message: Message::Pn(PnMessage::EntityRegistration(reg)),
@@ -250,16 +294,25 @@ impl State {
         OpError::Conflict("this node is not enrolled".into())
     }
 
-    /// Step 2 came back: check it, then steps 3-4.
+    /// Step 2 came back: check it, then (once the PN details went too) steps 3-4.
     pub(super) fn pair_registered(
         &mut self,
         waiter: WaiterId,
         peer: PeerId,
+        full: bool,
         done: Done,
         fx: &mut Fx,
     ) {
         if let Err(e) = self.take_registration_answer(peer, done, fx) {
             return fx.resolve(waiter, Reply::Pair(Err(e)));
+        }
+        let again = Purpose::PairRegister {
+            waiter,
+            peer,
+            full: true,
+        };
+        if !full && self.register_fully(again, peer, fx) {
+            return;
         }
         let me = self.me();
         self.trace(B1, 3, &me, &peer, "DeviceCapabilitiesExchange", "");
@@ -698,7 +751,7 @@ impl State {
         if known || peer == self.me() {
             return fx.resolve(waiter, Reply::Done(Ok(())));
         }
-        let Some(reg) = self.own_registration() else {
+        let Some((reg, withheld)) = self.first_registration() else {
             return fx.resolve(waiter, Reply::Done(Err(self.not_enrolled())));
         };
         self.trace(
@@ -710,7 +763,11 @@ impl State {
             "",
         );
         self.spawn(
-            Purpose::RegisterOp { waiter, peer },
+            Purpose::RegisterOp {
+                waiter,
+                peer,
+                full: !withheld,
+            },
             Job::Request {
                 peer,
                 message: Message::Pn(PnMessage::EntityRegistration(reg)),
@@ -723,10 +780,19 @@ impl State {
         &mut self,
         waiter: WaiterId,
         peer: PeerId,
+        full: bool,
         done: Done,
         fx: &mut Fx,
     ) {
         let r = self.take_registration_answer(peer, done, fx);
+        let again = Purpose::RegisterOp {
+            waiter,
+            peer,
+            full: true,
+        };
+        if r.is_ok() && !full && self.register_fully(again, peer, fx) {
+            return;
+        }
         fx.resolve(waiter, Reply::Done(r));
     }
 

@@ -1,0 +1,229 @@
+//! Discovery over a mesh of directory nodes on loopback while hostile overlay nodes take part
+//! in the DHT (issue 14's attack soak, reduced to what each finding needs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use cpns_keys::Identity;
+use cpns_overlay::{DirectoryMessage, Event, Message, RecordKey};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::test_utils::{Mesh, public_keyword_key};
+use crate::{Config, Directory, Query, ServiceDraft, Visibility};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Loopback, no mDNS, directory lookups answered without Entity Registration first.
+fn overlay() -> cpns_overlay::Config {
+    cpns_overlay::Config {
+        gate_requests: false,
+        ..cpns_overlay::Config::default()
+    }
+}
+
+/// A bare overlay node (no directory, nobody answering its requests) with `identity`.
+struct Bare {
+    client: cpns_overlay::Client,
+    events: Option<mpsc::Receiver<Event>>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Bare {
+    async fn spawn(config: cpns_overlay::Config, identity: &Identity) -> Bare {
+        let (client, events, event_loop) = cpns_overlay::new(config, identity).await.unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(event_loop.run(cancel.clone()));
+        Bare {
+            client,
+            events: Some(events),
+            cancel,
+            task,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Takes every directory lookup sent to this node and answers none (the channels are
+    /// held, not dropped), counting those from `from` (every peer when `None`) in `count`.
+    fn hold_lookups(
+        &mut self,
+        from: Option<cpns_keys::PeerId>,
+        count: tokio::sync::watch::Sender<usize>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut events = self.events.take().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(e) = events.recv().await {
+                if let Event::InboundRequest {
+                    peer,
+                    message: Message::Directory(DirectoryMessage::Lookup { .. }),
+                    channel,
+                } = e
+                {
+                    if from.is_none_or(|f| f == peer) {
+                        count.send_modify(|n| *n += 1);
+                    }
+                    held.push(channel);
+                }
+            }
+        })
+    }
+}
+
+fn public(name: &str, keyword: &str) -> ServiceDraft {
+    ServiceDraft::new(name, [keyword], Visibility::Public)
+}
+
+/// The ids `dir` finds for `q` within `WAIT` (none if it fails or takes longer).
+async fn find_ids(dir: &Directory, q: &Query) -> HashSet<String> {
+    match tokio::time::timeout(WAIT, dir.find(q)).await {
+        Ok(Ok(d)) => d
+            .services
+            .iter()
+            .map(|f| f.description.id.clone())
+            .collect(),
+        _ => HashSet::new(),
+    }
+}
+
+/// Waits (bounded) until `dir` finds `id` by `q`: provider announcements are one-way, so a
+/// find racing the publish may miss it.
+async fn settled(dir: &Directory, q: &Query, id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !find_ids(dir, q).await.contains(id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never found by {q:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Never-enrolled peers running Kademlia as servers (a validator that takes everything, so
+/// they store and answer, and each announces itself as a provider of the honest keyword)
+/// join the DHT through the honest nodes. Honest discovery, by keyword and by id, still finds
+/// the honest service from every honest node, every time, without asking any of them, and no
+/// honest routing table holds one of them. Before the fix they entered the honest routing
+/// tables (identify and kad put every DHT server there; here 15 peers in each), took the
+/// closest places of every key and answered provider lookups with themselves, and every find
+/// asked them and waited 2 s for answers that never came (the soak found 18 of 100 honest
+/// services, in 2.3 s each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_enrolled_dht_servers_neither_enter_routing_tables_nor_hide_services() {
+    let mesh = Mesh::start(4, overlay(), Config::default(), WAIT)
+        .await
+        .unwrap();
+    let keyword = public_keyword_key("printer");
+    let mut hostile = Vec::new();
+    let (asked_tx, asked) = tokio::sync::watch::channel(0usize);
+    let mut holders = Vec::new();
+    for i in 0..12u8 {
+        let cfg = cpns_overlay::Config {
+            bootstrap: vec![mesh.nodes[usize::from(i % 4)].addr.clone()],
+            ..overlay()
+        };
+        let mut node = Bare::spawn(cfg, &Identity::from_secret_bytes([0x70 + i; 32])).await;
+        holders.push(node.hold_lookups(None, asked_tx.clone()));
+        let _ = node.client.bootstrap().await;
+        let _ = node.client.start_providing(RecordKey::new(&keyword)).await;
+        hostile.push(node);
+    }
+    // By now the hostile servers know each other and every honest node.
+    for h in &hostile {
+        let _ = h.client.bootstrap().await;
+    }
+    let desc = mesh.nodes[1]
+        .directory
+        .publish(public("Printer", "printer"))
+        .await
+        .unwrap();
+    for n in &mesh.nodes {
+        let peers = n.client.routing_table_size().await.unwrap();
+        assert!(
+            peers < mesh.nodes.len(),
+            "{}: {peers} peers in its routing table, but only {} other honest nodes exist",
+            n.peer,
+            mesh.nodes.len() - 1
+        );
+    }
+    let q = Query::keywords(["printer"]);
+    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
+    for n in &mesh.nodes {
+        for round in 0..5 {
+            let found = find_ids(&n.directory, &q).await;
+            assert!(
+                found.contains(&desc.id),
+                "{} round {round}: found {found:?}, not {}",
+                n.peer,
+                desc.id
+            );
+            let by_id = n.directory.get(&desc.id).await.unwrap();
+            assert!(by_id.is_some(), "{} round {round}: not found by id", n.peer);
+        }
+    }
+    assert_eq!(*asked.borrow(), 0, "never-enrolled peers were asked");
+    for h in holders {
+        h.abort();
+    }
+    for h in hostile {
+        h.shutdown().await;
+    }
+    mesh.shutdown().await;
+}
+
+/// An enrolled provider of a keyword that never answers a direct lookup costs one discovery
+/// the lookup timeout, not every one. Before the fix every find of the keyword asked it
+/// again and waited the whole `lookup_timeout` (2 s) for it (the soak's finds took 2.3 s
+/// each). Now a provider that timed out is read from the DHT for a while instead of asked,
+/// and the honest service is still found every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_answers_is_not_asked_by_every_find() {
+    let mesh = Mesh::start(4, overlay(), Config::default(), WAIT)
+        .await
+        .unwrap();
+    let keyword = public_keyword_key("scanner");
+    let id = Identity::from_secret_bytes([0x6a; 32]);
+    let cred = mesh.ca.issue(&id, 77, cpns_keys::Modes::ALL);
+    let cfg = cpns_overlay::Config {
+        bootstrap: vec![mesh.nodes[0].addr.clone()],
+        credential: Some(cred.to_bytes()),
+        ..overlay()
+    };
+    let mut silent = Bare::spawn(cfg, &id).await;
+    silent.client.bootstrap().await.unwrap();
+    silent
+        .client
+        .start_providing(RecordKey::new(&keyword))
+        .await
+        .unwrap();
+    // It takes every lookup and answers none.
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+    let holder = silent.hold_lookups(Some(mesh.nodes[0].peer), count_tx);
+    let desc = mesh.nodes[1]
+        .directory
+        .publish(public("Scanner", "scanner"))
+        .await
+        .unwrap();
+    let q = Query::keywords(["scanner"]);
+    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
+    for round in 0..4 {
+        let found = find_ids(&mesh.nodes[0].directory, &q).await;
+        assert!(found.contains(&desc.id), "round {round}: found {found:?}");
+    }
+    // It was asked (it is a stored provider of the keyword), and only once.
+    let asked = match tokio::time::timeout(WAIT, count_rx.wait_for(|n| *n > 0)).await {
+        Ok(Ok(n)) => *n,
+        _ => 0,
+    };
+    assert_eq!(asked, 1, "the silent provider was asked {asked} times");
+    holder.abort();
+    silent.shutdown().await;
+    mesh.shutdown().await;
+}
