@@ -1075,6 +1075,7 @@ fn an_admin_bars_and_allows_again_a_members_candidacy() {
     assert_eq!(s.on_server(changed(true), 21, &mut f), Some(Message::Ack));
     assert_eq!(candidacy_allowed(&s, &p), Some(true), "allowed again");
     assert!(listed_to(&f, &p).is_some(), "the member lists follow");
+}
 
 /// The registration a job sends, if it is one.
 fn sent_registration(job: &Job) -> Option<&EntityRegistration> {
