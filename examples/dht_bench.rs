@@ -83,6 +83,10 @@ struct Args {
     /// Listen on QUIC (`/udp/0/quic-v1`) instead of TCP + noise + yamux.
     #[arg(long)]
     quic: bool,
+    /// Also write the figures to this file as JSON (p50/p90/p99 in ms, success in %, RSS in
+    /// MiB, requests per query, the CPU figures), for scripts comparing runs.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 /// Bound of one operation.
@@ -120,6 +124,23 @@ impl Series {
         } else {
             v.iter().sum::<u64>() as f64 / v.len() as f64
         }
+    }
+    fn json(&self) -> serde_json::Value {
+        let opt = |v: &[u64]| (!v.is_empty()).then(|| Self::mean(v));
+        let ms = |p| {
+            let v = self.pct(p);
+            v.is_finite().then_some(v)
+        };
+        serde_json::json!({
+            "p50": ms(50.0),
+            "p90": ms(90.0),
+            "p99": ms(99.0),
+            "ok": self.ok,
+            "total": self.total,
+            "success_pct": 100.0 * self.ok as f64 / self.total.max(1) as f64,
+            "requests_per_query": opt(&self.requests),
+            "peers_per_query": opt(&self.peers),
+        })
     }
     fn row(&self, name: &str) -> String {
         format!(
@@ -242,6 +263,7 @@ async fn run(args: Args) -> Result<()> {
         tables.push(m.client.routing_table_size().await?);
     }
     tables.sort_unstable();
+    let mesh_up_secs = t.elapsed().as_secs_f64();
     println!(
         "mesh up in {:.1} s; routing table sizes min/median/max {}/{}/{}",
         t.elapsed().as_secs_f64(),
@@ -512,6 +534,37 @@ async fn run(args: Args) -> Result<()> {
          ({served_per_find:.1} DHT requests served mesh-wide per discovery); RSS at rest \
          {rss_idle:.0} MiB, at end {rss_end:.0} MiB"
     );
+    if let Some(path) = &args.json {
+        let figures = serde_json::json!({
+            "nodes": args.nodes,
+            "ops": args.ops,
+            "seed": args.seed,
+            "log2_nodes": (args.nodes as f64).log2(),
+            "k": overlay.replication_factor,
+            "alpha": overlay.parallelism,
+            "idle_timeout_secs": overlay.idle_timeout.as_secs_f64(),
+            "quic": args.quic,
+            "find_quorum": directory.find_quorum,
+            "mesh_up_secs": mesh_up_secs,
+            "routing_table_median": tables[tables.len() / 2],
+            "connected_peers_per_node": connections as f64 / args.nodes as f64,
+            "idle_cores": idle_cores,
+            "rss_idle_mib": rss_idle,
+            "rss_idle_mib_per_node": rss_idle / args.nodes as f64,
+            "rss_end_mib": rss_end,
+            "publish_cores": publish_cores,
+            "discover_cores": find_cores,
+            "dht_requests_served_per_discovery": served_per_find,
+            "publish": publish.json(),
+            "discover": find.json(),
+            "get": get.json(),
+            "raw_put_record": raw_put.json(),
+            "raw_start_providing": raw_provide.json(),
+            "raw_provider_lookup": raw_providers.json(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let mut rejected = std::collections::BTreeMap::<&str, u64>::new();
     for m in &mesh.nodes {
         for (k, v) in m.validator.rejected() {
