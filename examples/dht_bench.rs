@@ -86,8 +86,8 @@ struct Args {
     /// when a full mesh of connections fits the file-descriptor limit, QUIC otherwise (one UDP
     /// socket per node whatever its connections, so they are all kept; over TCP they would
     /// have to close after 2 s idle and nearly every request would pay a new handshake).
-    /// Default `tcp`: at 256 nodes on a loaded machine QUIC was slower still (200 publishes
-    /// not done after 8 minutes, against 0.7 s p50 over TCP; docs/BENCHMARKS.md).
+    /// Default `tcp`: at 256 nodes on a loaded machine QUIC was slower still (publish p50
+    /// 0.86 s with 16 % timed out, against 0.70 s over TCP; docs/BENCHMARKS.md).
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
     /// Also write the figures to this file as JSON (p50/p90/p99 in ms, success in %, RSS in
