@@ -77,12 +77,30 @@ struct Args {
     /// Bound of the mesh's settling (one bootstrap per node, then routing tables filled).
     #[arg(long, default_value_t = 60)]
     settle_secs: u64,
-    /// Bound of the whole run, in seconds.
-    #[arg(long, default_value_t = 300)]
+    /// Bound of the whole run, in seconds. Below the 900 s that side_by_side.sh gives a run;
+    /// 300 s (the old default) cut the operations short at 256 nodes on a loaded machine,
+    /// whose mesh took 250 s to come up.
+    #[arg(long, default_value_t = 840)]
     max_secs: u64,
-    /// Listen on QUIC (`/udp/0/quic-v1`) instead of TCP + noise + yamux.
+    /// Transport: `tcp` (TCP + noise + yamux), `quic` (`/udp/0/quic-v1`), or `auto`: TCP
+    /// when a full mesh of connections fits the file-descriptor limit, QUIC otherwise (one UDP
+    /// socket per node whatever its connections, so they are all kept; over TCP they would
+    /// have to close after 2 s idle and nearly every request would pay a new handshake).
+    /// Default `tcp`: at 256 nodes on a loaded machine QUIC was slower still (publish p50
+    /// 0.86 s with 16 % timed out, against 0.70 s over TCP; docs/BENCHMARKS.md).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// Also write the figures to this file as JSON (p50/p90/p99 in ms, success in %, RSS in
+    /// MiB, requests per query, the CPU figures), for scripts comparing runs.
     #[arg(long)]
-    quic: bool,
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Auto,
+    Tcp,
+    Quic,
 }
 
 /// Bound of one operation.
@@ -120,6 +138,23 @@ impl Series {
         } else {
             v.iter().sum::<u64>() as f64 / v.len() as f64
         }
+    }
+    fn json(&self) -> serde_json::Value {
+        let opt = |v: &[u64]| (!v.is_empty()).then(|| Self::mean(v));
+        let ms = |p| {
+            let v = self.pct(p);
+            v.is_finite().then_some(v)
+        };
+        serde_json::json!({
+            "p50": ms(50.0),
+            "p90": ms(90.0),
+            "p99": ms(99.0),
+            "ok": self.ok,
+            "total": self.total,
+            "success_pct": 100.0 * self.ok as f64 / self.total.max(1) as f64,
+            "requests_per_query": opt(&self.requests),
+            "peers_per_query": opt(&self.peers),
+        })
     }
     fn row(&self, name: &str) -> String {
         format!(
@@ -174,26 +209,37 @@ async fn run(args: Args) -> Result<()> {
     if args.eager_negotiation {
         overlay.lazy_negotiation = false;
     }
-    if let Some(t) = args.idle_timeout_secs {
-        overlay.idle_timeout = Duration::from_secs(t);
-    } else {
-        // Every connection costs a file descriptor at each end, and all ends are in this one
-        // process: when a full mesh would not fit the limit, close idle connections sooner
-        // (real nodes, one per process, have no such constraint).
-        let limit = fd_limit();
-        let full_mesh = args.nodes * args.nodes.saturating_sub(1) + 32 * args.nodes;
-        if full_mesh > limit {
-            // 2 s measured better than 5 s at 256 nodes (130 against 227 ms publish p50).
-            overlay.idle_timeout = Duration::from_secs(2);
+    // Over TCP every connection costs a file descriptor at each end, and all ends are in this
+    // one process; over QUIC a node has one UDP socket whatever its connections.
+    let limit = fd_limit();
+    let full_mesh = args.nodes * args.nodes.saturating_sub(1) + 32 * args.nodes;
+    let quic = match args.transport {
+        Transport::Quic => true,
+        Transport::Tcp => false,
+        Transport::Auto => full_mesh > limit,
+    };
+    if quic {
+        overlay.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
+        if args.transport == Transport::Auto {
             println!(
-                "note: a full mesh of {} nodes needs ~{full_mesh} file descriptors, the limit is \
-                 {limit}: idle connections close after 2 s",
+                "note: a full TCP mesh of {} nodes needs ~{full_mesh} file descriptors, the limit \
+                 is {limit}: QUIC (one UDP socket per node, connections kept)",
                 args.nodes
             );
         }
     }
-    if args.quic {
-        overlay.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
+    if let Some(t) = args.idle_timeout_secs {
+        overlay.idle_timeout = Duration::from_secs(t);
+    } else if !quic && full_mesh > limit {
+        // When a full TCP mesh would not fit the limit, close idle connections sooner (real
+        // nodes, one per process, have no such constraint). 2 s measured better than 5 s at
+        // 256 nodes (130 against 227 ms publish p50).
+        overlay.idle_timeout = Duration::from_secs(2);
+        println!(
+            "note: a full TCP mesh of {} nodes needs ~{full_mesh} file descriptors, the limit is \
+             {limit}: idle connections close after 2 s",
+            args.nodes
+        );
     }
     if let Some(c) = args.max_conns {
         overlay.max_connections = c;
@@ -212,10 +258,11 @@ async fn run(args: Args) -> Result<()> {
     };
 
     println!(
-        "dht_bench: {} nodes, {} ops, k={}, alpha={}, idle timeout {:?}, lazy negotiation {}, \
-         find_quorum={}, sled on {}{}",
+        "dht_bench: {} nodes, {} ops, {}, k={}, alpha={}, idle timeout {:?}, lazy negotiation \
+         {}, find_quorum={}, sled on {}{}",
         args.nodes,
         args.ops,
+        if quic { "QUIC" } else { "TCP + noise + yamux" },
         overlay.replication_factor,
         overlay.parallelism,
         overlay.idle_timeout,
@@ -242,6 +289,7 @@ async fn run(args: Args) -> Result<()> {
         tables.push(m.client.routing_table_size().await?);
     }
     tables.sort_unstable();
+    let mesh_up_secs = t.elapsed().as_secs_f64();
     println!(
         "mesh up in {:.1} s; routing table sizes min/median/max {}/{}/{}",
         t.elapsed().as_secs_f64(),
@@ -512,6 +560,37 @@ async fn run(args: Args) -> Result<()> {
          ({served_per_find:.1} DHT requests served mesh-wide per discovery); RSS at rest \
          {rss_idle:.0} MiB, at end {rss_end:.0} MiB"
     );
+    if let Some(path) = &args.json {
+        let figures = serde_json::json!({
+            "nodes": args.nodes,
+            "ops": args.ops,
+            "seed": args.seed,
+            "log2_nodes": (args.nodes as f64).log2(),
+            "k": overlay.replication_factor,
+            "alpha": overlay.parallelism,
+            "idle_timeout_secs": overlay.idle_timeout.as_secs_f64(),
+            "quic": quic,
+            "find_quorum": directory.find_quorum,
+            "mesh_up_secs": mesh_up_secs,
+            "routing_table_median": tables[tables.len() / 2],
+            "connected_peers_per_node": connections as f64 / args.nodes as f64,
+            "idle_cores": idle_cores,
+            "rss_idle_mib": rss_idle,
+            "rss_idle_mib_per_node": rss_idle / args.nodes as f64,
+            "rss_end_mib": rss_end,
+            "publish_cores": publish_cores,
+            "discover_cores": find_cores,
+            "dht_requests_served_per_discovery": served_per_find,
+            "publish": publish.json(),
+            "discover": find.json(),
+            "get": get.json(),
+            "raw_put_record": raw_put.json(),
+            "raw_start_providing": raw_provide.json(),
+            "raw_provider_lookup": raw_providers.json(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let mut rejected = std::collections::BTreeMap::<&str, u64>::new();
     for m in &mesh.nodes {
         for (k, v) in m.validator.rejected() {
