@@ -221,11 +221,21 @@ fn a_push_between_pnes_with_no_direct_path_is_relayed_by_the_gateway() -> Result
             .to_string();
         cli(ns, data, &["pair", &format!("{addr}/p2p/{gw_id}")]).with_context(|| logs(d))?;
     }
-    let sa = wait_for(Duration::from_secs(30), "both PNEs in the PN", || {
-        let s = status(&g, &dg)?;
-        (s["members"].as_array()?.len() == 3).then_some(())?;
-        status(&a, &da).filter(|s| s["pn_id"] == gw["pn_id"])
-    })
+    // Every node's own member list, not only the gateway's: the lists reach the PNEs after
+    // the gateway changed its own (two admissions may overlap).
+    let three = |s: &serde_json::Value| {
+        s["pn_id"] == gw["pn_id"] && s["members"].as_array().map(Vec::len) == Some(3)
+    };
+    let sa = wait_for(
+        Duration::from_secs(30),
+        "every node to list the PN of three",
+        || {
+            let s = status(&g, &dg)?;
+            (s["members"].as_array()?.len() == 3).then_some(())?;
+            status(&b, &db).filter(three)?;
+            status(&a, &da).filter(three)
+        },
+    )
     .with_context(|| logs(d))?;
     ensure!(sa["members"].as_array().map(Vec::len) == Some(3));
     eprintln!("  PN of three after {:?}", t0.elapsed());
