@@ -4,15 +4,12 @@
 //! it (joining through the PN's gateway, B.1 18-26) — or is declined, which `cpns-auth` is
 //! told so that nobody joins on it.
 
-use std::sync::Arc;
-
 use cpns_overlay::{AuthMessage, Message, PnInvitationInfo};
 
 use super::super::{Invitation, Reply};
-use super::{MAX_INVITATIONS, Purpose, State, WaiterId};
+use super::{Purpose, State, WaiterId};
 use crate::error::OpError;
-use crate::pn::effect::{Done, Effect, Fx, Job};
-use crate::store::{self, PnWrite};
+use crate::pn::effect::{Done, Fx, Job};
 use crate::trace::flow::GW_SWITCH;
 
 /// Where an invitation from `cpns-auth` came from, in [`Invitation::source`].
@@ -94,22 +91,7 @@ impl State {
             source: FROM_SERVER.into(),
             received: fx.now,
         };
-        let list = Arc::make_mut(&mut self.invitations);
-        if list.len() >= MAX_INVITATIONS {
-            let old = list.remove(0);
-            fx.push(Effect::Persist(PnWrite::Invitation(
-                old.id.into_bytes(),
-                None,
-            )));
-        }
-        if let Ok(b) = store::encode(&inv) {
-            fx.push(Effect::Persist(PnWrite::Invitation(
-                id.clone().into_bytes(),
-                Some(b),
-            )));
-        }
-        list.push(inv);
-        fx.changed();
+        self.keep_invitation(inv, fx);
         let me = self.env.me;
         let server = self.server().unwrap_or(me);
         let whom = if info.entity {

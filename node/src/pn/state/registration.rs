@@ -596,6 +596,13 @@ impl State {
             source: "pairing".into(),
             received: fx.now,
         };
+        self.keep_invitation(inv, fx);
+        tracing::info!(%gateway, invitation = %id, user = %p.user, "a PN of another user: its invitation waits for the owner (`cpns pn accept`)");
+        id
+    }
+
+    /// Keeps `inv` durably for the owner (the oldest goes beyond [`MAX_INVITATIONS`]).
+    pub(super) fn keep_invitation(&mut self, inv: Invitation, fx: &mut Fx) {
         let list = Arc::make_mut(&mut self.invitations);
         if list.len() >= MAX_INVITATIONS {
             let old = list.remove(0);
@@ -606,14 +613,12 @@ impl State {
         }
         if let Ok(b) = store::encode(&inv) {
             fx.push(Effect::Persist(PnWrite::Invitation(
-                id.clone().into_bytes(),
+                inv.id.clone().into_bytes(),
                 Some(b),
             )));
         }
         list.push(inv);
         fx.changed();
-        tracing::info!(%gateway, invitation = %id, user = %p.user, "a PN of another user: its invitation waits for the owner (`cpns pn accept`)");
-        id
     }
 
     /// The responder's side of step 1 (answered by step 2).
