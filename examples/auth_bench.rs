@@ -9,12 +9,15 @@
 //!
 //! 1. **Server-side verification alone, one core**: the server's own authentication code
 //!    ([`cpns_auth::authn::Authenticator`]: step 8's credential check and challenge, step 10's
-//!    nonce, EUKey MAC and identity signature checks, the session) on this thread, no network.
+//!    nonce, EUKey MAC and identity signature checks, the session) on this thread, no network,
+//!    beside the yardstick measured in the same run: this core's ed25519 verify rate (each
+//!    authentication checks one signature, so its rate is the ceiling), and the ratio.
 //! 2. **Full B.1 steps 8-11 over libp2p**: the real `cpns-auth serve` binary, pinned to CPU 0
 //!    with `taskset` when available, and `--clients` enrolled overlay nodes in this process,
 //!    each authenticating `--auths` times in a loop over real TCP+noise+yamux connections on
 //!    127.0.0.1. Reports latency percentiles, wall-clock throughput, and throughput per
-//!    second of server CPU time (from `/proc/PID/stat`), which is the "per core" figure.
+//!    second of server CPU time (from `/proc/PID/stat`), which is the "per core" figure, also
+//!    as a % of the ed25519 verify rate.
 //! 3. **Durable PN key rotations**: gateways admit a PNE (B.1 19-21, epoch + 1) and
 //!    de-register it (G.1 step 9, epoch + 1) in a loop; every rotation is flushed to disk
 //!    before its answer. Once with one gateway, once with four at a time.
@@ -100,8 +103,28 @@ fn report(label: &str, mut samples: Vec<Duration>, wall: Duration) {
     );
 }
 
-/// Part 1: the server's authentication code alone, on this thread.
-fn bench_verify(n: usize) -> Result<()> {
+/// The yardstick: this core's rate of ed25519 signature checks (`PublicKey::verify`, the
+/// strict check the server makes at step 10), in checks per second; the best of three passes
+/// of `n` checks, measured in this run.
+fn ed25519_verify_rate(n: usize) -> Result<f64> {
+    let id = Identity::generate();
+    let public = id.public();
+    let msg = [7u8; 96];
+    let sig = id.sign(&msg);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..n {
+            public.verify(std::hint::black_box(&msg), &sig)?;
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(n as f64 / best)
+}
+
+/// Part 1: the server's authentication code alone, on this thread. Returns the rate of
+/// steps 8+10 (authentications per second).
+fn bench_verify(n: usize) -> Result<f64> {
     let ca = Identity::generate();
     let server = Identity::generate().peer_id();
     let now = unix_now();
@@ -201,7 +224,7 @@ fn bench_verify(n: usize) -> Result<()> {
         answer_t.iter().sum(),
     );
     report("verify: steps 8+10, one core", both, total);
-    Ok(())
+    Ok(n as f64 / total.as_secs_f64().max(1e-9))
 }
 
 /// The `cpns-auth` binary next to this example (target/release/cpns-auth).
@@ -427,7 +450,12 @@ impl Bench {
 }
 
 /// Part 2: full exchanges from `clients` nodes at once.
-async fn bench_auth(server: &ServerProcess, clients: &[Arc<Bench>], auths: usize) -> Result<()> {
+async fn bench_auth(
+    server: &ServerProcess,
+    clients: &[Arc<Bench>],
+    auths: usize,
+    verify_rate: f64,
+) -> Result<()> {
     // Warm up: connections, first sessions.
     for c in clients {
         for _ in 0..20 {
@@ -468,6 +496,11 @@ async fn bench_auth(server: &ServerProcess, clients: &[Arc<Bench>], auths: usize
             cpu.as_secs_f64(),
             wall.as_secs_f64(),
             n as f64 / cpu.as_secs_f64().max(1e-9)
+        );
+        println!(
+            "{:<44} = {:.0} % of the one-core ed25519 verify rate",
+            "",
+            100.0 * n as f64 / cpu.as_secs_f64().max(1e-9) / verify_rate
         );
     }
     Ok(())
@@ -547,7 +580,21 @@ async fn main() -> Result<()> {
         args.rotations
     );
 
-    bench_verify(args.verify)?;
+    let verify_rate = ed25519_verify_rate(args.verify.min(5000))?;
+    let auth_rate = bench_verify(args.verify)?;
+    let verify_after = ed25519_verify_rate(args.verify.min(5000))?;
+    // Before and after, the better of the two: a machine that got busier in between shows.
+    let verify_rate = verify_rate.max(verify_after);
+    println!(
+        "{:<44} {verify_rate:>9.0}/s   <- the yardstick (one core, this run)",
+        "ed25519 verify (strict), one core"
+    );
+    println!(
+        "{:<44} {:.0} % of the ed25519 verify rate (each authentication checks one signature, \
+         so 100 % is the ceiling)",
+        "verify: steps 8+10 against it",
+        100.0 * auth_rate / verify_rate
+    );
 
     let dir = tempfile::tempdir()?;
     let server = start_server(dir.path()).await?;
@@ -577,9 +624,9 @@ async fn main() -> Result<()> {
     for i in 0..args.clients.max(8) {
         clients.push(Arc::new(client(i as u64, &code, &cancel).await?));
     }
-    bench_auth(&server, &clients[..args.clients], args.auths).await?;
+    bench_auth(&server, &clients[..args.clients], args.auths, verify_rate).await?;
     if args.clients > 1 {
-        bench_auth(&server, &clients[..1], args.auths.min(2000)).await?;
+        bench_auth(&server, &clients[..1], args.auths.min(2000), verify_rate).await?;
     }
 
     // Gateways for the rotation runs: clients 0-3 are gateways, 4-7 their PNEs.

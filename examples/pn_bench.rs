@@ -5,8 +5,10 @@
 //! clock runs from the pairing request (step 1) until both nodes report the PN with both
 //! members (the PNE has step 26, the gateway its inventory entry), through the election, the gateway's authentication with
 //! `cpns-auth`, the PN Inventory's creation, the membership decision and the key delivery —
-//! every durable write included. Prints p50/p90/p99, min/max and throughput. Bounded: at most
-//! N runs (default 50), each with a 20 s limit.
+//! every durable write included. Prints p50/p90/p99, min/max and throughput, and beside them
+//! the yardstick measured in the same run (one CPNS request round trip between two overlay
+//! nodes on loopback) with the ratio. Bounded: at most N runs (default 50), each with a 20 s
+//! limit.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,61 @@ fn config(dir: &std::path::Path, name: &str) -> Config {
     }
 }
 
+/// The yardstick, measured in this run: one CPNS request round trip between two overlay
+/// nodes on loopback (TCP, noise, yamux, the codec), p50 in milliseconds over `n` requests on
+/// one connection. B.1 is a chain of such exchanges (with cpns-auth and between the nodes),
+/// so establishment p50 divided by it says how many round trips' worth the flow costs.
+async fn request_rtt_ms(n: usize) -> Result<f64> {
+    use cpns_overlay::test_utils::TestNode;
+    use cpns_overlay::{DirectoryMessage, Event, Message, Protocol};
+    let cfg = || cpns_overlay::Config {
+        gate_requests: false,
+        ..cpns_overlay::Config::default()
+    };
+    let a = TestNode::spawn(cfg(), 0xa1).await?;
+    let mut b = TestNode::spawn(cfg(), 0xb2).await?;
+    let b_peer = b.client.local_peer_id();
+    let b_client = b.client.clone();
+    let mut events = std::mem::replace(&mut b.events, tokio::sync::mpsc::channel(1).1);
+    let answer = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let Event::InboundRequest { channel, .. } = e {
+                let records = Vec::new();
+                let _ = b_client
+                    .respond(
+                        channel,
+                        Message::Directory(DirectoryMessage::Records { records }),
+                    )
+                    .await;
+            }
+        }
+    });
+    a.client.dial(b.dial_addr().await?).await?;
+    let ask = || {
+        a.client.request(
+            b_peer,
+            Protocol::Cpns,
+            Message::Directory(DirectoryMessage::Lookup {
+                keyword: vec![1; 32],
+            }),
+        )
+    };
+    for _ in 0..20 {
+        ask().await?;
+    }
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        ask().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    answer.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+    ms.sort_by(|x, y| x.total_cmp(y));
+    Ok(percentile(&ms, 0.5))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -50,6 +107,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let runs = parse_runs()?;
+    let rtt_before = request_rtt_ms(500).await?;
     let dir = tempfile::tempdir()?;
     let auth = {
         // Every run enrols two fresh nodes: more than the default 60 enrolments a minute.
@@ -118,5 +176,12 @@ async fn main() -> Result<()> {
         total.as_secs_f64()
     );
     println!("  success: {runs}/{runs}");
+    // Before and after, the better of the two: a machine that got busier in between shows.
+    let rtt = rtt_before.min(request_rtt_ms(500).await?);
+    println!(
+        "  yardstick, this run: one CPNS request round trip on loopback p50 {rtt:.3} ms; \
+         establishment p50 = {:.0} round trips' worth",
+        percentile(&sorted, 0.50) / rtt
+    );
     Ok(())
 }

@@ -513,6 +513,52 @@ async fn a_restarted_node_republishes_its_services() {
     mesh.shutdown().await;
 }
 
+/// A Kademlia client (a PNE) whose routing table holds nobody (right after the PN formed,
+/// before identify and the credential exchange put its gateway there) publishes through its
+/// home server, its PN gateway, directly: the put needs no lookup. The same publish without
+/// the home server fails the quorum (issue 16 item 0: "saved locally but not replicated").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kademlia_client_publishes_through_its_home_server_with_an_empty_routing_table() {
+    init_tracing();
+    let mesh = mesh(1).await;
+    let gateway = &mesh.nodes[0];
+    let mut opts = NodeOptions::new(
+        cpns_overlay::Config {
+            kad_mode: cpns_overlay::KadMode::Client,
+            ..overlay()
+        },
+        Config::default(),
+    );
+    opts.serial = 500;
+    let pne = MeshNode::spawn(&mesh.ca, node_identity(500), opts)
+        .await
+        .unwrap();
+    pne.client.dial(gateway.addr.clone()).await.unwrap();
+    assert_eq!(pne.client.wait_routing_table(1, WAIT).await.unwrap(), 1);
+    // The state a PNE can be in at its first publish: connected, nobody in the table.
+    pne.client.forget_dht_peer(gateway.peer).await.unwrap();
+    assert_eq!(pne.client.routing_table_size().await.unwrap(), 0);
+    let without = pne
+        .directory
+        .publish(public("Thermostat", &["heating"]))
+        .await;
+    assert!(
+        matches!(without, Err(PublishError::NotReplicated(_))),
+        "{without:?}"
+    );
+    pne.directory.set_home_servers(vec![gateway.peer]);
+    let desc = pne
+        .directory
+        .publish(public("Radiator", &["radiator"]))
+        .await
+        .unwrap();
+    // The gateway holds the record: it finds the service by id from its own store.
+    let found = gateway.directory.get(&desc.id).await.unwrap();
+    assert_eq!(found.map(|f| f.description.id), Some(desc.id.clone()));
+    pne.shutdown().await;
+    mesh.shutdown().await;
+}
+
 /// PN visibility: a member finds the PN's service; a node of another household stores and
 /// routes the sealed record but can neither read it nor find it by keyword.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 //! gateway sealed end to end (a relayed stream is accepted only so), and arrives whole. The
 //! test prints the relayed push's throughput beside a direct push over one link of the same
 //! kind (PNE to gateway); debug builds make these figures indicative only
-//! (`examples/delivery_bench.rs --forward` measures it in release, docs/BENCHMARKS.md).
+//! (`examples/delivery_bench.rs` measures relayed against direct in release, docs/BENCHMARKS.md).
 
 #![allow(unreachable_pub)] // shared test helpers are `pub` for the other test binaries
 

@@ -257,6 +257,11 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         config.relay = true;
     }
     config.validate()?;
+    // Watched before the server starts: once its admin file exists a supervisor (or a test)
+    // may stop it, and a signal before the handlers would skip the clean shutdown.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let server = Server::start(config)
         .await
         .context("cannot start the server")?;
@@ -276,10 +281,8 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => { r.context("cannot watch ctrl-c")?; }
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     eprintln!("shutting down");

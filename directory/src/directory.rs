@@ -83,6 +83,9 @@ struct Inner {
     retry_soon: tokio::sync::Notify,
     /// Providers that let direct lookups time out (see `silent`).
     silent: silent::Silent,
+    /// The DHT servers this node stores at first, directly (a PNE's PN gateway): see
+    /// [`Directory::set_home_servers`].
+    home_servers: RwLock<Vec<PeerId>>,
 }
 
 /// Which key a record is published under: public, or a group at one epoch.
@@ -153,6 +156,7 @@ impl Directory {
                 local_tx,
                 retry_soon: tokio::sync::Notify::new(),
                 silent: silent::Silent::new(),
+                home_servers: RwLock::new(Vec::new()),
             }),
         };
         // Fill the cache from the store so that direct lookups are answered from the start.
@@ -377,6 +381,28 @@ impl Directory {
                     }
                 }
             }
+        }
+    }
+
+    /// Sets the DHT servers every record write goes to first, directly (at most
+    /// [`cpns_overlay::MAX_PUT_TO`]; empty: none). A PNE is a Kademlia client whose PN gateway
+    /// serves the DHT for its household: a put there needs no lookup, so it does not depend
+    /// on what the routing table holds right after the PN formed (a lookup through an empty
+    /// or not yet verified table failed the quorum). Its acknowledgement is the write's; the
+    /// usual put through a lookup still follows, for replication at the key's closest
+    /// servers, and its failure is only logged (the background republish retries it).
+    pub fn set_home_servers(&self, mut peers: Vec<PeerId>) {
+        peers.truncate(cpns_overlay::MAX_PUT_TO);
+        match self.inner.home_servers.write() {
+            Ok(mut h) => *h = peers,
+            Err(p) => *p.into_inner() = peers,
+        }
+    }
+
+    fn home_servers(&self) -> Vec<PeerId> {
+        match self.inner.home_servers.read() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -716,6 +742,8 @@ impl Directory {
             Some(n) if n.get() > 1 => Quorum::N(n),
             _ => Quorum::One,
         };
+        let home = self.home_servers();
+        let home = &home;
         let results: Vec<Result<(), cpns_overlay::Error>> =
             futures::stream::iter(writes.into_iter().map(|w| async move {
                 match w {
@@ -731,6 +759,26 @@ impl Directory {
                             publisher: None,
                             expires: Some(Instant::now() + Duration::from_secs(left)),
                         };
+                        if !home.is_empty() {
+                            // Both at once: the home server's acknowledgement decides, the
+                            // replication through a lookup costs no extra latency.
+                            let (at_home, replicated) = futures::join!(
+                                client.put_record_to(record.clone(), home.clone(), Quorum::One),
+                                client.put_record(record, quorum)
+                            );
+                            return match (at_home, replicated) {
+                                (Ok(_), Ok(_)) => Ok(()),
+                                (Ok(_), Err(e)) => {
+                                    debug!("record stored at the home server, not replicated further yet: {e}");
+                                    Ok(())
+                                }
+                                (Err(e), Ok(_)) => {
+                                    debug!("record replicated, but not stored at the home server: {e}");
+                                    Ok(())
+                                }
+                                (Err(e), Err(_)) => Err(e),
+                            };
+                        }
                         match client.put_record(record, quorum).await {
                             Ok(_) => Ok(()),
                             // A DHT server that knows no other server (a household's lone

@@ -227,3 +227,209 @@ async fn a_provider_that_never_answers_is_not_asked_by_every_find() {
     silent.shutdown().await;
     mesh.shutdown().await;
 }
+
+/// Stores no provider record (an enrolled hostile DHT server that answers provider lookups
+/// with closer peers of its choosing and never with the honest providers).
+struct NoProviders;
+
+impl cpns_overlay::RecordValidator for NoProviders {
+    fn validate_put(
+        &self,
+        _: &cpns_keys::PeerId,
+        record: cpns_overlay::Record,
+        _: Option<&cpns_overlay::Record>,
+    ) -> Result<cpns_overlay::Record, cpns_overlay::Rejection> {
+        Ok(record)
+    }
+    fn validate_get(&self, _: &cpns_overlay::Record) -> Result<(), cpns_overlay::Rejection> {
+        Ok(())
+    }
+    fn validate_provider(
+        &self,
+        _: &cpns_keys::PeerId,
+        _: &libp2p::kad::ProviderRecord,
+        _: Option<&cpns_overlay::PeerCredential>,
+    ) -> Result<(), cpns_overlay::Rejection> {
+        Err(cpns_overlay::Rejection::new(
+            "hostile",
+            "keeps no providers",
+        ))
+    }
+}
+
+/// A bare node that knows `peer` and has looked itself up through it.
+async fn bare_behind(
+    addr: &cpns_overlay::Multiaddr,
+    config: cpns_overlay::Config,
+    id: &Identity,
+) -> Bare {
+    let node = Bare::spawn(
+        cpns_overlay::Config {
+            bootstrap: vec![addr.clone()],
+            ..config
+        },
+        id,
+    )
+    .await;
+    let _ = node.client.bootstrap().await;
+    node
+}
+
+/// A provider lookup that may stop after its first answer naming providers is not ended by
+/// the answers of never-enrolled DHT servers. The node's only peer is an enrolled hostile
+/// server that keeps no providers and names, as the closest peers, twelve never-enrolled
+/// servers, which answer at once with each other as providers. Before the fix the first of
+/// those answers ended the lookup (about 4 requests: the hostile server and the first few
+/// never-enrolled ones in flight); an honest provider further on was never heard (issue
+/// 14's soak: 68 of 100 found). Now their answers never count: the lookup runs until the
+/// key's closest peers have all answered (at least the hostile server and the 8 closest,
+/// Kademlia's k here), and their providers are still returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_never_enrolled_servers_do_not_end_a_provider_lookup() {
+    let ca = crate::test_utils::Ca::new(0xcb);
+    let keys: Vec<Vec<u8>> = (0..6)
+        .map(|i| public_keyword_key(&format!("lamp-{i}")))
+        .collect();
+    let h_id = Identity::from_secret_bytes([0x51; 32]);
+    let hostile = Bare::spawn(
+        cpns_overlay::Config {
+            credential: Some(ca.issue(&h_id, 50, cpns_keys::Modes::ALL).to_bytes()),
+            validator: std::sync::Arc::new(NoProviders),
+            ..overlay()
+        },
+        &h_id,
+    )
+    .await;
+    let h_addr = hostile.client.listen_addrs().await.unwrap()[0]
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(h_id.peer_id()));
+    let mut fresh = Vec::new();
+    for i in 0..12u8 {
+        fresh.push(
+            bare_behind(
+                &h_addr,
+                overlay(),
+                &Identity::from_secret_bytes([0x60 + i; 32]),
+            )
+            .await,
+        );
+    }
+    // Everyone knows everyone behind the hostile server; then the announcements.
+    for n in &fresh {
+        let _ = n.client.bootstrap().await;
+    }
+    for n in &fresh {
+        for k in &keys {
+            let _ = n.client.start_providing(RecordKey::new(k)).await;
+        }
+    }
+    let q = crate::test_utils::MeshNode::spawn(
+        &ca,
+        Identity::from_secret_bytes([0x53; 32]),
+        crate::test_utils::NodeOptions::new(overlay(), Config::default()),
+    )
+    .await
+    .unwrap();
+    q.client.dial(h_addr.clone()).await.unwrap();
+    assert_eq!(q.client.wait_routing_table(1, WAIT).await.unwrap(), 1);
+    let query = cpns_overlay::ProvidersQuery {
+        stop_after_answers: Some(1),
+        connect: true,
+        ..Default::default()
+    };
+    let k_value = cpns_overlay::Config::default().replication_factor as u32;
+    for (i, k) in keys.iter().enumerate() {
+        let out = tokio::time::timeout(WAIT, q.client.find_providers(RecordKey::new(k), query))
+            .await
+            .expect("the lookup ends")
+            .unwrap();
+        assert!(
+            out.figures.requests > k_value,
+            "key {i}: the lookup ended after {} requests ({:?}), before the key's {k_value} closest peers answered",
+            out.figures.requests,
+            out.figures
+        );
+        assert!(
+            !out.providers.is_empty(),
+            "key {i}: the announced providers are still returned"
+        );
+        // No never-enrolled server entered the routing table on the way.
+        assert_eq!(q.client.routing_table_size().await.unwrap(), 1, "key {i}");
+    }
+    q.shutdown().await;
+    for n in fresh {
+        n.shutdown().await;
+    }
+    hostile.shutdown().await;
+}
+
+/// An enrolled hostile DHT server that stores everything names never-enrolled peers as
+/// providers of an honest keyword (they announced themselves to it). Honest discovery finds
+/// the honest service from every honest node, every time, and never asks one of them for
+/// records (they hold no credential, so no record of theirs could be accepted). Before the
+/// fix each was asked, and each find that asked one waited the whole lookup timeout for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_without_a_credential_are_not_asked_for_records() {
+    let mesh = Mesh::start(3, overlay(), Config::default(), WAIT)
+        .await
+        .unwrap();
+    let keyword = public_keyword_key("heater");
+    let h_id = Identity::from_secret_bytes([0x54; 32]);
+    let hostile = bare_behind(
+        &mesh.nodes[0].addr,
+        cpns_overlay::Config {
+            credential: Some(mesh.ca.issue(&h_id, 60, cpns_keys::Modes::ALL).to_bytes()),
+            ..overlay()
+        },
+        &h_id,
+    )
+    .await;
+    let h_addr = hostile.client.listen_addrs().await.unwrap()[0]
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(h_id.peer_id()));
+    let (asked_tx, asked) = tokio::sync::watch::channel(0usize);
+    let mut fresh = Vec::new();
+    let mut holders = Vec::new();
+    for i in 0..8u8 {
+        let mut n = bare_behind(
+            &h_addr,
+            overlay(),
+            &Identity::from_secret_bytes([0x80 + i; 32]),
+        )
+        .await;
+        holders.push(n.hold_lookups(None, asked_tx.clone()));
+        let _ = n.client.start_providing(RecordKey::new(&keyword)).await;
+        fresh.push(n);
+    }
+    let desc = mesh.nodes[1]
+        .directory
+        .publish(public("Heater", "heater"))
+        .await
+        .unwrap();
+    let q = Query::keywords(["heater"]);
+    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
+    for n in &mesh.nodes {
+        for round in 0..5 {
+            let found = find_ids(&n.directory, &q).await;
+            assert!(
+                found.contains(&desc.id),
+                "{} round {round}: found {found:?}, not {}",
+                n.peer,
+                desc.id
+            );
+        }
+    }
+    assert_eq!(
+        *asked.borrow(),
+        0,
+        "never-enrolled providers were asked for records"
+    );
+    for h in holders {
+        h.abort();
+    }
+    for n in fresh {
+        n.shutdown().await;
+    }
+    hostile.shutdown().await;
+    mesh.shutdown().await;
+}

@@ -320,6 +320,9 @@ impl Services {
                 .client
                 .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
                 .await;
+        } else {
+            // A DHT server stores through lookups like any other.
+            directory.set_home_servers(Vec::new());
         }
         let desc = match directory.publish_saved(draft).await {
             Ok((desc, None)) => desc,
@@ -540,13 +543,20 @@ impl Services {
 }
 
 impl Services {
-    /// A PNE's gateway serves the DHT (the PN says so): it is put in the routing table at the
-    /// addresses the PN Inventory names, whatever identify said so far (an exchange made
+    /// A PNE's gateway serves the DHT (the PN says so): it becomes the directory's home
+    /// server (every record is put there directly first), and it is put in the routing table
+    /// at the addresses the PN Inventory names, whatever identify said so far (an exchange made
     /// before the gateway became a DHT server, or one still on its way, would otherwise leave
     /// a Kademlia client with nobody to store its records).
     async fn gateway_as_dht_server(&self) {
         let view = self.inner.pn.view();
-        let Some(gw) = view.my_gateway() else { return };
+        let home = view.my_gateway().filter(|gw| *gw != self.inner.ctx.peer_id);
+        if let Ok(directory) = self.directory() {
+            // Records go to the gateway directly first (no lookup): see
+            // `Directory::set_home_servers`.
+            directory.set_home_servers(home.into_iter().collect());
+        }
+        let Some(gw) = home else { return };
         let mut addrs: Vec<libp2p::Multiaddr> = view
             .pn
             .as_ref()

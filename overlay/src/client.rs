@@ -136,6 +136,22 @@ pub struct PeerInfo {
     pub relayed: bool,
 }
 
+/// What this node knows of a peer's credential ([`Client::credential_verdicts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// Connected, and its credential verified and has not ended.
+    Verified,
+    /// Connected, and the exchange ended without a valid credential (none, refused, ended).
+    Refused,
+    /// Being dialled by a lookup, or connected with the exchange under way.
+    Pending,
+    /// Not connected (or this node does not check credentials): nothing is known.
+    Unknown,
+}
+
+/// Most peers one [`Client::put_record_to`] stores at (Kademlia's replication factor).
+pub const MAX_PUT_TO: usize = 20;
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 pub(crate) enum Command {
@@ -150,6 +166,12 @@ pub(crate) enum Command {
     PeerAddresses {
         peer: PeerId,
         reply: Reply<Vec<Multiaddr>>,
+    },
+    PutRecordTo {
+        record: Record,
+        peers: Vec<PeerId>,
+        quorum: Quorum,
+        reply: Reply<QueryFigures>,
     },
     Disconnect {
         peer: PeerId,
@@ -210,6 +232,11 @@ pub(crate) enum Command {
     },
     RoutingTableSize {
         reply: Reply<usize>,
+    },
+    CredentialVerdicts {
+        peers: Vec<PeerId>,
+        wait: bool,
+        reply: Reply<std::collections::HashMap<PeerId, PeerVerdict>>,
     },
     Admit {
         peer: PeerId,
@@ -378,6 +405,26 @@ impl Client {
     pub async fn put_record(&self, record: Record, quorum: Quorum) -> Result<QueryFigures, Error> {
         self.call(|reply| Command::PutRecord {
             record,
+            quorum,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores a record at the given DHT servers only (at most [`MAX_PUT_TO`]), with no lookup
+    /// first and not in the local store; returns once `quorum` of them acknowledged it. A
+    /// Kademlia client stores through its PN gateway this way: the gateway serves the DHT for
+    /// its household, so the put does not depend on what the routing table holds just after
+    /// the PN formed.
+    pub async fn put_record_to(
+        &self,
+        record: Record,
+        peers: Vec<PeerId>,
+        quorum: Quorum,
+    ) -> Result<QueryFigures, Error> {
+        self.call(|reply| Command::PutRecordTo {
+            record,
+            peers,
             quorum,
             reply,
         })
@@ -571,6 +618,25 @@ impl Client {
     /// Whether a peer is admitted.
     pub async fn is_admitted(&self, peer: PeerId) -> Result<bool, Error> {
         self.call(|reply| Command::IsAdmitted { peer, reply }).await
+    }
+
+    /// What this node knows of each peer's credential, waiting at most `wait` for those
+    /// still pending (a provider lookup dialled them; the credential exchange follows every
+    /// new connection). The directory skips providers found [`PeerVerdict::Refused`]: they
+    /// cannot have published a record it would accept, and asking them costs a timeout.
+    pub async fn credential_verdicts(
+        &self,
+        peers: Vec<PeerId>,
+        wait: Duration,
+    ) -> Result<std::collections::HashMap<PeerId, PeerVerdict>, Error> {
+        let ask = |wait| {
+            let peers = peers.clone();
+            self.call(move |reply| Command::CredentialVerdicts { peers, wait, reply })
+        };
+        match tokio::time::timeout(wait, ask(true)).await {
+            Ok(r) => r,
+            Err(_) => ask(false).await,
+        }
     }
 
     /// Waits until the routing table holds at least `n` peers, polling every 10 ms, for at

@@ -31,10 +31,12 @@ use crate::protocol::{Envelope, ErrorCode, Message};
 use crate::stats::Stats;
 
 mod addresses;
+mod answers;
 mod credentials;
 mod kad_events;
 mod nat;
 mod routing;
+mod verdicts;
 
 use credentials::CredentialState;
 
@@ -58,7 +60,11 @@ enum PendingQuery {
         reply: Reply<GetProvidersOutput>,
         query: ProvidersQuery,
         providers: HashSet<PeerId>,
+        /// Answers naming providers that count toward the early stop (see `answers`).
         answers: usize,
+        /// Senders of answers that count once their credential verifies (at most
+        /// [`answers::MAX_AWAITED_ANSWERS`]).
+        awaited: Vec<PeerId>,
     },
     Bootstrap(Reply<QueryFigures>),
 }
@@ -137,6 +143,10 @@ pub struct EventLoop {
     addresses: AddressBook,
     /// This node's encoded credential, sent in the credential exchange.
     credential: Option<Vec<u8>>,
+    /// Callers waiting for credential verdicts (see `verdicts`).
+    verdict_waiters: Vec<verdicts::Waiter>,
+    /// Providers a lookup is dialling, whose verdict is therefore still to come.
+    provider_dials: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -163,6 +173,8 @@ impl EventLoop {
             nat: nat::NatState::default(),
             addresses: AddressBook::new(MAX_ADDRESS_BOOK_PEERS),
             credential: config.credential.clone(),
+            verdict_waiters: Vec::new(),
+            provider_dials: HashSet::new(),
             config,
         }
     }
@@ -358,6 +370,32 @@ impl EventLoop {
                     }
                 }
             }
+            Command::PutRecordTo {
+                record,
+                mut peers,
+                quorum,
+                reply,
+            } => {
+                if self.full(self.pending_queries.len()) {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                let local = *self.swarm.local_peer_id();
+                peers.retain(|p| *p != local);
+                peers.dedup();
+                peers.truncate(crate::client::MAX_PUT_TO);
+                if peers.is_empty() {
+                    let _ = reply.send(Err(Error::Dht("no DHT server to store at".into())));
+                    return;
+                }
+                let id =
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .put_record_to(record, peers.into_iter(), quorum);
+                Stats::inc(&self.stats.queries);
+                self.pending_queries.insert(id, PendingQuery::Put(reply));
+            }
             Command::GetRecord {
                 key,
                 first_only,
@@ -425,6 +463,7 @@ impl EventLoop {
                         query,
                         providers: HashSet::new(),
                         answers: 0,
+                        awaited: Vec::new(),
                     },
                 );
             }
@@ -475,6 +514,9 @@ impl EventLoop {
             }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(Ok(self.listen_addrs.clone()));
+            }
+            Command::CredentialVerdicts { peers, wait, reply } => {
+                self.await_verdicts(peers, wait, reply);
             }
             Command::RoutingTableSize { reply } => {
                 let n = self
@@ -773,6 +815,8 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     self.start_credential_exchange(peer_id);
                 }
+                // Still pending (the exchange follows), so no waiter is answered here.
+                self.provider_dials.remove(&peer_id);
                 self.emit(Event::ConnectionEstablished {
                     peer: peer_id,
                     address,
@@ -791,6 +835,7 @@ impl EventLoop {
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
                     self.nat_peer_gone(&peer_id);
+                    self.verdicts_changed();
                     self.emit(Event::ConnectionClosed { peer: peer_id });
                 } else if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.retain(|(c, _, _)| *c != connection_id);
@@ -808,6 +853,7 @@ impl EventLoop {
                 if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial(error.to_string())));
                 }
+                self.provider_dial_ended(peer_id);
                 debug!(?peer_id, "outgoing connection failed: {error}");
             }
             SwarmEvent::NewListenAddr { address, .. } => {

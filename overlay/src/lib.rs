@@ -57,8 +57,8 @@ pub use behaviour::{
     AUTH_PROTOCOL, CPNS_PROTOCOL, CREDENTIAL_PROTOCOL, DELIVERY_PROTOCOL, KAD_PROTOCOL,
 };
 pub use client::{
-    Client, FoundRecord, GetProvidersOutput, GetRecordOutput, PeerInfo, Protocol, ProvidersQuery,
-    QueryFigures, ResponseChannel,
+    Client, FoundRecord, GetProvidersOutput, GetRecordOutput, MAX_PUT_TO, PeerInfo, PeerVerdict,
+    Protocol, ProvidersQuery, QueryFigures, ResponseChannel,
 };
 pub use codec::CodecError;
 pub use config::{Config, KadMode, NatConfig, RelayLimits, RelayServerMode, loopback_any};

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use cpns_keys::{GroupKey, PeerId};
-use cpns_overlay::{DirectoryMessage, Message, Protocol, ProvidersQuery, RecordKey};
+use cpns_overlay::{DirectoryMessage, Message, PeerVerdict, Protocol, ProvidersQuery, RecordKey};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tracing::debug;
@@ -28,6 +28,9 @@ use crate::service::{Discovery, Figures, Found, Query, Scope, ServiceDescription
 
 /// Largest Records answer taken from one provider.
 const MAX_RECORDS_PER_ANSWER: usize = 256;
+/// Longest wait for the credential verdicts of the providers a lookup named (they follow the
+/// lookup's own dials by one round trip).
+const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Directory {
     /// Finds services having every keyword of `query`, in its scope, optionally only those
@@ -222,11 +225,10 @@ impl Directory {
                 Some(c) => c.intersection(&set).copied().collect(),
             });
         }
-        let providers: Vec<PeerId> = common
-            .unwrap_or_default()
-            .into_iter()
-            .take(c.max_providers)
-            .collect();
+        let providers = self
+            .credentialed(common.unwrap_or_default().into_iter().collect())
+            .await;
+        let providers: Vec<PeerId> = providers.into_iter().take(c.max_providers).collect();
 
         let mut found = Vec::new();
         let asks = futures::future::join_all(
@@ -242,6 +244,48 @@ impl Directory {
             found.extend(items);
         }
         (found, figures)
+    }
+
+    /// The providers worth asking: those the overlay found without a valid credential are
+    /// dropped (they cannot have published a record this node accepts; a hostile DHT server
+    /// names such PeerIds as providers, and each would cost a `lookup_timeout`). The lookup
+    /// dialled every provider it heard of, so their verdicts follow within a round trip;
+    /// the wait is bounded by [`VERDICT_WAIT`], after which those still unknown are asked
+    /// as before. Verified providers come first, so that the `max_providers` cut keeps them.
+    async fn credentialed(&self, providers: Vec<PeerId>) -> Vec<PeerId> {
+        let others: Vec<PeerId> = providers
+            .iter()
+            .copied()
+            .filter(|p| *p != self.inner.peer)
+            .collect();
+        if others.is_empty() {
+            return providers;
+        }
+        let wait = VERDICT_WAIT.min(self.inner.config.lookup_timeout);
+        let verdicts = match self.inner.client.credential_verdicts(others, wait).await {
+            Ok(v) => v,
+            Err(e) => {
+                debug!("credential verdicts unavailable: {e}");
+                return providers;
+            }
+        };
+        let rank = |p: &PeerId| match verdicts.get(p) {
+            None => 0, // this node itself
+            Some(PeerVerdict::Verified) => 1,
+            Some(_) => 2,
+        };
+        let mut kept: Vec<PeerId> = providers
+            .into_iter()
+            .filter(|p| {
+                let refused = verdicts.get(p) == Some(&PeerVerdict::Refused);
+                if refused {
+                    debug!(provider = %p, "named as a provider without a valid credential: not asked");
+                }
+                !refused
+            })
+            .collect();
+        kept.sort_by_key(rank);
+        kept
     }
 
     /// Gets the matching records of one provider: from our own cache, by asking it, or from

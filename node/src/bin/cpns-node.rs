@@ -144,6 +144,10 @@ struct Startup {
 }
 
 async fn run(config: Config, start: Startup) -> anyhow::Result<()> {
+    // Installed before the node starts: from the moment its API file exists a supervisor (or
+    // a test) may send SIGTERM, and one arriving before the handlers would kill the daemon
+    // without its clean shutdown (no flush, the API file left behind).
+    let signals = Signals::install()?;
     let node = Node::start(config).await.context("starting the node")?;
     for addr in node.dial_addrs().await {
         println!("listening on {addr}");
@@ -174,7 +178,7 @@ async fn run(config: Config, start: Startup) -> anyhow::Result<()> {
             Err(e) => eprintln!("cpns-node: pairing with {target} failed: {e}"),
         }
     }
-    wait_for_signal().await?;
+    signals.wait().await;
     node.shutdown().await;
     Ok(())
 }
@@ -221,15 +225,28 @@ async fn enrol(config: Config, code: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// The daemon's SIGTERM and SIGINT handlers.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Until the first of them arrives (also one that arrived before this was called).
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
 }
 
 #[tokio::main]

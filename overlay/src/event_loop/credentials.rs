@@ -105,6 +105,7 @@ impl EventLoop {
                     if self.gates_routing() {
                         self.unroute(peer, "no credential");
                     }
+                    self.verdicts_changed();
                 }
             }
             request_response::Event::InboundFailure { .. }
@@ -138,6 +139,8 @@ impl EventLoop {
                 state.credential = CredentialState::Verified(c);
                 self.release_held_providers(peer);
                 self.route(peer);
+                self.answerer_verified(peer);
+                self.verdicts_changed();
             }
             // A bad or empty one never replaces a good one received before.
             None if state.credential.verified().is_none() => {
@@ -145,6 +148,7 @@ impl EventLoop {
                 if self.gates_routing() {
                     self.unroute(peer, "no credential");
                 }
+                self.verdicts_changed();
             }
             None => {}
         }

@@ -7,6 +7,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 use tracing::{debug, trace, warn};
 
+use super::answers::{Answer, MAX_AWAITED_ANSWERS, enough};
 use super::{EventLoop, MAX_ADDRESSLESS_PROVIDED, MAX_PROVIDER_DIALS, PendingQuery};
 use crate::client::{FoundRecord, GetProvidersOutput, GetRecordOutput, QueryFigures};
 use crate::error::Error;
@@ -230,15 +231,27 @@ impl EventLoop {
                     query,
                     mut providers,
                     mut answers,
+                    mut awaited,
                 },
                 kad::QueryResult::GetProviders(r),
             ) => {
                 match r {
                     Ok(kad::GetProvidersOk::FoundProviders {
-                        providers: found, ..
+                        providers: found,
+                        source,
+                        ..
                     }) => {
                         if !found.is_empty() {
-                            answers += 1;
+                            match self.judge_answer(source) {
+                                Answer::Counts => answers += 1,
+                                Answer::Awaited(peer)
+                                    if awaited.len() < MAX_AWAITED_ANSWERS
+                                        && !awaited.contains(&peer) =>
+                                {
+                                    awaited.push(peer);
+                                }
+                                Answer::Awaited(_) | Answer::Ignored => {}
+                            }
                         }
                         if query.connect {
                             // Dial now, while the lookup still holds the addresses the
@@ -252,8 +265,11 @@ impl EventLoop {
                                     let opts = DialOpts::peer_id(*p)
                                         .condition(PeerCondition::DisconnectedAndNotDialing)
                                         .build();
-                                    if let Err(e) = self.swarm.dial(opts) {
-                                        trace!(peer = %p, "provider dial not started: {e}");
+                                    match self.swarm.dial(opts) {
+                                        Ok(()) => self.provider_dial_started(*p),
+                                        Err(e) => {
+                                            trace!(peer = %p, "provider dial not started: {e}");
+                                        }
                                     }
                                 }
                             }
@@ -268,10 +284,7 @@ impl EventLoop {
                         }
                     }
                 }
-                let enough = query
-                    .stop_after_providers
-                    .is_some_and(|n| providers.len() >= n)
-                    || query.stop_after_answers.is_some_and(|n| answers >= n);
+                let enough = enough(&query, providers.len(), answers);
                 if enough
                     && !last
                     && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id)
@@ -288,6 +301,7 @@ impl EventLoop {
                             query,
                             providers,
                             answers,
+                            awaited,
                         },
                     );
                 }

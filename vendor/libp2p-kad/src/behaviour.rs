@@ -1099,6 +1099,7 @@ where
                     result: QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
                         key,
                         providers,
+                        source: None,
                     })),
                     step,
                     stats,
@@ -2388,6 +2389,7 @@ where
                                     GetProvidersOk::FoundProviders {
                                         key: key.clone(),
                                         providers,
+                                        source: Some(source),
                                     },
                                 )),
                                 step: *step,
@@ -3088,6 +3090,10 @@ pub enum GetProvidersOk {
         key: record::Key,
         /// The new set of providers discovered.
         providers: HashSet<PeerId>,
+        /// CPNS patch (see vendor/README.md): the peer whose answer named them, `None` for
+        /// the local store. A lookup that may end early needs to know who answered: an
+        /// answer from a peer whose credential is not verified must not end it.
+        source: Option<PeerId>,
     },
     FinishedWithNoAdditionalRecord {
         closest_peers: Vec<PeerId>,
