@@ -688,7 +688,10 @@ impl EventLoop {
                 let credential = self.peers.get(&peer_id).map(|s| {
                     (
                         self.may_route(s),
-                        matches!(s.credential, CredentialState::None),
+                        matches!(
+                            s.credential,
+                            CredentialState::None | CredentialState::Failed
+                        ),
                     )
                 });
                 let kad = &mut self.swarm.behaviour_mut().kad;

@@ -34,8 +34,12 @@ pub(super) enum CredentialState {
     Pending,
     /// The validator accepted its credential.
     Verified(PeerCredential),
-    /// It presented none, or one the validator refused, or does not speak the protocol.
+    /// It presented none, or one the validator refused.
     None,
+    /// The exchange itself failed (timed out, the connection went, the peer does not speak
+    /// the protocol): nothing is known. Routed like `None`, but not taken as proof that the
+    /// peer holds no credential (see `verdicts`).
+    Failed,
 }
 
 impl CredentialState {
@@ -101,7 +105,7 @@ impl EventLoop {
                 if let Some(state) = self.peers.get_mut(&peer)
                     && matches!(state.credential, CredentialState::Pending)
                 {
-                    state.credential = CredentialState::None;
+                    state.credential = CredentialState::Failed;
                     if self.gates_routing() {
                         self.unroute(peer, "no credential");
                     }

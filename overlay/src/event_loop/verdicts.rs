@@ -41,6 +41,7 @@ impl EventLoop {
             }
             Some(CredentialState::Verified(_) | CredentialState::None) => PeerVerdict::Refused,
             Some(CredentialState::Pending) => PeerVerdict::Pending,
+            Some(CredentialState::Failed) => PeerVerdict::Unknown,
             None if self.provider_dials.contains(peer) => PeerVerdict::Pending,
             None => PeerVerdict::Unknown,
         }
