@@ -546,7 +546,7 @@ async fn a_kademlia_client_publishes_through_its_home_server_with_an_empty_routi
         matches!(without, Err(PublishError::NotReplicated(_))),
         "{without:?}"
     );
-    pne.directory.set_home_servers(vec![gateway.peer]);
+    pne.directory.set_home_servers(vec![gateway.peer]).await;
     let desc = pne
         .directory
         .publish(public("Radiator", &["radiator"]))

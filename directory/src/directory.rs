@@ -391,11 +391,20 @@ impl Directory {
     /// or not yet verified table failed the quorum). Its acknowledgement is the write's; the
     /// usual put through a lookup still follows, for replication at the key's closest
     /// servers, and its failure is only logged (the background republish retries it).
-    pub fn set_home_servers(&self, mut peers: Vec<PeerId>) {
+    ///
+    /// The overlay is told too: a provider lookup then ends early only once a home server
+    /// has answered ([`cpns_overlay::Client::set_home_servers`]).
+    pub async fn set_home_servers(&self, mut peers: Vec<PeerId>) {
         peers.truncate(cpns_overlay::MAX_PUT_TO);
+        if self.home_servers() == peers {
+            return;
+        }
         match self.inner.home_servers.write() {
-            Ok(mut h) => *h = peers,
-            Err(p) => *p.into_inner() = peers,
+            Ok(mut h) => *h = peers.clone(),
+            Err(p) => *p.into_inner() = peers.clone(),
+        }
+        if let Err(e) = self.inner.client.set_home_servers(peers).await {
+            debug!("the overlay did not take the home servers: {e}");
         }
     }
 

@@ -433,3 +433,79 @@ async fn providers_without_a_credential_are_not_asked_for_records() {
     hostile.shutdown().await;
     mesh.shutdown().await;
 }
+
+/// A node with a home DHT server (a PNE and its PN gateway) ends a provider lookup early only
+/// once the home server has answered. Four enrolled servers that keep no one's providers but
+/// their own answer every lookup at once with themselves; the home server holds the honest
+/// provider (itself). Without the rule two of their answers ended most lookups before the
+/// home server's (issue 14's soak: another user's node announcing the household's keywords
+/// hid the NAS in 3 lookups of 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_with_a_home_server_ends_early_only_after_its_answer() {
+    let ca = crate::test_utils::Ca::new(0xcc);
+    let keys: Vec<Vec<u8>> = (0..6)
+        .map(|i| public_keyword_key(&format!("oven-{i}")))
+        .collect();
+    let credentialed =
+        |seed: u8, validator: Option<std::sync::Arc<dyn cpns_overlay::RecordValidator>>| {
+            let id = Identity::from_secret_bytes([seed; 32]);
+            let mut config = cpns_overlay::Config {
+                credential: Some(
+                    ca.issue(&id, u64::from(seed), cpns_keys::Modes::ALL)
+                        .to_bytes(),
+                ),
+                ..overlay()
+            };
+            if let Some(v) = validator {
+                config.validator = v;
+            }
+            (id, config)
+        };
+    let (home_id, home_cfg) = credentialed(0x31, None);
+    let home = Bare::spawn(home_cfg, &home_id).await;
+    let mut servers = vec![home];
+    for i in 0..4u8 {
+        let (id, cfg) = credentialed(0x40 + i, Some(std::sync::Arc::new(NoProviders)));
+        servers.push(Bare::spawn(cfg, &id).await);
+    }
+    for s in &servers {
+        for k in &keys {
+            let _ = s.client.start_providing(RecordKey::new(k)).await;
+        }
+    }
+    let q = crate::test_utils::MeshNode::spawn(
+        &ca,
+        Identity::from_secret_bytes([0x32; 32]),
+        crate::test_utils::NodeOptions::new(overlay(), Config::default()),
+    )
+    .await
+    .unwrap();
+    for s in &servers {
+        let addr = s.client.listen_addrs().await.unwrap()[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(s.client.local_peer_id()));
+        q.client.dial(addr).await.unwrap();
+    }
+    assert_eq!(q.client.wait_routing_table(5, WAIT).await.unwrap(), 5);
+    q.directory.set_home_servers(vec![home_id.peer_id()]).await;
+    let query = cpns_overlay::ProvidersQuery {
+        stop_after_answers: Some(2),
+        connect: true,
+        ..Default::default()
+    };
+    for (i, k) in keys.iter().enumerate() {
+        let out = tokio::time::timeout(WAIT, q.client.find_providers(RecordKey::new(k), query))
+            .await
+            .expect("the lookup ends")
+            .unwrap();
+        assert!(
+            out.providers.contains(&home_id.peer_id()),
+            "key {i}: the lookup ended before the home server answered ({:?})",
+            out.figures
+        );
+    }
+    q.shutdown().await;
+    for s in servers {
+        s.shutdown().await;
+    }
+}

@@ -217,6 +217,10 @@ impl Services {
                 }
             }
             let view = self.inner.pn.view();
+            // A member's gateway is its home DHT server (see `Directory::set_home_servers`);
+            // a gateway, or a node in no PN, has none.
+            let home = view.my_gateway().filter(|gw| *gw != ctx.peer_id);
+            directory.set_home_servers(home.into_iter().collect()).await;
             let epoch = view.pn_id().and_then(|pn| {
                 use cpns_directory::KeyRing as _;
                 ctx.keyring.current(&pn_group(pn)).map(|k| k.epoch())
@@ -320,9 +324,6 @@ impl Services {
                 .client
                 .wait_routing_table(1, PUBLISH_WAIT_FOR_PEERS)
                 .await;
-        } else {
-            // A DHT server stores through lookups like any other.
-            directory.set_home_servers(Vec::new());
         }
         let desc = match directory.publish_saved(draft).await {
             Ok((desc, None)) => desc,
@@ -554,7 +555,7 @@ impl Services {
         if let Ok(directory) = self.directory() {
             // Records go to the gateway directly first (no lookup): see
             // `Directory::set_home_servers`.
-            directory.set_home_servers(home.into_iter().collect());
+            directory.set_home_servers(home.into_iter().collect()).await;
         }
         let Some(gw) = home else { return };
         let mut addrs: Vec<libp2p::Multiaddr> = view

@@ -233,6 +233,9 @@ pub(crate) enum Command {
     RoutingTableSize {
         reply: Reply<usize>,
     },
+    SetHomeServers {
+        peers: Vec<PeerId>,
+    },
     CredentialVerdicts {
         peers: Vec<PeerId>,
         wait: bool,
@@ -618,6 +621,16 @@ impl Client {
     /// Whether a peer is admitted.
     pub async fn is_admitted(&self, peer: PeerId) -> Result<bool, Error> {
         self.call(|reply| Command::IsAdmitted { peer, reply }).await
+    }
+
+    /// Sets this node's home DHT servers (a PNE's PN gateway; at most [`MAX_PUT_TO`]): a
+    /// provider lookup then stops early ([`ProvidersQuery::stop_after_answers`]) only once one
+    /// of them has answered. The gateway holds every provider record of its household, while
+    /// other servers, even honest ones, may hold only some (those that joined after a member
+    /// announced, or another user's node announcing the same keywords): two of their answers
+    /// ended lookups without the household's own providers (issue 14's soak, shadowing).
+    pub async fn set_home_servers(&self, peers: Vec<PeerId>) -> Result<(), Error> {
+        self.tell(Command::SetHomeServers { peers }).await
     }
 
     /// What this node knows of each peer's credential, waiting at most `wait` for those

@@ -65,6 +65,8 @@ enum PendingQuery {
         /// Senders of answers that count once their credential verifies (at most
         /// [`answers::MAX_AWAITED_ANSWERS`]).
         awaited: Vec<PeerId>,
+        /// Whether a home server answered (or none is set): needed for an early stop.
+        home_heard: bool,
     },
     Bootstrap(Reply<QueryFigures>),
 }
@@ -147,6 +149,8 @@ pub struct EventLoop {
     verdict_waiters: Vec<verdicts::Waiter>,
     /// Providers a lookup is dialling, whose verdict is therefore still to come.
     provider_dials: HashSet<PeerId>,
+    /// This node's home DHT servers (see [`crate::Client::set_home_servers`]).
+    home_servers: Vec<PeerId>,
 }
 
 impl EventLoop {
@@ -175,6 +179,7 @@ impl EventLoop {
             credential: config.credential.clone(),
             verdict_waiters: Vec::new(),
             provider_dials: HashSet::new(),
+            home_servers: Vec::new(),
             config,
         }
     }
@@ -464,6 +469,7 @@ impl EventLoop {
                         providers: HashSet::new(),
                         answers: 0,
                         awaited: Vec::new(),
+                        home_heard: self.home_servers.is_empty(),
                     },
                 );
             }
@@ -514,6 +520,10 @@ impl EventLoop {
             }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(Ok(self.listen_addrs.clone()));
+            }
+            Command::SetHomeServers { mut peers } => {
+                peers.truncate(crate::client::MAX_PUT_TO);
+                self.home_servers = peers;
             }
             Command::CredentialVerdicts { peers, wait, reply } => {
                 self.await_verdicts(peers, wait, reply);

@@ -12,6 +12,10 @@
 //! credential verifies; answers from peers without one never count. Their providers are
 //! still kept: nothing is lost, the lookup only runs on until honest servers answered or it
 //! converges.
+//!
+//! A node with home DHT servers (a PNE: its PN gateway, [`crate::Client::set_home_servers`])
+//! also stops early only once one of them has answered: the gateway holds every provider
+//! record of its household, other servers perhaps only some.
 
 use libp2p::PeerId;
 
@@ -59,13 +63,14 @@ impl EventLoop {
                 providers,
                 answers,
                 awaited,
+                home_heard,
                 ..
             } = pending
                 && let Some(i) = awaited.iter().position(|p| *p == peer)
             {
                 awaited.swap_remove(i);
                 *answers += 1;
-                if enough(query, providers.len(), *answers) {
+                if *home_heard && enough(query, providers.len(), *answers) {
                     done.push(*id);
                 }
             }

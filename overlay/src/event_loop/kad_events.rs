@@ -232,6 +232,7 @@ impl EventLoop {
                     mut providers,
                     mut answers,
                     mut awaited,
+                    mut home_heard,
                 },
                 kad::QueryResult::GetProviders(r),
             ) => {
@@ -241,6 +242,9 @@ impl EventLoop {
                         source,
                         ..
                     }) => {
+                        if source.is_some_and(|p| self.home_servers.contains(&p)) {
+                            home_heard = true;
+                        }
                         if !found.is_empty() {
                             match self.judge_answer(source) {
                                 Answer::Counts => answers += 1,
@@ -284,7 +288,7 @@ impl EventLoop {
                         }
                     }
                 }
-                let enough = enough(&query, providers.len(), answers);
+                let enough = home_heard && enough(&query, providers.len(), answers);
                 if enough
                     && !last
                     && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id)
@@ -302,6 +306,7 @@ impl EventLoop {
                             providers,
                             answers,
                             awaited,
+                            home_heard,
                         },
                     );
                 }
