@@ -312,7 +312,10 @@ fn community_on(tag: &str, nat: Nat, transports: Transports) -> Result<Community
     let auth_dir = dir.path().join("auth");
     let auth_dir_s = auth_dir.to_str().context("path")?.to_string();
     let mut serve = vec!["serve".to_string(), "--data-dir".into(), auth_dir_s.clone()];
-    serve.extend(transports.listen("0.0.0.0"));
+    // Its two public addresses by name: with a wildcard listener the overlay reports loopback
+    // first, and a TCP-only `cpns-auth` handed out enrolment codes naming only 127.0.0.1.
+    serve.extend(transports.listen("10.99.1.1"));
+    serve.extend(transports.listen("10.99.2.1"));
     serve.push("--relay".into());
     let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
     procs.0.push(spawn_in(
