@@ -288,6 +288,7 @@ async fn without_hole_punching_requests_go_through_the_relay() -> Result<()> {
     let (r, r_addr) = relay(81).await?;
     let (a, a_relayed) = behind(&r_addr, 82, no_punch.clone()).await?;
     let a_id = a.client.local_peer_id();
+    let a_client = a.client.clone();
     let (a_task, a_stop) = answer_pings(a);
     let b = TestNode::spawn(open(no_punch), 83).await?;
     b.client.dial(a_relayed).await?;
@@ -300,6 +301,16 @@ async fn without_hole_punching_requests_go_through_the_relay() -> Result<()> {
         .find(|p| p.peer_id == a_id)
         .context("connected")?;
     assert!(p.relayed, "{p:?}");
+    assert!(p.address.to_string().contains("/p2p-circuit"), "{p:?}");
+    // The side that accepted the relayed connection sees it relayed too (libp2p gives that
+    // connection only `/p2p/B` as its remote address, which once made it look direct).
+    let b_id = b.client.local_peer_id();
+    let accepted = a_client.peers().await?;
+    let p = accepted
+        .iter()
+        .find(|p| p.peer_id == b_id)
+        .context("connected")?;
+    assert!(p.relayed, "the accepting side's view: {p:?}");
     assert!(p.address.to_string().contains("/p2p-circuit"), "{p:?}");
     let s = r.client.nat_status().await?;
     assert_eq!(s.relay_circuits_served, 1, "{s:?}");

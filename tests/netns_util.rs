@@ -119,3 +119,50 @@ pub fn status(ns: &str, dir: &Path) -> Option<serde_json::Value> {
     .ok()?;
     serde_json::from_str(&out).ok()
 }
+
+/// Makes `ns` a NAT router towards its WAN interface `wan`, the way a home router is: forwarding
+/// on, `masquerade` (an nftables masquerade statement) out of the WAN, answers let in, and
+/// anything unasked from the WAN dropped silently (no RST, no ICMP), forwarded or addressed to
+/// the router itself. With `port_forwards`, connections the router's own DNAT rules (a UPnP
+/// IGD's mappings) send inwards are let through too, and counted (`nft list chain ip home
+/// wan_in` shows the counter).
+pub fn nat_router(ns: &str, wan: &str, masquerade: &str, port_forwards: bool) -> Result<()> {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ])?;
+    let forwards = if port_forwards {
+        "\t\tct status dnat counter accept\n"
+    } else {
+        ""
+    };
+    let rules = format!(
+        "table ip home {{\n\
+         \tchain wan_out {{ type nat hook postrouting priority srcnat; oifname \"{wan}\" {masquerade}; }}\n\
+         \tchain wan_in {{ type filter hook forward priority filter; policy accept;\n\
+         \t\tct state established,related accept\n\
+         {forwards}\
+         \t\tiifname \"{wan}\" drop\n\
+         \t}}\n\
+         \tchain wan_local {{ type filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{wan}\" ct state new drop\n\
+         \t}}\n\
+         }}\n"
+    );
+    let file = std::env::temp_dir().join(format!("{ns}.nft"));
+    std::fs::write(&file, rules)?;
+    let loaded = run(&["ip", "netns", "exec", ns, "nft", "-f", path_str(&file)?]);
+    let _ = std::fs::remove_file(&file);
+    loaded
+}
+
+/// A path as `&str` (every path these tests make is UTF-8).
+pub fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| anyhow::anyhow!("not UTF-8: {}", p.display()))
+}

@@ -810,7 +810,7 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer_id));
                 }
                 let outbound = endpoint.is_dialer();
-                let address = endpoint.get_remote_address().clone();
+                let address = crate::nat::connection_addr(&endpoint, peer_id);
                 let state = self.peers.entry(peer_id).or_default();
                 // Show a direct connection rather than a relayed one.
                 if state
@@ -844,7 +844,7 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
-                self.nat_connection(endpoint.get_remote_address(), false);
+                self.nat_connection(&crate::nat::connection_addr(&endpoint, peer_id), false);
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
                     self.nat_peer_gone(&peer_id);

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
-use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::core::{ConnectedPoint, Endpoint, Multiaddr};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NewExternalAddrCandidate,
@@ -79,6 +79,26 @@ pub struct NatStatus {
 /// Whether `addr` is a relayed (`/p2p-circuit`) address.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The address a connection is shown and classified by (`cpns peers`, the path, the
+/// retirement of relayed connections): its remote address, except for a relayed connection
+/// this node accepted. libp2p-relay gives that one only `/p2p/SRC` as its remote address, which
+/// looks direct; its path is the circuit it came in on (`…/p2p/RELAY/p2p-circuit`, the local
+/// address), so that is what it is shown by, with `/p2p/SRC` after it. (Taking `/p2p/SRC` for
+/// a direct connection made the accepting side report `direct` for a relayed peer and close
+/// its own relayed connection as if a direct one existed.)
+pub(crate) fn connection_addr(endpoint: &ConnectedPoint, peer: PeerId) -> Multiaddr {
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, .. } if is_relayed(local_addr) => {
+            let mut addr = local_addr.clone();
+            if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                addr.push(Protocol::P2p(peer));
+            }
+            addr
+        }
+        other => other.get_remote_address().clone(),
+    }
 }
 
 /// Whether `addr` starts with a globally routable IP address (not private, loopback,
@@ -283,6 +303,25 @@ mod tests {
         ] {
             assert!(!is_global(&ma(a)), "{a}");
         }
+    }
+
+    #[test]
+    fn an_accepted_relayed_connection_counts_as_relayed() {
+        let relay = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        let src = PeerId::random();
+        let circuit = ma(&format!("/ip4/11.0.0.1/tcp/4100/p2p/{relay}/p2p-circuit"));
+        let accepted = ConnectedPoint::Listener {
+            local_addr: circuit.clone(),
+            send_back_addr: Multiaddr::empty().with(Protocol::P2p(src)),
+        };
+        let shown = connection_addr(&accepted, src);
+        assert!(is_relayed(&shown), "{shown}");
+        assert_eq!(shown, circuit.with(Protocol::P2p(src)));
+        let direct = ConnectedPoint::Listener {
+            local_addr: ma("/ip4/10.0.0.2/tcp/4001"),
+            send_back_addr: ma("/ip4/10.0.0.3/tcp/5000"),
+        };
+        assert_eq!(connection_addr(&direct, src), ma("/ip4/10.0.0.3/tcp/5000"));
     }
 
     #[test]
