@@ -236,7 +236,17 @@ fn a_push_between_pnes_with_no_direct_path_is_relayed_by_the_gateway() -> Result
             status(&a, &da).filter(three)
         },
     )
-    .with_context(|| logs(d))?;
+    .with_context(|| {
+        // What each node lists, to tell which one lagged.
+        let lists: Vec<String> = [(&g, &dg, "g"), (&a, &da, "a"), (&b, &db, "b")]
+            .iter()
+            .map(|(ns, data, name)| {
+                let s = status(ns, data).unwrap_or_default();
+                format!("{name}: pn {} members {}", s["pn_id"], s["members"])
+            })
+            .collect();
+        format!("{}\n{}", lists.join("\n"), logs(d))
+    })?;
     ensure!(sa["members"].as_array().map(Vec::len) == Some(3));
     eprintln!("  PN of three after {:?}", t0.elapsed());
     let sb = status(&b, &db).context("b's status")?;

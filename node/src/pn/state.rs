@@ -314,6 +314,9 @@ pub(crate) struct State {
     gateway_lookup: bool,
     /// The PN's admin information (5.6.9), as `cpns-auth` last said.
     admin: Option<Arc<cpns_overlay::PnAdminInfo>>,
+    /// At a gateway: how many more heartbeats of each member are answered with the member
+    /// list again (see `status::on_heartbeat`). Only members have entries.
+    relist: BTreeMap<PeerId, u8>,
     /// When to ask `cpns-auth` for invitations next (0: at the first tick).
     invitations_polled: UnixTime,
     version: u64,
@@ -402,6 +405,7 @@ impl State {
             gateway_lookup: false,
             admin,
             invitations_polled: 0,
+            relist: BTreeMap::new(),
             version: 0,
             env,
         }

@@ -991,6 +991,54 @@ fn overlapping_admissions_each_learn_of_the_other() {
     assert!(to_b.contains(&pa), "B's list: {to_b:?}");
 }
 
+/// After the overlapping admissions above, the pushes of the list may all have been lost (a
+/// request timed out, or A was still finishing its own admission): each member's next two
+/// heartbeats are answered with the member list again, then no more. Before, nothing sent it
+/// again until the next change, and A kept refusing B's relayed streams (netns_forward, under
+/// the full suite's load).
+#[test]
+fn the_member_list_follows_the_next_heartbeats_after_a_change() {
+    let ca = Ca::new();
+    let (mut s, gw_id, gw_eukey) = gateway_with_pn(&ca);
+    let gw = gw_id.peer_id();
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let (pa, pb) = (a.peer_id(), b.peer_id());
+    let ja = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 10, 2, &[gw, pa], &a);
+    let jb = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 11, 3, &[gw, pa, pb], &b);
+    for (j, epoch) in [(ja, 2), (jb, 3)] {
+        s.on_done(
+            j,
+            Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
+                pn_id: "pn-9".into(),
+                epoch,
+            }))),
+            &mut fx(),
+        );
+    }
+    let heartbeat = || {
+        Message::Status(cpns_overlay::StatusMessage::Heartbeat {
+            status: Status::Online,
+            battery_percent: None,
+            free_memory_bytes: None,
+        })
+    };
+    for round in 0..3 {
+        let mut f = fx();
+        let answer = s.on_inbound(pa, SenderClass::Member, heartbeat(), 20 + round, &mut f);
+        assert!(matches!(answer, Some(Message::Ack)), "{answer:?}");
+        let listed = listed_to(&f, &pa);
+        if round < 2 {
+            let listed = listed.expect("the list follows the heartbeat");
+            assert!(listed.contains(&pb), "round {round}: {listed:?}");
+        } else {
+            assert_eq!(
+                listed, None,
+                "round {round}: the list is sent again only twice"
+            );
+        }
+    }
+}
+
 /// The candidacy the gateway keeps for `member`.
 fn candidacy_allowed(s: &State, member: &PeerId) -> Option<bool> {
     s.view()

@@ -32,6 +32,9 @@ use crate::trace::flow::{B1, G1};
 pub(crate) const READY_WAIT: Duration = Duration::from_secs(10);
 /// Most PNE connection setups held while the PN is being set up.
 const MAX_QUEUED_SETUPS: usize = 64;
+/// How many heartbeats of each member are answered with the member list again after it
+/// changed (see `State::relist_on_heartbeats`).
+const RELIST_HEARTBEATS: u8 = 2;
 
 impl State {
     /// `cpns up` as a gateway, `cpns mode set gateway`: set a PN up.
@@ -746,7 +749,8 @@ impl State {
     /// grants did not reach. Admissions overlap: the server's grants name the members it knew
     /// at step 22, and the new member's step-24 list names those confirmed then, so a member
     /// confirmed in between would otherwise never hear of the other.
-    fn relist_missed(&self, a: &Admission, fx: &mut Fx) {
+    fn relist_missed(&mut self, a: &Admission, fx: &mut Fx) {
+        self.relist_on_heartbeats();
         let Some(pn_id) = self.pn_id() else { return };
         let me = self.me();
         let members = self.member_infos();
@@ -774,8 +778,55 @@ impl State {
         }
     }
 
+    /// The member list changed: each member's next [`RELIST_HEARTBEATS`] heartbeats are
+    /// answered with it again. The pushes of the list are one-way and can be lost (a request
+    /// that timed out under load; a list reaching a PNE that is itself still finishing its
+    /// admission, when two overlap), and nothing else would send it again until the next
+    /// change: a member then kept a list without the newest member, and refused the
+    /// gateway's relayed streams from it.
+    pub(super) fn relist_on_heartbeats(&mut self) {
+        let me = self.me();
+        let members: Vec<PeerId> = self
+            .member_infos()
+            .iter()
+            .map(|m| m.peer_id)
+            .filter(|p| *p != me)
+            .collect();
+        self.relist.clear();
+        for m in members {
+            self.relist.insert(m, RELIST_HEARTBEATS);
+        }
+    }
+
+    /// At a member's heartbeat: the member list again, while it is due one.
+    pub(super) fn relist_at_heartbeat(&mut self, peer: PeerId, fx: &mut Fx) {
+        let Some(left) = self.relist.get_mut(&peer) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.relist.remove(&peer);
+        }
+        let Some(pn_id) = self.pn_id() else { return };
+        fx.send(
+            peer,
+            Message::Pn(PnMessage::MembersUpdate {
+                pn_id,
+                members: self.member_infos(),
+                expelled: self.expelled.iter().copied().collect(),
+            }),
+        );
+    }
+
     /// Sends every member (but `except`) its grant of the new epoch and the member list.
-    fn distribute(&self, epoch: u64, grants: &[MemberGrant], except: Option<PeerId>, fx: &mut Fx) {
+    fn distribute(
+        &mut self,
+        epoch: u64,
+        grants: &[MemberGrant],
+        except: Option<PeerId>,
+        fx: &mut Fx,
+    ) {
+        self.relist_on_heartbeats();
         let me = self.me();
         let Some(pn_id) = self.pn_id() else { return };
         let members = self.member_infos();

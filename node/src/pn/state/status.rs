@@ -42,6 +42,7 @@ impl State {
             return Message::error(ErrorCode::Forbidden, "heartbeats go to the PN's gateway");
         }
         self.member_reported(peer, status, battery, free_memory, "change", fx);
+        self.relist_at_heartbeat(peer, fx);
         Message::Ack
     }
 
