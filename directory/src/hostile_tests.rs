@@ -50,6 +50,15 @@ impl Bare {
         let _ = self.task.await;
     }
 
+    /// Its dialable address (`.../p2p/PEERID`).
+    async fn addr(&self) -> cpns_overlay::Multiaddr {
+        self.client.listen_addrs().await.unwrap()[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(
+                self.client.local_peer_id(),
+            ))
+    }
+
     /// Takes every directory lookup sent to this node and answers none (the channels are
     /// held, not dropped), counting those from `from` (every peer when `None`) in `count`.
     fn hold_lookups(
@@ -257,6 +266,18 @@ impl cpns_overlay::RecordValidator for NoProviders {
     }
 }
 
+/// The identity seeded with `seed` and an overlay configuration presenting a credential of
+/// `ca` for it (serial `seed`): an enrolled node, honest or not.
+fn credentialed(ca: &crate::test_utils::Ca, seed: u8) -> (Identity, cpns_overlay::Config) {
+    let id = Identity::from_secret_bytes([seed; 32]);
+    let credential = ca.issue(&id, u64::from(seed), cpns_keys::Modes::ALL);
+    let config = cpns_overlay::Config {
+        credential: Some(credential.to_bytes()),
+        ..overlay()
+    };
+    (id, config)
+}
+
 /// A bare node that knows `peer` and has looked itself up through it.
 async fn bare_behind(
     addr: &cpns_overlay::Multiaddr,
@@ -290,19 +311,16 @@ async fn answers_of_never_enrolled_servers_do_not_end_a_provider_lookup() {
     let keys: Vec<Vec<u8>> = (0..6)
         .map(|i| public_keyword_key(&format!("lamp-{i}")))
         .collect();
-    let h_id = Identity::from_secret_bytes([0x51; 32]);
+    let (h_id, h_cfg) = credentialed(&ca, 0x51);
     let hostile = Bare::spawn(
         cpns_overlay::Config {
-            credential: Some(ca.issue(&h_id, 50, cpns_keys::Modes::ALL).to_bytes()),
             validator: std::sync::Arc::new(NoProviders),
-            ..overlay()
+            ..h_cfg
         },
         &h_id,
     )
     .await;
-    let h_addr = hostile.client.listen_addrs().await.unwrap()[0]
-        .clone()
-        .with(libp2p::multiaddr::Protocol::P2p(h_id.peer_id()));
+    let h_addr = hostile.addr().await;
     let mut fresh = Vec::new();
     for i in 0..12u8 {
         fresh.push(
@@ -374,19 +392,9 @@ async fn providers_without_a_credential_are_not_asked_for_records() {
         .await
         .unwrap();
     let keyword = public_keyword_key("heater");
-    let h_id = Identity::from_secret_bytes([0x54; 32]);
-    let hostile = bare_behind(
-        &mesh.nodes[0].addr,
-        cpns_overlay::Config {
-            credential: Some(mesh.ca.issue(&h_id, 60, cpns_keys::Modes::ALL).to_bytes()),
-            ..overlay()
-        },
-        &h_id,
-    )
-    .await;
-    let h_addr = hostile.client.listen_addrs().await.unwrap()[0]
-        .clone()
-        .with(libp2p::multiaddr::Protocol::P2p(h_id.peer_id()));
+    let (h_id, h_cfg) = credentialed(&mesh.ca, 0x54);
+    let hostile = bare_behind(&mesh.nodes[0].addr, h_cfg, &h_id).await;
+    let h_addr = hostile.addr().await;
     let (asked_tx, asked) = tokio::sync::watch::channel(0usize);
     let mut fresh = Vec::new();
     let mut holders = Vec::new();
@@ -446,26 +454,15 @@ async fn a_lookup_with_a_home_server_ends_early_only_after_its_answer() {
     let keys: Vec<Vec<u8>> = (0..6)
         .map(|i| public_keyword_key(&format!("oven-{i}")))
         .collect();
-    let credentialed =
-        |seed: u8, validator: Option<std::sync::Arc<dyn cpns_overlay::RecordValidator>>| {
-            let id = Identity::from_secret_bytes([seed; 32]);
-            let mut config = cpns_overlay::Config {
-                credential: Some(
-                    ca.issue(&id, u64::from(seed), cpns_keys::Modes::ALL)
-                        .to_bytes(),
-                ),
-                ..overlay()
-            };
-            if let Some(v) = validator {
-                config.validator = v;
-            }
-            (id, config)
-        };
-    let (home_id, home_cfg) = credentialed(0x31, None);
+    let (home_id, home_cfg) = credentialed(&ca, 0x31);
     let home = Bare::spawn(home_cfg, &home_id).await;
     let mut servers = vec![home];
     for i in 0..4u8 {
-        let (id, cfg) = credentialed(0x40 + i, Some(std::sync::Arc::new(NoProviders)));
+        let (id, cfg) = credentialed(&ca, 0x40 + i);
+        let cfg = cpns_overlay::Config {
+            validator: std::sync::Arc::new(NoProviders),
+            ..cfg
+        };
         servers.push(Bare::spawn(cfg, &id).await);
     }
     for s in &servers {
@@ -481,10 +478,7 @@ async fn a_lookup_with_a_home_server_ends_early_only_after_its_answer() {
     .await
     .unwrap();
     for s in &servers {
-        let addr = s.client.listen_addrs().await.unwrap()[0]
-            .clone()
-            .with(libp2p::multiaddr::Protocol::P2p(s.client.local_peer_id()));
-        q.client.dial(addr).await.unwrap();
+        q.client.dial(s.addr().await).await.unwrap();
     }
     assert_eq!(q.client.wait_routing_table(5, WAIT).await.unwrap(), 5);
     q.directory.set_home_servers(vec![home_id.peer_id()]).await;

@@ -952,6 +952,21 @@ fn listed_to(f: &Fx, to: &PeerId) -> Option<Vec<PeerId>> {
     })
 }
 
+/// The PNE of admission job `job` confirms its key of `epoch` (step 25) to the gateway of
+/// `pn-9`; the effects of that transition.
+fn confirm(s: &mut State, job: super::effect::JobId, epoch: u64) -> Fx {
+    let mut f = fx();
+    s.on_done(
+        job,
+        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
+            pn_id: "pn-9".into(),
+            epoch,
+        }))),
+        &mut f,
+    );
+    f
+}
+
 /// Two admissions that overlap: A gets its key (epoch 2, the server knew only A), then B
 /// (epoch 3; B's step-24 list cannot name A, not yet confirmed), then A and B confirm. Each
 /// must end up told of the other: A through B's epoch-3 grant, B through a member list sent
@@ -965,25 +980,9 @@ fn overlapping_admissions_each_learn_of_the_other() {
     let (pa, pb) = (a.peer_id(), b.peer_id());
     let ja = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 10, 2, &[gw, pa], &a);
     let jb = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 11, 3, &[gw, pa, pb], &b);
-    let mut f = fx();
-    s.on_done(
-        ja,
-        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
-            pn_id: "pn-9".into(),
-            epoch: 2,
-        }))),
-        &mut f,
-    );
+    confirm(&mut s, ja, 2);
     assert_eq!(s.view().pn.as_ref().unwrap().members.len(), 2);
-    let mut f = fx();
-    s.on_done(
-        jb,
-        Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
-            pn_id: "pn-9".into(),
-            epoch: 3,
-        }))),
-        &mut f,
-    );
+    let f = confirm(&mut s, jb, 3);
     assert_eq!(s.view().pn.as_ref().unwrap().members.len(), 3);
     let to_a = listed_to(&f, &pa).expect("A is told of B");
     assert!(to_a.contains(&pb));
@@ -1005,16 +1004,8 @@ fn the_member_list_follows_the_next_heartbeats_after_a_change() {
     let (pa, pb) = (a.peer_id(), b.peer_id());
     let ja = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 10, 2, &[gw, pa], &a);
     let jb = admit_to_step_24(&mut s, &ca, (&gw_id, &gw_eukey), 11, 3, &[gw, pa, pb], &b);
-    for (j, epoch) in [(ja, 2), (jb, 3)] {
-        s.on_done(
-            j,
-            Done::Answer(Ok(Message::Pn(PnMessage::MembershipConfirmation {
-                pn_id: "pn-9".into(),
-                epoch,
-            }))),
-            &mut fx(),
-        );
-    }
+    confirm(&mut s, ja, 2);
+    confirm(&mut s, jb, 3);
     let heartbeat = || {
         Message::Status(cpns_overlay::StatusMessage::Heartbeat {
             status: Status::Online,

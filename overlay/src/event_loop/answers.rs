@@ -20,6 +20,7 @@
 use libp2p::PeerId;
 
 use super::{EventLoop, PendingQuery};
+use crate::client::PeerVerdict;
 
 /// Most answers of one lookup waiting for their sender's credential.
 pub(super) const MAX_AWAITED_ANSWERS: usize = 16;
@@ -44,12 +45,11 @@ impl EventLoop {
         if !self.gates_routing() {
             return Answer::Counts;
         }
-        match self.peers.get(&peer) {
-            Some(state) if self.may_route(state) => Answer::Counts,
-            Some(state) if matches!(state.credential, super::CredentialState::Pending) => {
-                Answer::Awaited(peer)
-            }
-            _ => Answer::Ignored,
+        // The same classification the directory gets from `credential_verdicts`.
+        match self.verdict(&peer) {
+            PeerVerdict::Verified => Answer::Counts,
+            PeerVerdict::Pending => Answer::Awaited(peer),
+            PeerVerdict::Refused | PeerVerdict::Unknown => Answer::Ignored,
         }
     }
 

@@ -31,7 +31,7 @@ pub(super) struct Waiter {
 
 impl EventLoop {
     /// What this node knows of `peer`'s credential now.
-    fn verdict(&self, peer: &PeerId) -> PeerVerdict {
+    pub(super) fn verdict(&self, peer: &PeerId) -> PeerVerdict {
         if !self.config.validator.wants_credentials() {
             return PeerVerdict::Unknown;
         }
