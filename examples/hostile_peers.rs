@@ -1,5 +1,5 @@
 //! Usage: `cargo run --release --example hostile_peers [-- --rounds N --fetches K --mib M
-//! --only ATTACK]`
+//! --only ATTACK --shared-cores]`
 //!
 //! The attack soak of issue 14: a small PN (a gateway `router`, members `nas` and `phone`,
 //! a real `cpns-auth`) on loopback, measured twice in the same run — first alone (the
@@ -24,6 +24,9 @@
 //! does a fixed number of things; the whole run has a 10-minute limit. `--only ATTACK` runs
 //! one attack alone (to find which one costs what): `providers`, `keywords`,
 //! `device-providers`, `registrations`, `usage`, `streams`, `frames` or `shadowing`.
+//!
+//! The honest PN runs on one half of the CPUs and the attackers with cpns-auth on the other
+//! (both phases; see [`cores`] for why), unless `--shared-cores`.
 
 mod common;
 
@@ -53,6 +56,8 @@ struct Args {
     fetches: usize,
     mib: usize,
     only: Option<String>,
+    /// Honest PN and attackers on the same CPUs (see [`cores`]).
+    shared_cores: bool,
 }
 
 /// The attacks `--only` names.
@@ -80,6 +85,7 @@ fn parse() -> Result<Args> {
         fetches: 5,
         mib: 8,
         only: None,
+        shared_cores: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -94,6 +100,7 @@ fn parse() -> Result<Args> {
                 }
                 a.only = Some(name);
             }
+            "--shared-cores" => a.shared_cores = true,
             "--bench" => {}
             other => bail!("unknown argument {other:?}"),
         }
@@ -312,28 +319,37 @@ fn unix_now() -> u64 {
 }
 
 /// A fresh, never-enrolled overlay node (a DHT server, as an attacker would run) that knows
-/// `bootstrap`.
-async fn fresh(bootstrap: &Multiaddr, credential: Option<Vec<u8>>) -> Result<TestNode> {
-    let cfg = cpns_overlay::Config {
-        credential,
-        gate_requests: false,
-        ..cpns_overlay::Config::default()
-    };
-    let node = TestNode::spawn_with(cfg, cpns_keys::Identity::generate()).await?;
-    node.client.dial(bootstrap.clone()).await?;
-    let _ = node.client.bootstrap().await;
-    Ok(node)
+/// `bootstrap`, started on the attackers' cores.
+async fn fresh(bootstrap: &Multiaddr) -> Result<TestNode> {
+    let bootstrap = bootstrap.clone();
+    cores::on_attackers(async move {
+        let cfg = cpns_overlay::Config {
+            gate_requests: false,
+            ..cpns_overlay::Config::default()
+        };
+        let node = TestNode::spawn_with(cfg, cpns_keys::Identity::generate()).await?;
+        node.client.dial(bootstrap).await?;
+        let _ = node.client.bootstrap().await;
+        Ok(node)
+    })
+    .await
 }
 
+/// `node` announces itself as a provider of every key (64 announcements at a time), from the
+/// attackers' cores.
 async fn announce(node: &TestNode, keys: Vec<Vec<u8>>) {
-    futures::future::join_all(keys.chunks(64).map(|chunk| {
-        let c = node.client.clone();
-        async move {
-            for k in chunk {
-                let _ = c.start_providing(RecordKey::new(k)).await;
+    let client = node.client.clone();
+    cores::on_attackers(async move {
+        futures::future::join_all(keys.chunks(64).map(|chunk| {
+            let c = client.clone();
+            async move {
+                for k in chunk {
+                    let _ = c.start_providing(RecordKey::new(k)).await;
+                }
             }
-        }
-    }))
+        }))
+        .await;
+    })
     .await;
 }
 
@@ -433,7 +449,7 @@ async fn attack(
 
     // Provider floods without a credential: 4 x 1,024 random keys, 16 on every keyword.
     for _ in 0..if a.does("providers") { 4 } else { 0 } {
-        let n = fresh(&gw_addr, None).await?;
+        let n = fresh(&gw_addr).await?;
         announce(&n, random_keys(1024)).await;
         nodes.push(n);
     }
@@ -443,7 +459,7 @@ async fn attack(
         .map(|(k, _)| cpns_directory::test_utils::public_keyword_key(k))
         .collect();
     for _ in 0..if a.does("keywords") { 16 } else { 0 } {
-        let n = fresh(&gw_addr, None).await?;
+        let n = fresh(&gw_addr).await?;
         announce(&n, keywords.clone()).await;
         nodes.push(n);
     }
@@ -453,7 +469,7 @@ async fn attack(
     let code = admin
         .create_code("mallory", Modes::ALL, Duration::from_secs(600), false)
         .await?;
-    let tv = fresh(&gw_addr, None).await?;
+    let tv = fresh(&gw_addr).await?;
     let enrolment = cpns_node::enrolment::enrol(&tv.client, &tv.identity, &code, "tv").await?;
     tv.client
         .set_credential(Some(enrolment.credential.to_bytes()))
@@ -474,7 +490,7 @@ async fn attack(
 
     let d = device.clone();
     let registrations = if a.does("registrations") { 20 } else { 0 };
-    tasks.push(tokio::spawn(async move {
+    tasks.push(cores::attackers().spawn(async move {
         let listen_addrs: Vec<Multiaddr> = (0..60_000u32)
             .map(|i| {
                 format!(
@@ -505,7 +521,7 @@ async fn attack(
     let usage_refused = Arc::new(AtomicU64::new(0));
     let (d, refused) = (device.clone(), usage_refused.clone());
     let reports = if a.does("usage") { 100 } else { 0 };
-    tasks.push(tokio::spawn(async move {
+    tasks.push(cores::attackers().spawn(async move {
         let server = d.enrolment.server;
         for _ in 0..reports {
             let r = random32();
@@ -524,7 +540,7 @@ async fn attack(
 
     // Idle delivery streams: 8 fresh identities x 5 to the NAS and 5 to the gateway.
     for _ in 0..if a.does("streams") { 8 } else { 0 } {
-        let n = fresh(&gw_addr, None).await?;
+        let n = fresh(&gw_addr).await?;
         n.client.dial(nas_addr.clone()).await?;
         let mut control = n.client.stream_control();
         for target in [nas, gw] {
@@ -541,9 +557,9 @@ async fn attack(
 
     // Garbage and oversized frames on /cpns/1.0.0 to the gateway: 4 identities x 50 streams.
     for _ in 0..if a.does("frames") { 4 } else { 0 } {
-        let n = fresh(&gw_addr, None).await?;
+        let n = fresh(&gw_addr).await?;
         let mut control = n.client.stream_control();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(cores::attackers().spawn(async move {
             for i in 0..50u32 {
                 let Ok(Ok(mut s)) =
                     tokio::time::timeout(WAIT, control.open_stream(gw, CPNS_PROTOCOL)).await
@@ -568,7 +584,13 @@ async fn attack(
     }
 
     // Shadowing: another user's node publishes the honest ids under the honest keywords.
-    let mallory = enrolled_node(admin, dir, "mallory", "mallory-nas", ModeSetting::Auto).await?;
+    let mallory = {
+        let (admin, dir) = (admin.clone(), dir.to_path_buf());
+        cores::on_attackers(async move {
+            enrolled_node(&admin, &dir, "mallory", "mallory-nas", ModeSetting::Auto).await
+        })
+        .await?
+    };
     mallory.handle().pair(gw_addr.clone()).await.ok();
     for (keyword, id) in h.public.iter().filter(|_| a.does("shadowing")) {
         let mut draft =
@@ -614,8 +636,11 @@ fn print_phase(label: &str, f: &Figures) {
 
 async fn run(a: Args) -> Result<bool> {
     let dir = tempfile::tempdir()?;
-    let auth =
-        cpns_auth::Server::start(cpns_auth::Config::with_data_dir(dir.path().join("auth"))).await?;
+    let auth_dir = dir.path().join("auth");
+    let auth = cores::on_attackers(cpns_auth::Server::start(cpns_auth::Config::with_data_dir(
+        auth_dir,
+    )))
+    .await?;
     let admin = auth.admin();
     admin.create_user("alice").await?;
     admin.create_user("mallory").await?;
@@ -722,14 +747,102 @@ async fn run(a: Args) -> Result<bool> {
     Ok(ok)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let a = parse()?;
-    let ok = tokio::time::timeout(LIMIT, run(a))
-        .await
-        .context("the soak ran past its 10-minute limit")??;
+    let honest = cores::runtimes(a.shared_cores)?;
+    let ok = honest.block_on(async {
+        tokio::time::timeout(LIMIT, run(a))
+            .await
+            .context("the soak ran past its 10-minute limit")
+    })??;
+    honest.shutdown_timeout(Duration::from_secs(5));
     if !ok {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Where the two sides run. In a real attack the hostile peers and cpns-auth are other
+/// machines: what the attack costs the household is the work its own nodes do for it, not
+/// the CPU the attackers spend making it. On one machine the two would share its cores, and
+/// the honest members' latency would measure the attackers' own work (generating keys,
+/// encoding 60,000 addresses, signing reports). So the honest PN (gateway, NAS, phone and all
+/// their threads) runs pinned to one half of this process's CPUs, and the attackers and
+/// cpns-auth to the other half, in both phases. `--shared-cores` runs everything on every
+/// CPU, as this soak did before.
+mod cores {
+    use std::future::Future;
+    use std::sync::OnceLock;
+
+    use anyhow::{Context, Result};
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+
+    static ATTACKERS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+    /// The attackers' (and cpns-auth's) runtime.
+    pub(crate) fn attackers() -> &'static tokio::runtime::Handle {
+        ATTACKERS
+            .get()
+            .expect("the attackers' runtime is made first")
+            .handle()
+    }
+
+    /// Runs `f` on the attackers' runtime: everything it starts (swarms, tasks, sled's
+    /// threads) lives on the attackers' CPUs.
+    pub(crate) async fn on_attackers<F>(f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        attackers()
+            .spawn(f)
+            .await
+            .expect("an attacker task panicked")
+    }
+
+    /// Makes the attackers' runtime and returns the honest one; prints the split.
+    pub(crate) fn runtimes(shared: bool) -> Result<tokio::runtime::Runtime> {
+        let all = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
+        let cpus: Vec<usize> = (0..CpuSet::count())
+            .filter(|&c| all.is_set(c).unwrap_or(false))
+            .collect();
+        let split = if shared || cpus.len() < 2 {
+            if !shared {
+                println!("one CPU only: the honest PN and the attackers share it");
+            }
+            None
+        } else {
+            let (honest, attackers) = cpus.split_at(cpus.len() / 2);
+            println!(
+                "CPUs: honest PN on {honest:?}; attackers and cpns-auth on {attackers:?} (--shared-cores to share them)"
+            );
+            Some((set(honest)?, set(attackers)?))
+        };
+        let build = |name: &'static str, on: Option<CpuSet>| {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.enable_all().worker_threads(2).thread_name(name);
+            if let Some(on) = on {
+                // Every thread of the runtime, the blocking pool's included.
+                b.on_thread_start(move || {
+                    let _ = sched_setaffinity(Pid::from_raw(0), &on);
+                });
+            }
+            b.build()
+        };
+        let _ = ATTACKERS.set(build("attackers", split.map(|s| s.1))?);
+        if let Some((honest, _)) = split {
+            // The thread that drives the honest side, and the threads it starts.
+            sched_setaffinity(Pid::from_raw(0), &honest).context("sched_setaffinity")?;
+        }
+        Ok(build("honest", split.map(|s| s.0))?)
+    }
+
+    fn set(cpus: &[usize]) -> Result<CpuSet> {
+        let mut s = CpuSet::new();
+        for &c in cpus {
+            s.set(c)?;
+        }
+        Ok(s)
+    }
 }

@@ -65,6 +65,11 @@ pub struct Config {
     /// How long a direct lookup at a provider may take before falling back to the DHT index.
     /// Default: 2 s.
     pub lookup_timeout: Duration,
+    /// Once one provider of a discovery has answered its direct lookup, how long the others
+    /// are waited for (or 4 times the first answer's time, if longer) before their indexes
+    /// are read from the DHT instead: one provider that never answers then costs a discovery
+    /// this, not `lookup_timeout`. Default: 100 ms.
+    pub straggler_grace: Duration,
     /// Most services returned by one discovery. Default: 256.
     pub max_results: usize,
     /// Most advertisement subscriptions held for other peers (a gateway's registry).
@@ -105,6 +110,7 @@ impl Default for Config {
             find_quorum: 2,
             max_providers: 64,
             lookup_timeout: Duration::from_secs(2),
+            straggler_grace: Duration::from_millis(100),
             max_results: 256,
             max_subscribers: 4096,
             max_subscriptions_per_peer: 64,

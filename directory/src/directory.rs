@@ -5,6 +5,7 @@ mod advertise;
 mod find;
 mod shared_records;
 mod silent;
+mod stragglers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;

@@ -237,6 +237,69 @@ async fn a_provider_that_never_answers_is_not_asked_by_every_find() {
     mesh.shutdown().await;
 }
 
+/// Not even the first discovery waits for a provider that never answers, once an honest one
+/// has: the others get a grace after the first answer (`straggler_grace`), then are read from
+/// the DHT. Here `lookup_timeout` (and the overlay's request timeout) is a minute, longer
+/// than this test waits for one find:
+/// before the fix the first find that asked the silent enrolled provider waited all of it
+/// (the attack soak's p99 was that one find: 2,004 ms against 4 ms alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_provider_does_not_hold_up_the_first_find_after_an_honest_answer() {
+    let config = Config {
+        lookup_timeout: Duration::from_secs(60),
+        ..Config::default()
+    };
+    // The overlay's own request timeout as long, here and at the silent node: it would end
+    // the wait otherwise.
+    let long_requests = cpns_overlay::Config {
+        request_timeout: Duration::from_secs(60),
+        ..overlay()
+    };
+    let mesh = Mesh::start(4, long_requests, config, WAIT).await.unwrap();
+    let desc = mesh.nodes[1]
+        .directory
+        .publish(public("Scanner", "scanner"))
+        .await
+        .unwrap();
+    let q = Query::keywords(["scanner"]);
+    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
+
+    let (id, cfg) = credentialed(&mesh.ca, 0x6b);
+    let cfg = cpns_overlay::Config {
+        request_timeout: Duration::from_secs(60),
+        ..cfg
+    };
+    let mut silent = bare_behind(&mesh.nodes[0].addr, cfg, &id).await;
+    let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
+    let holder = silent.hold_lookups(Some(mesh.nodes[0].peer), count_tx);
+    silent
+        .client
+        .start_providing(RecordKey::new(&public_keyword_key("scanner")))
+        .await
+        .unwrap();
+    // Finds until one has asked the silent provider (its announcement is one-way): each
+    // must end, with the honest service, well within the minute the silent one could take.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = find_ids(&mesh.nodes[0].directory, &q).await;
+        assert!(
+            found.contains(&desc.id),
+            "a find with the silent provider asked ended without the honest service (or after {WAIT:?}): {found:?}"
+        );
+        if *count_rx.borrow() > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent provider was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.abort();
+    silent.shutdown().await;
+    mesh.shutdown().await;
+}
+
 /// Stores no provider record (an enrolled hostile DHT server that answers provider lookups
 /// with closer peers of its choosing and never with the honest providers).
 struct NoProviders;

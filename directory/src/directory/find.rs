@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tracing::debug;
 
+use super::stragglers::Stragglers;
 use super::{Directory, ScopeId};
 use crate::error::FindError;
 use crate::keyword::{self, KeyScope};
@@ -231,10 +232,11 @@ impl Directory {
         let providers: Vec<PeerId> = providers.into_iter().take(c.max_providers).collect();
 
         let mut found = Vec::new();
+        let stragglers = Stragglers::new(c.straggler_grace);
         let asks = futures::future::join_all(
             providers
                 .iter()
-                .map(|p| self.ask_provider(*p, key, &kw_keys, keywords)),
+                .map(|p| self.ask_provider(*p, key, &kw_keys, keywords, &stragglers)),
         )
         .await;
         for (items, f) in asks {
@@ -289,13 +291,15 @@ impl Directory {
     }
 
     /// Gets the matching records of one provider: from our own cache, by asking it, or from
-    /// its publisher index in the DHT.
+    /// its publisher index in the DHT (when it is silent, or slower than the grace the other
+    /// providers' first answer gave it: see [`super::stragglers`]).
     async fn ask_provider(
         &self,
         provider: PeerId,
         key: Option<&GroupKey>,
         kw_keys: &[Vec<u8>],
         keywords: &[String],
+        stragglers: &Stragglers,
     ) -> (Vec<Found>, Figures) {
         let mut figures = Figures::default();
         if provider == self.inner.peer {
@@ -332,9 +336,14 @@ impl Directory {
                 }),
             );
             figures.add_direct();
-            match tokio::time::timeout(self.inner.config.lookup_timeout, request).await {
-                Ok(Ok(Message::Directory(DirectoryMessage::Records { records }))) => {
+            let answer = tokio::select! {
+                answer = tokio::time::timeout(self.inner.config.lookup_timeout, request) => Some(answer),
+                () = stragglers.cut() => None,
+            };
+            match answer {
+                Some(Ok(Ok(Message::Directory(DirectoryMessage::Records { records })))) => {
                     silent.answered(&provider);
+                    stragglers.answered();
                     let found = records
                         .iter()
                         .take(MAX_RECORDS_PER_ANSWER)
@@ -342,11 +351,15 @@ impl Directory {
                         .collect();
                     return (found, figures);
                 }
-                Ok(other) => {
+                Some(Ok(other)) => {
                     debug!(%provider, ok = other.is_ok(), "direct lookup failed; reading its index");
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     debug!(%provider, "direct lookup timed out; reading its index");
+                    silent.timed_out(provider);
+                }
+                None => {
+                    debug!(%provider, "slower than the grace after the first answer; reading its index");
                     silent.timed_out(provider);
                 }
             }
