@@ -50,9 +50,12 @@ impl Stragglers {
     /// never while no provider has answered.
     pub(super) async fn cut(&self) {
         let mut rx = self.first.subscribe();
-        let first = match rx.wait_for(Option::is_some).await {
-            Ok(first) => first.unwrap_or(self.start),
-            Err(_) => return std::future::pending().await,
+        // Copied out at once: the borrow it comes in must not live across an await (it would
+        // make every discovery's future not `Send`).
+        let first: Option<Instant> = rx.wait_for(Option::is_some).await.ok().and_then(|f| *f);
+        let Some(first) = first else {
+            // Unreachable while `self` holds the sender; never cut.
+            return std::future::pending().await;
         };
         let took = first.saturating_duration_since(self.start);
         let deadline = first + self.grace.max(took * FACTOR);
