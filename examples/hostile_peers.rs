@@ -586,7 +586,7 @@ async fn attack(
     // Shadowing: another user's node publishes the honest ids under the honest keywords.
     let mallory = {
         let (admin, dir) = (admin.clone(), dir.to_path_buf());
-        cores::on_attackers(async move {
+        cores::on_attackers_blocking(move || async move {
             enrolled_node(&admin, &dir, "mallory", "mallory-nas", ModeSetting::Auto).await
         })
         .await?
@@ -797,6 +797,22 @@ mod cores {
     {
         attackers()
             .spawn(f)
+            .await
+            .expect("an attacker task panicked")
+    }
+
+    /// [`on_attackers`] for a future that is not `Send` (a node's start and enrolment): made
+    /// and driven on one of the attackers' blocking threads; what it spawns goes to their
+    /// workers.
+    pub(crate) async fn on_attackers_blocking<F, Fut>(make: F) -> Fut::Output
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future,
+        Fut::Output: Send + 'static,
+    {
+        let handle = attackers().clone();
+        attackers()
+            .spawn_blocking(move || handle.block_on(make()))
             .await
             .expect("an attacker task panicked")
     }
