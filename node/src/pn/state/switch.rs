@@ -152,6 +152,7 @@ impl State {
     ) {
         self.gateway_lookup = false;
         match done {
+            Done::Auth(Ok(AuthMessage::PnInfo(info))) if self.moved_away(&info, fx) => {}
             Done::Auth(Ok(AuthMessage::PnInfo(info))) if info.gateway == claimed => {
                 self.rehome(claimed, addrs, fx)
             }
@@ -190,6 +191,7 @@ impl State {
     pub(super) fn still_gateway(&mut self, done: Done, fx: &mut Fx) {
         self.gateway_lookup = false;
         match done {
+            Done::Auth(Ok(AuthMessage::PnInfo(info))) if self.moved_away(&info, fx) => {}
             Done::Auth(Ok(AuthMessage::PnInfo(info))) if info.gateway != self.me() => {
                 tracing::warn!(gateway = %info.gateway, "cpns-auth names another gateway of this PN; joining it as a PNE");
                 self.rehome(info.gateway, Vec::new(), fx);
@@ -272,6 +274,10 @@ impl State {
             }
         };
         if info.gateway == self.me() {
+            return self.failover_end(fx);
+        }
+        if self.moved_away(&info, fx) {
+            // Merged away or split off (5.6.9) while the gateway was silent.
             return self.failover_end(fx);
         }
         if info.gateway != silent {
