@@ -246,13 +246,18 @@ async fn pn_of(n: &LabNode) -> Result<(String, String)> {
 
 /// Waits until `n` is in `pn_id` with `gateway` as its gateway.
 async fn in_pn(n: &LabNode, pn_id: &str, gateway: &str) -> Result<()> {
-    let (p, g) = (pn_id.to_owned(), gateway.to_owned());
-    n.handle()
-        .wait_until(WAIT, move |s| {
-            s.pn_id.as_deref() == Some(p.as_str()) && s.gateway.as_deref() == Some(g.as_str())
-        })
-        .await
-        .with_context(|| format!("{} never joined {pn_id} through {gateway}", n.peer_id()))?;
+    let there = |s: &cpns_api::StatusView| {
+        s.pn_id.as_deref() == Some(pn_id) && s.gateway.as_deref() == Some(gateway)
+    };
+    // `wait_until` gives the last status seen when time is up.
+    let s = n.handle().wait_until(WAIT, there).await?;
+    ensure!(
+        there(&s),
+        "{} never joined {pn_id} through {gateway}: in {:?} through {:?}",
+        n.peer_id(),
+        s.pn_id,
+        s.gateway
+    );
     Ok(())
 }
 
@@ -376,9 +381,13 @@ async fn a_member_split_off_cannot_open_the_other_sides_new_content() -> Result<
     let ours = tv.handle().pn_seal(b"ours")?;
     ensure!(phone.handle().pn_open(&ours)? == b"ours");
     for n in [&gw, nas] {
+        let r = n.handle().pn_open(&ours);
         ensure!(
-            n.handle().pn_open(&ours).is_err(),
-            "the old side opened the new PN's content"
+            r.is_err(),
+            "{} (of the old side) opened the new PN's content ({} epoch {}): {r:?}",
+            n.peer_id(),
+            ours.group,
+            ours.epoch
         );
     }
     // What was sealed before the split is still readable by those who held that key.
