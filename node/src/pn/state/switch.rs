@@ -273,11 +273,12 @@ impl State {
                 return self.failover_end(fx);
             }
         };
-        if info.gateway == self.me() {
+        if self.moved_away(&info, fx) {
+            // Merged away or split off (5.6.9) while the gateway was silent (perhaps as the
+            // gateway of the PN split off).
             return self.failover_end(fx);
         }
-        if self.moved_away(&info, fx) {
-            // Merged away or split off (5.6.9) while the gateway was silent.
+        if info.gateway == self.me() {
             return self.failover_end(fx);
         }
         if info.gateway != silent {
