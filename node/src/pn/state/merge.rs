@@ -4,7 +4,8 @@
 //! `cpns-auth` decides both operations in one durable step (`auth-server/src/pn_merge.rs`);
 //! nodes only follow. A member learns of its move three ways, so that a gateway killed half-way
 //! leaves nobody behind: the server's push (`PnMoved`, to every moved member with a session),
-//! its old gateway's release (`Leave`, after which it asks the server where its PN went), and
+//! its old gateway's release (`Leave`: the gateway of a merged PN releases its members, a gateway
+//! releases the members split off; then it asks the server where its PN went), and
 //! any later lookup of its PN's record (a failover, a gateway's periodic check, a gateway's
 //! step 17 after a restart) that names another PN, after which it asks the same. It then
 //! joins the new PN's gateway by B.1 18-26, where the server admits it as a member already; the
