@@ -165,6 +165,25 @@ fn everyone_opens(daemons: &mut Daemons, sealer: &Path, openers: &[&PathBuf]) ->
     Ok(())
 }
 
+/// `r`, with the end of every daemon's log (warnings and above) when it failed.
+fn with_logs(root: &Path, r: Result<()>) -> Result<()> {
+    let Err(e) = r else { return Ok(()) };
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(root)?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains(" INFO "))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            logs.push_str(&format!("\n--- {}\n{}", path.display(), tail.join("\n")));
+        }
+    }
+    Err(e.context(logs))
+}
+
 fn peer_of(dir: &Path) -> Result<String> {
     let s = status(dir)?.context("status")?;
     Ok(s["peer_id"].as_str().context("peer_id")?.to_owned())
@@ -180,10 +199,16 @@ fn kill9_of_a_gateway_in_the_middle_of_a_merge() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let mut daemons = Daemons::default();
-    let auth = start_auth_with_alice(&mut daemons, root)?;
+    let r = merge_then_kill(&mut daemons, root);
+    drop(daemons);
+    with_logs(root, r)
+}
+
+fn merge_then_kill(daemons: &mut Daemons, root: &Path) -> Result<()> {
+    let auth = start_auth_with_alice(daemons, root)?;
     run_json(auth_cli(&auth, &["users", "create", "bob", "--json"]))?;
-    let (alice, x, gx) = pn_of_two(&mut daemons, root, &auth, "alice")?;
-    let (bob, y, gy) = pn_of_two(&mut daemons, root, &auth, "bob")?;
+    let (alice, x, gx) = pn_of_two(daemons, root, &auth, "alice")?;
+    let (bob, y, gy) = pn_of_two(daemons, root, &auth, "bob")?;
     let gx_dir = named(&alice, &gx)?;
     let gy_dir = named(&bob, &gy)?;
     let gy_name = gy_dir
@@ -206,17 +231,17 @@ fn kill9_of_a_gateway_in_the_middle_of_a_merge() -> Result<()> {
     );
     daemons.kill9(&gy_name)?;
 
-    all_in(&mut daemons, &[&alice[0], &alice[1], &other_bob], &x, &gx)?;
+    all_in(daemons, &[&alice[0], &alice[1], &other_bob], &x, &gx)?;
     // The killed gateway comes back on its data dir.
-    start(&mut daemons, root, &gy_name, &[])?;
-    all_in(&mut daemons, &[&gy_dir], &x, &gx)?;
+    start(daemons, root, &gy_name, &[])?;
+    all_in(daemons, &[&gy_dir], &x, &gx)?;
     let peers = [&alice[0], &alice[1], &bob[0], &bob[1]]
         .iter()
         .map(|d| peer_of(d))
         .collect::<Result<Vec<_>>>()?;
     one_pn_each(&auth, &peers, &x)?;
-    everyone_opens(&mut daemons, &other_bob, &[&alice[0], &alice[1], &gy_dir])?;
-    everyone_opens(&mut daemons, &gx_dir, &[&bob[0], &bob[1]])?;
+    everyone_opens(daemons, &other_bob, &[&alice[0], &alice[1], &gy_dir])?;
+    everyone_opens(daemons, &gx_dir, &[&bob[0], &bob[1]])?;
     Ok(())
 }
 
@@ -230,8 +255,14 @@ fn kill9_of_a_gateway_in_the_middle_of_a_split() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let mut daemons = Daemons::default();
-    let auth = start_auth_with_alice(&mut daemons, root)?;
-    let (pair, x, gx) = pn_of_two(&mut daemons, root, &auth, "alice")?;
+    let r = split_then_kill(&mut daemons, root);
+    drop(daemons);
+    with_logs(root, r)
+}
+
+fn split_then_kill(daemons: &mut Daemons, root: &Path) -> Result<()> {
+    let auth = start_auth_with_alice(daemons, root)?;
+    let (pair, x, gx) = pn_of_two(daemons, root, &auth, "alice")?;
     let gx_dir = named(&pair, &gx)?;
     let gx_name = gx_dir
         .file_name()
@@ -249,12 +280,12 @@ fn kill9_of_a_gateway_in_the_middle_of_a_split() -> Result<()> {
     let mut leaving = Vec::new();
     for name in ["alice-3", "alice-4"] {
         let d = start(
-            &mut daemons,
+            daemons,
             root,
             name,
             &["--code", &code(&auth, "alice")?, "--pair", &pairing],
         )?;
-        all_in(&mut daemons, &[&d], &x, &gx)?;
+        all_in(daemons, &[&d], &x, &gx)?;
         leaving.push(d);
     }
     let leaving_peers = leaving
@@ -262,7 +293,7 @@ fn kill9_of_a_gateway_in_the_middle_of_a_split() -> Result<()> {
         .map(|d| peer_of(d))
         .collect::<Result<Vec<_>>>()?;
     // The admin's member table must know both candidacies before it elects.
-    wait_for(&mut daemons, WAIT, "the admin to list four members", || {
+    wait_for(daemons, WAIT, "the admin to list four members", || {
         Ok(status(&admin)?
             .filter(|s| s["members"].as_array().map(Vec::len) == Some(4))
             .map(|_| ()))
@@ -278,19 +309,19 @@ fn kill9_of_a_gateway_in_the_middle_of_a_split() -> Result<()> {
         .to_owned();
     ensure!(leaving_peers.contains(&gz), "{split}");
 
-    all_in(&mut daemons, &[&leaving[0], &leaving[1]], &z, &gz)?;
+    all_in(daemons, &[&leaving[0], &leaving[1]], &z, &gz)?;
     // The PNE that stayed takes its PN's gateway role over; the killed gateway comes back
     // and joins it.
     let admin_peer = peer_of(&admin)?;
-    all_in(&mut daemons, &[&admin], &x, &admin_peer)?;
-    start(&mut daemons, root, &gx_name, &[])?;
-    all_in(&mut daemons, &[&gx_dir], &x, &admin_peer)?;
+    all_in(daemons, &[&admin], &x, &admin_peer)?;
+    start(daemons, root, &gx_name, &[])?;
+    all_in(daemons, &[&gx_dir], &x, &admin_peer)?;
 
     let stayers = [peer_of(&admin)?, peer_of(&gx_dir)?];
     one_pn_each(&auth, &stayers, &x)?;
     one_pn_each(&auth, &leaving_peers, &z)?;
-    everyone_opens(&mut daemons, &admin, &[&gx_dir])?;
-    everyone_opens(&mut daemons, &leaving[0], &[&leaving[1]])?;
+    everyone_opens(daemons, &admin, &[&gx_dir])?;
+    everyone_opens(daemons, &leaving[0], &[&leaving[1]])?;
     // Across the split, nobody opens the other side's new content.
     for (sealer, other) in [(&admin, &leaving[0]), (&leaving[1], &gx_dir)] {
         let sealed = run_json(cpns(sealer, &["pn", "seal", "one side"]))?.to_string();

@@ -299,6 +299,13 @@ impl State {
             "JoinPnAfterMove",
             to.pn_id.clone(),
         );
+        // What the gateway said of its PN at its registration (steps 1-2) may be older than
+        // the move (it registered as a member of the PN this node leaves); the join names the
+        // PN the server says it runs.
+        if let Some(p) = Arc::make_mut(&mut self.peers).get_mut(&to.gateway) {
+            p.pn_id = Some(to.pn_id.clone());
+            p.gateway = Some(to.gateway);
+        }
         let addrs: Vec<_> = to
             .gateway_addrs
             .into_iter()
