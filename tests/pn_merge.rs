@@ -60,7 +60,8 @@ async fn pn_of_two(
 }
 
 /// Alice's PN and Bob's PN merge only once an admin of each consented: one consent alone
-/// changes nothing, and no admin of one PN can give the other's consent. Then cpns-auth
+/// changes nothing, no admin of one PN can give the other's consent, and a member that is no
+/// admin (Carol's tablet in Bob's PN) can give none. Then cpns-auth
 /// holds one PN (the first to consent keeps its id; its key rotates once; the other PN is
 /// released), and a member of the released PN is led to the merged one (its record, where
 /// its gateway listens, its key). A split then puts bob's devices in a new PN with its own
@@ -75,6 +76,18 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
     admin.create_user("bob").await?;
     let (alice_gw, alice_phone, x) = pn_of_two(&admin, 161, "alice").await?;
     let (mut bob_gw, bob_phone, y) = pn_of_two(&admin, 163, "bob").await?;
+    // Carol's tablet is a member of Bob's PN, not an admin of it.
+    admin.create_user("carol").await?;
+    let carol = Device::enrol_with(&admin, 165, "carol", Modes::ALL, "carol-tablet").await?;
+    bob_gw
+        .request(AuthMessage::PnInvite {
+            pn_id: y.pn_id.clone(),
+            invitee: cpns_overlay::Invitee::Entity(carol.peer()),
+        })
+        .await?;
+    let (decision, y) = membership(&bob_gw, carol.setup(&y.pn_id, bob_gw.peer())).await?;
+    ensure!(decision == cpns_overlay::MembershipDecision::Admitted);
+    carol.auth(NodeMode::Pne).await?;
     let merge = |pn: &PnRecordInfo, with: &PnRecordInfo| AuthMessage::PnMergeRequest {
         pn_id: pn.pn_id.clone(),
         with: with.pn_id.clone(),
@@ -91,7 +104,10 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
     )?;
     let (merged, _) = merge_answer(alice_phone.request(merge(&x, &y)).await?)?;
     ensure!(!merged, "a second consent of the same PN merges nothing");
-    for (pn, members) in [(&x, 2), (&y, 2)] {
+    // A member of Bob's PN that is not its admin cannot consent for it.
+    let refused = carol.request(merge(&y, &x)).await;
+    expect_code(refused, ErrorCode::Forbidden)?;
+    for (pn, members) in [(&x, 2), (&y, 3)] {
         let view = admin.show_pn(&pn.pn_id).await?;
         ensure!(
             view.members.len() == members && view.epoch == pn.epoch,
@@ -103,7 +119,7 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
     let (merged, pn) = merge_answer(bob_gw.request(merge(&y, &x)).await?)?;
     ensure!(merged && pn.pn_id == x.pn_id, "{pn:?}");
     ensure!(pn.epoch == x.epoch + 1, "one new key epoch: {pn:?}");
-    for d in [&alice_gw, &alice_phone, &bob_gw, &bob_phone] {
+    for d in [&alice_gw, &alice_phone, &bob_gw, &bob_phone, &carol] {
         ensure!(
             pn.members.contains(&d.peer()),
             "{} missing: {pn:?}",
@@ -177,9 +193,17 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
             .await,
         ErrorCode::BadRequest,
     )?;
+    // Carol is no admin of the merged PN either.
+    expect_code(
+        carol.request(split(vec![carol.peer()], carol.peer())).await,
+        ErrorCode::Forbidden,
+    )?;
     let before = admin.show_pn(&x.pn_id).await?.epoch;
     let (stays, new) = match alice_phone
-        .request(split(vec![bob_gw.peer(), bob_phone.peer()], bob_gw.peer()))
+        .request(split(
+            vec![bob_gw.peer(), bob_phone.peer(), carol.peer()],
+            bob_gw.peer(),
+        ))
         .await?
     {
         Message::Auth(AuthMessage::PnSplitAnswer { stays, new }) => (stays, new),
@@ -194,7 +218,7 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
         "{stays:?}"
     );
     ensure!(
-        new.gateway == bob_gw.peer() && new.members.len() == 2 && new.pn_id != x.pn_id,
+        new.gateway == bob_gw.peer() && new.members.len() == 3 && new.pn_id != x.pn_id,
         "{new:?}"
     );
     // Each side's new key; neither opens the other's.
@@ -231,7 +255,7 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
         }
         other => bail!("PnMoved expected, got {other:?}"),
     }
-    for d in [alice_gw, alice_phone, bob_gw, bob_phone] {
+    for d in [alice_gw, alice_phone, bob_gw, bob_phone, carol] {
         d.shutdown().await;
     }
     server.shutdown().await;
