@@ -221,13 +221,9 @@ impl Services {
             // a gateway, or a node in no PN, has none.
             let home = view.my_gateway().filter(|gw| *gw != ctx.peer_id);
             directory.set_home_servers(home.into_iter().collect()).await;
-            // The PN with its epoch: after a merge or a split (5.6.9) the PN changes, and its
-            // epoch may happen to equal the old one's.
             let epoch = view.pn_id().and_then(|pn| {
                 use cpns_directory::KeyRing as _;
-                ctx.keyring
-                    .current(&pn_group(pn))
-                    .map(|k| (pn.to_owned(), k.epoch()))
+                ctx.keyring.current(&pn_group(pn)).map(|k| k.epoch())
             });
             if epoch.is_some() && epoch != last_epoch {
                 if last_epoch.is_some() {
@@ -235,7 +231,7 @@ impl Services {
                         Ok(n) => info!(
                             services = n,
                             ?epoch,
-                            "services re-published under the new PN key epoch (or the new PN)"
+                            "services re-published under the new PN key epoch"
                         ),
                         Err(e) => warn!("re-publishing after a key rotation failed: {e}"),
                     }
