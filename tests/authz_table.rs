@@ -241,6 +241,19 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
                 entity: true,
             })),
         ),
+        K::ServerPnMoved => (
+            Protocol::Auth,
+            Message::Auth(AuthMessage::PnMoved {
+                from: pn(),
+                to: cpns_overlay::PnInvitationInfo {
+                    pn_id: "pn-elsewhere".into(),
+                    owner: "mallory".into(),
+                    gateway: PeerId::random(),
+                    gateway_addrs: Vec::new(),
+                    entity: true,
+                },
+            }),
+        ),
         K::ZoneDiscover => cpns(Message::Zone(ZoneMessage::Discover {
             zone: "z".into(),
             pn_id: pn(),
@@ -306,6 +319,7 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ServerPnChanged, "----s"),
     (RequestKind::ServerPnReleased, "----s"),
     (RequestKind::ServerPnInvitation, "----s"),
+    (RequestKind::ServerPnMoved, "----s"),
     (RequestKind::ZoneDiscover, "nemg-"),
     (RequestKind::ZoneCheck, "nemg-"),
     (RequestKind::ZonePush, "nemg-"),
@@ -481,6 +495,7 @@ async fn every_request_kind_from_every_sender_class() -> Result<()> {
                     | RequestKind::ServerPnChanged
                     | RequestKind::ServerPnReleased
                     | RequestKind::ServerPnInvitation
+                    | RequestKind::ServerPnMoved
             );
             for (class, node) in &peers {
                 let to = target.peer_id();

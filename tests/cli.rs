@@ -22,7 +22,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A command for one of the workspace's binaries, with a clean environment: no `CPNS_*`
 /// variable of the developer's shell reaches it, and logs have no colour codes.
-fn command(name: &str) -> Command {
+pub(crate) fn command(name: &str) -> Command {
     let mut cmd = Command::new(bin(name));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("CPNS_") {
@@ -90,6 +90,19 @@ impl Daemons {
         Ok(())
     }
 
+    /// Kills the daemon `name` with SIGKILL (no clean-up of any kind) and reaps it.
+    pub(crate) fn kill9(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .children
+            .iter()
+            .position(|(n, _, _)| n == name)
+            .with_context(|| format!("no daemon {name}"))?;
+        let (_, mut child, _) = self.children.remove(i);
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Fails, with the end of its log, if a daemon has exited.
     fn check(&mut self) -> Result<()> {
         for (name, child, log) in &mut self.children {
@@ -142,7 +155,7 @@ pub(crate) fn cpns(dir: &Path, args: &[&str]) -> Command {
 }
 
 /// `cpns-auth --data-dir DIR ARGS...`.
-fn auth_cli(dir: &Path, args: &[&str]) -> Command {
+pub(crate) fn auth_cli(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = command("cpns-auth");
     cmd.arg("--data-dir").arg(dir).args(args);
     cmd
@@ -184,7 +197,7 @@ fn start_node(daemons: &mut Daemons, root: &Path, name: &str, extra: &[&str]) ->
 
 /// Starts `cpns-auth serve` on loopback with its data dir in `root/auth`, waits for its admin
 /// endpoint, and creates the user `alice`. Returns the data dir.
-fn start_auth_with_alice(daemons: &mut Daemons, root: &Path) -> Result<PathBuf> {
+pub(crate) fn start_auth_with_alice(daemons: &mut Daemons, root: &Path) -> Result<PathBuf> {
     let auth = root.join("auth");
     let mut serve = command("cpns-auth");
     serve

@@ -31,6 +31,8 @@ mod overlay;
 mod pn_admin;
 mod pn_establishment;
 mod pn_management;
+mod pn_merge;
+mod pn_merge_crash;
 mod proxy_expose;
 mod renewal;
 mod typical_flow;

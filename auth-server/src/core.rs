@@ -53,6 +53,13 @@ pub(crate) enum Followup {
     /// An admin that is not the gateway released the PN: to its (former) gateway, which
     /// tells the members.
     PnReleased { pn_id: String, gateway: PeerId },
+    /// Members of `from` are members of `into` now (a merge or a split, 5.6.9): to each of
+    /// them with a live session.
+    PnMoved {
+        from: String,
+        into: String,
+        members: Vec<PeerId>,
+    },
     /// An admin invited an entity or a user: to the invitee's devices with a live session.
     PnInvited {
         pn_id: String,

@@ -298,6 +298,33 @@ async fn with_session(
             let info = core.pn_admins(s, &pn_id).await?;
             auth(AuthMessage::PnAdmins(info))
         }
+        AuthMessage::PnMergeRequest { pn_id, with } => {
+            let (merged, pn, gateway_addrs) = match core.pn_merge(s, &pn_id, &with, now).await? {
+                crate::pn_merge::MergeOutcome::Pending(pn) => (false, pn.info(), Vec::new()),
+                crate::pn_merge::MergeOutcome::Merged(pn) => {
+                    let to = core.invitation_info(&pn, true).await;
+                    (true, pn.info(), to.gateway_addrs)
+                }
+            };
+            auth(AuthMessage::PnMergeAnswer {
+                merged,
+                pn,
+                gateway_addrs,
+            })
+        }
+        AuthMessage::PnMoveLookup { pn_id } => {
+            let (from, pn) = core.pn_move_lookup(s, &pn_id).await?;
+            let to = core.invitation_info(&pn, true).await;
+            auth(AuthMessage::PnMoved { from, to })
+        }
+        AuthMessage::PnSplitRequest {
+            pn_id,
+            members,
+            gateway,
+        } => {
+            let (stays, new) = core.pn_split(s, &pn_id, &members, gateway, now).await?;
+            auth(AuthMessage::PnSplitAnswer { stays, new })
+        }
         AuthMessage::PnInfoRequest { pn_id } => {
             let pn = core.pn_info(s, &pn_id).await?;
             auth(AuthMessage::PnInfo(pn))

@@ -54,6 +54,7 @@ mod metrics;
 mod pn;
 mod pn_admin;
 mod pn_invite;
+mod pn_merge;
 mod records;
 mod revocation;
 mod server;

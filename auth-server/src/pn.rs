@@ -163,8 +163,15 @@ impl Core {
                         serial: gw.serial(),
                     }));
                 }
+                // A PN merged away, or one this gateway was split off from, leads to the PN it
+                // is in now (5.6.9): it joins that PN's gateway as a PNE, or runs its own.
                 let claimed_pn = match &claimed {
-                    Some(id) => store.get::<PnRecord>(Table::Pns, id)?.filter(|pn| {
+                    Some(id) => match crate::pn_merge::resolve(store, id, &gateway) {
+                        Ok(pn) => Some(pn),
+                        Err(RequestError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    }
+                    .filter(|pn| {
                         pn.gateway == gateway
                             || (pn.members.contains(&gateway)
                                 && (gw.user == pn.owner || pn.admins.contains(&gateway)))
@@ -506,7 +513,8 @@ impl Core {
         pn_id: &str,
     ) -> Result<PnRecordInfo, RequestError> {
         self.read(|store| {
-            let pn = get_pn(store, pn_id)?;
+            // A member of a PN merged away, or split off, is led to the PN it is in now.
+            let pn = crate::pn_merge::resolve(store, pn_id, &by.entity)?;
             authorise(&pn, by, PnAction::Info)?;
             Ok(pn.info())
         })

@@ -25,7 +25,7 @@ fn get_admin(store: &Store, pn_id: &str) -> Result<PnAdminRecord, RequestError> 
     Ok(store.get(Table::PnAdmin, pn_id)?.unwrap_or_default())
 }
 
-fn user_of(store: &Store, peer: &PeerId) -> Result<Option<String>, RequestError> {
+pub(crate) fn user_of(store: &Store, peer: &PeerId) -> Result<Option<String>, RequestError> {
     Ok(store
         .get::<EntityRecord>(Table::Entities, peer.to_bytes())?
         .map(|e| e.user.clone()))

@@ -114,6 +114,36 @@ pub(crate) struct PnAdminRecord {
     pub(crate) adminees: Vec<cpns_overlay::AdmineeEntry>,
 }
 
+/// An admin's consent to merge its PN with another (5.6.9), kept until an admin of the other
+/// PN consents too (or it expires).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MergeConsent {
+    /// The PN to merge with.
+    pub(crate) with: String,
+    /// The admin that consented.
+    pub(crate) by: PeerId,
+    /// When.
+    pub(crate) at: UnixTime,
+}
+
+/// Where members of a former PN (merged into another) or members split off a PN went: each
+/// move names the PN and the members that went there, newest last.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct PnMoves {
+    pub(crate) moves: Vec<PnMove>,
+}
+
+/// One move of [`PnMoves`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PnMove {
+    /// The PN they are members of now.
+    pub(crate) into: String,
+    /// Who moved.
+    pub(crate) members: Vec<PeerId>,
+    /// When.
+    pub(crate) at: UnixTime,
+}
+
 /// A Service Group (5.6.8) and its current key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct GroupRecord {

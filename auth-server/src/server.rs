@@ -395,6 +395,29 @@ async fn run_followup(core: Arc<Core>, client: Client, followup: Followup) {
                 core.metrics.push("pn_released", "no_session");
             }
         }
+        Followup::PnMoved {
+            from,
+            into,
+            members,
+        } => match crate::pn::get_pn(&core.store, &into) {
+            Ok(pn) => {
+                let to = core.invitation_info(&pn, true).await;
+                let now = unix_now();
+                for m in members {
+                    if core.authn.session(&m, now).is_none() {
+                        // It finds its PN on its next contact (`PnInfoRequest`, step 17).
+                        core.metrics.push("pn_moved", "no_session");
+                        continue;
+                    }
+                    let msg = Message::Auth(AuthMessage::PnMoved {
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
+                    send(&core, &client, m, msg, "pn_moved").await;
+                }
+            }
+            Err(e) => warn!(pn = %into, "cannot tell the moved members: {e}"),
+        },
         Followup::PnInvited { pn_id, invitee } => {
             let found = crate::pn::get_pn(&core.store, &pn_id)
                 .and_then(|pn| Ok((core.invitees(&invitee, unix_now())?, pn)));

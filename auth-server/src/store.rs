@@ -51,10 +51,16 @@ pub(crate) enum Table {
     /// PN id ‖ 0 ‖ PeerId bytes → [`crate::zone::ZoneRecord`]: PNEs a zone PN's gateway
     /// found in its zone (Appendix F).
     ZoneMembers,
+    /// PN id → [`crate::records::MergeConsent`]: an admin's consent to merge that PN with
+    /// another, waiting for an admin of the other (5.6.9).
+    PnMerges,
+    /// Former PN id → [`crate::records::PnMoves`]: where the members of a merged PN, or those
+    /// split off a PN, went, so that each finds its PN on its next contact (5.6.9).
+    PnMoves,
 }
 
 impl Table {
-    const ALL: [Table; 13] = [
+    const ALL: [Table; 15] = [
         Table::Meta,
         Table::Users,
         Table::Codes,
@@ -68,6 +74,8 @@ impl Table {
         Table::Nonces,
         Table::PnAdmin,
         Table::ZoneMembers,
+        Table::PnMerges,
+        Table::PnMoves,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -85,6 +93,8 @@ impl Table {
             Table::Nonces => "membership_nonces.v1",
             Table::PnAdmin => "pn_admin.v1",
             Table::ZoneMembers => "zone_members.v1",
+            Table::PnMerges => "pn_merges.v1",
+            Table::PnMoves => "pn_moves.v1",
         }
     }
 }

@@ -126,6 +126,8 @@ kinds! {
     ServerPnReleased,
     /// 5.6.9 an admin invited this entity (or its user) into a PN.
     ServerPnInvitation,
+    /// 5.6.9 this node's PN was merged into another, or it was split off into a new PN.
+    ServerPnMoved,
     /// Appendix F step 3: a zone gateway presents itself to a PNE that answered its search.
     ZoneDiscover,
     /// Appendix F step 5: the zone gateway's availability check.
@@ -370,6 +372,11 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         "5.6.9 an invitation into a PN, kept for the owner's consent",
     ),
     (
+        RequestKind::ServerPnMoved,
+        SERVER,
+        "5.6.9 this node's PN was merged or it was split off (checked by the handler)",
+    ),
+    (
         RequestKind::ZoneDiscover,
         ANYONE,
         "carries the zone gateway's credential; refused unless the user allows zone discovery (checked by the handler)",
@@ -410,6 +417,7 @@ impl RequestKind {
                 Message::Auth(AuthMessage::PnChanged { .. }) => K::ServerPnChanged,
                 Message::Auth(AuthMessage::PnRelease { .. }) => K::ServerPnReleased,
                 Message::Auth(AuthMessage::PnInvitation(_)) => K::ServerPnInvitation,
+                Message::Auth(AuthMessage::PnMoved { .. }) => K::ServerPnMoved,
                 _ => K::Answer,
             };
         }

@@ -511,6 +511,19 @@ impl Handle {
         self.pn.hand_off(member).await
     }
 
+    /// An admin consents to merging this PN with `with` (`cpns pn merge --with PN_ID`, 5.6.9):
+    /// once an admin of the other PN consented too, cpns-auth merges them and the members of
+    /// the PN that consented last join the other's gateway.
+    pub async fn pn_merge(&self, with: &str) -> Result<cpns_api::MergeView, OpError> {
+        self.pn.merge(with.to_owned()).await
+    }
+
+    /// An admin splits `members` off into a new PN (`cpns pn split PEER…`, 5.6.9) with its
+    /// own gateway, elected among them by the rule, and its own key; this PN's key rotates.
+    pub async fn pn_split(&self, members: Vec<PeerId>) -> Result<cpns_api::SplitView, OpError> {
+        self.pn.split(members).await
+    }
+
     /// Capability matching (`cpns pn match SERVICE`, 5.6.9): which members can consume the
     /// service with their current capabilities, and which member best offers it, from the PN
     /// Inventory (a PNE reads its gateway's).

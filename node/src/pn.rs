@@ -231,6 +231,10 @@ pub(crate) enum Reply {
     Done(Result<(), OpError>),
     /// A PN's admin information.
     Admin(Result<cpns_overlay::PnAdminInfo, OpError>),
+    /// A merge consent's outcome.
+    Merge(Result<cpns_api::MergeView, OpError>),
+    /// A split's outcome.
+    Split(Result<cpns_api::SplitView, OpError>),
 }
 
 /// Who sent an inbound request, as the router's authorisation check classified it.
@@ -307,6 +311,10 @@ pub(crate) enum Op {
     HandOff(PeerId),
     /// A PN Admin operation (5.6.9).
     Admin(AdminOp),
+    /// An admin consents to merging this PN with another (5.6.9).
+    Merge(String),
+    /// An admin splits members off into a new PN (5.6.9).
+    Split(Vec<PeerId>),
 }
 
 /// The PN Admin operations (5.6.9, 3.2), each decided by `cpns-auth`.
@@ -488,6 +496,22 @@ impl Handle {
         c: cpns_keys::EntityCredential,
     ) -> Result<(), OpError> {
         self.done(Op::CredentialRenewed(Box::new(c))).await
+    }
+
+    /// An admin consents to merging this PN with `with`.
+    pub(crate) async fn merge(&self, with: String) -> Result<cpns_api::MergeView, OpError> {
+        match self.op(Op::Merge(with)).await? {
+            Reply::Merge(r) => r,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An admin splits `members` off into a new PN.
+    pub(crate) async fn split(&self, members: Vec<PeerId>) -> Result<cpns_api::SplitView, OpError> {
+        match self.op(Op::Split(members)).await? {
+            Reply::Split(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The gateway hands its role to `target`.

@@ -48,8 +48,9 @@ pub use node::{
 pub use pn::{
     AdminApproveBody, AdmineeSetBody, AdmineeSettingsView, AdmineeView, Done, EpochView, ExpelBody,
     HandOffBody, InventoryQuery, InvitationBody, InvitationView, InviteBody, MatchQuery, MatchView,
-    MemberDetailView, ModeBody, ModeView, Opened, PairBody, PairOutcome, PairingCodeView,
-    PnAdminsView, PnInventoryView, Released, SealBody, SealedView, UnableView, UpBody,
+    MemberDetailView, MergeBody, MergeView, ModeBody, ModeView, Opened, PairBody, PairOutcome,
+    PairingCodeView, PnAdminsView, PnInventoryView, Released, SealBody, SealedView, SplitBody,
+    SplitView, UnableView, UpBody,
 };
 pub use proxy::{PlayBody, PlayView, ProxiedDeviceView, ProxiedItemView, ProxiedPneView};
 pub use services::{

@@ -279,6 +279,53 @@ pub struct HandOffBody {
     pub peer: String,
 }
 
+/// `POST /v1/pn/merge`: this PN's admin consents to merging it with another PN.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MergeBody {
+    /// The other PN's id.
+    pub with: String,
+}
+
+/// What `cpns-auth` decided on a merge consent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeView {
+    /// `false`: the consent is stored and waits for an admin of the other PN; `true`: the
+    /// two PNs are one now.
+    pub merged: bool,
+    /// The caller's PN (pending), or the merged PN.
+    pub pn_id: String,
+    /// That PN's gateway.
+    pub gateway: String,
+    /// Its members.
+    pub members: Vec<String>,
+    /// Its key epoch.
+    pub epoch: u64,
+}
+
+/// `POST /v1/pn/split`: an admin splits members off into a new PN.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SplitBody {
+    /// The members (PeerIds) that form the new PN.
+    pub peers: Vec<String>,
+}
+
+/// The two PNs after a split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitView {
+    /// The PN that stays.
+    pub pn_id: String,
+    /// Its new key epoch.
+    pub epoch: u64,
+    /// Its members.
+    pub members: Vec<String>,
+    /// The new PN.
+    pub new_pn_id: String,
+    /// The new PN's gateway (elected among the members split off).
+    pub new_gateway: String,
+    /// The new PN's members.
+    pub new_members: Vec<String>,
+}
+
 /// `GET /v1/pn/match?service=ID`: capability matching at the gateway (5.6.9 "match PNE and PN
 /// capabilities in order to facilitate the delivery of services").
 #[derive(Clone, Debug, Serialize, Deserialize)]

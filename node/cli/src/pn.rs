@@ -42,6 +42,21 @@ pub(crate) enum PnAction {
         /// The member's PeerId.
         peer: String,
     },
+    /// Merge this PN with another (an admin): an admin of each PN must run it, naming the
+    /// other PN; the PN whose admin ran it first stays, the other's members join its gateway,
+    /// and its key rotates once.
+    Merge {
+        /// The other PN's id.
+        #[arg(long = "with", value_name = "PN_ID")]
+        with: String,
+    },
+    /// Split members off into a new PN (an admin): the new PN's gateway is elected among them
+    /// by the election's rule, and both PNs get a new key.
+    Split {
+        /// The members' PeerIds.
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
     /// Capability matching: which members can consume SERVICE now, and which member best
     /// offers it.
     Match {
@@ -244,6 +259,44 @@ pub(super) async fn run(
                 return print_json(&v);
             }
             crate::output::outln!("handed the gateway role to {peer}");
+            Ok(())
+        }
+        PnAction::Merge { with } => {
+            let m: cpns_api::MergeView = api.post("/v1/pn/merge", &json!({ "with": with })).await?;
+            if json_out {
+                return print_json(&m);
+            }
+            if m.merged {
+                crate::output::outln!(
+                    "merged into {} (gateway {}, {} members, key epoch {})",
+                    m.pn_id,
+                    m.gateway,
+                    m.members.len(),
+                    m.epoch
+                );
+            } else {
+                crate::output::outln!(
+                    "consent stored: {} merges with {with} once an admin of {with} consents too",
+                    m.pn_id
+                );
+            }
+            Ok(())
+        }
+        PnAction::Split { peers } => {
+            let s: cpns_api::SplitView =
+                api.post("/v1/pn/split", &json!({ "peers": peers })).await?;
+            if json_out {
+                return print_json(&s);
+            }
+            crate::output::outln!(
+                "split {} members off into {} (gateway {}); {} keeps {} members at key epoch {}",
+                s.new_members.len(),
+                s.new_pn_id,
+                s.new_gateway,
+                s.pn_id,
+                s.members.len(),
+                s.epoch
+            );
             Ok(())
         }
         PnAction::Match { service } => {

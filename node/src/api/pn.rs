@@ -29,6 +29,8 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/pn/accept", post(accept))
         .route("/v1/pn/decline", post(decline))
         .route("/v1/pn/handoff", post(hand_off))
+        .route("/v1/pn/merge", post(merge))
+        .route("/v1/pn/split", post(split))
         .route("/v1/pn/admins", get(admins))
         .route("/v1/pn/admin/request", post(admin_request))
         .route("/v1/pn/admin/approve", post(admin_approve))
@@ -184,6 +186,26 @@ async fn hand_off(
     let peer = b.peer.parse().map_err(bad)?;
     s.handle.pn_hand_off(peer).await?;
     Ok(Json(Done { ok: true }))
+}
+
+async fn merge(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::MergeBody>,
+) -> ApiResult<cpns_api::MergeView> {
+    Ok(Json(s.handle.pn_merge(&b.with).await?))
+}
+
+async fn split(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::SplitBody>,
+) -> ApiResult<cpns_api::SplitView> {
+    let peers = b
+        .peers
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<libp2p::PeerId>, _>>()
+        .map_err(bad)?;
+    Ok(Json(s.handle.pn_split(peers).await?))
 }
 
 async fn capability_match(

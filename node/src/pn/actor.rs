@@ -409,5 +409,7 @@ fn storage_failed(r: Reply, e: &str) -> Reply {
         Reply::Epoch(_) => Reply::Epoch(Err(err())),
         Reply::Done(_) => Reply::Done(Err(err())),
         Reply::Admin(_) => Reply::Admin(Err(err())),
+        Reply::Merge(_) => Reply::Merge(Err(err())),
+        Reply::Split(_) => Reply::Split(Err(err())),
     }
 }

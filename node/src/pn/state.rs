@@ -13,6 +13,7 @@ mod admin;
 mod gateway;
 mod invitations;
 mod joining;
+mod merge;
 mod owner;
 mod registration;
 mod status;
@@ -159,6 +160,14 @@ pub(super) enum Purpose {
     Admin {
         waiter: WaiterId,
     },
+    /// 5.6.9: a merge consent, a split, and where this node's PN went after one.
+    Merge {
+        waiter: WaiterId,
+    },
+    Split {
+        waiter: WaiterId,
+    },
+    MoveLookup,
     /// The grants after members were removed at `cpns-auth` by another admin, and who
     /// (with whether expelled).
     Reconcile {
@@ -319,6 +328,9 @@ pub(crate) struct State {
     relist: BTreeMap<PeerId, u8>,
     /// When to ask `cpns-auth` for invitations next (0: at the first tick).
     invitations_polled: UnixTime,
+    /// 5.6.9: the PN this node moved from (a merge or a split) until it is in the PN it moved
+    /// to, and when to ask `cpns-auth` again where that is (a join that failed is retried).
+    moving: Option<(String, UnixTime)>,
     version: u64,
 }
 
@@ -405,6 +417,7 @@ impl State {
             gateway_lookup: false,
             admin,
             invitations_polled: 0,
+            moving: None,
             relist: BTreeMap::new(),
             version: 0,
             env,
@@ -491,6 +504,8 @@ impl State {
             Op::OwnServices(ids) => self.own_services_op(ids, waiter, fx),
             Op::HandOff(target) => self.hand_off_op(target, waiter, fx),
             Op::Admin(op) => self.admin_op(op, waiter, fx),
+            Op::Merge(with) => self.merge_op(with, waiter, fx),
+            Op::Split(members) => self.split_op(members, waiter, fx),
         }
     }
 
@@ -625,6 +640,7 @@ impl State {
             AuthMessage::PnChanged { info, admin } => Some(self.on_pn_changed(info, admin, fx)),
             AuthMessage::PnRelease { pn_id } => Some(self.on_released_by_admin(pn_id, fx)),
             AuthMessage::PnInvitation(info) => Some(self.on_server_invitation(info, fx)),
+            AuthMessage::PnMoved { from, to } => Some(self.on_moved(from, to, fx)),
             other => Some(Message::error(
                 ErrorCode::Unsupported,
                 format!("{} is not a server-to-node request", other.name()),
@@ -696,6 +712,9 @@ impl State {
             }
             Purpose::HandOff { waiter, target } => self.handed_off(waiter, target, done, fx),
             Purpose::Admin { waiter } => self.admin_answered(waiter, done, fx),
+            Purpose::Merge { waiter } => self.merge_answered(waiter, done, fx),
+            Purpose::Split { waiter } => self.split_answered(waiter, done, fx),
+            Purpose::MoveLookup => self.move_looked_up(done, fx),
             Purpose::Reconcile { removed } => self.reconciled(removed, done, fx),
             Purpose::Heartbeat => {
                 let answered = matches!(done, Done::Heartbeat(true));
@@ -746,6 +765,9 @@ impl State {
                     | Purpose::Expel { .. }
                     | Purpose::Invite { .. }
                     | Purpose::Admin { .. }
+                    | Purpose::Merge { .. }
+                    | Purpose::Split { .. }
+                    | Purpose::MoveLookup
                     | Purpose::Reconcile { .. }
                     | Purpose::GatewayChangeCheck { .. }
                     | Purpose::StillGateway

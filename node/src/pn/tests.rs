@@ -1299,3 +1299,45 @@ fn a_notifications_text_is_clipped_to_one_short_line() {
     let kept = s.view().notifications.back().cloned().unwrap();
     assert_eq!(kept.trigger, n.trigger);
 }
+
+/// 5.6.9 merge: `cpns-auth`'s word that this gateway's PN was merged into another makes it
+/// step down, tell its members their PN was released (so that those the server could not
+/// reach ask where it went), and register with the other PN's gateway (step 1 of its join); a
+/// move of a PN it is not in changes nothing.
+#[test]
+fn a_gateway_whose_pn_was_merged_away_joins_the_other_pns_gateway() {
+    let ca = Ca::new();
+    let (mut s, _, _) = gateway_with_pn(&ca);
+    let other_gw = Identity::generate().peer_id();
+    let moved = |from: &str| AuthMessage::PnMoved {
+        from: from.into(),
+        to: cpns_overlay::PnInvitationInfo {
+            pn_id: "pn-x".into(),
+            owner: "bob".into(),
+            gateway: other_gw,
+            gateway_addrs: vec!["/ip4/127.0.0.1/tcp/7".parse().unwrap()],
+            entity: true,
+        },
+    };
+    let mut f = fx();
+    let answer = s.on_server(moved("pn-elsewhere"), 30, &mut f);
+    assert!(
+        matches!(&answer, Some(Message::Error(e)) if e.code == ErrorCode::NotFound),
+        "{answer:?}"
+    );
+    assert!(s.view().is_pn_gateway(), "nothing changed");
+
+    let mut f = fx();
+    assert_eq!(s.on_server(moved("pn-9"), 31, &mut f), Some(Message::Ack));
+    assert!(!s.view().is_pn_gateway(), "stepped down");
+    let (_, job) = one_job(&f);
+    assert!(
+        matches!(job, Job::Request { peer, message: Message::Pn(PnMessage::EntityRegistration(_)) } if *peer == other_gw),
+        "{job:?}"
+    );
+    assert!(
+        s_trace(&s)
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "PnMovedToAnotherPn")
+    );
+}

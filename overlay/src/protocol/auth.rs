@@ -310,6 +310,62 @@ pub enum AuthMessage {
         /// Its members found in the zone.
         members: Vec<super::zone::ZoneMember>,
     },
+    /// PN merge (5.6.9): an admin of `pn_id` consents to merging it with `with`. Once an
+    /// admin of each PN consented, `cpns-auth` merges them in one durable change: the PN
+    /// whose admin consented first stays, the other's members become its members (its key
+    /// rotates once), and the other PN is released. Answered by [`AuthMessage::PnMergeAnswer`].
+    PnMergeRequest {
+        /// The caller's PN.
+        pn_id: PnId,
+        /// The PN to merge with.
+        with: PnId,
+    },
+    /// The answer to [`AuthMessage::PnMergeRequest`].
+    PnMergeAnswer {
+        /// `false`: the consent is stored and waits for an admin of the other PN (`pn` is the
+        /// caller's PN); `true`: the PNs are one now (`pn` is the merged PN).
+        merged: bool,
+        /// A PN record, see `merged`.
+        pn: PnRecordInfo,
+        /// Where the merged PN's gateway listens, as the server last saw it (empty while
+        /// pending).
+        gateway_addrs: Vec<Multiaddr>,
+    },
+    /// PN split (5.6.9): an admin of `pn_id` names members that form a new PN with
+    /// `gateway` (one of them) as its gateway. `cpns-auth` makes the change in one durable
+    /// step: the named members leave `pn_id`, whose key rotates, and become the new PN's
+    /// members under a key of their own. Answered by [`AuthMessage::PnSplitAnswer`].
+    PnSplitRequest {
+        /// The PN.
+        pn_id: PnId,
+        /// The members that leave it for the new PN (the gateway among them).
+        members: Vec<PeerId>,
+        /// The new PN's gateway (elected by the caller by the election rule).
+        gateway: PeerId,
+    },
+    /// The answer to [`AuthMessage::PnSplitRequest`]: both PNs' records.
+    PnSplitAnswer {
+        /// The PN that stays (its key rotated).
+        stays: PnRecordInfo,
+        /// The new PN.
+        new: PnRecordInfo,
+    },
+    /// A member whose PN lookup led to another PN (its PN was merged away, or it was split
+    /// off) asks where that PN's gateway listens. Answered by [`AuthMessage::PnMoved`], or
+    /// not found when the member did not move.
+    PnMoveLookup {
+        /// The PN it was in.
+        pn_id: PnId,
+    },
+    /// `cpns-auth` to a member whose PN was merged into another or that was split off into a
+    /// new PN: its PN is `to` now; it joins through that PN's gateway (B.1 18-26, where the
+    /// server admits it as a member already). Answered by Ack.
+    PnMoved {
+        /// The PN it was in.
+        from: PnId,
+        /// The PN it is in now, and where its gateway listens.
+        to: PnInvitationInfo,
+    },
 }
 
 /// Most invitations one entity is told of at once.
@@ -521,6 +577,12 @@ impl AuthMessage {
             AuthMessage::ZoneRegister(_) => "ZonePnRegistration",
             AuthMessage::ZoneDeregister { .. } => "ZonePnDeregistration",
             AuthMessage::ZoneMembers { .. } => "ZonePnMembers",
+            AuthMessage::PnMergeRequest { .. } => "PnMergeConsent",
+            AuthMessage::PnMergeAnswer { .. } => "PnMergeAnswer",
+            AuthMessage::PnSplitRequest { .. } => "PnSplitRequest",
+            AuthMessage::PnSplitAnswer { .. } => "PnSplitAnswer",
+            AuthMessage::PnMoveLookup { .. } => "PnMoveLookup",
+            AuthMessage::PnMoved { .. } => "PnMovedToAnotherPn",
         }
     }
 }

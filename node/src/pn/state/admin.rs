@@ -162,6 +162,12 @@ impl State {
                         if expelled { "expelled" } else { "removed" },
                     );
                     self.remove_member(peer, epoch, &grants, expelled, fx);
+                    if !expelled && let Some(pn_id) = self.pn_id() {
+                        // Removed by cpns-auth without an expulsion: split off into a new PN
+                        // (5.6.9). Told like an expelled member, it asks the server where its
+                        // PN is now (a PNE has no session the server could push to).
+                        fx.send(peer, Message::Pn(PnMessage::Leave { pn_id }));
+                    }
                 }
             }
             other => tracing::warn!(

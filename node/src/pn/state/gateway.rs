@@ -293,6 +293,11 @@ impl State {
             }
             Self::resolve_all(est.waiters, &Err(err), fx);
             self.step_down(fx);
+            if self.moved_away(record, fx) {
+                // Merged into another PN, or split off (5.6.9): joined once the server says
+                // where that PN's gateway listens.
+                return Message::Ack;
+            }
             self.rehome(record.gateway, Vec::new(), fx);
             return Message::Ack;
         }
@@ -916,8 +921,10 @@ impl State {
             return Some(Message::error(ErrorCode::NotFound, "not this node's PN"));
         }
         if pn.membership.gateway == peer {
-            self.trace(G1, 9, &peer, &me, "PnReleased", pn_id);
+            self.trace(G1, 9, &peer, &me, "PnReleased", pn_id.clone());
             self.forget_pn(fx);
+            // Released, or merged into another PN or split (5.6.9): the server knows which.
+            self.look_up_move(pn_id, fx);
             return Some(Message::Ack);
         }
         if pn.membership.gateway != me || !pn.is_member(&peer) {
@@ -1045,7 +1052,7 @@ impl State {
     }
 
     /// Tells every member the PN is gone (G.1 step 9's `Leave` from the gateway).
-    fn tell_members_released(&self, pn_id: &str, fx: &mut Fx) {
+    pub(super) fn tell_members_released(&self, pn_id: &str, fx: &mut Fx) {
         let me = self.me();
         let members: Vec<PeerId> = self
             .pn

@@ -338,6 +338,7 @@ impl State {
     pub(crate) fn on_tick(&mut self, fx: &mut Fx) {
         self.read_caps(CapsThen::Tick, fx);
         self.poll_invitations(fx);
+        self.retry_move(fx);
     }
 
     /// Starts a capabilities read (or queues it while the reader is out).

@@ -152,13 +152,18 @@ impl State {
     ) {
         self.gateway_lookup = false;
         match done {
-            Done::Auth(Ok(AuthMessage::PnInfo(info))) if info.gateway == claimed => {
-                self.rehome(claimed, addrs, fx)
+            Done::Auth(Ok(AuthMessage::PnInfo(info))) => {
+                if self.moved_away(&info, fx) {
+                    // Merged away or split off (5.6.9): followed once the server says where.
+                } else if info.gateway == claimed {
+                    self.rehome(claimed, addrs, fx)
+                } else {
+                    tracing::warn!(
+                        %claimed, of_record = %info.gateway,
+                        "a gateway change the server does not confirm; ignored"
+                    )
+                }
             }
-            Done::Auth(Ok(AuthMessage::PnInfo(info))) => tracing::warn!(
-                %claimed, of_record = %info.gateway,
-                "a gateway change the server does not confirm; ignored"
-            ),
             Done::Auth(Err(e)) => {
                 tracing::warn!("cannot check a gateway change with cpns-auth: {e}")
             }
@@ -190,9 +195,13 @@ impl State {
     pub(super) fn still_gateway(&mut self, done: Done, fx: &mut Fx) {
         self.gateway_lookup = false;
         match done {
-            Done::Auth(Ok(AuthMessage::PnInfo(info))) if info.gateway != self.me() => {
-                tracing::warn!(gateway = %info.gateway, "cpns-auth names another gateway of this PN; joining it as a PNE");
-                self.rehome(info.gateway, Vec::new(), fx);
+            Done::Auth(Ok(AuthMessage::PnInfo(info))) => {
+                if self.moved_away(&info, fx) {
+                    // Merged away or split off (5.6.9): followed once the server says where.
+                } else if info.gateway != self.me() {
+                    tracing::warn!(gateway = %info.gateway, "cpns-auth names another gateway of this PN; joining it as a PNE");
+                    self.rehome(info.gateway, Vec::new(), fx);
+                }
             }
             Done::Auth(Err(e)) => {
                 tracing::debug!("cannot check the PN's gateway of record now: {e}")
@@ -271,6 +280,11 @@ impl State {
                 return self.failover_end(fx);
             }
         };
+        if self.moved_away(&info, fx) {
+            // Merged away or split off (5.6.9) while the gateway was silent (perhaps as the
+            // gateway of the PN split off).
+            return self.failover_end(fx);
+        }
         if info.gateway == self.me() {
             return self.failover_end(fx);
         }
