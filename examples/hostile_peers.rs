@@ -1,5 +1,5 @@
 //! Usage: `cargo run --release --example hostile_peers [-- --rounds N --fetches K --mib M
-//! --only ATTACK --shared-cores]`
+//! --only ATTACK[,ATTACK...] --shared-cores]`
 //!
 //! The attack soak of issue 14: a small PN (a gateway `router`, members `nas` and `phone`,
 //! a real `cpns-auth`) on loopback, measured twice in the same run — first alone (the
@@ -21,8 +21,8 @@
 //! throughput (K pull fetches of an M MiB PN service), and the peak RSS of this process (every
 //! node, cpns-auth and the attackers run in it, so it bounds the gateway's from above). At the
 //! end, cpns-auth must hold a charging record for every honest fetch. Bounded: every attacker
-//! does a fixed number of things; the whole run has a 10-minute limit. `--only ATTACK` runs
-//! one attack alone (to find which one costs what): `providers`, `keywords`,
+//! does a fixed number of things; the whole run has a 10-minute limit. `--only ATTACK[,ATTACK]`
+//! runs only those attacks (to find which one costs what): `providers`, `keywords`,
 //! `device-providers`, `registrations`, `usage`, `streams`, `frames` or `shadowing`.
 //!
 //! The honest PN runs on one half of the CPUs and the attackers with cpns-auth on the other
@@ -75,7 +75,9 @@ const ATTACKS: &[&str] = &[
 impl Args {
     /// Whether this run does `attack`.
     fn does(&self, attack: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == attack)
+        self.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == attack))
     }
 }
 
@@ -94,9 +96,9 @@ fn parse() -> Result<Args> {
             "--fetches" => a.fetches = it.next().context("--fetches K")?.parse()?,
             "--mib" => a.mib = it.next().context("--mib M")?.parse()?,
             "--only" => {
-                let name = it.next().context("--only ATTACK")?;
-                if !ATTACKS.contains(&name.as_str()) {
-                    bail!("--only takes one of {ATTACKS:?}");
+                let name = it.next().context("--only ATTACK[,ATTACK...]")?;
+                if !name.split(',').all(|x| ATTACKS.contains(&x)) {
+                    bail!("--only takes a comma-separated list of {ATTACKS:?}");
                 }
                 a.only = Some(name);
             }
@@ -671,7 +673,7 @@ async fn run(a: Args) -> Result<bool> {
         a.mib
     );
     if let Some(only) = &a.only {
-        println!("  only the {only} attack");
+        println!("  only these attacks: {only}");
     }
     let base = measure(&h, &a).await?;
     print_phase("alone   ", &base);
