@@ -41,6 +41,29 @@ async fn restarted_node_keeps_its_peer_id() -> Result<()> {
     Ok(())
 }
 
+/// A wait for a status the node never reaches fails when its limit passes, saying what it
+/// saw; one it has reached succeeds. Before, the wait returned the last status as if it had
+/// succeeded, so the tests' `wait_until(..)?` could not fail.
+#[tokio::test]
+async fn a_wait_for_a_status_never_reached_fails_at_its_limit() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let node = Node::start(test_config(dir.path())).await?;
+    let h = node.handle();
+    let waited = h
+        .wait_until(Duration::from_millis(500), |s| s.pn_id.is_some())
+        .await;
+    let err = waited.expect_err("a node that is in no PN reached pn_id");
+    assert_eq!(err.code(), "unavailable");
+    assert!(err.to_string().contains("PN none"), "{err}");
+    let s = h
+        .wait_until(Duration::from_secs(5), |s| s.pn_id.is_none())
+        .await?;
+    assert!(s.pn_id.is_none());
+    node.shutdown().await;
+    Ok(())
+}
+
 /// The API refuses requests without the token or with a wrong one, and answers with it; the
 /// status JSON has the documented fields.
 #[tokio::test]

@@ -316,7 +316,9 @@ impl Handle {
     }
 
     /// Waits until `check` holds on the status view, re-checking on every PN change, for at
-    /// most `limit`. Returns the last status seen.
+    /// most `limit`. Returns the status that met it, or `Unavailable` naming the last status
+    /// seen when `limit` passed (or the node stopped) first: before, it returned that last
+    /// status as if the wait had succeeded, so a caller's `wait_until(..)?` could not fail.
     pub async fn wait_until(
         &self,
         limit: Duration,
@@ -331,13 +333,24 @@ impl Handle {
             }
             let wait = tokio::time::timeout_at(deadline, changes.changed());
             // Also re-check every 200 ms: some facts (connections) change without a PN event.
-            match tokio::time::timeout(Duration::from_millis(200), wait).await {
-                Ok(Ok(Ok(()))) | Err(_) => {}
-                Ok(Ok(Err(_))) => return Ok(s),
-                Ok(Err(_)) => return self.status().await,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return self.status().await;
+            let stopped = match tokio::time::timeout(Duration::from_millis(200), wait).await {
+                Ok(Ok(Ok(()))) | Err(_) => false,
+                Ok(Ok(Err(_))) => true,
+                Ok(Err(_)) => false,
+            };
+            if stopped || tokio::time::Instant::now() >= deadline {
+                let s = self.status().await?;
+                if check(&s) {
+                    return Ok(s);
+                }
+                return Err(OpError::Unavailable(format!(
+                    "the node's status did not get there within {limit:?}{}: PN {}, gateway {}, {} members, mode {}",
+                    if stopped { " (the node stopped)" } else { "" },
+                    s.pn_id.as_deref().unwrap_or("none"),
+                    s.gateway.as_deref().unwrap_or("none"),
+                    s.members.len(),
+                    s.mode,
+                )));
             }
         }
     }
