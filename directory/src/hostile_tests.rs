@@ -240,9 +240,9 @@ async fn a_provider_that_never_answers_is_not_asked_by_every_find() {
 /// Not even the first discovery waits for a provider that never answers, once an honest one
 /// has: the others get a grace after the first answer (`straggler_grace`), then are read from
 /// the DHT. Here `lookup_timeout` (and the overlay's request timeout) is a minute, longer
-/// than this test waits for one find:
-/// before the fix the first find that asked the silent enrolled provider waited all of it
-/// (the attack soak's p99 was that one find: 2,004 ms against 4 ms alone).
+/// than this test waits for one find: before the fix the first find that asked the silent
+/// enrolled provider waited all of it (the attack soak's p99 was that one find: 2,004 ms
+/// against 4 ms alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_provider_does_not_hold_up_the_first_find_after_an_honest_answer() {
     let config = Config {
