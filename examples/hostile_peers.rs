@@ -1,5 +1,6 @@
 //! Usage: `cargo run --release --example hostile_peers [-- --rounds N --fetches K --mib M
-//! --only ATTACK[,ATTACK...] --shared-cores]`
+//! --only ATTACK[,ATTACK...] --shared-cores --explain]` (`--explain`: the five slowest finds
+//! of each phase with their figures)
 //!
 //! The attack soak of issue 14: a small PN (a gateway `router`, members `nas` and `phone`,
 //! a real `cpns-auth`) on loopback, measured twice in the same run — first alone (the
@@ -58,6 +59,8 @@ struct Args {
     only: Option<String>,
     /// Honest PN and attackers on the same CPUs (see [`cores`]).
     shared_cores: bool,
+    /// Print the slowest finds of each phase with their figures (where the time went).
+    explain: bool,
 }
 
 /// The attacks `--only` names.
@@ -88,6 +91,7 @@ fn parse() -> Result<Args> {
         mib: 8,
         only: None,
         shared_cores: false,
+        explain: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -103,6 +107,7 @@ fn parse() -> Result<Args> {
                 a.only = Some(name);
             }
             "--shared-cores" => a.shared_cores = true,
+            "--explain" => a.explain = true,
             "--bench" => {}
             other => bail!("unknown argument {other:?}"),
         }
@@ -146,6 +151,8 @@ struct Figures {
     found: usize,
     finds: usize,
     micros: Vec<u64>,
+    /// The slowest finds: (microseconds, the discovery's own figures).
+    slowest: Vec<(u64, String)>,
     mb_per_s: Vec<f64>,
     /// Why fetches failed (none should).
     fetch_errors: Vec<String>,
@@ -172,6 +179,7 @@ async fn measure(h: &Honest, a: &Args) -> Result<Figures> {
     rss_sampler(peak.clone(), stop.clone());
     let nas = h.nas.peer_id();
     let (mut found, mut finds, mut micros) = (0, 0, Vec::new());
+    let mut slowest: Vec<(u64, String)> = Vec::new();
     for _ in 0..a.rounds {
         for (keyword, id) in &h.public {
             let t = Instant::now();
@@ -180,8 +188,19 @@ async fn measure(h: &Honest, a: &Args) -> Result<Figures> {
                 h.phone.handle().find(&Query::keywords([keyword.as_str()])),
             )
             .await;
-            micros.push(t.elapsed().as_micros() as u64);
+            let us = t.elapsed().as_micros() as u64;
+            micros.push(us);
             finds += 1;
+            if a.explain {
+                let what = match &got {
+                    Ok(Ok(d)) => format!("{:?}", d.figures),
+                    Ok(Err(e)) => format!("error: {e}"),
+                    Err(_) => "timed out".into(),
+                };
+                slowest.push((us, format!("{keyword}: {what}")));
+                slowest.sort_by(|x, y| y.0.cmp(&x.0));
+                slowest.truncate(5);
+            }
             if let Ok(Ok(d)) = got
                 && d.services
                     .iter()
@@ -210,6 +229,7 @@ async fn measure(h: &Honest, a: &Args) -> Result<Figures> {
         found,
         finds,
         micros,
+        slowest,
         mb_per_s,
         fetch_errors,
         rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
@@ -627,6 +647,9 @@ fn print_phase(label: &str, f: &Figures) {
         min,
         f.rss_peak_mib,
     );
+    for (us, what) in &f.slowest {
+        println!("    slow find {:.1} ms: {what}", *us as f64 / 1000.0);
+    }
     if !f.fetch_errors.is_empty() {
         println!(
             "  {label}: {} fetches failed, first: {}",
