@@ -285,6 +285,51 @@ fn cli_json(ns: &str, dir: &Path, args: &[&str]) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&out)?)
 }
 
+/// Debian's minidlna in namespace b serving `files`, announcing itself every 10 s on the
+/// namespaces' link.
+fn start_minidlna(
+    site: &Site,
+    tag: &str,
+    minidlna: &Path,
+    files: &[(&str, Vec<u8>)],
+) -> Result<std::process::Child> {
+    let media = site.dir.path().join("media");
+    let mdb = site.dir.path().join("minidlna");
+    std::fs::create_dir_all(&media)?;
+    std::fs::create_dir_all(&mdb)?;
+    for (name, bytes) in files {
+        std::fs::write(media.join(name), bytes)?;
+    }
+    let conf = site.dir.path().join("minidlna.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "media_dir=A,{}\ndb_dir={}\nlog_dir={}\nport=8200\nnetwork_interface=vb{tag}\n\
+             friendly_name=CPNS Test DLNA\ninotify=no\nnotify_interval=10\n",
+            media.display(),
+            mdb.display(),
+            mdb.display()
+        ),
+    )?;
+    let conf_s = conf.to_str().context("path")?.to_string();
+    let pid_s = mdb.join("pid").to_str().context("path")?.to_string();
+    spawn_in(
+        &site.b,
+        minidlna,
+        &["-f", &conf_s, "-P", &pid_s, "-S", "-R"],
+        &[],
+        &site.dir.path().join("minidlna.log"),
+    )
+}
+
+/// Debian's minidlna, if installed.
+fn minidlna() -> Option<PathBuf> {
+    ["/usr/sbin/minidlnad", "/usr/bin/minidlnad"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
 /// The Non-CPNS proxy (5.6.10) against a real DLNA server: Debian's minidlna serves two WAV
 /// files on the LAN (namespace b); the gateway (namespace a, proxy on) finds it by SSDP,
 /// registers it as a proxied device with the CPNS functions of a MediaServer, and publishes
@@ -296,11 +341,7 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         eprintln!("skipping the Non-CPNS proxy test: {why}");
         return Ok(());
     }
-    let Some(minidlna) = ["/usr/sbin/minidlnad", "/usr/bin/minidlnad"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    else {
+    let Some(minidlna) = minidlna() else {
         eprintln!(
             "skipping the Non-CPNS proxy test: minidlna is not installed (apt-get install minidlna)"
         );
@@ -329,37 +370,11 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     let (da, db) = (site.dir.path().join("a"), site.dir.path().join("b"));
 
     // The DLNA server on the LAN, in namespace b.
-    let media = site.dir.path().join("media");
-    let mdb = site.dir.path().join("minidlna");
-    std::fs::create_dir_all(&media)?;
-    std::fs::create_dir_all(&mdb)?;
     let files = [
         ("tone-a.wav", wav(12_000, 1)),
         ("tone-b.wav", wav(30_000, 2)),
     ];
-    for (name, bytes) in &files {
-        std::fs::write(media.join(name), bytes)?;
-    }
-    let conf = site.dir.path().join("minidlna.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "media_dir=A,{}\ndb_dir={}\nlog_dir={}\nport=8200\nnetwork_interface=vb{tag}\n\
-             friendly_name=CPNS Test DLNA\ninotify=no\nnotify_interval=10\n",
-            media.display(),
-            mdb.display(),
-            mdb.display()
-        ),
-    )?;
-    let conf_s = conf.to_str().context("path")?.to_string();
-    let pid_s = mdb.join("pid").to_str().context("path")?.to_string();
-    let server = spawn_in(
-        &site.b,
-        &minidlna,
-        &["-f", &conf_s, "-P", &pid_s, "-S", "-R"],
-        &[],
-        &site.dir.path().join("minidlna.log"),
-    )?;
+    let server = start_minidlna(&site, &tag, &minidlna, &files)?;
     site.procs.0.push(server);
     let server_index = site.procs.0.len() - 1;
     // A MediaRenderer too, where Debian's gmediarender (with GStreamer's base plugins) is here.
@@ -611,5 +626,100 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
     }
     eprintln!("device withdrawn after {:?}", t0.elapsed());
     drop(site.procs);
+    Ok(())
+}
+
+/// SSDP announcements (`proxy/notify.rs`): with searches 10 minutes apart (one at start,
+/// before the server runs), the gateway registers minidlna only because it says `ssdp:alive`
+/// when it starts, and lets it go only because it says `ssdp:byebye` when it stops (SIGTERM),
+/// long before two search periods.
+#[test]
+fn proxy_registers_a_device_on_ssdp_alive_and_lets_it_go_on_byebye() -> Result<()> {
+    if let Some(why) = unavailable() {
+        eprintln!("skipping the SSDP announcement test: {why}");
+        return Ok(());
+    }
+    let Some(minidlna) = minidlna() else {
+        eprintln!(
+            "skipping the SSDP announcement test: minidlna is not installed (apt-get install minidlna)"
+        );
+        return Ok(());
+    };
+    let tag = format!("s{}", std::process::id() % 10_000);
+    let mut site = site_with(
+        &tag,
+        79,
+        &[
+            ("CPNS_MODE", "gateway"),
+            ("CPNS_PROXY_ENABLED", "true"),
+            ("CPNS_PROXY_SEARCH_SECS", "600"),
+            ("CPNS_LOG", "info,cpns_node::proxy=debug"),
+        ],
+        &[("CPNS_MODE", "pne")],
+    )?;
+    for (ns, dev) in [(&site.a, format!("va{tag}")), (&site.b, format!("vb{tag}"))] {
+        run(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", &dev])?;
+    }
+    let da = site.dir.path().join("a");
+    // The gateway's first search is over before the server starts: wait until it is
+    // listening and has searched once (the next search is 10 minutes away).
+    wait_for(Duration::from_secs(60), "the proxy's first search", || {
+        let log = std::fs::read_to_string(site.dir.path().join("a.log")).ok()?;
+        (log.contains("listening for SSDP announcements") && log.contains("SSDP search round done"))
+            .then_some(())
+    })
+    .with_context(|| logs(site.dir.path()))?;
+    ensure!(
+        cli_json(&site.a, &da, &["proxy", "devices"])?
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "no device before the server runs"
+    );
+    let t0 = Instant::now();
+    let server = start_minidlna(&site, &tag, &minidlna, &[("tone.wav", wav(4_000, 3))])?;
+    site.procs.0.push(server);
+    let server_index = site.procs.0.len() - 1;
+    let device = wait_for(
+        Duration::from_secs(60),
+        "registration on ssdp:alive",
+        || {
+            let list = cli_json(&site.a, &da, &["proxy", "devices"]).ok()?;
+            list.as_array()?
+                .iter()
+                .find(|d| d["name"] == "CPNS Test DLNA")
+                .cloned()
+        },
+    )
+    .with_context(|| logs(site.dir.path()))?;
+    eprintln!("registered {:?} after the server started", t0.elapsed());
+
+    // SIGTERM: minidlna says goodbye on its way out.
+    let mut server = site.procs.0.remove(server_index);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let _ = server.wait();
+    let t1 = Instant::now();
+    wait_for(
+        Duration::from_secs(30),
+        "de-registration on ssdp:byebye",
+        || {
+            let list = cli_json(&site.a, &da, &["proxy", "devices"]).ok()?;
+            (!list.as_array()?.iter().any(|d| d["udn"] == device["udn"])).then_some(())
+        },
+    )
+    .with_context(|| logs(site.dir.path()))?;
+    eprintln!("de-registered {:?} after SIGTERM", t1.elapsed());
+    let trace = cli_json(&site.a, &da, &["trace", "--flow", "5.6.10"])?;
+    ensure!(
+        trace
+            .as_array()
+            .context("trace")?
+            .iter()
+            .any(|e| e["step"] == 4
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("ssdp:byebye"))),
+        "step 4 says why: {trace}"
+    );
     Ok(())
 }

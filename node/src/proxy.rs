@@ -9,9 +9,11 @@
 //! choice, like mDNS. The proxy offers nothing of the PN to the LAN, except, with the owner's
 //! `proxy.expose`, an item a member asked a MediaRenderer to play (`proxy/render.rs`).
 //!
-//! A device is registered when it first answers a search and de-registered (its services
-//! unpublished, its cached content deleted) once it misses [`MISSES`] searches in a row: a
-//! device that left without a byebye (power cut) leaves the PN too. The item's bytes are
+//! A device is registered when it first answers a search (a search is also made at once when
+//! an unknown device announces itself with `ssdp:alive`) and de-registered (its services
+//! unpublished, its cached content deleted) when it says `ssdp:byebye` and its description no
+//! longer answers, or once it misses [`MISSES`] searches in a row: a device that left without
+//! a byebye (power cut) leaves the PN too (`proxy/notify.rs`). The item's bytes are
 //! fetched from the device over HTTP when the item is published and kept in the data dir's
 //! `proxy/` (bounded by `proxy.max_item_bytes` and `proxy.max_items`), so that a PNE's fetch
 //! is answered by the ordinary delivery path.
@@ -23,6 +25,7 @@
 //! The module's task owns the tracked devices; [`Proxy`] reads the latest snapshot.
 
 mod didl;
+mod notify;
 mod render;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -251,25 +254,72 @@ async fn search_loop(ctx: Context, handle: Handle, out: &Devices) {
         http: &http,
         cache: &cache,
     };
+    let (notices_tx, mut notices) = tokio::sync::mpsc::channel(NOTICES);
+    let listener = tokio::spawn(notify::listen(notices_tx, ctx.cancel.child_token()));
+    let mut last_round: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             _ = tick.tick() => {}
+            Some(notice) = notices.recv() => match notice {
+                notify::Notice::Alive(udn) => {
+                    // A device we do not speak for yet: search now rather than at the next
+                    // period (at most one extra search per `ALIVE_SEARCH_GAP`).
+                    let recent = last_round.is_some_and(|t| t.elapsed() < ALIVE_SEARCH_GAP);
+                    if tracked.contains_key(&udn) || recent {
+                        continue;
+                    }
+                    debug!(%udn, "ssdp:alive from an unknown device: searching now");
+                }
+                notify::Notice::ByeBye(udn) => {
+                    let Some(t) = tracked.get(&udn) else { continue };
+                    let location = t.device.url().clone();
+                    if proxy.still_there(&location).await {
+                        info!(%udn, "Non-CPNS proxy: ssdp:byebye not believed, its description still answers");
+                        continue;
+                    }
+                    if let Some(t) = tracked.remove(&udn) {
+                        proxy.deregister(t, "said ssdp:byebye").await;
+                    }
+                    publish_views(out, &tracked);
+                    continue;
+                }
+            },
         }
         tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             () = proxy.round(&mut tracked) => {}
         }
-        let mut views: Vec<ProxiedDeviceView> = tracked.values().map(Tracked::snapshot).collect();
-        views.sort_by(|a, b| a.id.cmp(&b.id));
-        out.views.send_replace(Arc::new(views));
-        let renderers: BTreeMap<String, rupnp::Device> = tracked
-            .values()
-            .filter(|t| t.view.functions.iter().any(|f| f == "rendering"))
-            .map(|t| (t.view.id.clone(), t.device.clone()))
-            .collect();
-        out.renderers.send_replace(Arc::new(renderers));
+        last_round = Some(tokio::time::Instant::now());
+        debug!(devices = tracked.len(), "SSDP search round done");
+        publish_views(out, &tracked);
     }
+    listener.abort();
+}
+
+/// Notices waiting for the proxy's task (more are dropped: the searches still see every
+/// device).
+const NOTICES: usize = 64;
+/// Shortest time between a search and one made because an unknown device said `ssdp:alive`
+/// (a LAN host repeating announcements cannot make the proxy search without pause).
+const ALIVE_SEARCH_GAP: Duration = Duration::from_secs(5);
+/// How a byebye is checked: the device's description is asked this many times, this far
+/// apart; one failure and the byebye is believed (a device that has left cannot answer, and
+/// any LAN host can send a byebye in another device's name).
+const BYEBYE_CHECKS: u32 = 3;
+const BYEBYE_CHECK_GAP: Duration = Duration::from_secs(1);
+
+/// Sends the tracked devices to the read side.
+fn publish_views(out: &Devices, tracked: &HashMap<String, Tracked>) {
+    let mut views: Vec<ProxiedDeviceView> = tracked.values().map(Tracked::snapshot).collect();
+    views.sort_by(|a, b| a.id.cmp(&b.id));
+    out.views.send_replace(Arc::new(views));
+    let renderers: BTreeMap<String, rupnp::Device> = tracked
+        .values()
+        .filter(|t| t.view.functions.iter().any(|f| f == "rendering"))
+        .map(|t| (t.view.id.clone(), t.device.clone()))
+        .collect();
+    out.renderers.send_replace(Arc::new(renderers));
 }
 
 impl Tracked {
@@ -345,7 +395,7 @@ impl Round<'_> {
             .collect();
         for udn in gone {
             if let Some(t) = tracked.remove(&udn) {
-                self.deregister(t).await;
+                self.deregister(t, "missed its searches").await;
             }
         }
         for t in tracked.values_mut() {
@@ -485,8 +535,26 @@ impl Round<'_> {
         Ok(total)
     }
 
+    /// Whether the device whose description is at `location` still answers (see
+    /// [`BYEBYE_CHECKS`]).
+    async fn still_there(&self, location: &rupnp::http::Uri) -> bool {
+        for i in 0..BYEBYE_CHECKS {
+            tokio::time::sleep(BYEBYE_CHECK_GAP).await;
+            let asked =
+                tokio::time::timeout(BYEBYE_CHECK_GAP, self.http.get(location.to_string()).send())
+                    .await;
+            match asked {
+                Ok(Ok(r)) if r.status().is_success() => {
+                    debug!(%location, check = i, "the description still answers");
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// De-registration: unpublishes the device's services and deletes its cached content.
-    async fn deregister(&self, t: Tracked) {
+    async fn deregister(&self, t: Tracked, why: &str) {
         for item in t.items.values() {
             if let Err(e) = self.handle.unpublish(&item.service_id).await {
                 debug!(service = %item.service_id, "not unpublished: {e}");
@@ -501,13 +569,13 @@ impl Round<'_> {
             &me,
             "Non-CPNS Device de-registration",
             format!(
-                "{} \"{}\": {} services withdrawn",
+                "{} \"{}\" {why}: {} services withdrawn",
                 t.view.id,
                 t.view.name,
                 t.items.len()
             ),
         );
-        info!(id = %t.view.id, "Non-CPNS proxy: device de-registered");
+        info!(id = %t.view.id, why, "Non-CPNS proxy: device de-registered");
     }
 }
 
