@@ -10,7 +10,7 @@ use cpns_keys::{GroupKey, Modes};
 use cpns_overlay::{AuthMessage, ErrorCode, Message, NodeMode, PnRecordInfo};
 
 use crate::auth::{Device, establish, expect_code, membership, start_server};
-use crate::util::{Lab, LabNode, WAIT, init_tracing, same_epoch};
+use crate::util::{Lab, LabNode, WAIT, finds, init_tracing, same_epoch};
 
 fn merge_answer(m: Message) -> Result<(bool, PnRecordInfo)> {
     match m {
@@ -262,6 +262,36 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
     Ok(())
 }
 
+/// Polls `check` until it holds (bounded by [`WAIT`]).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `n` (in neither PN) reads `pn_id`'s summary in the DHT (`seen`), or no longer
+/// does.
+async fn summary_seen(n: &LabNode, pn_id: &str, seen: bool) -> Result<()> {
+    let what = format!("{pn_id}'s summary {}", if seen { "found" } else { "gone" });
+    eventually(&what, async || {
+        Ok(match n.handle().pn_inventory(Some(pn_id.to_owned())).await {
+            Ok(s) => seen && s.pn_id == pn_id && !s.members.is_empty(),
+            Err(cpns_node::OpError::NotFound(_)) => !seen,
+            // The DHT could not be asked: neither found nor gone.
+            Err(_) => false,
+        })
+    })
+    .await
+}
+
 /// The PN id and gateway of a node, once it has both.
 async fn pn_of(n: &LabNode) -> Result<(String, String)> {
     let s = n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
@@ -301,6 +331,31 @@ async fn merged_pns_are_one_pn_at_every_node() -> Result<()> {
     let (x, agw_id) = pn_of(&agw).await?;
     let (y, bgw_id) = pn_of(&bgw).await?;
     let x_epoch = same_epoch(&[&agw, &anas]).await?;
+    // Carol's device is in neither PN: an outsider of the community DHT.
+    lab.user("carol").await?;
+    let outsider = lab
+        .node_bootstrapping(
+            "carol",
+            "carol-laptop",
+            cpns_node::ModeSetting::Pne,
+            agw.dial_addr().await?,
+        )
+        .await?;
+    // Bob's phone offers a service only its PN (Y) sees.
+    let vis = bphone.handle().default_visibility();
+    ensure!(vis == cpns_directory::Visibility::Pn(cpns_keys::GroupId(y.clone())), "{vis}");
+    let svc = bphone
+        .handle()
+        .publish(
+            cpns_directory::ServiceDraft::new("Bob's turntable", ["turntable"], vis),
+            None,
+        )
+        .await?;
+    finds(&bgw, "turntable", &svc.id).await?;
+    // X's summary is in the DHT (read from outside the PN), Y's too.
+    for pn in [&x, &y] {
+        summary_seen(&outsider, pn, true).await?;
+    }
 
     let pending = agw.handle().pn_merge(&y).await?;
     ensure!(!pending.merged && pending.pn_id == x, "{pending:?}");
@@ -352,7 +407,41 @@ async fn merged_pns_are_one_pn_at_every_node() -> Result<()> {
             .any(|e| e.flow == "5.6.9" && e.message == "JoinPnAfterMove"),
         "the move is traced"
     );
-    lab.shutdown(vec![agw, anas, bgw, bphone]).await;
+    // Services re-scoped: Bob's PN service is the merged PN's now. A member of X that was
+    // never in Y finds it by keyword with X's key; the outsider does not.
+    eventually("the merged PN's member finding Bob's service", async || {
+        Ok(finds(&anas, "turntable", &svc.id).await.is_ok())
+    })
+    .await?;
+    finds(&agw, "turntable", &svc.id).await?;
+    let theirs = outsider
+        .handle()
+        .find(&cpns_directory::Query::keywords(["turntable"]))
+        .await?;
+    ensure!(
+        theirs.services.is_empty(),
+        "an outsider found a PN service: {theirs:?}"
+    );
+    ensure!(
+        bphone
+            .handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "RescopeServicesAfterMove"),
+        "the re-scope is traced"
+    );
+    // One PN in the DHT too: the released PN's summary is withdrawn by its former gateway,
+    // the merged PN's stays.
+    summary_seen(&outsider, &y, false).await?;
+    summary_seen(&outsider, &x, true).await?;
+    ensure!(
+        bgw.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "WithdrawReleasedPnSummary"),
+        "the withdrawal is traced"
+    );
+    lab.shutdown(vec![agw, anas, bgw, bphone, outsider]).await;
     Ok(())
 }
 

@@ -26,7 +26,15 @@ use tracing::{debug, info, warn};
 use crate::context::Context;
 use crate::error::OpError;
 use crate::pn::{self, SenderClass, pn_group};
-use crate::trace::flow::G1;
+use crate::trace::flow::{G1, GW_SWITCH};
+
+/// What a published PN summary said: its PN, epoch, members and services (re-put on change).
+type SummaryKey = (
+    String,
+    u64,
+    Vec<cpns_overlay::MemberInfo>,
+    Vec<String>,
+);
 
 /// Advertisements kept for the local user.
 const MAX_ADVERTISEMENTS: usize = 256;
@@ -191,6 +199,7 @@ impl Services {
         let mut last_epoch = None;
         let mut published_revocations = 0;
         let mut last_summary = None;
+        let mut rescoped = None;
         loop {
             tokio::select! {
                 biased;
@@ -221,6 +230,8 @@ impl Services {
             // a gateway, or a node in no PN, has none.
             let home = view.my_gateway().filter(|gw| *gw != ctx.peer_id);
             directory.set_home_servers(home.into_iter().collect()).await;
+            self.follow_move(&directory, &view, &mut rescoped, &mut last_summary)
+                .await;
             let epoch = view.pn_id().and_then(|pn| {
                 use cpns_directory::KeyRing as _;
                 ctx.keyring.current(&pn_group(pn)).map(|k| k.epoch())
@@ -246,6 +257,7 @@ impl Services {
                     m.listen_addrs.clear();
                 }
                 let key = (
+                    summary.pn_id.clone(),
                     summary.epoch,
                     summary.members.clone(),
                     summary.services.clone(),
@@ -258,6 +270,75 @@ impl Services {
                 }
             }
         }
+    }
+
+    /// After this node moved to another PN (5.6.9, a merge or a split), once it is in that
+    /// PN and holds its key: its services scoped to the PN it left are re-published under the
+    /// new PN's key and withdrawn under the old one (members of the PN it is in now find them
+    /// by keyword; the old key is no one's any more), and, if it was the gateway of the PN it
+    /// left (merged away, released at `cpns-auth`), that PN's DHT summary is withdrawn.
+    /// `done` is the move already followed; a move whose new key is not held yet waits for
+    /// the next change.
+    async fn follow_move(
+        &self,
+        directory: &Directory,
+        view: &pn::View,
+        done: &mut Option<Arc<(String, String)>>,
+        last_summary: &mut Option<SummaryKey>,
+    ) {
+        let Some(moved) = view.last_move.clone() else {
+            return;
+        };
+        let (from, into) = (&moved.0, &moved.1);
+        if view.pn_id() != Some(into.as_str()) || done.as_ref() == Some(&moved) {
+            return;
+        }
+        let ctx = &self.inner.ctx;
+        let me = ctx.peer_id;
+        let moved_services = match directory
+            .rescope_pn(&pn_group(from), &pn_group(into))
+            .await
+        {
+            Ok(n) => n.to_string(),
+            // Saved and cached under the new PN: the directory puts them again soon.
+            Err(cpns_directory::PublishError::NotReplicated(e)) => {
+                debug!("re-scoped services not yet replicated: {e}");
+                "some (not yet replicated)".to_owned()
+            }
+            Err(e) => {
+                debug!("services not re-scoped yet: {e}");
+                return;
+            }
+        };
+        info!(services = %moved_services, %from, %into, "services re-scoped to the PN this node moved to");
+        ctx.trace(
+            GW_SWITCH,
+            38,
+            &me,
+            &me,
+            "RescopeServicesAfterMove",
+            format!("{moved_services} services {from} -> {into}"),
+        );
+        if last_summary.as_ref().is_some_and(|k| k.0 == *from) {
+            match directory.withdraw_pn_summary(from).await {
+                Ok(()) => {
+                    *last_summary = None;
+                    ctx.trace(
+                        GW_SWITCH,
+                        39,
+                        &me,
+                        &me,
+                        "WithdrawReleasedPnSummary",
+                        from.clone(),
+                    );
+                }
+                Err(e) => {
+                    debug!("the released PN's summary not withdrawn yet: {e}");
+                    return;
+                }
+            }
+        }
+        *done = Some(moved);
     }
 
     /// Advertisements the directory accepted locally are kept for the user (`cpns services

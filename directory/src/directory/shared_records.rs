@@ -94,6 +94,26 @@ impl Directory {
         .map_err(PublishError::NotReplicated)
     }
 
+    /// Withdraws the summary of a PN this gateway published that no longer exists (5.6.9: it
+    /// was merged into another PN and released at `cpns-auth`): a newer summary of `pn_id` with
+    /// no members replaces it, which [`Directory::fetch_pn_summary`] reads as no PN. A PN
+    /// always has its gateway as a member, so an empty summary is never a PN's.
+    pub async fn withdraw_pn_summary(&self, pn_id: &str) -> Result<(), PublishError> {
+        let cred = self.credential();
+        let summary = PnInventorySummary {
+            pn_id: pn_id.to_owned(),
+            owner: cred.body.user.clone(),
+            gateway: self.inner.peer,
+            epoch: 0,
+            members: Vec::new(),
+            services: Vec::new(),
+            updated: crate::now(),
+            details: Vec::new(),
+            admins: Vec::new(),
+        };
+        self.publish_pn_summary(&summary).await
+    }
+
     /// Fetches a PN's inventory summary (the newest valid one found).
     pub async fn fetch_pn_summary(
         &self,
@@ -116,7 +136,8 @@ impl Directory {
                 best = Some((header.version, header.issued, s));
             }
         }
-        Ok(best.map(|(_, _, s)| *s))
+        // The newest is a withdrawal: the PN is gone.
+        Ok(best.map(|(_, _, s)| *s).filter(|s| !s.members.is_empty()))
     }
 
     // ---- internals ----

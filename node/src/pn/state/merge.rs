@@ -15,7 +15,9 @@
 //! PnsMerged (the server's answer), 32 PnMovedToAnotherPn (server to a moved member), 33
 //! JoinPnAfterMove (member to the new gateway), 34 PnSplitRequest (admin to server), 35
 //! PnSplitDone (the server's answer), 36 SetUpPnSplitOff (the new PN's gateway), 37
-//! PnMoveLookup (member to server).
+//! PnMoveLookup (member to server); then, in `crate::services`, 38 RescopeServicesAfterMove
+//! (the member's services follow it into the new PN) and 39 WithdrawReleasedPnSummary (the
+//! former gateway of a PN merged away withdraws its DHT summary).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -282,6 +284,7 @@ impl State {
     /// Joins `to` through its gateway, or sets it up when this node is its gateway.
     fn move_to(&mut self, from: &str, to: PnInvitationInfo, fx: &mut Fx) {
         self.moving = Some((from.to_owned(), fx.now + self.move_retry_secs()));
+        self.last_move = Some(Arc::new((from.to_owned(), to.pn_id.clone())));
         let me = self.me();
         if to.gateway == me {
             return self.set_up_split_off(to, fx);
