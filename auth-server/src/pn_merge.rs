@@ -454,14 +454,14 @@ mod tests {
     #[tokio::test]
     async fn moves_older_than_the_credential_lifetime_are_pruned_durably() {
         let dir = tempfile::tempdir().unwrap();
-        let lifetime = 1000;
+        let lifetime = 30 * 86_400;
         let config = crate::config::Config {
             data_dir: dir.path().to_path_buf(),
             credential_lifetime: std::time::Duration::from_secs(lifetime),
             ..Default::default()
         };
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let now = 10_000;
+        let now = 100_000_000;
         {
             let core = Core::open(config.clone(), None).unwrap();
             let mut batch = Batch::default();
