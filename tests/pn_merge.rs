@@ -472,6 +472,16 @@ async fn a_member_split_off_cannot_open_the_other_sides_new_content() -> Result<
     let (x, gw_id) = pn_of(&gw).await?;
     let before = same_epoch(&[&gw, nas, tv, phone]).await?;
     let old_sealed = tv.handle().pn_seal(b"before")?;
+    // The TV offers a PN service before the split.
+    let vis = tv.handle().default_visibility();
+    let svc = tv
+        .handle()
+        .publish(
+            cpns_directory::ServiceDraft::new("The TV's recordings", ["recordings"], vis),
+            None,
+        )
+        .await?;
+    finds(nas, "recordings", &svc.id).await?;
 
     let split = nas
         .handle()
@@ -516,6 +526,20 @@ async fn a_member_split_off_cannot_open_the_other_sides_new_content() -> Result<
             ours.epoch
         );
     }
+    // The TV's service went with it: the other device split off finds it with the new PN's
+    // key; the side that stayed no longer does (withdrawn under its key).
+    eventually("the new PN's member finding the TV's service", async || {
+        Ok(finds(phone, "recordings", &svc.id).await.is_ok())
+    })
+    .await?;
+    eventually("the TV's service withdrawn from the old side", async || {
+        let found = nas
+            .handle()
+            .find(&cpns_directory::Query::keywords(["recordings"]))
+            .await?;
+        Ok(found.services.is_empty())
+    })
+    .await?;
     // What was sealed before the split is still readable by those who held that key.
     ensure!(nas.handle().pn_open(&old_sealed)? == b"before");
     let pns = lab.admin().list_pns().await?;
