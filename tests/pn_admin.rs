@@ -389,7 +389,10 @@ async fn an_invitation_pushed_to_an_online_device_is_accepted_or_declined() -> R
         Ok(from_server(&bob).is_some())
     })
     .await?;
-    ensure!(pushed(&bob), "the pushed invitation is traced at bob's node");
+    ensure!(
+        pushed(&bob),
+        "the pushed invitation is traced at bob's node"
+    );
     let inv = from_server(&bob).context("bob's invitation")?;
     ensure!(inv.gateway == gw.peer_id().to_string(), "{inv:?}");
     ensure!(
@@ -423,11 +426,11 @@ async fn an_invitation_pushed_to_an_online_device_is_accepted_or_declined() -> R
     let info = lab.admin().show_pn(&pn_id).await?;
     let carol_id = carol.peer_id().to_string();
     ensure!(
-        !info.invited_entities.iter().any(|e| *e == carol_id),
+        !info.invited_entities.contains(&carol_id),
         "cpns-auth still invites carol after the decline: {info:?}"
     );
     ensure!(
-        !info.members.iter().any(|m| *m == carol_id),
+        !info.members.contains(&carol_id),
         "carol is a member after declining: {info:?}"
     );
     ensure!(carol.handle().status().await?.pn_id.is_none());

@@ -282,15 +282,17 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) ->
 async fn summary_seen(n: &LabNode, pn_id: &str, seen: bool) -> Result<()> {
     let what = format!("{pn_id}'s summary {}", if seen { "found" } else { "gone" });
     eventually(&what, async || {
-        Ok(match n.handle().pn_inventory(Some(pn_id.to_owned())).await {
-            Ok(s) => seen && s.pn_id == pn_id && !s.members.is_empty(),
-            Err(cpns_node::OpError::NotFound(_)) => !seen,
-            // The DHT could not be asked: neither found nor gone.
-            Err(e) => {
-                tracing::debug!("{what}: {e}");
-                false
-            }
-        })
+        Ok(
+            match n.handle().pn_inventory(Some(pn_id.to_owned())).await {
+                Ok(s) => seen && s.pn_id == pn_id && !s.members.is_empty(),
+                Err(cpns_node::OpError::NotFound(_)) => !seen,
+                // The DHT could not be asked: neither found nor gone.
+                Err(e) => {
+                    tracing::debug!("{what}: {e}");
+                    false
+                }
+            },
+        )
     })
     .await
 }
@@ -350,10 +352,17 @@ async fn merged_pns_are_one_pn_at_every_node() -> Result<()> {
             boot.clone(),
         )
         .await?;
-    outsider.handle().wait_for_pn(WAIT).await.context("carol's own PN")?;
+    outsider
+        .handle()
+        .wait_for_pn(WAIT)
+        .await
+        .context("carol's own PN")?;
     // Bob's phone offers a service only its PN (Y) sees.
     let vis = bphone.handle().default_visibility();
-    ensure!(vis == cpns_directory::Visibility::Pn(cpns_keys::GroupId(y.clone())), "{vis}");
+    ensure!(
+        vis == cpns_directory::Visibility::Pn(cpns_keys::GroupId(y.clone())),
+        "{vis}"
+    );
     let svc = bphone
         .handle()
         .publish(

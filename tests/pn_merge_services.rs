@@ -50,7 +50,10 @@ async fn a_moved_publishers_pn_services_are_rescoped_and_withdrawn_from_the_old_
     };
     let Mesh { ca, mut nodes } = Mesh::start(8, o, Config::default(), WAIT).await.unwrap();
     let (a, b) = (GroupId("pn-a".into()), GroupId("pn-b".into()));
-    let (ka, kb) = (GroupKey::generate(a.clone(), 1), GroupKey::generate(b.clone(), 4));
+    let (ka, kb) = (
+        GroupKey::generate(a.clone(), 1),
+        GroupKey::generate(b.clone(), 4),
+    );
     nodes[1].keys.insert(ka.clone());
     nodes[2].keys.insert(ka);
     nodes[3].keys.insert(kb.clone());

@@ -465,25 +465,48 @@ mod tests {
         {
             let core = Core::open(config.clone(), None).unwrap();
             let mut batch = Batch::default();
-            batch.put(Table::Pns, "pn-x", &pn("pn-x", &[a, b, c])).unwrap();
-            // pn-y: one old move only; pn-z: one old and one recent.
-            record_move(&core.store, "pn-y", "pn-x", &[a], now - lifetime - 1, &mut batch)
+            batch
+                .put(Table::Pns, "pn-x", &pn("pn-x", &[a, b, c]))
                 .unwrap();
+            // pn-y: one old move only; pn-z: one old and one recent.
+            record_move(
+                &core.store,
+                "pn-y",
+                "pn-x",
+                &[a],
+                now - lifetime - 1,
+                &mut batch,
+            )
+            .unwrap();
             core.store.apply(&batch).unwrap();
             let mut batch = Batch::default();
-            record_move(&core.store, "pn-z", "pn-x", &[b], now - lifetime - 5, &mut batch)
-                .unwrap();
+            record_move(
+                &core.store,
+                "pn-z",
+                "pn-x",
+                &[b],
+                now - lifetime - 5,
+                &mut batch,
+            )
+            .unwrap();
             core.store.apply(&batch).unwrap();
             let mut batch = Batch::default();
             record_move(&core.store, "pn-z", "pn-x", &[c], now - 10, &mut batch).unwrap();
             core.store.apply(&batch).unwrap();
             assert_eq!(core.prune_pn_moves(now).await.unwrap(), 2);
-            assert_eq!(core.prune_pn_moves(now).await.unwrap(), 0, "nothing left to prune");
+            assert_eq!(
+                core.prune_pn_moves(now).await.unwrap(),
+                0,
+                "nothing left to prune"
+            );
         }
         let core = Core::open(config, None).unwrap();
         let store = &core.store;
         assert!(
-            store.get::<PnMoves>(Table::PnMoves, "pn-y").unwrap().is_none(),
+            store
+                .get::<PnMoves>(Table::PnMoves, "pn-y")
+                .unwrap()
+                .is_none(),
             "a former PN with no move left is gone"
         );
         let z: PnMoves = store.get(Table::PnMoves, "pn-z").unwrap().unwrap();

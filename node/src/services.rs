@@ -29,12 +29,7 @@ use crate::pn::{self, SenderClass, pn_group};
 use crate::trace::flow::{G1, GW_SWITCH};
 
 /// What a published PN summary said: its PN, epoch, members and services (re-put on change).
-type SummaryKey = (
-    String,
-    u64,
-    Vec<cpns_overlay::MemberInfo>,
-    Vec<String>,
-);
+type SummaryKey = (String, u64, Vec<cpns_overlay::MemberInfo>, Vec<String>);
 
 /// Advertisements kept for the local user.
 const MAX_ADVERTISEMENTS: usize = 256;
@@ -295,10 +290,7 @@ impl Services {
         }
         let ctx = &self.inner.ctx;
         let me = ctx.peer_id;
-        let moved_services = match directory
-            .rescope_pn(&pn_group(from), &pn_group(into))
-            .await
-        {
+        let moved_services = match directory.rescope_pn(&pn_group(from), &pn_group(into)).await {
             Ok(n) => n.to_string(),
             // Saved and cached under the new PN: the directory puts them again soon.
             Err(cpns_directory::PublishError::NotReplicated(e)) => {
