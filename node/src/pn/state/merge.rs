@@ -87,10 +87,14 @@ impl State {
             members: strings(&pn.members),
             epoch: pn.epoch,
         };
-        if merged && self.pn_id().as_deref() != Some(pn.pn_id.as_str()) {
+        let from = self.pn_id().filter(|p| *p != pn.pn_id);
+        if merged
+            && let Some(from) = from
+            && self.moving.as_ref().is_none_or(|(m, _)| *m != from)
+        {
             // The second consent merges this node's PN into the other: it moves at once (the
-            // server's push to the other members says the same).
-            let from = self.pn_id().unwrap_or_default();
+            // server's push to the other members says the same; when it came first, this
+            // node is moving already).
             self.move_to(&from, invitation_of(&pn, addrs), fx);
         }
         fx.resolve(waiter, Reply::Merge(Ok(view)));
