@@ -100,3 +100,49 @@ async fn a_moved_publishers_pn_services_are_rescoped_and_withdrawn_from_the_old_
     assert!(nodes[1].directory.get(&desc.id).await.unwrap().is_none());
     Mesh { ca, nodes }.shutdown().await;
 }
+
+/// A released PN's summary withdrawn (5.6.9): after its gateway's withdrawal a lookup finds no
+/// PN, and another node's withdrawal changes nothing (the DHT servers take the replacement of
+/// a summary from its publisher only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_its_gateway_withdraws_a_released_pns_summary() {
+    init_tracing();
+    let mesh = Mesh::start(
+        6,
+        cpns_overlay::Config {
+            gate_requests: false,
+            ..cpns_overlay::Config::default()
+        },
+        Config::default(),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let n = &mesh.nodes;
+    let pn_id = "pn-00000000000000bb";
+    let summary = cpns_overlay::PnInventorySummary {
+        pn_id: pn_id.into(),
+        owner: "user-2".into(),
+        gateway: n[1].peer,
+        epoch: 3,
+        members: vec![],
+        services: vec![],
+        updated: 1,
+        details: vec![],
+        admins: vec![],
+    };
+    n[1].directory.publish_pn_summary(&summary).await.unwrap();
+    let fetch = |i: usize| {
+        let d = n[i].directory.clone();
+        async move { d.fetch_pn_summary(pn_id).await.unwrap() }
+    };
+    assert_eq!(fetch(5).await, Some(summary.clone()));
+    // Not its gateway: refused wherever it is stored; the summary stays.
+    let _ = n[2].directory.withdraw_pn_summary(pn_id).await;
+    assert_eq!(fetch(5).await, Some(summary.clone()));
+    n[1].directory.withdraw_pn_summary(pn_id).await.unwrap();
+    for i in [0, 3, 5] {
+        assert_eq!(fetch(i).await, None, "node {i} still reads the summary");
+    }
+    mesh.shutdown().await;
+}
