@@ -8,6 +8,7 @@
 //! Body      = Service(Clear(ServiceDescription) | Sealed(GroupSealed) | Withdrawn)
 //!           | Index([{ record key, 8-byte keyword keys }])
 //!           | PnSummary(PnInventorySummary)
+//!           | PnSummaryWithdrawn(pn id)              -- the PN was merged away (5.6.9)
 //! signature = ed25519(publisher, "cpns directory record v1\0" || signed)
 //! ```
 //!
