@@ -335,3 +335,105 @@ async fn an_invitation_reaches_the_invitee_and_takes_effect_only_when_accepted()
     lab.shutdown(vec![gw, bob, carol]).await;
     Ok(())
 }
+
+/// The push of an invitation (5.6.9): a device that is online (it has a live session with
+/// cpns-auth) and does not ask for its invitations again within the test (it asked once at
+/// start; `invitation_poll_secs` is an hour) lists an admin's invitation once the server
+/// pushed it. Accepted, the device is a member (its
+/// status shows the PN, on the PN's key epoch); declined, it stays out and cpns-auth forgets
+/// the invitation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_pushed_to_an_online_device_is_accepted_or_declined() -> Result<()> {
+    init_tracing();
+    let lab = Lab::start().await?;
+    for u in ["alice", "bob", "carol"] {
+        lab.user(u).await?;
+    }
+    let (gw, _) = lab.pn("alice", "router", &[]).await?;
+    let pn_id = gw.handle().status().await?.pn_id.context("gw's PN")?;
+    // Asks once, at start (which opens its session with cpns-auth), then not for an hour:
+    // an invitation made afterwards reaches it in time only by the server's push.
+    let never_asks = |c: &mut cpns_node::Config| c.invitation_poll_secs = 3600;
+    let mode = cpns_node::ModeSetting::Auto;
+    let bob = lab
+        .node_configured("bob", "bob-phone", mode, never_asks)
+        .await?;
+    let carol = lab
+        .node_configured("carol", "carol-tab", mode, never_asks)
+        .await?;
+    // Both are online: cpns-auth holds a live session of each (what the push goes to).
+    for n in [&bob, &carol] {
+        let peer = n.peer_id().to_string();
+        eventually("a live session at cpns-auth", async || {
+            Ok(lab.admin().show_entity(&peer).await?.online)
+        })
+        .await?;
+    }
+    let from_server = |n: &LabNode| {
+        n.handle()
+            .pn_invitations()
+            .into_iter()
+            .find(|i| i.source == "server" && i.pn_id.as_deref() == Some(pn_id.as_str()))
+    };
+    let pushed = |n: &LabNode| {
+        n.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "PnInvitation")
+    };
+
+    gw.handle()
+        .pn_invite(Invitee::Entity(bob.peer_id()))
+        .await?;
+    eventually("the invitation pushed to bob", async || {
+        Ok(from_server(&bob).is_some())
+    })
+    .await?;
+    ensure!(
+        pushed(&bob),
+        "the pushed invitation is traced at bob's node"
+    );
+    let inv = from_server(&bob).context("bob's invitation")?;
+    ensure!(inv.gateway == gw.peer_id().to_string(), "{inv:?}");
+    ensure!(
+        bob.handle().status().await?.pn_id.is_none(),
+        "an invitation alone joins nothing"
+    );
+    let joined = bob.handle().pn_accept(&inv.id).await?;
+    ensure!(joined == pn_id, "bob joined {joined}");
+    let s = bob
+        .handle()
+        .wait_until(WAIT, |s| s.pn_id.as_deref() == Some(pn_id.as_str()))
+        .await?;
+    ensure!(
+        s.pn_id.as_deref() == Some(pn_id.as_str()),
+        "bob's status shows no PN: {s:?}"
+    );
+    same_epoch(&[&gw, &bob]).await?;
+    ensure!(bob.handle().pn_invitations().is_empty());
+
+    gw.handle()
+        .pn_invite(Invitee::Entity(carol.peer_id()))
+        .await?;
+    eventually("the invitation pushed to carol", async || {
+        Ok(from_server(&carol).is_some())
+    })
+    .await?;
+    ensure!(pushed(&carol));
+    let inv = from_server(&carol).context("carol's invitation")?;
+    carol.handle().pn_decline(&inv.id).await?;
+    ensure!(from_server(&carol).is_none(), "declined, still listed");
+    let info = lab.admin().show_pn(&pn_id).await?;
+    let carol_id = carol.peer_id().to_string();
+    ensure!(
+        !info.invited_entities.contains(&carol_id),
+        "cpns-auth still invites carol after the decline: {info:?}"
+    );
+    ensure!(
+        !info.members.contains(&carol_id),
+        "carol is a member after declining: {info:?}"
+    );
+    ensure!(carol.handle().status().await?.pn_id.is_none());
+    lab.shutdown(vec![gw, bob, carol]).await;
+    Ok(())
+}

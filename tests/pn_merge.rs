@@ -10,7 +10,7 @@ use cpns_keys::{GroupKey, Modes};
 use cpns_overlay::{AuthMessage, ErrorCode, Message, NodeMode, PnRecordInfo};
 
 use crate::auth::{Device, establish, expect_code, membership, start_server};
-use crate::util::{Lab, LabNode, WAIT, init_tracing, same_epoch};
+use crate::util::{Lab, LabNode, WAIT, finds, init_tracing, same_epoch};
 
 fn merge_answer(m: Message) -> Result<(bool, PnRecordInfo)> {
     match m {
@@ -262,6 +262,41 @@ async fn a_merge_needs_both_admins_and_a_split_gives_each_side_its_own_key() -> 
     Ok(())
 }
 
+/// Polls `check` until it holds (bounded by [`WAIT`]).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `n` (in neither PN) reads `pn_id`'s summary in the DHT (`seen`), or no longer
+/// does.
+async fn summary_seen(n: &LabNode, pn_id: &str, seen: bool) -> Result<()> {
+    let what = format!("{pn_id}'s summary {}", if seen { "found" } else { "gone" });
+    eventually(&what, async || {
+        Ok(
+            match n.handle().pn_inventory(Some(pn_id.to_owned())).await {
+                Ok(s) => seen && s.pn_id == pn_id && !s.members.is_empty(),
+                Err(cpns_node::OpError::NotFound(_)) => !seen,
+                // The DHT could not be asked: neither found nor gone.
+                Err(e) => {
+                    tracing::debug!("{what}: {e}");
+                    false
+                }
+            },
+        )
+    })
+    .await
+}
+
 /// The PN id and gateway of a node, once it has both.
 async fn pn_of(n: &LabNode) -> Result<(String, String)> {
     let s = n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
@@ -296,16 +331,55 @@ async fn merged_pns_are_one_pn_at_every_node() -> Result<()> {
     lab.user("alice").await?;
     lab.user("bob").await?;
     let (agw, mut am) = lab.pn("alice", "alice-router", &["alice-nas"]).await?;
-    let (bgw, mut bm) = lab.pn("bob", "bob-router", &["bob-phone"]).await?;
+    // One community DHT: bob's household and carol's bootstrap from alice's gateway.
+    let boot = agw.dial_addr().await?;
+    let (bgw, mut bm) = lab
+        .pn_configured("bob", "bob-router", &["bob-phone"], |c| {
+            c.bootstrap = vec![boot.to_string()]
+        })
+        .await?;
     let (anas, bphone) = (am.remove(0), bm.remove(0));
     let (x, agw_id) = pn_of(&agw).await?;
     let (y, bgw_id) = pn_of(&bgw).await?;
     let x_epoch = same_epoch(&[&agw, &anas]).await?;
+    // Carol's router is in neither PN (it runs carol's): an outsider in the community DHT.
+    lab.user("carol").await?;
+    let outsider = lab
+        .node_bootstrapping(
+            "carol",
+            "carol-laptop",
+            cpns_node::ModeSetting::Gateway,
+            boot.clone(),
+        )
+        .await?;
+    outsider
+        .handle()
+        .wait_for_pn(WAIT)
+        .await
+        .context("carol's own PN")?;
+    // Bob's phone offers a service only its PN (Y) sees.
+    let vis = bphone.handle().default_visibility();
+    ensure!(
+        vis == cpns_directory::Visibility::Pn(cpns_keys::GroupId(y.clone())),
+        "{vis}"
+    );
+    let svc = bphone
+        .handle()
+        .publish(
+            cpns_directory::ServiceDraft::new("Bob's turntable", ["turntable"], vis),
+            None,
+        )
+        .await?;
+    finds(&bgw, "turntable", &svc.id).await?;
+    // X's summary is in the DHT (read from outside the PN), Y's too.
+    for pn in [&x, &y] {
+        summary_seen(&outsider, pn, true).await?;
+    }
 
     let pending = agw.handle().pn_merge(&y).await?;
     ensure!(!pending.merged && pending.pn_id == x, "{pending:?}");
-    // Without bob's admin nothing moved.
-    ensure!(lab.admin().list_pns().await?.len() == 2);
+    // Without bob's admin nothing moved (carol's PN is the third).
+    ensure!(lab.admin().list_pns().await?.len() == 3);
     in_pn(&bphone, &y, &bgw_id).await?;
 
     let done = bgw.handle().pn_merge(&x).await?;
@@ -343,7 +417,10 @@ async fn merged_pns_are_one_pn_at_every_node() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let pns = lab.admin().list_pns().await?;
-    ensure!(pns.len() == 1 && pns[0].pn_id == x, "{pns:?}");
+    ensure!(
+        pns.len() == 2 && pns.iter().any(|p| p.pn_id == x) && !pns.iter().any(|p| p.pn_id == y),
+        "{pns:?}"
+    );
     ensure!(
         bphone
             .handle()
@@ -352,7 +429,41 @@ async fn merged_pns_are_one_pn_at_every_node() -> Result<()> {
             .any(|e| e.flow == "5.6.9" && e.message == "JoinPnAfterMove"),
         "the move is traced"
     );
-    lab.shutdown(vec![agw, anas, bgw, bphone]).await;
+    // Services re-scoped: Bob's PN service is the merged PN's now. A member of X that was
+    // never in Y finds it by keyword with X's key; the outsider does not.
+    eventually("the merged PN's member finding Bob's service", async || {
+        Ok(finds(&anas, "turntable", &svc.id).await.is_ok())
+    })
+    .await?;
+    finds(&agw, "turntable", &svc.id).await?;
+    let theirs = outsider
+        .handle()
+        .find(&cpns_directory::Query::keywords(["turntable"]))
+        .await?;
+    ensure!(
+        theirs.services.is_empty(),
+        "an outsider found a PN service: {theirs:?}"
+    );
+    ensure!(
+        bphone
+            .handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "RescopeServicesAfterMove"),
+        "the re-scope is traced"
+    );
+    // One PN in the DHT too: the released PN's summary is withdrawn by its former gateway,
+    // the merged PN's stays.
+    summary_seen(&outsider, &y, false).await?;
+    summary_seen(&outsider, &x, true).await?;
+    ensure!(
+        bgw.handle()
+            .trace()
+            .iter()
+            .any(|e| e.flow == "5.6.9" && e.message == "WithdrawReleasedPnSummary"),
+        "the withdrawal is traced"
+    );
+    lab.shutdown(vec![agw, anas, bgw, bphone, outsider]).await;
     Ok(())
 }
 
@@ -370,6 +481,16 @@ async fn a_member_split_off_cannot_open_the_other_sides_new_content() -> Result<
     let (x, gw_id) = pn_of(&gw).await?;
     let before = same_epoch(&[&gw, nas, tv, phone]).await?;
     let old_sealed = tv.handle().pn_seal(b"before")?;
+    // The TV offers a PN service before the split.
+    let vis = tv.handle().default_visibility();
+    let svc = tv
+        .handle()
+        .publish(
+            cpns_directory::ServiceDraft::new("The TV's recordings", ["recordings"], vis),
+            None,
+        )
+        .await?;
+    finds(nas, "recordings", &svc.id).await?;
 
     let split = nas
         .handle()
@@ -414,6 +535,20 @@ async fn a_member_split_off_cannot_open_the_other_sides_new_content() -> Result<
             ours.epoch
         );
     }
+    // The TV's service went with it: the other device split off finds it with the new PN's
+    // key; the side that stayed no longer does (withdrawn under its key).
+    eventually("the new PN's member finding the TV's service", async || {
+        Ok(finds(phone, "recordings", &svc.id).await.is_ok())
+    })
+    .await?;
+    eventually("the TV's service withdrawn from the old side", async || {
+        let found = nas
+            .handle()
+            .find(&cpns_directory::Query::keywords(["recordings"]))
+            .await?;
+        Ok(found.services.is_empty())
+    })
+    .await?;
     // What was sealed before the split is still readable by those who held that key.
     ensure!(nas.handle().pn_open(&old_sealed)? == b"before");
     let pns = lab.admin().list_pns().await?;

@@ -97,6 +97,34 @@ fn record_move(
     Ok(())
 }
 
+/// Most former PN ids one pruning pass looks at (the rest wait for the next pass).
+const PRUNE_SCAN: usize = 4096;
+
+/// Deletes, into `b`, the moves recorded before `cutoff` (and a former PN's entry once none of
+/// its moves is left). Returns how many moves go.
+///
+/// A move is needed while a member that moved may still name its former PN: that member's
+/// credential at the time of the move lasts at most the credential lifetime the server
+/// issues, and any contact it makes before then (a session, a lookup of its PN, a gateway's
+/// step 17) leads it to its PN. The caller passes `now - credential_lifetime`.
+fn prune_moves(store: &Store, cutoff: UnixTime, b: &mut Batch) -> Result<usize, RequestError> {
+    let mut pruned = 0;
+    for (key, mut moves) in store.first::<PnMoves>(Table::PnMoves, PRUNE_SCAN)? {
+        let before = moves.moves.len();
+        moves.moves.retain(|m| m.at >= cutoff);
+        if moves.moves.len() == before {
+            continue;
+        }
+        pruned += before - moves.moves.len();
+        if moves.moves.is_empty() {
+            b.delete(Table::PnMoves, &key);
+        } else {
+            b.put(Table::PnMoves, &key, &moves)?;
+        }
+    }
+    Ok(pruned)
+}
+
 /// The members of `pn` that are its admins by [`is_admin`]'s rule (listed, or devices of the
 /// owner user).
 fn admins_of(store: &Store, pn: &PnRecord) -> Result<Vec<PeerId>, RequestError> {
@@ -219,6 +247,23 @@ impl Core {
             members: gone.members.clone(),
         });
         Ok(MergeOutcome::Merged(pn))
+    }
+
+    /// Prunes `pn_moves.v1` (see [`prune_moves`]), durably; run by the server's periodic
+    /// clean-up. Returns how many moves went.
+    pub(crate) async fn prune_pn_moves(&self, now: UnixTime) -> Result<usize, RequestError> {
+        let cutoff = now.saturating_sub(self.config.credential_lifetime.as_secs());
+        let pruned = self
+            .commit(|store| {
+                let mut b = Batch::default();
+                let n = prune_moves(store, cutoff, &mut b)?;
+                Ok::<_, RequestError>((b, n))
+            })
+            .await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "old PN moves pruned");
+        }
+        Ok(pruned)
     }
 
     /// Where a member of `pn_id` that moved (by a merge or a split) is a member now.
@@ -401,5 +446,73 @@ mod tests {
         record_move(&store, "pn-w", "pn-z", &[c], 5, &mut batch).unwrap();
         store.apply(&batch).unwrap();
         assert!(resolve(&store, "pn-z", &c).is_err());
+    }
+
+    /// Moves older than the credential lifetime go, durably (after a reopen too), and a
+    /// former PN's entry goes with its last move; newer moves stay and still lead their
+    /// members to their PN.
+    #[tokio::test]
+    async fn moves_older_than_the_credential_lifetime_are_pruned_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let lifetime = 30 * 86_400;
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            credential_lifetime: std::time::Duration::from_secs(lifetime),
+            ..Default::default()
+        };
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let now = 100_000_000;
+        {
+            let core = Core::open(config.clone(), None).unwrap();
+            let mut batch = Batch::default();
+            batch
+                .put(Table::Pns, "pn-x", &pn("pn-x", &[a, b, c]))
+                .unwrap();
+            // pn-y: one old move only; pn-z: one old and one recent.
+            record_move(
+                &core.store,
+                "pn-y",
+                "pn-x",
+                &[a],
+                now - lifetime - 1,
+                &mut batch,
+            )
+            .unwrap();
+            core.store.apply(&batch).unwrap();
+            let mut batch = Batch::default();
+            record_move(
+                &core.store,
+                "pn-z",
+                "pn-x",
+                &[b],
+                now - lifetime - 5,
+                &mut batch,
+            )
+            .unwrap();
+            core.store.apply(&batch).unwrap();
+            let mut batch = Batch::default();
+            record_move(&core.store, "pn-z", "pn-x", &[c], now - 10, &mut batch).unwrap();
+            core.store.apply(&batch).unwrap();
+            assert_eq!(core.prune_pn_moves(now).await.unwrap(), 2);
+            assert_eq!(
+                core.prune_pn_moves(now).await.unwrap(),
+                0,
+                "nothing left to prune"
+            );
+        }
+        let core = Core::open(config, None).unwrap();
+        let store = &core.store;
+        assert!(
+            store
+                .get::<PnMoves>(Table::PnMoves, "pn-y")
+                .unwrap()
+                .is_none(),
+            "a former PN with no move left is gone"
+        );
+        let z: PnMoves = store.get(Table::PnMoves, "pn-z").unwrap().unwrap();
+        assert_eq!(z.moves.len(), 1);
+        assert_eq!(z.moves[0].members, vec![c]);
+        assert_eq!(resolve(store, "pn-z", &c).unwrap().pn_id, "pn-x");
+        assert!(resolve(store, "pn-z", &b).is_err(), "its move was pruned");
     }
 }

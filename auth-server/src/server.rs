@@ -31,6 +31,8 @@ const FOLLOWUP_QUEUE: usize = 4096;
 const MAX_PUSHES_IN_FLIGHT: usize = 64;
 /// How often expired sessions and challenges are forgotten.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// How many clean-up ticks apart `pn_moves.v1` is pruned (every ten minutes).
+const PRUNE_EVERY: u64 = 60;
 /// How long shutdown waits for requests in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -502,6 +504,7 @@ async fn status_update(core: &Core, client: &Client, gateway: PeerId) {
 
 async fn gc(core: Arc<Core>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(GC_INTERVAL);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             biased;
@@ -510,6 +513,13 @@ async fn gc(core: Arc<Core>, cancel: CancellationToken) {
                 let now = unix_now();
                 core.authn.gc(Instant::now(), now);
                 core.metrics.sessions.set(core.authn.session_count(now) as i64);
+                // Old PN moves go every PRUNE_EVERY ticks (a scan under the write lock).
+                if ticks.is_multiple_of(PRUNE_EVERY)
+                    && let Err(e) = core.prune_pn_moves(now).await
+                {
+                    warn!("PN moves not pruned: {e}");
+                }
+                ticks = ticks.wrapping_add(1);
             }
         }
     }

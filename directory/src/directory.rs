@@ -342,6 +342,58 @@ impl Directory {
         Ok(count)
     }
 
+    /// Moves every own service scoped to the PN `from` to the PN `to` (5.6.9: this node's PN
+    /// was merged into another, or it was split off): each is re-sealed under `to`'s current
+    /// key with a new version, its record under `from`'s key is replaced by a tombstone, the
+    /// keyword keys of `from` are no longer provided and both scopes' indexes are rewritten.
+    /// The same writes as a publish that changes a service's visibility; what is left
+    /// unreplicated is put again by the next republish. Returns how many services moved
+    /// (none when none was scoped to `from`, so calling it again does nothing).
+    pub async fn rescope_pn(&self, from: &GroupId, to: &GroupId) -> Result<usize, PublishError> {
+        if from == to {
+            return Ok(0);
+        }
+        // Without `to`'s key nothing moves (the caller tries again once it holds it).
+        self.scope_key(&Visibility::Pn(to.clone()))?;
+        let guard = self.inner.writes.lock().await;
+        let now = crate::now();
+        let mut moved = Vec::new();
+        for mut local in self.inner.store.all() {
+            if local.description.visibility != Visibility::Pn(from.clone()) {
+                continue;
+            }
+            local.description.visibility = Visibility::Pn(to.clone());
+            local.description.version = self.next_version(now);
+            local.description.expires = self.expiry(local.until, now);
+            let published = self.build(&local.description, now)?;
+            self.inner.store.put(&local).await?;
+            let old = self.cache_insert(published.clone());
+            moved.push((published, old));
+        }
+        let mut writes = Vec::new();
+        for (published, old) in &moved {
+            writes.extend(record_writes(published));
+            if let Some(old) = old {
+                writes.push(self.tombstone(old, now)?);
+                writes.extend(self.stop_unused(&old.keyword_keys));
+                self.schedule_index(old.scope.clone());
+            }
+            self.schedule_index(published.scope.clone());
+        }
+        drop(guard);
+        for (published, _) in &moved {
+            self.notify_local(&published.description);
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        self.write_all(writes).await.map_err(|e| {
+            self.inner.retry_soon.notify_one();
+            PublishError::NotReplicated(e)
+        })?;
+        Ok(moved.len())
+    }
+
     /// Runs the directory's background work until `cancel` fires: republishes at once (then
     /// every [`Config::republish_interval`], retrying sooner while the DHT cannot be reached)
     /// and removes own services whose end has passed. Cancel-safe.

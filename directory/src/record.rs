@@ -8,6 +8,7 @@
 //! Body      = Service(Clear(ServiceDescription) | Sealed(GroupSealed) | Withdrawn)
 //!           | Index([{ record key, 8-byte keyword keys }])
 //!           | PnSummary(PnInventorySummary)
+//!           | PnSummaryWithdrawn(pn id)              -- the PN was merged away (5.6.9)
 //! signature = ed25519(publisher, "cpns directory record v1\0" || signed)
 //! ```
 //!
@@ -95,6 +96,9 @@ pub(crate) enum Body {
     Index(Vec<IndexEntry>),
     /// A gateway's summary of its PN Inventory.
     PnSummary(Box<PnInventorySummary>),
+    /// The gateway of a PN that no longer exists (5.6.9: merged into another, released at
+    /// `cpns-auth`) withdraws its summary: replaces the summary under the PN's key.
+    PnSummaryWithdrawn(String),
 }
 
 /// A service description, readable by all, sealed for a group, or withdrawn.
@@ -314,7 +318,11 @@ fn verify_signed(
     publisher
         .verify(&signed_bytes(&env.signed), &env.signature)
         .map_err(|_| RecordError::BadSignature)?;
-    let mode = matches!(header.body, Body::PnSummary(_)).then_some(Mode::Gateway);
+    let mode = matches!(
+        header.body,
+        Body::PnSummary(_) | Body::PnSummaryWithdrawn(_)
+    )
+    .then_some(Mode::Gateway);
     trust
         .check_credential_mode(&credential, &header.publisher, mode, now)
         .map_err(|e| match e {
@@ -423,6 +431,14 @@ fn check_body(
                 return invalid("too many members".into());
             }
             if header.key != keyword::pn_summary_key(&s.pn_id) {
+                return Err(RecordError::WrongKey);
+            }
+        }
+        Body::PnSummaryWithdrawn(pn_id) => {
+            if pn_id.is_empty() || pn_id.len() > cpns_keys::MAX_GROUP_ID_LEN {
+                return invalid("bad PN id".into());
+            }
+            if header.key != keyword::pn_summary_key(pn_id) {
                 return Err(RecordError::WrongKey);
             }
         }

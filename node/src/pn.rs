@@ -177,6 +177,9 @@ pub(crate) struct View {
     pub(crate) admin: Option<Arc<cpns_overlay::PnAdminInfo>>,
     /// The heartbeat period in force (an Adminee setting, else the configuration).
     pub(crate) heartbeat: std::time::Duration,
+    /// This node's last move by a merge or a split (5.6.9): the PN it left, the PN it moved
+    /// to. Not kept across a restart.
+    pub(crate) last_move: Option<Arc<(String, String)>>,
 }
 
 impl View {

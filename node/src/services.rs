@@ -26,7 +26,10 @@ use tracing::{debug, info, warn};
 use crate::context::Context;
 use crate::error::OpError;
 use crate::pn::{self, SenderClass, pn_group};
-use crate::trace::flow::G1;
+use crate::trace::flow::{G1, GW_SWITCH};
+
+/// What a published PN summary said: its PN, epoch, members and services (re-put on change).
+type SummaryKey = (String, u64, Vec<cpns_overlay::MemberInfo>, Vec<String>);
 
 /// Advertisements kept for the local user.
 const MAX_ADVERTISEMENTS: usize = 256;
@@ -38,6 +41,9 @@ const PUBLISH_WAIT_FOR_PEERS: Duration = Duration::from_secs(5);
 const PUBLISH_RETRIES: u32 = 6;
 const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(500);
 const PUBLISH_RETRY_PAUSE_MAX: Duration = Duration::from_secs(4);
+/// How soon the services and summary of a move are tried again (5.6.9, see
+/// `Services::follow_move`).
+const MOVE_RETRY: Duration = Duration::from_secs(1);
 /// Longest the gateway's fan-out of one advertisement takes.
 const FAN_OUT_WAIT: Duration = Duration::from_secs(2);
 
@@ -191,10 +197,13 @@ impl Services {
         let mut last_epoch = None;
         let mut published_revocations = 0;
         let mut last_summary = None;
+        let mut rescoped = None;
+        let mut move_pending = false;
         loop {
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => return,
+                _ = tokio::time::sleep(MOVE_RETRY), if move_pending => {}
                 _ = refresh.tick() => {
                     if let Ok(Some(list)) = directory.fetch_revocations().await {
                         self.inner.pn.offer_revocations(list).await;
@@ -221,6 +230,9 @@ impl Services {
             // a gateway, or a node in no PN, has none.
             let home = view.my_gateway().filter(|gw| *gw != ctx.peer_id);
             directory.set_home_servers(home.into_iter().collect()).await;
+            move_pending = self
+                .follow_move(&directory, &view, &mut rescoped, &mut last_summary)
+                .await;
             let epoch = view.pn_id().and_then(|pn| {
                 use cpns_directory::KeyRing as _;
                 ctx.keyring.current(&pn_group(pn)).map(|k| k.epoch())
@@ -246,6 +258,7 @@ impl Services {
                     m.listen_addrs.clear();
                 }
                 let key = (
+                    summary.pn_id.clone(),
                     summary.epoch,
                     summary.members.clone(),
                     summary.services.clone(),
@@ -258,6 +271,93 @@ impl Services {
                 }
             }
         }
+    }
+
+    /// After this node moved to another PN (5.6.9, a merge or a split), once it is in that
+    /// PN and holds its key: its services scoped to the PN it left are re-published under the
+    /// new PN's key and withdrawn under the old one (members of the PN it is in now find them
+    /// by keyword; the old key is no one's any more), and, if it was the gateway of the PN it
+    /// left (merged away, released at `cpns-auth`), that PN's DHT summary is withdrawn.
+    /// `done` is the move whose services were re-scoped. Returns whether something is left
+    /// to do (the new key is not held yet, or the DHT took no write): the caller comes back
+    /// after [`MOVE_RETRY`].
+    async fn follow_move(
+        &self,
+        directory: &Directory,
+        view: &pn::View,
+        done: &mut Option<Arc<(String, String)>>,
+        last_summary: &mut Option<SummaryKey>,
+    ) -> bool {
+        let Some(moved) = view.last_move.clone() else {
+            return false;
+        };
+        let (from, into) = (&moved.0, &moved.1);
+        if view.pn_id() != Some(into.as_str()) {
+            return false;
+        }
+        let ctx = &self.inner.ctx;
+        let me = ctx.peer_id;
+        let mut pending = false;
+        if done.as_ref() != Some(&moved) {
+            match directory.rescope_pn(&pn_group(from), &pn_group(into)).await {
+                Ok(n) => {
+                    info!(services = n, %from, %into, "services re-scoped to the PN this node moved to");
+                    ctx.trace(
+                        GW_SWITCH,
+                        38,
+                        &me,
+                        &me,
+                        "RescopeServicesAfterMove",
+                        format!("{n} services {from} -> {into}"),
+                    );
+                    *done = Some(moved.clone());
+                }
+                // Saved and cached under the new PN: the directory puts them again soon.
+                Err(cpns_directory::PublishError::NotReplicated(e)) => {
+                    debug!("re-scoped services not yet replicated: {e}");
+                    ctx.trace(
+                        GW_SWITCH,
+                        38,
+                        &me,
+                        &me,
+                        "RescopeServicesAfterMove",
+                        format!("{from} -> {into} (not yet replicated)"),
+                    );
+                    *done = Some(moved.clone());
+                }
+                Err(e) => {
+                    debug!("services not re-scoped yet: {e}");
+                    pending = true;
+                }
+            }
+        }
+        // The summary this node last put as gateway is of the PN it left: withdrawn, until
+        // the DHT takes it.
+        if last_summary.as_ref().is_some_and(|k| k.0 == *from) {
+            match directory.withdraw_pn_summary(from).await {
+                Ok(()) => {
+                    *last_summary = None;
+                    ctx.trace(
+                        GW_SWITCH,
+                        39,
+                        &me,
+                        &me,
+                        "WithdrawReleasedPnSummary",
+                        from.clone(),
+                    );
+                }
+                Err(cpns_directory::PublishError::NotReplicated(e)) => {
+                    debug!("the released PN's summary not withdrawn yet: {e}");
+                    pending = true;
+                }
+                // Not this node's to withdraw (any more): it expires with its record.
+                Err(e) => {
+                    warn!(pn = %from, "the released PN's summary cannot be withdrawn: {e}");
+                    *last_summary = None;
+                }
+            }
+        }
+        pending
     }
 
     /// Advertisements the directory accepted locally are kept for the user (`cpns services

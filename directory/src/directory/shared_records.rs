@@ -94,13 +94,46 @@ impl Directory {
         .map_err(PublishError::NotReplicated)
     }
 
+    /// Withdraws the summary of a PN this gateway published that no longer exists (5.6.9: it
+    /// was merged into another PN and released at `cpns-auth`): a newer record under the PN's
+    /// summary key says so, which [`Directory::fetch_pn_summary`] reads as no PN. The DHT
+    /// servers take it from the summary's publisher only (as any replacement of a summary),
+    /// and only from a credential that allows gateway mode.
+    pub async fn withdraw_pn_summary(&self, pn_id: &str) -> Result<(), PublishError> {
+        if !self.credential().body.modes.contains(Mode::Gateway) {
+            return Err(PublishError::Forbidden(
+                "the credential does not allow gateway mode".into(),
+            ));
+        }
+        let now = crate::now();
+        let key = keyword::pn_summary_key(pn_id);
+        let expires = now.saturating_add(self.inner.config.record_ttl.as_secs());
+        let header = Header {
+            key: key.clone(),
+            publisher: self.inner.peer,
+            version: self.next_version(now),
+            issued: now,
+            expires,
+            body: Body::PnSummaryWithdrawn(pn_id.to_owned()),
+        };
+        let value = self.sign(&header)?;
+        self.write_all(vec![Write::Put {
+            key,
+            value,
+            expires,
+        }])
+        .await
+        .map_err(PublishError::NotReplicated)
+    }
+
     /// Fetches a PN's inventory summary (the newest valid one found).
     pub async fn fetch_pn_summary(
         &self,
         pn_id: &str,
     ) -> Result<Option<PnInventorySummary>, FindError> {
         let key = keyword::pn_summary_key(pn_id);
-        let mut best: Option<(u64, UnixTime, Box<PnInventorySummary>)> = None;
+        // The newest summary or withdrawal; a withdrawal (`None`) means the PN is gone.
+        let mut best: Option<(u64, UnixTime, Option<Box<PnInventorySummary>>)> = None;
         for value in self.fetch_all(&key).await? {
             if let Ok(record::Checked::Signed { header }) = record::verify(
                 &value,
@@ -108,15 +141,19 @@ impl Directory {
                 &self.inner.trust,
                 &self.inner.config,
                 crate::now(),
-            ) && let Body::PnSummary(s) = header.body
-                && best
-                    .as_ref()
-                    .is_none_or(|(v, i, _)| (*v, *i) < (header.version, header.issued))
+            ) && best
+                .as_ref()
+                .is_none_or(|(v, i, _)| (*v, *i) < (header.version, header.issued))
             {
-                best = Some((header.version, header.issued, s));
+                let order = (header.version, header.issued);
+                match header.body {
+                    Body::PnSummary(s) => best = Some((order.0, order.1, Some(s))),
+                    Body::PnSummaryWithdrawn(_) => best = Some((order.0, order.1, None)),
+                    _ => {}
+                }
             }
         }
-        Ok(best.map(|(_, _, s)| *s))
+        Ok(best.and_then(|(_, _, s)| s).map(|s| *s))
     }
 
     // ---- internals ----

@@ -331,6 +331,9 @@ pub(crate) struct State {
     /// 5.6.9: the PN this node moved from (a merge or a split) until it is in the PN it moved
     /// to, and when to ask `cpns-auth` again where that is (a join that failed is retried).
     moving: Option<(String, UnixTime)>,
+    /// 5.6.9: this node's last move, the PN it left and the PN it moved to (readers re-scope
+    /// the node's services and withdraw a released PN's summary from it).
+    last_move: Option<Arc<(String, String)>>,
     version: u64,
 }
 
@@ -418,6 +421,7 @@ impl State {
             admin,
             invitations_polled: 0,
             moving: None,
+            last_move: None,
             relist: BTreeMap::new(),
             version: 0,
             env,
@@ -461,6 +465,7 @@ impl State {
             overrides: self.overrides.clone(),
             admin: self.admin.clone(),
             heartbeat: self.heartbeat_period(),
+            last_move: self.last_move.clone(),
         }
     }
 

@@ -15,7 +15,9 @@
 //! PnsMerged (the server's answer), 32 PnMovedToAnotherPn (server to a moved member), 33
 //! JoinPnAfterMove (member to the new gateway), 34 PnSplitRequest (admin to server), 35
 //! PnSplitDone (the server's answer), 36 SetUpPnSplitOff (the new PN's gateway), 37
-//! PnMoveLookup (member to server).
+//! PnMoveLookup (member to server); then, in `crate::services`, 38 RescopeServicesAfterMove
+//! (the member's services follow it into the new PN) and 39 WithdrawReleasedPnSummary (the
+//! former gateway of a PN merged away withdraws its DHT summary).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,10 +87,14 @@ impl State {
             members: strings(&pn.members),
             epoch: pn.epoch,
         };
-        if merged && self.pn_id().as_deref() != Some(pn.pn_id.as_str()) {
+        let from = self.pn_id().filter(|p| *p != pn.pn_id);
+        if merged
+            && let Some(from) = from
+            && self.moving.as_ref().is_none_or(|(m, _)| *m != from)
+        {
             // The second consent merges this node's PN into the other: it moves at once (the
-            // server's push to the other members says the same).
-            let from = self.pn_id().unwrap_or_default();
+            // server's push to the other members says the same; when it came first, this
+            // node is moving already).
             self.move_to(&from, invitation_of(&pn, addrs), fx);
         }
         fx.resolve(waiter, Reply::Merge(Ok(view)));
@@ -282,6 +288,7 @@ impl State {
     /// Joins `to` through its gateway, or sets it up when this node is its gateway.
     fn move_to(&mut self, from: &str, to: PnInvitationInfo, fx: &mut Fx) {
         self.moving = Some((from.to_owned(), fx.now + self.move_retry_secs()));
+        self.last_move = Some(Arc::new((from.to_owned(), to.pn_id.clone())));
         let me = self.me();
         if to.gateway == me {
             return self.set_up_split_off(to, fx);
