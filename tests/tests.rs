@@ -33,6 +33,7 @@ mod pn_establishment;
 mod pn_management;
 mod pn_merge;
 mod pn_merge_crash;
+mod pn_switch;
 mod proxy_expose;
 mod renewal;
 mod typical_flow;

@@ -614,9 +614,7 @@ impl Delivery {
         let session = rand::random::<u64>() | 1;
         {
             let mut sessions = self.sessions();
-            sessions
-                .invoked
-                .retain(|_, s| s.created.elapsed() < s.ttl);
+            sessions.invoked.retain(|_, s| s.created.elapsed() < s.ttl);
             if sessions.invoked.len() + sessions.live.len() >= MAX_SESSIONS {
                 return Err(Message::error(
                     ErrorCode::Busy,

@@ -146,7 +146,10 @@ impl Delivery {
 
     /// The service and who delivers it: its entity, or the node that speaks for an external
     /// provider and delivers its content (`cpns-delivery` endpoint).
-    async fn offerer_of(&self, service_id: &str) -> Result<(PeerId, ServiceDescription), OpError> {
+    pub(super) async fn offerer_of(
+        &self,
+        service_id: &str,
+    ) -> Result<(PeerId, ServiceDescription), OpError> {
         let desc = self.inner.services.get(service_id).await?.description;
         match &desc.source {
             Source::Entity(p) => Ok((*p, desc)),
@@ -516,7 +519,7 @@ impl Delivery {
 
     /// G.1 step 8 after a use: to `cpns-auth` (through the gateway) and to the external
     /// collector, as the user's preferences allow. Returns what became of each.
-    async fn report_use(&self, mut record: UsageRecord) -> (String, String) {
+    pub(super) async fn report_use(&self, mut record: UsageRecord) -> (String, String) {
         let usage = &self.inner.usage;
         let prefs = usage.report_prefs();
         if prefs.omit_capabilities {

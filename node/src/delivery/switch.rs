@@ -120,9 +120,7 @@ pub(crate) fn same_user_pne(view: &View, other: &PeerId) -> Result<(), String> {
         ));
     }
     if member.info.mode == NodeMode::Gateway {
-        return Err(format!(
-            "{other} is gateway-only: it consumes no services"
-        ));
+        return Err(format!("{other} is gateway-only: it consumes no services"));
     }
     Ok(())
 }
@@ -430,19 +428,18 @@ impl Delivery {
     pub(super) fn on_continue(&self, peer: PeerId, session: u64, offset: u64) -> Message {
         let ctx = self.ctx();
         let mut s = self.sessions();
-        let (length, running) = if let Some(i) =
-            s.invoked.get(&session).filter(|i| i.consumer == peer)
-        {
-            (i.length, false)
-        } else if let Some(l) = s
-            .live
-            .get(&(Role::Offerer, session))
-            .filter(|l| l.peer == peer)
-        {
-            (l.control.total(), true)
-        } else {
-            return Message::error(ErrorCode::NotFound, "no session of yours with that id");
-        };
+        let (length, running) =
+            if let Some(i) = s.invoked.get(&session).filter(|i| i.consumer == peer) {
+                (i.length, false)
+            } else if let Some(l) = s
+                .live
+                .get(&(Role::Offerer, session))
+                .filter(|l| l.peer == peer)
+            {
+                (l.control.total(), true)
+            } else {
+                return Message::error(ErrorCode::NotFound, "no session of yours with that id");
+            };
         if offset > length {
             return Message::error(
                 ErrorCode::BadRequest,
@@ -486,7 +483,12 @@ impl Delivery {
         self.ask_continue(peer, session, offset).await
     }
 
-    async fn ask_continue(&self, offerer: PeerId, session: u64, offset: u64) -> Result<(), OpError> {
+    async fn ask_continue(
+        &self,
+        offerer: PeerId,
+        session: u64,
+        offset: u64,
+    ) -> Result<(), OpError> {
         let ctx = self.ctx();
         ctx.trace(
             GW_SWITCH,
@@ -553,7 +555,10 @@ impl Delivery {
         if offerer != h.offerer {
             return Message::error(
                 ErrorCode::BadRequest,
-                format!("{} is offered by {offerer}, not {}", h.service_id, h.offerer),
+                format!(
+                    "{} is offered by {offerer}, not {}",
+                    h.service_id, h.offerer
+                ),
             );
         }
         let control = Control::new(h.total);
