@@ -236,3 +236,203 @@ async fn a_paused_delivery_moves_to_another_pne_of_the_user_and_arrives_whole() 
     lab.shutdown(vec![gw, nas, phone, tv, bob]).await;
     Ok(())
 }
+
+mod cli {
+    //! `cpns pn switch` with the real binaries: three `cpns-node` processes of alice form a PN;
+    //! a fetch by the laptop, paused part-way, moves to the television, which ends with the
+    //! whole film.
+
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Stdio};
+
+    use anyhow::{Context as _, Result, ensure};
+    use serde_json::Value;
+
+    use crate::cli::{
+        Daemons, WAIT, auth_cli, command, cpns, run, run_json, start_auth_with_alice, wait_for,
+    };
+    use crate::node::wait_timeout;
+
+    /// A `cpns` process left running (the fetch); killed if the test fails.
+    struct Background(Child);
+
+    impl Drop for Background {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn start_node(
+        daemons: &mut Daemons,
+        root: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<PathBuf> {
+        let dir = root.join(name);
+        let mut cmd = command("cpns-node");
+        cmd.arg("--data-dir")
+            .arg(&dir)
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--mdns",
+                "off",
+                "--device-name",
+                name,
+            ])
+            .args(extra);
+        daemons.start(name, cmd, &root.join(format!("{name}.log")))?;
+        Ok(dir)
+    }
+
+    /// `cpns status` once the node answers and `pred` holds.
+    fn status_where(
+        daemons: &mut Daemons,
+        dir: &Path,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        wait_for(daemons, WAIT, what, || {
+            if !dir.join(cpns_node::API_FILE).exists() {
+                return Ok(None);
+            }
+            let out = run(cpns(dir, &["status"]), WAIT)?;
+            let s: Option<Value> = out
+                .status
+                .success()
+                .then(|| serde_json::from_slice(&out.stdout).ok())
+                .flatten();
+            Ok(s.filter(|s| pred(s)))
+        })
+    }
+
+    #[test]
+    fn pn_switch_moves_a_paused_fetch_to_another_pne_through_the_cli() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path();
+        let mut daemons = Daemons::default();
+        let auth = start_auth_with_alice(&mut daemons, root)?;
+        let code = || -> Result<String> {
+            let v = run_json(auth_cli(
+                &auth,
+                &["enrol", "create", "--user", "alice", "--json"],
+            ))?;
+            v["code"].as_str().map(str::to_owned).context("no code")
+        };
+        let nas = start_node(&mut daemons, root, "nas", &["--code", &code()?])?;
+        status_where(&mut daemons, &nas, "the NAS enrolled", |s| {
+            s["enrolled"] == true
+        })?;
+        let pairing = run_json(cpns(&nas, &["pairing-code"]))?;
+        let pairing = pairing["code"].as_str().context("pairing code")?.to_owned();
+        let laptop = start_node(
+            &mut daemons,
+            root,
+            "laptop",
+            &["--code", &code()?, "--pair", &pairing],
+        )?;
+        status_where(&mut daemons, &laptop, "the PN of two", |s| {
+            s["pn_id"].is_string() && s["members"].as_array().map(Vec::len) == Some(2)
+        })?;
+        let pairing = run_json(cpns(&nas, &["pairing-code"]))?;
+        let pairing = pairing["code"].as_str().context("pairing code")?.to_owned();
+        let tv = start_node(
+            &mut daemons,
+            root,
+            "tv",
+            &["--code", &code()?, "--pair", &pairing],
+        )?;
+        let three =
+            |s: &Value| s["pn_id"].is_string() && s["members"].as_array().map(Vec::len) == Some(3);
+        status_where(
+            &mut daemons,
+            &laptop,
+            "the laptop in the PN of three",
+            three,
+        )?;
+        let tv_status = status_where(&mut daemons, &tv, "the TV in the PN of three", three)?;
+        let tv_id = tv_status["peer_id"].as_str().context("peer id")?.to_owned();
+
+        let total = 24usize << 20;
+        let film: Vec<u8> = super::content(total);
+        let film_path = root.join("film.ts");
+        std::fs::write(&film_path, &film)?;
+        let published = run_json(cpns(
+            &nas,
+            &[
+                "services",
+                "publish",
+                "--name",
+                "Film",
+                "-k",
+                "film",
+                "--file",
+                film_path.to_str().context("path")?,
+            ],
+        ))?;
+        let id = published["id"].as_str().context("service id")?.to_owned();
+        let out_path = root.join("fetch.json");
+        let mut fetch = Background(
+            cpns(&laptop, &["content", "fetch", &id])
+                .stdout(std::fs::File::create(&out_path)?)
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let running = wait_for(&mut daemons, WAIT, "bytes flowing", || {
+            let list = run_json(cpns(&laptop, &["content", "sessions"]))?;
+            Ok(list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| {
+                    s["service_id"] == id.as_str()
+                        && s["role"] == "consumer"
+                        && s["bytes"].as_u64().unwrap_or(0) > 0
+                })
+                .cloned())
+        })?;
+        let session = running["id"].as_str().context("session id")?.to_owned();
+        let paused = run_json(cpns(&laptop, &["content", "pause", &session]))?;
+        ensure!(paused["state"] == "paused by the consumer", "{paused}");
+
+        // A peer that is no member of the PN: refused, clearly.
+        let stranger = libp2p::PeerId::random().to_string();
+        let out = run(cpns(&laptop, &["pn", "switch", "--to", &stranger]), WAIT)?;
+        ensure!(!out.status.success(), "a switch to a stranger succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(err.contains("is not a member of this PN"), "{err}");
+
+        // The switch to the television.
+        let switched = run_json(cpns(
+            &laptop,
+            &["pn", "switch", "--to", &tv_id, "--session", &session],
+        ))?;
+        let moved = &switched["sessions"][0];
+        ensure!(moved["id"] == session.as_str(), "{switched}");
+        let offset = moved["offset"].as_u64().unwrap_or(0);
+        ensure!(offset > 0 && offset < total as u64, "{switched}");
+        let status = wait_timeout(&mut fetch.0, WAIT)?.context("the fetch did not end")?;
+        ensure!(status.success(), "the switched fetch failed: {status}");
+        let outcome: Value = serde_json::from_slice(&std::fs::read(&out_path)?)?;
+        ensure!(
+            outcome["ended"] == format!("switched to {tv_id}").as_str(),
+            "{outcome}"
+        );
+        let file = tv.join("downloads").join(&id);
+        wait_for(&mut daemons, WAIT, "the film at the TV", || {
+            let list = run_json(cpns(&tv, &["content", "sessions"]))?;
+            let done = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|s| s["service_id"] != id.as_str());
+            Ok((done && file.exists()).then_some(()))
+        })?;
+        ensure!(
+            std::fs::read(&file)? == film,
+            "the TV's film differs from the source"
+        );
+        Ok(())
+    }
+}
