@@ -232,7 +232,6 @@ async fn a_paused_delivery_moves_to_another_pne_of_the_user_and_arrives_whole() 
             "{msg} not traced at the new PNE: {at_tv:?}"
         );
     }
-    eprintln!("SWITCHED {switched:?}\nLINE {line}\nPHONE {at_phone:?}\nTV {at_tv:?}");
     lab.shutdown(vec![gw, nas, phone, tv, bob]).await;
     Ok(())
 }

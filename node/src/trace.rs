@@ -18,7 +18,9 @@ pub mod flow {
     /// Switching a PN's gateway (5.6.9): 1 the gateway fell silent, 2 a member claims the
     /// role (then B.1 8-17), 3 the new gateway tells a member, 4 the member re-joins (then
     /// B.1 18-26); PN management: 10-17 admins and Adminees (see `pn::state::admin`), 18 an
-    /// invitation from `cpns-auth` reached this node, 19 its owner declined it.
+    /// invitation from `cpns-auth` reached this node, 19 its owner declined it; switching the
+    /// current PNE (see `delivery::switch`): 50 SwitchSession, 51 HandOverSession, 52
+    /// HandOverReceivedContent, 53 ContinueFromOffset, 54 ContentContinued.
     pub const GW_SWITCH: &str = "5.6.9";
     /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
     /// identified, 3 one of its items published, 4 the device de-registered, 5 a PN service

@@ -180,6 +180,19 @@ impl Delivery {
             .switches
             .switching()
             .insert(session, Switching { to, done: tx });
+        // A fetch that ended meanwhile would never take the switch: checked after it is set,
+        // since a fetch leaves its sessions before it looks for a switch.
+        if !self
+            .sessions()
+            .live
+            .contains_key(&(Role::Consumer, session))
+        {
+            self.inner.switches.switching().remove(&session);
+            return Err(OpError::Conflict(format!(
+                "session {} ended before it could be switched",
+                session_text(session)
+            )));
+        }
         ctx.trace(
             GW_SWITCH,
             50,
