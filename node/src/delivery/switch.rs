@@ -157,6 +157,12 @@ impl Delivery {
                 None => "no running session received by this node".into(),
             }));
         }
+        if let Some((id, _)) = moving.iter().find(|(_, l)| l.peer == to) {
+            return Err(OpError::Conflict(format!(
+                "{to} offers session {} itself: it has the content",
+                session_text(*id)
+            )));
+        }
         let mut sessions = Vec::with_capacity(moving.len());
         for (id, live) in moving {
             sessions.push(self.switch_one(id, live, to).await?);
@@ -565,6 +571,9 @@ impl Delivery {
             Ok(x) => x,
             Err(e) => return Message::error(ErrorCode::NotFound, e.to_string()),
         };
+        if offerer == view.me {
+            return Message::error(ErrorCode::Conflict, "this node offers that service itself");
+        }
         if offerer != h.offerer {
             return Message::error(
                 ErrorCode::BadRequest,
@@ -726,6 +735,9 @@ impl Delivery {
     async fn continue_rest(&self, c: &Continuation, part: &Path) -> Result<Received, OpError> {
         let ctx = self.ctx();
         let h = &c.handed;
+        // An offerer outside the PN hears from this node after Entity Registration, as for
+        // an invocation.
+        self.inner.pn.register(h.offerer).await?;
         self.ask_continue(h.offerer, h.session, h.offset).await?;
         let want = match c.desc.visibility.group() {
             Some(g) => Want::Group(g),
