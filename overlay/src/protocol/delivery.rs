@@ -238,3 +238,45 @@ impl DeliveryMessage {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    /// The switch's messages came last: a message of before keeps its encoding (bincode's
+    /// variant index leads), and the new ones round trip.
+    #[test]
+    fn the_switch_messages_are_appended_and_round_trip() {
+        let index = |m: &DeliveryMessage| codec::encode(m).unwrap()[0];
+        assert_eq!(index(&DeliveryMessage::Stop { session: 7 }), 3);
+        assert_eq!(index(&DeliveryMessage::Resume { session: 7 }), 5);
+        let peer = PeerId::random();
+        let new = [
+            DeliveryMessage::Switch {
+                session: 7,
+                to: peer,
+            },
+            DeliveryMessage::HandOver(SessionHandOver {
+                session: 7,
+                offerer: peer,
+                service_id: "svc-1".into(),
+                offset: 1 << 20,
+                total: 24 << 20,
+                started: 1_700_000_000,
+                variant: Some("hd".into()),
+            }),
+            DeliveryMessage::Continue {
+                session: 7,
+                offset: 1 << 20,
+            },
+        ];
+        for (i, m) in new.into_iter().enumerate() {
+            let bytes = codec::encode(&m).unwrap();
+            assert_eq!(bytes[0] as usize, 12 + i, "{}", m.name());
+            let back: DeliveryMessage = codec::decode(&bytes, 1 << 16).unwrap();
+            assert_eq!(back, m);
+        }
+    }
+}
