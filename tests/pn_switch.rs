@@ -1,6 +1,8 @@
 //! Switching the current PNE to another PNE (5.6.9): a delivery in progress moves from one PNE
 //! to another of the same user; the offerer continues from where it stopped (resume by
-//! offset), the content arrives whole at the new PNE, and usage is reported once.
+//! offset), the content arrives whole at the new PNE, and usage is reported once. The contents
+//! are large enough (64 MiB; 256 MiB, mostly sparse, for the CLI) that a pause as soon as bytes
+//! flow always lands part-way; the tests check that it did.
 
 use anyhow::{Context as _, Result, ensure};
 use cpns_directory::ServiceDraft;
@@ -35,14 +37,15 @@ fn downloads(node: &LabNode) -> Vec<String> {
 /// Content that shows a misplaced byte: no two 4 KiB blocks alike.
 fn content(len: usize) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// The phone receives a film from the NAS, paused part-way; it switches the session to the
@@ -62,7 +65,7 @@ async fn a_paused_delivery_moves_to_another_pne_of_the_user_and_arrives_whole() 
     same_epoch(&[&gw, &nas, &phone, &tv, &bob]).await?;
 
     let dir = tempfile::tempdir()?;
-    let total = 24usize << 20;
+    let total = 64usize << 20;
     let film = content(total);
     let film_path = dir.path().join("film.ts");
     std::fs::write(&film_path, &film)?;
@@ -285,6 +288,26 @@ mod cli {
         Ok(dir)
     }
 
+    /// Whether two files hold the same bytes (read a block at a time).
+    fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+        use std::io::Read;
+        let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+        if a.metadata()?.len() != b.metadata()?.len() {
+            return Ok(false);
+        }
+        let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+        loop {
+            let n = a.read(&mut x)?;
+            if n == 0 {
+                return Ok(true);
+            }
+            b.read_exact(&mut y[..n])?;
+            if x[..n] != y[..n] {
+                return Ok(false);
+            }
+        }
+    }
+
     /// `cpns status` once the node answers and `pred` holds.
     fn status_where(
         daemons: &mut Daemons,
@@ -353,10 +376,17 @@ mod cli {
         let tv_status = status_where(&mut daemons, &tv, "the TV in the PN of three", three)?;
         let tv_id = tv_status["peer_id"].as_str().context("peer id")?.to_owned();
 
-        let total = 24usize << 20;
-        let film: Vec<u8> = super::content(total);
+        // Long enough that the CLI's polling catches it part-way: patterned at both ends,
+        // sparse between (no disk until received).
+        let total = 256usize << 20;
         let film_path = root.join("film.ts");
-        std::fs::write(&film_path, &film)?;
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::File::create(&film_path)?;
+            f.write_all(&super::content(8 << 20))?;
+            f.seek(SeekFrom::Start((total - (1 << 20)) as u64))?;
+            f.write_all(&super::content(1 << 20))?;
+        }
         let published = run_json(cpns(
             &nas,
             &[
@@ -429,7 +459,7 @@ mod cli {
             Ok((done && file.exists()).then_some(()))
         })?;
         ensure!(
-            std::fs::read(&file)? == film,
+            same_bytes(&file, &film_path)?,
             "the TV's film differs from the source"
         );
         Ok(())
