@@ -270,6 +270,25 @@ fn sample(kind: RequestKind, sender: PeerId, intruder: &Intruder) -> (Protocol, 
             service_id: "svc-none".into(),
         })),
         K::ProxyDevices => cpns(Message::Proxy(cpns_overlay::ProxyMessage::Devices)),
+        K::DeliverySwitch => cpns(Message::Delivery(DeliveryMessage::Switch {
+            session: 3,
+            to: libp2p::PeerId::random(),
+        })),
+        K::SessionHandOver => cpns(Message::Delivery(DeliveryMessage::HandOver(
+            cpns_overlay::SessionHandOver {
+                session: 3,
+                offerer: libp2p::PeerId::random(),
+                service_id: "svc-none".into(),
+                offset: 0,
+                total: 1,
+                started: 0,
+                variant: None,
+            },
+        ))),
+        K::DeliveryContinue => cpns(Message::Delivery(DeliveryMessage::Continue {
+            session: 3,
+            offset: 0,
+        })),
         K::Answer => cpns(Message::Ack),
     }
 }
@@ -325,6 +344,9 @@ const EXPECTED: &[(RequestKind, &str)] = &[
     (RequestKind::ZonePush, "nemg-"),
     (RequestKind::ProxyPlay, "--m--"),
     (RequestKind::ProxyDevices, "--m--"),
+    (RequestKind::DeliverySwitch, "-emg-"),
+    (RequestKind::SessionHandOver, "--mg-"),
+    (RequestKind::DeliveryContinue, "-emg-"),
     (RequestKind::Answer, "-----"),
 ];
 

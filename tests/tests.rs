@@ -34,6 +34,7 @@ mod pn_management;
 mod pn_merge;
 mod pn_merge_crash;
 mod pn_merge_services;
+mod pn_switch;
 mod proxy_expose;
 mod renewal;
 mod typical_flow;

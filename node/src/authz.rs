@@ -138,6 +138,12 @@ kinds! {
     ProxyPlay,
     /// 5.6.10: a member asks its gateway for the proxied devices (the PN Inventory).
     ProxyDevices,
+    /// 5.6.9 switching PNE: a session's consumer moves it to another PNE of its user.
+    DeliverySwitch,
+    /// 5.6.9 switching PNE: the old PNE hands the session to the new PNE.
+    SessionHandOver,
+    /// 5.6.7 resume by offset: a session's consumer asks for the content from an offset.
+    DeliveryContinue,
     /// An answer sent as a request, or a message of the other protocol: never accepted.
     Answer,
 }
@@ -401,6 +407,21 @@ pub const TABLE: &[(RequestKind, Allowed, &str)] = &[
         MEMBERS,
         "the proxied devices are part of the PN Inventory",
     ),
+    (
+        RequestKind::DeliverySwitch,
+        ENROLLED,
+        "the session's consumer only (checked by the handler)",
+    ),
+    (
+        RequestKind::SessionHandOver,
+        PN,
+        "a PNE of the same user in the same PN only (checked by the handler)",
+    ),
+    (
+        RequestKind::DeliveryContinue,
+        ENROLLED,
+        "the session's consumer only, at an offset within the content (checked by the handler)",
+    ),
     (RequestKind::Answer, NOBODY, "an answer is never a request"),
 ];
 
@@ -469,6 +490,9 @@ impl RequestKind {
                 DeliveryMessage::Contribute { .. } => K::FeedContribute,
                 DeliveryMessage::FeedRequest { .. } => K::FeedRequest,
                 DeliveryMessage::Distribute(_) => K::FeedDistribute,
+                DeliveryMessage::Switch { .. } => K::DeliverySwitch,
+                DeliveryMessage::HandOver(_) => K::SessionHandOver,
+                DeliveryMessage::Continue { .. } => K::DeliveryContinue,
                 DeliveryMessage::Invoked { .. }
                 | DeliveryMessage::InvokedMany { .. }
                 | DeliveryMessage::Feed(_) => K::Answer,
@@ -818,6 +842,32 @@ pub(crate) fn samples() -> Vec<(RequestKind, Message)> {
     out.push((
         RequestKind::ProxyDevices,
         Message::Proxy(ProxyMessage::Devices),
+    ));
+    out.push((
+        RequestKind::DeliverySwitch,
+        Message::Delivery(DeliveryMessage::Switch {
+            session: 1,
+            to: PeerId::random(),
+        }),
+    ));
+    out.push((
+        RequestKind::SessionHandOver,
+        Message::Delivery(DeliveryMessage::HandOver(cpns_overlay::SessionHandOver {
+            session: 1,
+            offerer: PeerId::random(),
+            service_id: "s".into(),
+            offset: 0,
+            total: 1,
+            started: 0,
+            variant: None,
+        })),
+    ));
+    out.push((
+        RequestKind::DeliveryContinue,
+        Message::Delivery(DeliveryMessage::Continue {
+            session: 1,
+            offset: 0,
+        }),
     ));
     out.push((
         RequestKind::ZoneCheck,

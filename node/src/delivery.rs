@@ -37,6 +37,7 @@ mod push;
 mod samples;
 mod session;
 mod stream;
+mod switch;
 mod variants;
 
 pub use stream::{decode_stream, encode_stream};
@@ -134,6 +135,8 @@ struct LegacySource {
 enum Task {
     /// Push a session's content to its consumer (after `Start`).
     PushSession(PeerId, u64),
+    /// Continue a session another PNE of this user handed over (5.6.9).
+    Continue(Box<switch::Continuation>),
 }
 
 /// The delivery handle (cheap to clone).
@@ -157,6 +160,8 @@ struct Inner {
     feeds: feeds::Feeds,
     external: external::Cache,
     collector: Option<collector::Collector>,
+    /// Sessions moving to or from another PNE of this user (5.6.9).
+    switches: switch::Switches,
     /// Relayed streams this node (a gateway) carries now.
     relays: Arc<tokio::sync::Semaphore>,
     /// Work to start, handed to the module's task (which owns its tasks).
@@ -203,6 +208,7 @@ impl Delivery {
                 feeds: feeds::Feeds::default(),
                 external: external::Cache::default(),
                 collector,
+                switches: switch::Switches::default(),
                 relays: Arc::new(tokio::sync::Semaphore::new(forward::MAX_RELAYS)),
                 tasks,
                 tasks_rx: Mutex::new(Some(rx)),
@@ -376,6 +382,11 @@ impl Delivery {
             }
             DeliveryMessage::FeedRequest { feed } => self.on_feed_request(peer, feed),
             DeliveryMessage::Distribute(d) => self.on_distribute(peer, d),
+            DeliveryMessage::Switch { session, to } => self.on_switch(peer, session, to),
+            DeliveryMessage::HandOver(h) => self.on_hand_over(peer, class, h).await,
+            DeliveryMessage::Continue { session, offset } => {
+                self.on_continue(peer, session, offset)
+            }
             DeliveryMessage::Invoked { .. }
             | DeliveryMessage::InvokedMany { .. }
             | DeliveryMessage::Feed(_) => {
@@ -457,6 +468,7 @@ impl Delivery {
                         mode: i.mode,
                         variant: i.variant.clone(),
                         control: i.control.clone(),
+                        served: None,
                     };
                     (Role::Offerer, live)
                 }),
@@ -602,9 +614,7 @@ impl Delivery {
         let session = rand::random::<u64>() | 1;
         {
             let mut sessions = self.sessions();
-            sessions
-                .invoked
-                .retain(|_, s| s.created.elapsed() < SESSION_TTL);
+            sessions.invoked.retain(|_, s| s.created.elapsed() < s.ttl);
             if sessions.invoked.len() + sessions.live.len() >= MAX_SESSIONS {
                 return Err(Message::error(
                     ErrorCode::Busy,
@@ -623,7 +633,9 @@ impl Delivery {
                     chunk: chosen.chunk,
                     variant: chosen.variant.clone(),
                     created: Instant::now(),
+                    ttl: SESSION_TTL,
                     control: Control::new(length),
+                    offset: 0,
                 },
             );
         }
@@ -735,7 +747,7 @@ impl Delivery {
             Some(g) => Seal::current(ctx, g)?,
             None => Seal::public(),
         };
-        let file = std::fs::File::open(&s.path)
+        let mut file = std::fs::File::open(&s.path)
             .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
         let length = file
             .metadata()
@@ -747,6 +759,15 @@ impl Delivery {
                 "the content changed since it was invoked".into(),
             ));
         }
+        // Resume by offset: the consumer has the first `offset` bytes already (checked
+        // against the length when it asked).
+        let offset = s.offset.min(length);
+        if offset > 0 {
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Start(offset))
+                .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
+            control.add(offset);
+        }
         self.sessions().live.insert(
             (Role::Offerer, session),
             Live {
@@ -755,15 +776,33 @@ impl Delivery {
                 mode: s.mode,
                 variant: s.variant.clone(),
                 control: control.clone(),
+                served: Some(Arc::new(session::Served {
+                    path: s.path.clone(),
+                    length,
+                    group: s.group.clone(),
+                    chunk: s.chunk,
+                })),
             },
         );
         let opts = SendOpts {
             chunk: s.chunk,
-            control: Some(control),
+            control: Some(control.clone()),
             turn: Some(self.inner.fair.turn(s.consumer)),
         };
-        let result = stream_file(ctx, out, seal, file, length, opts).await;
-        self.sessions().live.remove(&(Role::Offerer, session));
+        let result = stream_file(ctx, out, seal, file, length - offset, opts).await;
+        {
+            // A switch (5.6.9) may have opened the session again for another consumer: only
+            // this delivery's entry is removed.
+            let mut sessions = self.sessions();
+            let key = (Role::Offerer, session);
+            if sessions
+                .live
+                .get(&key)
+                .is_some_and(|l| Arc::ptr_eq(&l.control, &control))
+            {
+                sessions.live.remove(&key);
+            }
+        }
         let (ended, bytes) = result?;
         debug!(service = %s.service_id, bytes, ended = %ended.label(), "content sent");
         Ok(())
@@ -829,13 +868,20 @@ impl Delivery {
                     false
                 }
                 t = tasks.recv() => {
-                    let Some(Task::PushSession(peer, session)) = t else { break };
                     let d = self.clone();
-                    running.spawn(async move {
-                        if let Err(e) = d.push_session(peer, session).await {
-                            warn!(%peer, session, "push delivery failed: {e}");
+                    match t {
+                        None => break,
+                        Some(Task::PushSession(peer, session)) => {
+                            running.spawn(async move {
+                                if let Err(e) = d.push_session(peer, session).await {
+                                    warn!(%peer, session, "push delivery failed: {e}");
+                                }
+                            });
                         }
-                    });
+                        Some(Task::Continue(c)) => {
+                            running.spawn(async move { d.continue_handed(*c).await });
+                        }
+                    }
                     false
                 }
                 _ = retry.tick() => true,
@@ -924,6 +970,7 @@ impl Delivery {
                 }
             }
             Hello::Forward { to } => self.relay(peer, to, stream).await,
+            Hello::Handed { session } => self.serve_handed(peer, session, stream).await,
             Hello::Forwarded { from } => {
                 // The gateway checked that `from` is a member, but a member table reaches the
                 // PNEs only after the gateway changed it: a member that has just joined is

@@ -524,6 +524,17 @@ impl Handle {
         self.pn.hand_off(member).await
     }
 
+    /// Switches the current PNE to another PNE (`cpns pn switch --to PEER [--session ID]`,
+    /// 5.6.9): the sessions this node receives (or one) move to `to`, another PNE of the same
+    /// user in the same PN, which continues them from where they stopped.
+    pub async fn pn_switch(
+        &self,
+        to: PeerId,
+        session: Option<&str>,
+    ) -> Result<cpns_api::SwitchView, OpError> {
+        self.delivery.content().switch_pne(to, session).await
+    }
+
     /// An admin consents to merging this PN with `with` (`cpns pn merge --with PN_ID`, 5.6.9):
     /// once an admin of the other PN consented too, cpns-auth merges them and the members of
     /// the PN that consented last join the other's gateway.

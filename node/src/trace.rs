@@ -20,7 +20,9 @@ pub mod flow {
     /// B.1 18-26); PN management: 10-17 admins and Adminees (see `pn::state::admin`), 18 an
     /// invitation from `cpns-auth` reached this node, 19 its owner declined it; 30-37 merge
     /// and split (see `pn::state::merge`), 38 a moved member's services re-scoped to its new
-    /// PN, 39 a released PN's DHT summary withdrawn (`services`).
+    /// PN, 39 a released PN's DHT summary withdrawn (`services`); switching the current PNE
+    /// (see `delivery::switch`): 50 SwitchSession, 51 HandOverSession, 52
+    /// HandOverReceivedContent, 53 ContinueFromOffset, 54 ContentContinued.
     pub const GW_SWITCH: &str = "5.6.9";
     /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
     /// identified, 3 one of its items published, 4 the device de-registered, 5 a PN service

@@ -35,7 +35,7 @@ pub use caps::{
 pub use delivery::{
     AggregatedFeed, DeliveryMessage, DeliveryMode, Distribution, FeedPart, InvokeAnswer,
     InvokeDecision, MAX_FEED_COMMON, MAX_FEED_NAME, MAX_FEED_PART, MAX_FEED_PARTS,
-    MAX_INVOKE_SERVICES,
+    MAX_INVOKE_SERVICES, SessionHandOver,
 };
 pub use directory::DirectoryMessage;
 pub use group::GroupMessage;

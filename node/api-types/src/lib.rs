@@ -50,7 +50,7 @@ pub use pn::{
     HandOffBody, InventoryQuery, InvitationBody, InvitationView, InviteBody, MatchQuery, MatchView,
     MemberDetailView, MergeBody, MergeView, ModeBody, ModeView, Opened, PairBody, PairOutcome,
     PairingCodeView, PnAdminsView, PnInventoryView, Released, SealBody, SealedView, SplitBody,
-    SplitView, UnableView, UpBody,
+    SplitView, SwitchBody, SwitchView, SwitchedSession, UnableView, UpBody,
 };
 pub use proxy::{PlayBody, PlayView, ProxiedDeviceView, ProxiedItemView, ProxiedPneView};
 pub use services::{

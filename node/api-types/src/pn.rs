@@ -279,6 +279,43 @@ pub struct HandOffBody {
     pub peer: String,
 }
 
+/// `POST /v1/pn/switch`: this PNE's running sessions (or one) move to another PNE of the
+/// same user in the same PN (5.6.9 "switch current PNE to other PNE").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwitchBody {
+    /// The new PNE's PeerId.
+    pub to: String,
+    /// The session to move (hex id, as `cpns content sessions` shows it); none: every
+    /// session this node receives.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+/// The answer of `POST /v1/pn/switch`: the sessions the new PNE continues.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwitchView {
+    /// The new PNE.
+    pub to: String,
+    /// The sessions moved.
+    pub sessions: Vec<SwitchedSession>,
+}
+
+/// One session moved to another PNE.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwitchedSession {
+    /// The session id, hex.
+    pub id: String,
+    /// The service.
+    pub service_id: String,
+    /// Its offerer.
+    pub offerer: String,
+    /// The bytes this node had received: the new PNE got them from it, and the offerer
+    /// continues from there.
+    pub offset: u64,
+    /// The content's length.
+    pub total: u64,
+}
+
 /// `POST /v1/pn/merge`: this PN's admin consents to merging it with another PN.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MergeBody {

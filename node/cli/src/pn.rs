@@ -42,6 +42,16 @@ pub(crate) enum PnAction {
         /// The member's PeerId.
         peer: String,
     },
+    /// Switch this PNE to another PNE of the same user in the same PN: the sessions this
+    /// node receives (or one) move there, and the offerer continues from where it stopped.
+    Switch {
+        /// The new PNE's PeerId.
+        #[arg(long, value_name = "PEER")]
+        to: String,
+        /// The session to move (as `cpns content sessions` shows it; default: every one).
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+    },
     /// Merge this PN with another (an admin): an admin of each PN must run it, naming the
     /// other PN; the PN whose admin ran it first stays, the other's members join its gateway,
     /// and its key rotates once.
@@ -259,6 +269,26 @@ pub(super) async fn run(
                 return print_json(&v);
             }
             crate::output::outln!("handed the gateway role to {peer}");
+            Ok(())
+        }
+        PnAction::Switch { to, session } => {
+            let v: cpns_api::SwitchView = api
+                .post("/v1/pn/switch", &json!({ "to": to, "session": session }))
+                .await?;
+            if json_out {
+                return print_json(&v);
+            }
+            for s in &v.sessions {
+                crate::output::outln!(
+                    "session {} ({}) moved to {}: it had {} of {} bytes, the offerer continues \
+                     from there",
+                    s.id,
+                    s.service_id,
+                    v.to,
+                    s.offset,
+                    s.total
+                );
+            }
             Ok(())
         }
         PnAction::Merge { with } => {

@@ -127,6 +127,14 @@ pub(crate) enum ContentAction {
         /// The session id.
         session: String,
     },
+    /// Resume by offset: ask the offerer to send a session's content from byte OFFSET on
+    /// (before its content flows; refused beyond the content's end).
+    Continue {
+        /// The session id.
+        session: String,
+        /// The first byte to receive.
+        offset: u64,
+    },
     /// Push a file to an entity, every member of this PN, or a Service Group.
     Push {
         /// The file.
@@ -575,6 +583,19 @@ pub(super) async fn content(
                 s.bytes,
                 s.total
             );
+            Ok(())
+        }
+        ContentAction::Continue { session, offset } => {
+            let v: Value = api
+                .post(
+                    &format!("/v1/content/sessions/{}/continue/{offset}", encode(session)),
+                    &json!({}),
+                )
+                .await?;
+            if json_out {
+                return print_json(&v);
+            }
+            crate::output::outln!("session {session}: the offerer continues from byte {offset}");
             Ok(())
         }
         ContentAction::Push {

@@ -27,6 +27,10 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/content/fetch-many", post(fetch_many))
         .route("/v1/content/sessions", get(sessions))
         .route("/v1/content/sessions/{id}/{action}", post(control))
+        .route(
+            "/v1/content/sessions/{id}/continue/{offset}",
+            post(continue_at),
+        )
         .route("/v1/content/push", post(push))
         .route("/v1/content/pushes", get(pushes))
         .route("/v1/content/inbox/pending", get(pending))
@@ -128,6 +132,15 @@ async fn control(
     Ok(Json(session_view(
         s.handle.content().control(&id, action).await?,
     )))
+}
+
+/// Resume by offset: the offerer sends the session's content from byte `offset` on.
+async fn continue_at(
+    State(s): State<ApiState>,
+    Path((id, offset)): Path<(String, u64)>,
+) -> ApiResult<Done> {
+    s.handle.content().continue_at(&id, offset).await?;
+    Ok(Json(Done { ok: true }))
 }
 
 fn push_view(o: PushOutcome) -> PushView {

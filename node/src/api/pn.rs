@@ -29,6 +29,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/pn/accept", post(accept))
         .route("/v1/pn/decline", post(decline))
         .route("/v1/pn/handoff", post(hand_off))
+        .route("/v1/pn/switch", post(switch))
         .route("/v1/pn/merge", post(merge))
         .route("/v1/pn/split", post(split))
         .route("/v1/pn/admins", get(admins))
@@ -186,6 +187,14 @@ async fn hand_off(
     let peer = b.peer.parse().map_err(bad)?;
     s.handle.pn_hand_off(peer).await?;
     Ok(Json(Done { ok: true }))
+}
+
+async fn switch(
+    State(s): State<ApiState>,
+    Body(b): Body<cpns_api::SwitchBody>,
+) -> ApiResult<cpns_api::SwitchView> {
+    let to = b.to.parse().map_err(bad)?;
+    Ok(Json(s.handle.pn_switch(to, b.session.as_deref()).await?))
 }
 
 async fn merge(

@@ -57,6 +57,33 @@ impl Content {
         self.delivery.control(id, action).await
     }
 
+    /// Moves the sessions this node receives (or one) to another PNE of the same user in the
+    /// same PN (`cpns pn switch --to PEER [--session ID]`, 5.6.9): the new PNE takes what this
+    /// node received and the offerer continues to it from there.
+    pub async fn switch_pne(
+        &self,
+        to: PeerId,
+        session: Option<&str>,
+    ) -> Result<cpns_api::SwitchView, OpError> {
+        let id = match session {
+            Some(s) => Some(
+                parse_session(s)
+                    .ok_or_else(|| OpError::BadRequest(format!("{s:?} is not a session id")))?,
+            ),
+            None => None,
+        };
+        self.delivery.switch_pne(to, id).await
+    }
+
+    /// Resume by offset (`cpns content continue ID OFFSET`): asks the offerer of a session
+    /// this node receives to send its content from byte `offset` on. The offerer refuses an
+    /// offset beyond the content, and a session whose content flows already.
+    pub async fn continue_at(&self, session: &str, offset: u64) -> Result<(), OpError> {
+        let id = parse_session(session)
+            .ok_or_else(|| OpError::BadRequest(format!("{session:?} is not a session id")))?;
+        self.delivery.continue_at(id, offset).await
+    }
+
     /// Pushes a file to an entity, the PN or a Service Group.
     pub async fn push(
         &self,

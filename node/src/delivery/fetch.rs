@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cpns_directory::{ServiceDescription, Source};
 use cpns_overlay::{
     Capabilities, DELIVERY_PROTOCOL, DeliveryMessage, DeliveryMode, InvokeAnswer, InvokeDecision,
-    MAX_INVOKE_SERVICES, Message, Protocol, UsageRecord,
+    MAX_INVOKE_SERVICES, Message, Protocol, SessionHandOver, UsageRecord,
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::files::sanitise;
 use super::samples::{Sampler, sampled};
-use super::session::{Control, Live, Role, RunState, session_text};
+use super::session::{Control, Live, Party, Role, RunState, session_text};
 use super::stream::{Ended, Hello, Received, Want, receive_to_file, stopped, write_frame};
 use super::{Delivery, PUSH_WAIT, answer_error};
 use crate::error::OpError;
@@ -146,7 +146,10 @@ impl Delivery {
 
     /// The service and who delivers it: its entity, or the node that speaks for an external
     /// provider and delivers its content (`cpns-delivery` endpoint).
-    async fn offerer_of(&self, service_id: &str) -> Result<(PeerId, ServiceDescription), OpError> {
+    pub(super) async fn offerer_of(
+        &self,
+        service_id: &str,
+    ) -> Result<(PeerId, ServiceDescription), OpError> {
         let desc = self.inner.services.get(service_id).await?.description;
         match &desc.source {
             Source::Entity(p) => Ok((*p, desc)),
@@ -289,6 +292,7 @@ impl Delivery {
                 mode,
                 variant: answer.variant.clone(),
                 control: control.clone(),
+                served: None,
             },
         );
         let mut sampler = Sampler::start(&self.inner.pn.view());
@@ -323,6 +327,55 @@ impl Delivery {
                 return Err(e);
             }
         };
+        // 5.6.9 switching PNE: the offerer stopped this stream for the switch; the new PNE
+        // takes what arrived and reports the use (this node does only if the hand-over
+        // fails).
+        if let Some((to, done)) = self.take_switching(session) {
+            if received.ended == Ended::Stopped(Party::Consumer) {
+                let h = SessionHandOver {
+                    session,
+                    offerer,
+                    service_id: desc.id.clone(),
+                    offset: received.bytes,
+                    total: max_len,
+                    started: started_at,
+                    variant: answer.variant.clone(),
+                };
+                match self.hand_over(to, h, &part, &received).await {
+                    Ok(()) => {
+                        let _ = tokio::fs::remove_file(&part).await;
+                        done.send(Ok(crate::delivery::switch::SwitchedSession {
+                            id: session_text(session),
+                            service_id: desc.id.clone(),
+                            offerer: offerer.to_string(),
+                            offset: received.bytes,
+                            total: max_len,
+                        }));
+                        return Ok(FetchOutcome {
+                            service_id: desc.id,
+                            offerer: offerer.to_string(),
+                            mode: mode_name(mode).into(),
+                            decision: decision_text(&answer.decision),
+                            bytes: received.bytes,
+                            sha256: received.sha256,
+                            path: String::new(),
+                            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                            usage: format!("handed over to {to}"),
+                            session: session_text(session),
+                            ended: format!("switched to {to}"),
+                            variant: answer.variant,
+                            collector: "none".into(),
+                        });
+                    }
+                    Err(e) => done.send(Err(e)),
+                }
+            } else {
+                done.send(Err(OpError::Conflict(format!(
+                    "the session ended ({}) before it could be switched",
+                    received.ended.label()
+                ))));
+            }
+        }
         let shown_path = if received.ended == Ended::Completed {
             tokio::fs::rename(&part, &path)
                 .await
@@ -358,11 +411,7 @@ impl Delivery {
             ended: ended.clone(),
         };
         let (usage, collector) = self.report_use(record).await;
-        let decision = match &answer.decision {
-            InvokeDecision::Accepted => "accepted".to_string(),
-            InvokeDecision::Adapted(a) => format!("adapted: {a}"),
-            InvokeDecision::Refused(r) => format!("refused: {r}"),
-        };
+        let decision = decision_text(&answer.decision);
         let Received { bytes, sha256, .. } = received;
         Ok(FetchOutcome {
             service_id: desc.id,
@@ -470,7 +519,7 @@ impl Delivery {
 
     /// G.1 step 8 after a use: to `cpns-auth` (through the gateway) and to the external
     /// collector, as the user's preferences allow. Returns what became of each.
-    async fn report_use(&self, mut record: UsageRecord) -> (String, String) {
+    pub(super) async fn report_use(&self, mut record: UsageRecord) -> (String, String) {
         let usage = &self.inner.usage;
         let prefs = usage.report_prefs();
         if prefs.omit_capabilities {
@@ -506,6 +555,14 @@ impl Delivery {
             }
         };
         (outcome.to_string(), collector.to_string())
+    }
+}
+
+fn decision_text(d: &InvokeDecision) -> String {
+    match d {
+        InvokeDecision::Accepted => "accepted".to_string(),
+        InvokeDecision::Adapted(a) => format!("adapted: {a}"),
+        InvokeDecision::Refused(r) => format!("refused: {r}"),
     }
 }
 

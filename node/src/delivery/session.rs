@@ -143,8 +143,23 @@ pub(crate) struct Invoked {
     pub(crate) chunk: usize,
     pub(crate) variant: Option<String>,
     pub(crate) created: Instant,
+    /// How long it waits for its content to start (longer for a switched session).
+    pub(crate) ttl: std::time::Duration,
     /// Its switch, already: a pause that comes before the content starts holds it.
     pub(crate) control: Arc<Control>,
+    /// The first byte to send (resume by offset, [`cpns_overlay::DeliveryMessage::Continue`]);
+    /// 0 unless the consumer asked for another.
+    pub(crate) offset: u64,
+}
+
+/// What an offerer serves in a live session, kept so that a switch of the consumer's PNE
+/// (5.6.9) can open the same session again for the new PNE.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) path: PathBuf,
+    pub(crate) length: u64,
+    pub(crate) group: Option<GroupId>,
+    pub(crate) chunk: usize,
 }
 
 /// Which side of a live session this node is.
@@ -163,6 +178,8 @@ pub(crate) struct Live {
     pub(crate) mode: DeliveryMode,
     pub(crate) variant: Option<String>,
     pub(crate) control: Arc<Control>,
+    /// At the offerer, what it serves (none at the consumer).
+    pub(crate) served: Option<Arc<Served>>,
 }
 
 impl Live {

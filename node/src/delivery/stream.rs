@@ -44,6 +44,9 @@ pub(super) enum Hello {
     Forward { to: PeerId },
     /// The gateway opens a relayed stream: what follows comes from `from`.
     Forwarded { from: PeerId },
+    /// 5.6.9 switching PNE: the new PNE fetches from the old one what the old one received
+    /// of a session it handed over; the old PNE sends it sealed end to end.
+    Handed { session: u64 },
 }
 
 /// What a push offers.
@@ -515,6 +518,22 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
     want: Want<'_>,
     control: Option<Arc<Control>>,
 ) -> Result<Received, OpError> {
+    receive_into(ctx, origin, input, path, false, max_len, want, control).await
+}
+
+/// [`receive_to_file`], appending to `path` when `append` (the rest of a content resumed by
+/// offset, after the part already there). The hash and byte count are of this stream only.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn receive_into<R: AsyncRead + Unpin>(
+    ctx: &Context,
+    origin: &PeerId,
+    input: &mut R,
+    path: &std::path::Path,
+    append: bool,
+    max_len: u64,
+    want: Want<'_>,
+    control: Option<Arc<Control>>,
+) -> Result<Received, OpError> {
     let opening: Opening = timed(read_frame(input), IDLE).await?;
     if opening.length > max_len {
         return Err(OpError::Refused(format!(
@@ -523,8 +542,12 @@ pub(super) async fn receive_to_file<R: AsyncRead + Unpin>(
         )));
     }
     let key = opening_key(ctx, origin, &opening, want)?;
-    let file = std::fs::File::create(path)
-        .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
+    let file = if append {
+        std::fs::OpenOptions::new().append(true).open(path)
+    } else {
+        std::fs::File::create(path)
+    }
+    .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, Vec<u8>)>(PIPELINE);
     let (recycle, mut recycled) = tokio::sync::mpsc::channel::<Vec<u8>>(POOL);
     let sender = *origin;

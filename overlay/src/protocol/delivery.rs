@@ -121,6 +121,46 @@ pub enum DeliveryMessage {
     /// data to the respective PNE(s)"): the common part sealed under the PN key, and this
     /// PNE's own part sealed to its identity key, so that no other PNE can open it.
     Distribute(Distribution),
+    /// 5.6.9 "switch current PNE to other PNE": the consumer of a running session asks its
+    /// offerer to move it to `to`, another PNE of the consumer's user. The offerer stops the
+    /// stream to the consumer (as a stop by the consumer) and keeps the session for `to`,
+    /// which continues it from an offset ([`DeliveryMessage::Continue`]).
+    Switch {
+        /// The session.
+        session: u64,
+        /// The PNE the session moves to.
+        to: PeerId,
+    },
+    /// 5.6.9: the old PNE hands a switched session to the new PNE, which then fetches the
+    /// first `offset` bytes from the old PNE and the rest from the offerer.
+    HandOver(SessionHandOver),
+    /// Resume by offset: the session's (new) consumer asks its offerer to send the content
+    /// from byte `offset` on (at most the content's length), before the content starts.
+    Continue {
+        /// The session.
+        session: u64,
+        /// The first byte to send.
+        offset: u64,
+    },
+}
+
+/// What the old PNE tells the new one of a session it hands over (5.6.9 switching PNE).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionHandOver {
+    /// The session (the offerer's id).
+    pub session: u64,
+    /// Who offers the content.
+    pub offerer: PeerId,
+    /// The service.
+    pub service_id: String,
+    /// The bytes the old PNE received: the new PNE fetches them from it.
+    pub offset: u64,
+    /// The content's length.
+    pub total: u64,
+    /// When the old PNE invoked the service (Unix seconds): the use started then.
+    pub started: UnixTime,
+    /// The variant the offerer chose, if any.
+    pub variant: Option<String>,
 }
 
 /// The offerer's answer for one service of an [`DeliveryMessage::InvokeMany`].
@@ -192,6 +232,51 @@ impl DeliveryMessage {
             DeliveryMessage::FeedRequest { .. } => "FeedRequest",
             DeliveryMessage::Feed(_) => "Feed",
             DeliveryMessage::Distribute(_) => "DistributeFeed",
+            DeliveryMessage::Switch { .. } => "SwitchSession",
+            DeliveryMessage::HandOver(_) => "HandOverSession",
+            DeliveryMessage::Continue { .. } => "ContinueFromOffset",
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    /// The switch's messages came last: a message of before keeps its encoding (bincode's
+    /// variant index leads), and the new ones round trip.
+    #[test]
+    fn the_switch_messages_are_appended_and_round_trip() {
+        let index = |m: &DeliveryMessage| codec::encode(m).unwrap()[0];
+        assert_eq!(index(&DeliveryMessage::Stop { session: 7 }), 3);
+        assert_eq!(index(&DeliveryMessage::Resume { session: 7 }), 5);
+        let peer = PeerId::random();
+        let new = [
+            DeliveryMessage::Switch {
+                session: 7,
+                to: peer,
+            },
+            DeliveryMessage::HandOver(SessionHandOver {
+                session: 7,
+                offerer: peer,
+                service_id: "svc-1".into(),
+                offset: 1 << 20,
+                total: 24 << 20,
+                started: 1_700_000_000,
+                variant: Some("hd".into()),
+            }),
+            DeliveryMessage::Continue {
+                session: 7,
+                offset: 1 << 20,
+            },
+        ];
+        for (i, m) in new.into_iter().enumerate() {
+            let bytes = codec::encode(&m).unwrap();
+            assert_eq!(bytes[0] as usize, 12 + i, "{}", m.name());
+            let back: DeliveryMessage = codec::decode(&bytes, 1 << 16).unwrap();
+            assert_eq!(back, m);
         }
     }
 }
