@@ -322,6 +322,26 @@ fn start_minidlna(
     )
 }
 
+/// Every file under `dir` (none if it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
 /// Debian's minidlna, if installed.
 fn minidlna() -> Option<PathBuf> {
     ["/usr/sbin/minidlnad", "/usr/bin/minidlnad"]
@@ -333,8 +353,10 @@ fn minidlna() -> Option<PathBuf> {
 /// The Non-CPNS proxy (5.6.10) against a real DLNA server: Debian's minidlna serves two WAV
 /// files on the LAN (namespace b); the gateway (namespace a, proxy on) finds it by SSDP,
 /// registers it as a proxied device with the CPNS functions of a MediaServer, and publishes
-/// its items to the PN; the PNE finds them and fetches one through the gateway, byte for byte;
-/// when the server stops, the device and its services leave.
+/// its items to the PN without downloading them (nothing under its `DATA_DIR/proxy/`); the PNE
+/// finds them and fetches one through the gateway, which streams it from the server at that
+/// moment (a file changed on the server after publication comes with its new bytes), byte
+/// for byte; when the server stops, the device and its services leave.
 #[test]
 fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> Result<()> {
     if let Some(why) = unavailable() {
@@ -513,8 +535,20 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         "{listed}"
     );
 
+    // On demand: publication downloaded nothing (the gateway keeps no copy of the items).
+    let kept: Vec<PathBuf> = walk(&da.join("proxy"));
+    ensure!(
+        kept.is_empty(),
+        "the gateway keeps no copy of the proxied items: {kept:?}"
+    );
+    // The server's file changes after publication (same size): the fetch brings it as it is
+    // now, which a copy taken at publication would not.
+    let changed = wav(30_000, 9);
+    ensure!(changed.len() == files[1].1.len() && changed != files[1].1);
+    std::fs::write(site.dir.path().join("media").join(files[1].0), &changed)?;
+    let want = (files[1].0, changed);
+
     // Another PN member finds the items and fetches one through the gateway.
-    let want = &files[1];
     let found = wait_for(Duration::from_secs(30), "the PNE to find the item", || {
         let v = cli_json(&site.b, &db, &["services", "find", "dlna", "proxied"]).ok()?;
         v["services"]
@@ -618,7 +652,7 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         .filter_map(|e| e["step"].as_u64())
         .collect();
     let last = if renderer_id.is_some() { 6 } else { 4 };
-    for step in 1..=last {
+    for step in (1..=last).chain([7]) {
         ensure!(
             steps.contains(&step),
             "step {step} of 5.6.10 traced: {steps:?}"

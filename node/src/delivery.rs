@@ -26,6 +26,7 @@
 
 mod collector;
 mod content;
+mod device;
 mod e2e;
 mod external;
 mod fair;
@@ -60,13 +61,14 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 pub use content::Content;
+pub(crate) use device::http_client;
 pub use feeds::{ReceivedFeed, Recipient, open_part};
 pub use fetch::FetchOutcome;
 pub use push::{PendingPush, PushOutcome, PushTarget, Target};
 pub use session::SessionInfo;
 pub use variants::{Needs, Variant};
 
-use session::{Control, Invoked, Live, Party, Role, Sessions};
+use session::{Body, Control, Invoked, Live, Party, Role, Sessions};
 use stream::{Decision, Hello, Seal, SendOpts, read_frame, stream_file, write_frame};
 
 use crate::auth_link::AuthLink;
@@ -76,7 +78,7 @@ use crate::error::OpError;
 use crate::pn::{self, SenderClass};
 use crate::services::Services;
 use crate::store::{Typed, names};
-use crate::trace::flow::{DELIVERY, G1};
+use crate::trace::flow::{DELIVERY, G1, PROXY};
 use crate::usage::Usage;
 
 /// Chunk size for content; large enough to amortise framing, small enough to stream. Also the
@@ -114,6 +116,15 @@ pub enum Origin {
     /// An external Application/Content server: fetched by this node (once for many
     /// consumers) and delivered sealed.
     Http(String),
+    /// A proxied UPnP/DLNA device's item (5.6.10): fetched from the device over HTTP each
+    /// time it is delivered, streamed sealed as it arrives ([`device`]); `length` is its size
+    /// when it was published, which the device must still send.
+    Device {
+        /// The item's `res` URL, on the device that described it.
+        url: String,
+        /// Its size in bytes at publication.
+        length: u64,
+    },
 }
 
 /// A service's content at its offerer (`content.v2`): where it comes from, and its variants.
@@ -159,6 +170,8 @@ struct Inner {
     pushes: push::Pushes,
     feeds: feeds::Feeds,
     external: external::Cache,
+    /// The client for proxied devices' items.
+    device_http: reqwest::Client,
     collector: Option<collector::Collector>,
     /// Sessions moving to or from another PNE of this user (5.6.9).
     switches: switch::Switches,
@@ -192,6 +205,7 @@ impl Delivery {
         let pushes = push::Pushes::open(&ctx).map_err(internal)?;
         let collector = collector::Collector::new(&ctx.config.usage.collector_url);
         let (tasks, rx) = mpsc::channel(MAX_STREAMS);
+        let device_http = device::http_client(None)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ctx,
@@ -207,6 +221,7 @@ impl Delivery {
                 pushes,
                 feeds: feeds::Feeds::default(),
                 external: external::Cache::default(),
+                device_http,
                 collector,
                 switches: switch::Switches::default(),
                 relays: Arc::new(tokio::sync::Semaphore::new(forward::MAX_RELAYS)),
@@ -234,7 +249,7 @@ impl Delivery {
         if let Origin::File(path) = &mut source.origin {
             *path = checked_file(path).await?;
         }
-        if let Origin::Http(url) = &source.origin
+        if let Origin::Http(url) | Origin::Device { url, .. } = &source.origin
             && !url.starts_with("http://")
         {
             return Err(OpError::BadRequest(format!(
@@ -607,9 +622,12 @@ impl Delivery {
             Ok(c) => c,
             Err(reason) => return Ok(refused(reason)),
         };
-        let length = match tokio::fs::metadata(&chosen.path).await {
-            Ok(m) => m.len(),
-            Err(e) => return Ok(refused(format!("content unavailable: {e}"))),
+        let length = match &chosen.body {
+            Body::File(path) => match tokio::fs::metadata(path).await {
+                Ok(m) => m.len(),
+                Err(e) => return Ok(refused(format!("content unavailable: {e}"))),
+            },
+            Body::Device(_) => chosen.length,
         };
         let session = rand::random::<u64>() | 1;
         {
@@ -627,7 +645,7 @@ impl Delivery {
                     service_id: service_id.clone(),
                     consumer: peer,
                     mode,
-                    path: chosen.path,
+                    body: chosen.body,
                     length,
                     group: desc.visibility.group().cloned(),
                     chunk: chosen.chunk,
@@ -696,20 +714,23 @@ impl Delivery {
                 Some(v.name.clone()),
             )
         };
-        let path = match (file, &source.origin) {
-            (Some(f), _) => f,
-            (None, Origin::File(p)) => p.clone(),
+        let (body, length) = match (file, &source.origin) {
+            (Some(f), _) => (Body::File(f), 0),
+            (None, Origin::File(p)) => (Body::File(p.clone()), 0),
             (None, Origin::Http(url)) => {
-                self.inner
+                let fetched = self
+                    .inner
                     .external
                     .get(ctx, url)
                     .await
-                    .map_err(|e| e.to_string())?
-                    .path
+                    .map_err(|e| e.to_string())?;
+                (Body::File(fetched.path), 0)
             }
+            (None, Origin::Device { url, length }) => (Body::Device(url.clone()), *length),
         };
         Ok(Chosen {
-            path,
+            body,
+            length,
             chunk,
             decision,
             variant,
@@ -747,25 +768,59 @@ impl Delivery {
             Some(g) => Seal::current(ctx, g)?,
             None => Seal::public(),
         };
-        let mut file = std::fs::File::open(&s.path)
-            .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
-        let length = file
-            .metadata()
-            .map_err(|e| OpError::Internal(e.to_string()))?
-            .len();
         let control = s.control.clone();
-        if length != control.total() {
-            return Err(OpError::Conflict(
-                "the content changed since it was invoked".into(),
-            ));
-        }
         // Resume by offset: the consumer has the first `offset` bytes already (checked
         // against the length when it asked).
-        let offset = s.offset.min(length);
+        let offset = s.offset.min(control.total());
+        let (input, length): (Box<dyn std::io::Read + Send>, u64) = match &s.body {
+            Body::File(path) => {
+                let mut file = std::fs::File::open(path)
+                    .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
+                let length = file
+                    .metadata()
+                    .map_err(|e| OpError::Internal(e.to_string()))?
+                    .len();
+                if length != control.total() {
+                    return Err(OpError::Conflict(
+                        "the content changed since it was invoked".into(),
+                    ));
+                }
+                if offset > 0 {
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(offset))
+                        .map_err(|e| OpError::Internal(format!("{}: {e}", path.display())))?;
+                }
+                (Box::new(file), length)
+            }
+            Body::Device(url) => {
+                let length = control.total();
+                let me = ctx.peer_id;
+                ctx.trace(
+                    PROXY,
+                    7,
+                    &me,
+                    &s.consumer,
+                    "Service/Content Delivery (proxied)",
+                    format!(
+                        "{} for {}: {length} bytes from the device{}",
+                        s.service_id,
+                        session::session_text(session),
+                        if offset > 0 {
+                            format!(" from byte {offset}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+                let body = device::open(&self.inner.device_http, url, offset, length)
+                    .await
+                    .inspect_err(|e| {
+                        warn!(service = %s.service_id, "proxied item not delivered: {e}");
+                    })?;
+                (Box::new(body), length)
+            }
+        };
         if offset > 0 {
-            use std::io::Seek;
-            file.seek(std::io::SeekFrom::Start(offset))
-                .map_err(|e| OpError::Internal(format!("{}: {e}", s.path.display())))?;
             control.add(offset);
         }
         self.sessions().live.insert(
@@ -777,7 +832,7 @@ impl Delivery {
                 variant: s.variant.clone(),
                 control: control.clone(),
                 served: Some(Arc::new(session::Served {
-                    path: s.path.clone(),
+                    body: s.body.clone(),
                     length,
                     group: s.group.clone(),
                     chunk: s.chunk,
@@ -789,7 +844,7 @@ impl Delivery {
             control: Some(control.clone()),
             turn: Some(self.inner.fair.turn(s.consumer)),
         };
-        let result = stream_file(ctx, out, seal, file, length - offset, opts).await;
+        let result = stream_file(ctx, out, seal, input, length - offset, opts).await;
         {
             // A switch (5.6.9) may have opened the session again for another consumer: only
             // this delivery's entry is removed.
@@ -1023,7 +1078,9 @@ impl Delivery {
 
 /// What the offerer sends one consumer.
 struct Chosen {
-    path: PathBuf,
+    body: Body,
+    /// The length of a device's item (a file's is read when it is invoked).
+    length: u64,
     chunk: usize,
     decision: InvokeDecision,
     variant: Option<String>,

@@ -54,8 +54,8 @@ const SEARCH_WAIT: Duration = Duration::from_secs(4);
 const DESCRIBE_WAIT: Duration = Duration::from_secs(20);
 /// Bound on one SOAP action.
 const ACTION_WAIT: Duration = Duration::from_secs(15);
-/// Bound on one item's download.
-const DOWNLOAD_WAIT: Duration = Duration::from_secs(120);
+/// Bound on one HTTP exchange of the search rounds (a description, an item's HEAD).
+const HTTP_WAIT: Duration = Duration::from_secs(30);
 /// Most devices tracked.
 const MAX_DEVICES: usize = 64;
 /// Most containers looked into per device.
@@ -232,19 +232,15 @@ pub(crate) async fn run(ctx: Context, handle: Handle, out: Devices) {
 async fn search_loop(ctx: Context, handle: Handle, out: &Devices) {
     let config = ctx.config.proxy.clone();
     info!(every = config.search_secs, "Non-CPNS proxy: SSDP search on");
-    let http = match reqwest::Client::builder()
-        .timeout(DOWNLOAD_WAIT)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-    {
+    let http = match crate::delivery::http_client(Some(HTTP_WAIT)) {
         Ok(c) => c,
         Err(e) => {
             warn!("Non-CPNS proxy off: no HTTP client: {e}");
             return;
         }
     };
-    let cache = ctx.config.data_dir.join("proxy");
+    // The item cache of older versions, which downloaded every item when they published it.
+    let _ = tokio::fs::remove_dir_all(ctx.config.data_dir.join("proxy")).await;
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(config.search_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -252,7 +248,6 @@ async fn search_loop(ctx: Context, handle: Handle, out: &Devices) {
         ctx: &ctx,
         handle: &handle,
         http: &http,
-        cache: &cache,
     };
     let (notices_tx, mut notices) = tokio::sync::mpsc::channel(NOTICES);
     let listener = tokio::spawn(notify::listen(notices_tx, ctx.cancel.child_token()));
@@ -335,7 +330,6 @@ struct Round<'a> {
     ctx: &'a Context,
     handle: &'a Handle,
     http: &'a reqwest::Client,
-    cache: &'a PathBuf,
 }
 
 impl Round<'_> {
@@ -431,8 +425,6 @@ impl Round<'_> {
                 if let Err(e) = self.handle.unpublish(&item.service_id).await {
                     debug!(service = %item.service_id, "not unpublished: {e}");
                 }
-                let path = self.cache.join(&t.view.id).join(hex_id(&key));
-                let _ = tokio::fs::remove_file(path).await;
             }
         }
         debug!(id = %t.view.id, listed = listed.len(), "ContentDirectory listed");
@@ -443,21 +435,25 @@ impl Round<'_> {
             if t.items.contains_key(&item.id) {
                 continue;
             }
-            if item.size.is_some_and(|s| s > max_bytes) {
-                skipped += 1;
-                continue;
-            }
-            let path = self.cache.join(&t.view.id).join(hex_id(&item.id));
-            let bytes = match self.download(&t.device, &item, &path, max_bytes).await {
-                Ok(n) => n,
+            let (url, bytes) = match self.size_of(&t.device, &item, max_bytes).await {
+                Ok(found) => found,
                 Err(e) => {
-                    warn!(id = %t.view.id, item = %item.id, "Non-CPNS proxy: item not fetched: {e}");
+                    warn!(id = %t.view.id, item = %item.id, "Non-CPNS proxy: item not published: {e}");
                     skipped += 1;
                     continue;
                 }
             };
             let draft = draft_for(&t.view, &item, self.handle.default_visibility());
-            match self.handle.publish(draft, Some(path)).await {
+            // No download: the item's bytes are asked of the device when a PNE fetches it
+            // (`delivery/device.rs`).
+            let source = crate::delivery::ContentSource {
+                origin: crate::delivery::Origin::Device {
+                    url: url.to_string(),
+                    length: bytes,
+                },
+                variants: Vec::new(),
+            };
+            match self.handle.content().publish(draft, Some(source)).await {
                 Ok(desc) => {
                     let me = self.ctx.peer_id;
                     self.ctx.trace(
@@ -489,50 +485,37 @@ impl Round<'_> {
         t.browsed = complete;
     }
 
-    /// Fetches an item's bytes from the device into `path`, at most `max` bytes.
-    async fn download(
+    /// The item's URL (checked by [`fetchable`]) and size: the DIDL's `size`, or else the
+    /// Content-Length the device answers a HEAD with. An item of unknown size, or over `max`
+    /// bytes, is not published (a delivery announces its length before the first byte).
+    async fn size_of(
         &self,
         device: &rupnp::Device,
         item: &didl::Item,
-        path: &std::path::Path,
         max: u64,
-    ) -> Result<u64, String> {
-        use tokio::io::AsyncWriteExt;
+    ) -> Result<(reqwest::Url, u64), String> {
         let url = fetchable(device.url(), &item.url)?;
-        let mut resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?;
-        if resp.content_length().is_some_and(|n| n > max) {
-            return Err(format!("over {max} bytes"));
-        }
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let part = path.with_extension("part");
-        let mut file = tokio::fs::File::create(&part)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut total = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-            total += chunk.len() as u64;
-            if total > max {
-                drop(file);
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(format!("over {max} bytes"));
+        let size = match item.size {
+            Some(n) => n,
+            None => {
+                let resp = self
+                    .http
+                    .head(url.clone())
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| e.to_string())?;
+                resp.headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("size unknown (no DIDL size, no Content-Length)")?
             }
-            file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        };
+        if size > max {
+            return Err(format!("{size} bytes, over {max}"));
         }
-        file.sync_all().await.map_err(|e| e.to_string())?;
-        tokio::fs::rename(&part, path)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(total)
+        Ok((url, size))
     }
 
     /// Whether the device whose description is at `location` still answers (see
@@ -553,14 +536,13 @@ impl Round<'_> {
         true
     }
 
-    /// De-registration: unpublishes the device's services and deletes its cached content.
+    /// De-registration: unpublishes the device's services.
     async fn deregister(&self, t: Tracked, why: &str) {
         for item in t.items.values() {
             if let Err(e) = self.handle.unpublish(&item.service_id).await {
                 debug!(service = %item.service_id, "not unpublished: {e}");
             }
         }
-        let _ = tokio::fs::remove_dir_all(self.cache.join(&t.view.id)).await;
         let me = self.ctx.peer_id;
         self.ctx.trace(
             FLOW,

@@ -137,7 +137,7 @@ pub(crate) struct Invoked {
     pub(crate) service_id: String,
     pub(crate) consumer: PeerId,
     pub(crate) mode: DeliveryMode,
-    pub(crate) path: PathBuf,
+    pub(crate) body: Body,
     pub(crate) length: u64,
     pub(crate) group: Option<GroupId>,
     pub(crate) chunk: usize,
@@ -152,11 +152,21 @@ pub(crate) struct Invoked {
     pub(crate) offset: u64,
 }
 
+/// Where the bytes of an offerer's session come from.
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    /// A file of this node.
+    File(PathBuf),
+    /// A proxied device's item (`Origin::Device`): fetched over HTTP from the device while it
+    /// is sent, never kept (see [`super::device`]).
+    Device(String),
+}
+
 /// What an offerer serves in a live session, kept so that a switch of the consumer's PNE
 /// (5.6.9) can open the same session again for the new PNE.
 #[derive(Debug)]
 pub(crate) struct Served {
-    pub(crate) path: PathBuf,
+    pub(crate) body: Body,
     pub(crate) length: u64,
     pub(crate) group: Option<GroupId>,
     pub(crate) chunk: usize,

@@ -251,15 +251,17 @@ pub(super) struct SendOpts {
     pub(super) turn: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
-/// The sender's side of a content stream: the opening, then `length` bytes of `file` in
-/// chunks. Reading and sealing run on a blocking thread, a few chunks ahead of the network
-/// writes, so that the AEAD and the transport work in parallel. Returns how it ended and
-/// the bytes sent.
-pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
+/// The sender's side of a content stream: the opening, then `length` bytes of `input` (a
+/// file, or a proxied device's HTTP body as it arrives) in chunks. Reading and sealing run on
+/// a blocking thread, a few chunks ahead of the network writes, so that the AEAD and the
+/// transport work in parallel. An input that fails or ends early fails the stream, which then
+/// ends without its last chunk (the receiver refuses it). Returns how it ended and the bytes
+/// sent.
+pub(super) async fn stream_file<W: AsyncWrite + Unpin, R: std::io::Read + Send + 'static>(
     ctx: &Context,
     out: &mut W,
     seal: Seal,
-    mut file: std::fs::File,
+    mut input: R,
     length: u64,
     opts: SendOpts,
 ) -> Result<(Ended, u64), OpError> {
@@ -283,7 +285,6 @@ pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(bool, Vec<u8>), OpError>>(PIPELINE);
     let (recycle, mut recycled) = tokio::sync::mpsc::channel::<Vec<u8>>(POOL);
     let producer = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
         let mut sent = 0u64;
         let mut index = 0u64;
         loop {
@@ -292,7 +293,7 @@ pub(super) async fn stream_file<W: AsyncWrite + Unpin>(
                 .try_recv()
                 .unwrap_or_else(|_| Vec::with_capacity(chunk + 16));
             fit(&mut buf, want);
-            if let Err(e) = file.read_exact(&mut buf) {
+            if let Err(e) = input.read_exact(&mut buf) {
                 let _ =
                     tx.blocking_send(Err(OpError::Internal(format!("reading the content: {e}"))));
                 return;

@@ -411,7 +411,7 @@ impl Delivery {
                     service_id: live.service_id.clone(),
                     consumer: to,
                     mode: DeliveryMode::Pull,
-                    path: served.path.clone(),
+                    body: served.body.clone(),
                     length: served.length,
                     group: served.group.clone(),
                     chunk: served.chunk,
