@@ -2,8 +2,8 @@
 //! when viewed from the CPNS Enabler". UPnP/DLNA devices on the gateway's LAN are found by
 //! SSDP search (rupnp / ssdp-client), their descriptions read, their CPNS functions detected
 //! from their UPnP services, and a MediaServer's ContentDirectory items published to the PN as
-//! services whose content this gateway serves over `/cpns/delivery` like its own, sealed under
-//! the PN key. docs/PROXY.md has the mapping and what the proxy does not do.
+//! services whose content this gateway delivers over `/cpns/delivery`, sealed under the PN
+//! key. docs/PROXY.md has the mapping and what the proxy does not do.
 //!
 //! Off by default (`proxy.enabled`): SSDP is multicast on the LAN, so it is the owner's
 //! choice, like mDNS. The proxy offers nothing of the PN to the LAN, except, with the owner's
@@ -11,16 +11,18 @@
 //!
 //! A device is registered when it first answers a search (a search is also made at once when
 //! an unknown device announces itself with `ssdp:alive`) and de-registered (its services
-//! unpublished, its cached content deleted) when it says `ssdp:byebye` and its description no
+//! unpublished) when it says `ssdp:byebye` and its description no
 //! longer answers, or once it misses [`MISSES`] searches in a row: a device that left without
-//! a byebye (power cut) leaves the PN too (`proxy/notify.rs`). The item's bytes are
-//! fetched from the device over HTTP when the item is published and kept in the data dir's
-//! `proxy/` (bounded by `proxy.max_item_bytes` and `proxy.max_items`), so that a PNE's fetch
-//! is answered by the ordinary delivery path.
+//! a byebye (power cut) leaves the PN too (`proxy/notify.rs`). Publication downloads
+//! nothing: an item's content source is the device's item (`Origin::Device`, its URL and
+//! size), and when a PNE fetches it the gateway asks the device for it over HTTP and streams
+//! the body sealed as it arrives (`delivery/device.rs`): no copy on disk, a file changed on
+//! the device is sent as it is now, and a large library costs nothing until it is used.
 //!
 //! Everything a device says is hostile input: every network step has a timeout, the listing
 //! is bounded, an item's URL must point at the device that described it (no fetch of other
-//! addresses on the device's word), and downloads stop at the size bound.
+//! addresses on the device's word), and a delivery takes exactly the item's size (at most
+//! `proxy.max_item_bytes`).
 //!
 //! The module's task owns the tracked devices; [`Proxy`] reads the latest snapshot.
 

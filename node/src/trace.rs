@@ -26,7 +26,8 @@ pub mod flow {
     pub const GW_SWITCH: &str = "5.6.9";
     /// The gateway's Non-CPNS proxy (5.6.10): 1 a UPnP device registered, 2 its CPNS functions
     /// identified, 3 one of its items published, 4 the device de-registered, 5 a PN service
-    /// handed to a renderer (`SetAVTransportURI`), 6 `Play`.
+    /// handed to a renderer (`SetAVTransportURI`), 6 `Play`, 7 a proxied item delivered to a
+    /// PNE, streamed from its device.
     pub const PROXY: &str = "5.6.10";
     /// Service/Content Delivery beyond G.1's steps 5-7 (5.6.7): 1 control of a session
     /// (pause, resume, stop), 2 a push offered, 3 the receiver's decision, 4 a stream relayed

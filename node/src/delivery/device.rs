@@ -181,3 +181,133 @@ impl io::Read for DeviceBody {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io::Read;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A device on loopback that answers every request with `answer` (its head and body as
+    /// raw bytes), then closes; returns the item's URL and the requests it got.
+    async fn device(answer: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/MediaItems/1.wav", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return heads;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read_exact(&mut byte).await.is_ok() {
+                head.push(byte[0]);
+            }
+            heads.push(String::from_utf8_lossy(&head).into_owned());
+            let _ = conn.write_all(&answer).await;
+            let _ = conn.shutdown().await;
+            heads
+        });
+        (url, task)
+    }
+
+    fn answer(head: &str, body: &[u8]) -> Vec<u8> {
+        let mut a = format!("{head}\r\nConnection: close\r\n\r\n").into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    fn chunked(body: &[u8]) -> Vec<u8> {
+        let mut a =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for piece in body.chunks(7) {
+            a.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            a.extend_from_slice(piece);
+            a.extend_from_slice(b"\r\n");
+        }
+        a.extend_from_slice(b"0\r\n\r\n");
+        a
+    }
+
+    /// Reads `length` bytes from `offset` as the sealing thread does (a blocking thread).
+    async fn read(url: &str, offset: u64, length: u64) -> Result<Vec<u8>, String> {
+        let client = http_client(None).unwrap();
+        let mut body = open(&client, url, offset, length)
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = (length - offset) as usize;
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            body.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            Ok(buf)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The device must send exactly the announced length: its whole body is read as it comes
+    /// (also without a Content-Length), and a Content-Length that differs, a body that ends
+    /// short or one that goes on fail with an error that says which.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_must_send_exactly_the_announced_length() {
+        let item: Vec<u8> = (0..100u8).collect();
+
+        let (url, _) = device(answer("HTTP/1.1 200 OK\r\nContent-Length: 100", &item)).await;
+        assert_eq!(read(&url, 0, 100).await.unwrap(), item);
+
+        let (url, _) = device(chunked(&item)).await;
+        assert_eq!(read(&url, 0, 100).await.unwrap(), item);
+
+        let (url, _) = device(answer("HTTP/1.1 200 OK\r\nContent-Length: 100", &item)).await;
+        let e = read(&url, 0, 90).await.unwrap_err();
+        assert!(
+            e.contains("now sends 100 bytes") && e.contains("published with 90"),
+            "{e}"
+        );
+
+        let (url, _) = device(chunked(&item)).await;
+        let e = read(&url, 0, 90).await.unwrap_err();
+        assert!(e.contains("more bytes than"), "{e}");
+
+        let (url, _) = device(chunked(&item)).await;
+        let e = read(&url, 0, 120).await.unwrap_err();
+        assert!(e.contains("20 bytes short"), "{e}");
+
+        let (url, _) = device(answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0", &[])).await;
+        let e = read(&url, 0, 100).await.unwrap_err();
+        assert!(e.contains("404"), "{e}");
+
+        let (url, _) = device(answer(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0",
+            &[],
+        ))
+        .await;
+        let e = read(&url, 0, 100).await.unwrap_err();
+        assert!(e.contains("302"), "a redirect is not followed: {e}");
+    }
+
+    /// A resume by offset asks for a byte range: a `206` from that byte is read; a device
+    /// that ignores the range (`200`, the whole item) is refused, not sent from byte 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resume_asks_the_device_for_a_range() {
+        let item: Vec<u8> = (0..100u8).collect();
+        let (url, asked) = device(answer(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 40-99/100\r\nContent-Length: 60",
+            &item[40..],
+        ))
+        .await;
+        assert_eq!(read(&url, 40, 100).await.unwrap(), &item[40..]);
+        let heads = asked.await.unwrap();
+        assert!(
+            heads[0].to_ascii_lowercase().contains("range: bytes=40-"),
+            "{heads:?}"
+        );
+
+        let (url, _) = device(answer("HTTP/1.1 200 OK\r\nContent-Length: 100", &item)).await;
+        let e = read(&url, 40, 100).await.unwrap_err();
+        assert!(e.contains("cannot resume by offset"), "{e}");
+    }
+}
