@@ -423,10 +423,10 @@ impl Round<'_> {
             .cloned()
             .collect();
         for key in vanished {
-            if let Some(item) = t.items.remove(&key) {
-                if let Err(e) = self.handle.unpublish(&item.service_id).await {
-                    debug!(service = %item.service_id, "not unpublished: {e}");
-                }
+            if let Some(item) = t.items.remove(&key)
+                && let Err(e) = self.handle.unpublish(&item.service_id).await
+            {
+                debug!(service = %item.service_id, "not unpublished: {e}");
             }
         }
         debug!(id = %t.view.id, listed = listed.len(), "ContentDirectory listed");
