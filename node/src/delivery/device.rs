@@ -271,6 +271,10 @@ mod tests {
         let (url, _) = device(chunked(&item)).await;
         let e = read(&url, 0, 90).await.unwrap_err();
         assert!(e.contains("more bytes than"), "{e}");
+        // The announced end falls between two pieces (7 bytes each): the next one is too many.
+        let (url, _) = device(chunked(&item)).await;
+        let e = read(&url, 0, 98).await.unwrap_err();
+        assert!(e.contains("more bytes than"), "{e}");
 
         let (url, _) = device(chunked(&item)).await;
         let e = read(&url, 0, 120).await.unwrap_err();
