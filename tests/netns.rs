@@ -574,6 +574,30 @@ fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> R
         "the fetched file is byte-identical to the server's"
     );
     eprintln!("fetched {} bytes after {:?}", got.len(), t0.elapsed());
+    // A file whose size changed on the server since publication: the device no longer sends
+    // the published length, and the delivery fails rather than deliver other bytes.
+    std::fs::write(
+        site.dir.path().join("media").join(files[0].0),
+        wav(12_500, 1),
+    )?;
+    let other = cli_json(&site.b, &db, &["services", "find", "dlna", "proxied"])?;
+    let other_id = other["services"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["description"]["name"] == "tone-a"))
+        .and_then(|s| s["description"]["id"].as_str())
+        .with_context(|| format!("tone-a not found: {other}"))?
+        .to_string();
+    let refused = cli_json(&site.b, &db, &["content", "fetch", &other_id]);
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("changed since it was published")),
+        "a resized item is refused, saying why: {refused:?}"
+    );
+    eprintln!(
+        "the resized item's fetch failed: {:#}",
+        refused.err().context("err")?
+    );
 
     // The PNE plays its own PN service on the renderer, through the gateway (AVTransport
     // SetAVTransportURI then Play): the gateway's owner allowed it (proxy.expose), and the

@@ -627,7 +627,12 @@ impl Delivery {
                 Ok(m) => m.len(),
                 Err(e) => return Ok(refused(format!("content unavailable: {e}"))),
             },
-            Body::Device(_) => chosen.length,
+            Body::Device(url) => {
+                if let Err(why) = device::check(&self.inner.device_http, url, chosen.length).await {
+                    return Ok(refused(why));
+                }
+                chosen.length
+            }
         };
         let session = rand::random::<u64>() | 1;
         {

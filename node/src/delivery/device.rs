@@ -9,9 +9,10 @@
 //!
 //! The device is hostile input like everything the proxy reads: no redirect is followed, the
 //! connection and every wait for more bytes are bounded, and it must send exactly the length
-//! the invocation announced (the item's size at publication, at most `proxy.max_item_bytes`)
-//! — a Content-Length that differs, a body that ends early or goes on fails the delivery with
-//! an error that says so. A resume by offset (5.6.9 `Continue`) asks the device for an HTTP
+//! the invocation announced (the item's size at publication, at most `proxy.max_item_bytes`):
+//! the invocation asks it with a HEAD first ([`check`], a refusal the PNE reads), and during
+//! the stream a Content-Length that differs, a body that ends early or goes on fails the
+//! delivery with an error that says so. A resume by offset (5.6.9 `Continue`) asks the device for an HTTP
 //! byte range; a device that does not serve ranges makes the resume fail, clearly.
 
 use std::io;
@@ -110,6 +111,31 @@ pub(super) async fn open(
         left: expected,
         url: url.to_string(),
     })
+}
+
+/// Whether the device still has the item as it was published, asked with a HEAD when a PNE
+/// invokes it, so that a changed or missing item is a refusal the consumer reads (once the
+/// stream is open, a failure can only cut it). A device that does not answer HEAD (any status
+/// but a success or a 404) is not refused here: the GET checks the length again.
+pub(super) async fn check(client: &reqwest::Client, url: &str, length: u64) -> Result<(), String> {
+    let resp = tokio::time::timeout(ANSWER_WAIT, client.head(url).send())
+        .await
+        .map_err(|_| format!("the proxied device did not answer within {ANSWER_WAIT:?}"))?
+        .map_err(|e| format!("the proxied device: {e}"))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(format!("the proxied device no longer has {url}"));
+    }
+    let announced = resp
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(n) if resp.status().is_success() && n != length => Err(format!(
+            "the proxied device's item changed since it was published ({n} bytes, not {length})"
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl DeviceBody {
@@ -279,6 +305,16 @@ mod tests {
         let (url, _) = device(chunked(&item)).await;
         let e = read(&url, 0, 120).await.unwrap_err();
         assert!(e.contains("20 bytes short"), "{e}");
+
+        // Asked when a PNE invokes the item: a changed size or a missing item is refused.
+        let client = http_client(None).unwrap();
+        let (url, _) = device(answer("HTTP/1.1 200 OK\r\nContent-Length: 100", &[])).await;
+        assert!(check(&client, &url, 100).await.is_ok());
+        let (url, _) = device(answer("HTTP/1.1 200 OK\r\nContent-Length: 100", &[])).await;
+        let e = check(&client, &url, 90).await.unwrap_err();
+        assert!(e.contains("changed since it was published"), "{e}");
+        let (url, _) = device(answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0", &[])).await;
+        assert!(check(&client, &url, 100).await.is_err());
 
         let (url, _) = device(answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0", &[])).await;
         let e = read(&url, 0, 100).await.unwrap_err();
