@@ -198,7 +198,7 @@ async fn measure(h: &Honest, a: &Args) -> Result<Figures> {
                     Err(_) => "timed out".into(),
                 };
                 slowest.push((us, format!("{keyword}: {what}")));
-                slowest.sort_by(|x, y| y.0.cmp(&x.0));
+                slowest.sort_by_key(|x| std::cmp::Reverse(x.0));
                 slowest.truncate(5);
             }
             if let Ok(Ok(d)) = got

@@ -753,9 +753,13 @@ fn proxy_registers_a_device_on_ssdp_alive_and_lets_it_go_on_byebye() -> Result<(
 
     // SIGTERM: minidlna says goodbye on its way out.
     let mut server = site.procs.0.remove(server_index);
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.id())?);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let pid = nix::unistd::Pid::from_raw(server.id().cast_signed());
+    let termed = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if termed.is_err() {
+        let _ = server.kill();
+    }
     let _ = server.wait();
+    termed?;
     let t1 = Instant::now();
     wait_for(
         Duration::from_secs(30),

@@ -59,7 +59,11 @@ impl Node {
         if created {
             info!(peer = %identity.peer_id(), "generated a new identity");
         }
-        let store = Store::open(&config.data_dir.join("db"))
+        let db_dir = config.data_dir.join("db");
+        // Off the runtime's threads: the open may wait for the lock (see `Store::open`).
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?
             .map_err(|e| StartError::Database(e.to_string()))?;
 
         let enrolment =

@@ -255,17 +255,36 @@ pub(crate) struct Store {
     invitations: sled::Tree,
 }
 
+/// How long [`Store::open`] waits for the database's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Store {
     /// Opens (or creates) the database under `dir`. A node's database is small (its PN, keys,
     /// services, outbox): a small cache keeps an idle node's memory low; sled's default would
     /// let it grow to 1 GiB.
+    ///
+    /// sled's file lock outlives a closed database by a moment (its background threads let go
+    /// of the file last), so a node started right after another stopped on the same data dir
+    /// (a restart) waits for the lock up to [`LOCK_WAIT`]; a second node still running on it
+    /// is refused after that.
     pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(4 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
-            .open()?;
-        Self::from_db(db)
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(4 * 1024 * 1024)
+                .mode(sled::Mode::LowSpace)
+                .open();
+            match opened {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return Self::from_db(other?),
+            }
+        }
     }
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {

@@ -10,7 +10,8 @@
 //!
 //! Failover, at a PNE whose heartbeats have gone unanswered for
 //! `status.gateway_failover_after_secs`: the members that `cpns-auth` lists (the silent
-//! gateway left out) are ranked by PeerId; the member of rank `r` waits `r` heartbeat
+//! gateway left out) are ranked by the election's rule (capabilities; a member that may not
+//! be a gateway is left out; `pn::election::rank`); the member of rank `r` waits `r` heartbeat
 //! intervals, asking the server each time whether someone else took over, and then takes over
 //! if it may be a gateway. Without `cpns-auth` no one takes over (the server decides).
 
