@@ -356,7 +356,8 @@ fn minidlna() -> Option<PathBuf> {
 /// its items to the PN without downloading them (nothing under its `DATA_DIR/proxy/`); the PNE
 /// finds them and fetches one through the gateway, which streams it from the server at that
 /// moment (a file changed on the server after publication comes with its new bytes), byte
-/// for byte; when the server stops, the device and its services leave.
+/// for byte, and refuses one whose size changed since publication, saying so; when the server
+/// stops, the device and its services leave.
 #[test]
 fn proxy_publishes_a_real_dlna_servers_files_to_the_pn_and_withdraws_them() -> Result<()> {
     if let Some(why) = unavailable() {
