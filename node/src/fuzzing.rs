@@ -91,6 +91,7 @@ impl Harness {
             membership: None,
             expelled: None,
             admin: None,
+            last_move: None,
             members: Vec::new(),
             invitations: Vec::new(),
         };

@@ -8,7 +8,7 @@
 //!
 //! | tree | key | value | owner |
 //! | --- | --- | --- | --- |
-//! | `pn.v1` | `membership`, `expelled` | [`Membership`], recently expelled PeerIds | the PN actor |
+//! | `pn.v1` | `membership`, `expelled`, `admin`, `last_move` | [`Membership`], recently expelled PeerIds | the PN actor |
 //! | `inventory.v2` | PeerId bytes | [`crate::pn::Member`] (the PN Inventory) | the PN actor |
 //! | `invitations.v1` | invitation id | [`crate::pn::Invitation`] | the PN actor |
 //! | `keys.v1` | group id, 0, epoch | a group key's secret | [`crate::keyring`] |
@@ -237,6 +237,9 @@ pub(crate) enum PnWrite {
     Invitation(Vec<u8>, Option<Vec<u8>>),
     /// The PN's admin information (5.6.9; `None`: the node left its PN).
     Admin(Option<Vec<u8>>),
+    /// This node's last move to another PN (5.6.9 merge or split: from, to), kept so that
+    /// its services follow it even when it restarts before they were re-scoped.
+    LastMove(Vec<u8>),
 }
 
 /// Key of the membership record in [`names::PN`].
@@ -245,6 +248,8 @@ const MEMBERSHIP_KEY: &[u8] = b"membership";
 const EXPELLED_KEY: &[u8] = b"expelled";
 /// Key of the PN's admin information in [`names::PN`].
 const ADMIN_KEY: &[u8] = b"admin";
+/// Key of the node's last move in [`names::PN`].
+const LAST_MOVE_KEY: &[u8] = b"last_move";
 
 /// The node's database.
 #[derive(Clone)]
@@ -340,6 +345,7 @@ impl Store {
             membership: self.pn.get(MEMBERSHIP_KEY)?.map(|v| v.to_vec()),
             expelled: self.pn.get(EXPELLED_KEY)?.map(|v| v.to_vec()),
             admin: self.pn.get(ADMIN_KEY)?.map(|v| v.to_vec()),
+            last_move: self.pn.get(LAST_MOVE_KEY)?.map(|v| v.to_vec()),
             members,
             invitations,
         })
@@ -388,6 +394,9 @@ impl Store {
                         PnWrite::Admin(None) => {
                             pn.remove(ADMIN_KEY)?;
                         }
+                        PnWrite::LastMove(v) => {
+                            pn.insert(LAST_MOVE_KEY, v.as_slice())?;
+                        }
                     }
                 }
                 Ok(())
@@ -414,6 +423,7 @@ pub(crate) struct PnStored {
     pub(crate) membership: Option<Vec<u8>>,
     pub(crate) expelled: Option<Vec<u8>>,
     pub(crate) admin: Option<Vec<u8>>,
+    pub(crate) last_move: Option<Vec<u8>>,
     pub(crate) members: Vec<Pair>,
     pub(crate) invitations: Vec<Pair>,
 }

@@ -421,7 +421,11 @@ impl State {
             admin,
             invitations_polled: 0,
             moving: None,
-            last_move: None,
+            last_move: stored
+                .last_move
+                .as_deref()
+                .and_then(store::decode::<(String, String)>)
+                .map(Arc::new),
             relist: BTreeMap::new(),
             version: 0,
             env,

@@ -82,6 +82,17 @@ impl Ca {
 
 /// A state for a node of `user`, and its identity and EUKey.
 fn node(ca: &Ca, user: &str, serial: u64, mode: ModeSetting) -> (State, Identity, EuKey) {
+    node_from(ca, user, serial, mode, None)
+}
+
+/// [`node`], started from what an earlier run stored of its last move (5.6.9).
+fn node_from(
+    ca: &Ca,
+    user: &str,
+    serial: u64,
+    mode: ModeSetting,
+    last_move: Option<Vec<u8>>,
+) -> (State, Identity, EuKey) {
     let id = Identity::generate();
     let (enrolment, eukey) = ca.enrolment(&id, user, serial);
     let config = Config {
@@ -99,6 +110,7 @@ fn node(ca: &Ca, user: &str, serial: u64, mode: ModeSetting) -> (State, Identity
         membership: None,
         expelled: None,
         admin: None,
+        last_move,
         members: Vec::new(),
         invitations: Vec::new(),
     };
@@ -1339,5 +1351,25 @@ fn a_gateway_whose_pn_was_merged_away_joins_the_other_pns_gateway() {
         s_trace(&s)
             .iter()
             .any(|e| e.flow == "5.6.9" && e.message == "PnMovedToAnotherPn")
+    );
+    // The move is stored with the transition, and a node started from what was stored knows
+    // it (its services are then re-scoped even after a restart).
+    let stored: Vec<Vec<u8>> = f
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist(PnWrite::LastMove(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored.len(), 1, "the move is persisted once");
+    assert_eq!(
+        s.view().last_move.as_deref(),
+        Some(&("pn-9".into(), "pn-x".into()))
+    );
+    let (restarted, _, _) = node_from(&ca, "alice", 9, ModeSetting::Pne, stored.first().cloned());
+    assert_eq!(
+        restarted.view().last_move.as_deref(),
+        Some(&("pn-9".to_string(), "pn-x".to_string()))
     );
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use cpns_overlay::{AuthMessage, Candidacy, ErrorCode, Message, PnInvitationInfo, PnRecordInfo};
 use libp2p::PeerId;
 
-use super::super::effect::{Done, Fx, Job, WaiterId};
+use super::super::effect::{Done, Effect, Fx, Job, WaiterId};
 use super::super::{Membership, PnView, Reply};
 use super::{MAX_MEMBERS, Purpose, State, unexpected};
 use crate::error::OpError;
@@ -288,7 +288,11 @@ impl State {
     /// Joins `to` through its gateway, or sets it up when this node is its gateway.
     fn move_to(&mut self, from: &str, to: PnInvitationInfo, fx: &mut Fx) {
         self.moving = Some((from.to_owned(), fx.now + self.move_retry_secs()));
-        self.last_move = Some(Arc::new((from.to_owned(), to.pn_id.clone())));
+        let moved = (from.to_owned(), to.pn_id.clone());
+        if let Ok(b) = crate::store::encode(&moved) {
+            fx.push(Effect::Persist(crate::store::PnWrite::LastMove(b)));
+        }
+        self.last_move = Some(Arc::new(moved));
         let me = self.me();
         if to.gateway == me {
             return self.set_up_split_off(to, fx);
