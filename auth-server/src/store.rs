@@ -180,22 +180,36 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long [`Store::open`] waits for the database's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Store {
     /// Opens (or creates) the database in `dir`. [`StoreError::Locked`] if another process has
     /// it open.
+    ///
+    /// sled's file lock outlives a closed database by a moment (its background threads let go
+    /// of the file last): a server started right after another stopped on the same data dir
+    /// waits for the lock up to [`LOCK_WAIT`] before it says [`StoreError::Locked`].
     pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        path: dir.display().to_string(),
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: dir.display().to_string(),
+                        });
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                other => StoreError::Sled(other),
-            })?;
+                Err(other) => return Err(StoreError::Sled(other)),
+            }
+        };
         let mut trees = Vec::with_capacity(Table::ALL.len());
         for t in Table::ALL {
             trees.push(db.open_tree(t.tree_name())?);
