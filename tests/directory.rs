@@ -42,7 +42,7 @@ fn ids(found: &[Found]) -> HashSet<String> {
 }
 
 /// Polls `f` every 50 ms until it returns true or `WAIT` passes.
-async fn eventually<F, Fut>(mut f: F) -> bool
+pub async fn eventually<F, Fut>(mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

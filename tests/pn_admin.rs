@@ -26,7 +26,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) ->
 }
 
 /// Another user's device, invited and accepted into `gw`'s PN.
-async fn invited(lab: &Lab, gw: &LabNode, user: &str, device: &str) -> Result<LabNode> {
+pub async fn invited(lab: &Lab, gw: &LabNode, user: &str, device: &str) -> Result<LabNode> {
     gw.handle().pn_invite(Invitee::User(user.into())).await?;
     let n = lab.node(user, device).await?;
     let outcome = n.handle().pair(gw.dial_addr().await?).await?;

@@ -4,31 +4,12 @@
 //! finder that cannot ask the publisher reads the tombstone, not the old record).
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use cpns_directory::test_utils::Mesh;
 use cpns_directory::{Config, Query, ServiceDraft, Visibility};
 use cpns_keys::{GroupId, GroupKey};
 
+use crate::directory::eventually;
 use crate::util::{WAIT, init_tracing};
-
-/// Polls `f` every 50 ms until it returns true or `WAIT` passes.
-async fn eventually<F, Fut>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn finds(dir: &cpns_directory::Directory, keyword: &str, id: &str) -> bool {
     dir.find(&Query::keywords([keyword]))

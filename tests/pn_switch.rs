@@ -7,21 +7,11 @@
 use anyhow::{Context as _, Result, ensure};
 use cpns_directory::ServiceDraft;
 use cpns_node::delivery::Action;
-use cpns_overlay::{DeliveryMode, Invitee};
+use cpns_overlay::DeliveryMode;
 
 use crate::delivery_control::session_where;
+use crate::pn_admin::invited;
 use crate::util::{Lab, LabNode, WAIT, init_tracing, same_epoch, wait_for};
-
-/// A device of `user` invited into `gw`'s PN, in it.
-async fn invited(lab: &Lab, gw: &LabNode, user: &str, device: &str) -> Result<LabNode> {
-    gw.handle().pn_invite(Invitee::User(user.into())).await?;
-    let n = lab.node(user, device).await?;
-    let outcome = n.handle().pair(gw.dial_addr().await?).await?;
-    let id = outcome.invitation.context("no invitation")?;
-    n.handle().pn_accept(&id).await?;
-    n.handle().wait_until(WAIT, |s| s.pn_id.is_some()).await?;
-    Ok(n)
-}
 
 /// The files in a node's downloads directory.
 fn downloads(node: &LabNode) -> Vec<String> {

@@ -62,36 +62,13 @@ impl Directory {
         &self,
         summary: &PnInventorySummary,
     ) -> Result<(), PublishError> {
-        let cred = self.credential();
-        if !cred.body.modes.contains(Mode::Gateway) {
-            return Err(PublishError::Forbidden(
-                "the credential does not allow gateway mode".into(),
-            ));
-        }
-        if summary.gateway != self.inner.peer || summary.owner != cred.body.user {
+        if summary.gateway != self.inner.peer || summary.owner != self.credential().body.user {
             return Err(PublishError::Forbidden(
                 "a summary names this node as gateway and its user as owner".into(),
             ));
         }
-        let now = crate::now();
-        let key = keyword::pn_summary_key(&summary.pn_id);
-        let expires = now.saturating_add(self.inner.config.record_ttl.as_secs());
-        let header = Header {
-            key: key.clone(),
-            publisher: self.inner.peer,
-            version: self.next_version(now),
-            issued: now,
-            expires,
-            body: Body::PnSummary(Box::new(summary.clone())),
-        };
-        let value = self.sign(&header)?;
-        self.write_all(vec![Write::Put {
-            key,
-            value,
-            expires,
-        }])
-        .await
-        .map_err(PublishError::NotReplicated)
+        self.put_pn_summary_record(&summary.pn_id, Body::PnSummary(Box::new(summary.clone())))
+            .await
     }
 
     /// Withdraws the summary of a PN this gateway published that no longer exists (5.6.9: it
@@ -100,6 +77,13 @@ impl Directory {
     /// servers take it from the summary's publisher only (as any replacement of a summary),
     /// and only from a credential that allows gateway mode.
     pub async fn withdraw_pn_summary(&self, pn_id: &str) -> Result<(), PublishError> {
+        self.put_pn_summary_record(pn_id, Body::PnSummaryWithdrawn(pn_id.to_owned()))
+            .await
+    }
+
+    /// Signs `body` under `pn_id`'s summary key and puts it: what a summary and its withdrawal
+    /// share, both only from a credential that allows gateway mode.
+    async fn put_pn_summary_record(&self, pn_id: &str, body: Body) -> Result<(), PublishError> {
         if !self.credential().body.modes.contains(Mode::Gateway) {
             return Err(PublishError::Forbidden(
                 "the credential does not allow gateway mode".into(),
@@ -114,7 +98,7 @@ impl Directory {
             version: self.next_version(now),
             issued: now,
             expires,
-            body: Body::PnSummaryWithdrawn(pn_id.to_owned()),
+            body,
         };
         let value = self.sign(&header)?;
         self.write_all(vec![Write::Put {
