@@ -786,6 +786,41 @@ fn two_nodes_one_command_each_form_a_pn_and_find_a_service() -> Result<()> {
     })?;
     assert!(found["figures"]["requests"].as_u64().is_some());
 
+    // Streamed: one JSON event per line, the service as `found` first, then `done` with the
+    // whole discovery; and the same for people, a line per service and the summary.
+    let out = run(cpns(&b, &["services", "find", "printer", "--stream"]), WAIT)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let events: Vec<Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("not one JSON event per line: {text}"))?;
+    let first_found = events
+        .iter()
+        .position(|e| e["found"]["description"]["id"] == id.as_str())
+        .with_context(|| format!("the service was not streamed: {text}"))?;
+    let done = events.last().context("no events")?;
+    assert!(
+        first_found < events.len() - 1
+            && done["done"]["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["description"]["id"] == id.as_str()),
+        "{text}"
+    );
+    let mut people = command("cpns");
+    people
+        .arg("--data-dir")
+        .arg(&b)
+        .args(["services", "find", "printer", "--stream"]);
+    let out = run(people, WAIT)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&id) && text.contains("Hall printer") && text.contains(" found in "),
+        "{text}"
+    );
+
     let mut mermaid = command("cpns");
     mermaid
         .arg("--data-dir")

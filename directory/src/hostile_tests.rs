@@ -300,6 +300,90 @@ async fn a_silent_provider_does_not_hold_up_the_first_find_after_an_honest_answe
     mesh.shutdown().await;
 }
 
+/// `find_each` hands over the honest provider's service while a slow provider of the same
+/// keyword (enrolled, holding its answer back, with a grace of a minute so the find waits for
+/// it) still keeps the find from ending: a user looking for one service has it at once.
+#[tokio::test]
+async fn find_each_hands_over_a_service_before_the_slowest_provider_answers() {
+    let config = Config {
+        lookup_timeout: Duration::from_secs(60),
+        straggler_grace: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let long_requests = cpns_overlay::Config {
+        request_timeout: Duration::from_secs(60),
+        ..overlay()
+    };
+    let mesh = Mesh::start(4, long_requests, config, WAIT).await.unwrap();
+    let desc = mesh.nodes[1]
+        .directory
+        .publish(public("Scanner", "scanner"))
+        .await
+        .unwrap();
+    let q = Query::keywords(["scanner"]);
+    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
+
+    let (id, cfg) = credentialed(&mesh.ca, 0x6c);
+    let cfg = cpns_overlay::Config {
+        request_timeout: Duration::from_secs(60),
+        ..cfg
+    };
+    let mut slow = bare_behind(&mesh.nodes[0].addr, cfg, &id).await;
+    let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
+    let holder = slow.hold_lookups(Some(mesh.nodes[0].peer), count_tx);
+    slow.client
+        .start_providing(RecordKey::new(&public_keyword_key("scanner")))
+        .await
+        .unwrap();
+    let directory = &mesh.nodes[0].directory;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no find asked the slow provider and streamed the honest service before it ended"
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let find = directory.find_each(&q, Some(tx));
+        tokio::pin!(find);
+        let honest = loop {
+            tokio::select! {
+                f = rx.recv() => match f {
+                    Some(f) if f.description.id == desc.id => break true,
+                    Some(_) => {}
+                    None => break false,
+                },
+                _ = &mut find => break false,
+            }
+        };
+        if !honest {
+            // This find ended first (the slow provider not yet known to it): again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        // In hand; the find must still be waiting for the slow provider once it is asked.
+        let asked = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut c = count_rx.clone();
+            let _ = c.wait_for(|n| *n > 0).await;
+        });
+        tokio::select! {
+            _ = asked => {
+                if *count_rx.borrow() > 0 {
+                    assert!(
+                        futures::poll!(&mut find).is_pending(),
+                        "the find ended although the slow provider has not answered"
+                    );
+                    break;
+                }
+            }
+            _ = &mut find => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.abort();
+    slow.shutdown().await;
+    mesh.shutdown().await;
+}
+
 /// Stores no provider record (an enrolled hostile DHT server that answers provider lookups
 /// with closer peers of its choosing and never with the honest providers).
 struct NoProviders;

@@ -706,6 +706,17 @@ impl Handle {
         self.services.find(query).await
     }
 
+    /// [`Self::find`], also sending each service to `each` as soon as it is verified, so that
+    /// the first results are in hand before the slowest provider has answered
+    /// (`cpns services find --stream`, `GET /v1/services/find?stream=true`).
+    pub async fn find_each(
+        &self,
+        query: &cpns_directory::Query,
+        each: tokio::sync::mpsc::Sender<cpns_directory::Found>,
+    ) -> Result<cpns_directory::Discovery, OpError> {
+        self.services.find_each(query, Some(each)).await
+    }
+
     /// A service by id (`cpns services show ID`).
     pub async fn service(&self, id: &str) -> Result<cpns_directory::Found, OpError> {
         self.services.get(id).await

@@ -571,10 +571,21 @@ impl Services {
 
     /// G.1 step 4: discovery by keywords.
     pub(crate) async fn find(&self, query: &Query) -> Result<Discovery, OpError> {
+        self.find_each(query, None).await
+    }
+
+    /// G.1 step 4, each service also sent to `each` as soon as it is verified
+    /// ([`cpns_directory::Directory::find_each`]). The trace records the discovery's result
+    /// once it is complete.
+    pub(crate) async fn find_each(
+        &self,
+        query: &Query,
+        each: Option<tokio::sync::mpsc::Sender<Found>>,
+    ) -> Result<Discovery, OpError> {
         let ctx = &self.inner.ctx;
         let directory = self.directory()?;
         let found = directory
-            .find(query)
+            .find_each(query, each)
             .await
             .map_err(|e| OpError::Unavailable(format!("discovery: {e}")))?;
         ctx.metrics.discoveries.inc();

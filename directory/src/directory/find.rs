@@ -11,13 +11,16 @@
 //!
 //! By id: the service key of every scope is looked up at once; the first valid record wins.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use cpns_keys::{GroupKey, PeerId};
+use cpns_overlay::Capabilities;
 use cpns_overlay::{DirectoryMessage, Message, PeerVerdict, Protocol, ProvidersQuery, RecordKey};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::stragglers::Stragglers;
@@ -33,11 +36,64 @@ const MAX_RECORDS_PER_ANSWER: usize = 256;
 /// lookup's own dials by one round trip).
 const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Where one discovery's services go as they are verified ([`Directory::find_each`]).
+struct Sink<'a> {
+    each: Option<mpsc::Sender<Found>>,
+    capabilities: Option<&'a Capabilities>,
+    /// The version last sent of each (publisher, id): a service goes out again only newer.
+    sent: Mutex<HashMap<(PeerId, String), u64>>,
+}
+
+impl Sink<'_> {
+    /// Whether the query's capabilities (if any) meet the service's requirements.
+    fn wanted(&self, item: &Found) -> bool {
+        self.capabilities
+            .is_none_or(|caps| item.description.requirements.check(caps).is_ok())
+    }
+
+    /// Sends `item` on if it is wanted and newer than what was sent of it. A receiver that is
+    /// gone stops nothing (the discovery's own result still has every service); a slow one
+    /// holds back only the provider whose services wait for it.
+    async fn send(&self, item: &Found) {
+        let Some(tx) = &self.each else { return };
+        if !self.wanted(item) {
+            return;
+        }
+        let d = &item.description;
+        let newer = {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (d.publisher, d.id.clone());
+            let newer = sent.get(&slot).is_none_or(|v| *v < d.version);
+            if newer {
+                sent.insert(slot, d.version);
+            }
+            newer
+        };
+        if newer {
+            let _ = tx.send(item.clone()).await;
+        }
+    }
+}
+
 impl Directory {
     /// Finds services having every keyword of `query`, in its scope, optionally only those
     /// whose requirements the given capabilities meet. Returns the newest version of each
     /// service and the discovery's figures. Cancel-safe (dropping it abandons the lookups).
     pub async fn find(&self, query: &Query) -> Result<Discovery, FindError> {
+        self.find_each(query, None).await
+    }
+
+    /// [`Self::find`], also sending each matching service to `each` the moment it is verified,
+    /// so that a caller looking for one service has it as soon as its provider answered, however
+    /// long the slowest provider of the same keywords (another household's, perhaps hostile)
+    /// takes; OpenDHT's `get` hands values to a callback the same way. A service is sent again
+    /// only as a newer version (of the same publisher and id). Dropping the receiver does not
+    /// end the discovery; dropping this future does.
+    pub async fn find_each(
+        &self,
+        query: &Query,
+        each: Option<mpsc::Sender<Found>>,
+    ) -> Result<Discovery, FindError> {
         let start = Instant::now();
         let c = &self.inner.config;
         if query.keywords.is_empty() {
@@ -48,10 +104,15 @@ impl Directory {
             return Err(FindError::TooManyKeywords(keywords.len()));
         }
         let scopes = self.search_scopes(&query.scope)?;
+        let sink = Sink {
+            each,
+            capabilities: query.capabilities.as_ref(),
+            sent: Mutex::new(HashMap::new()),
+        };
         let results = futures::future::join_all(
             scopes
                 .iter()
-                .map(|epochs| self.find_in_scope(epochs, &keywords)),
+                .map(|epochs| self.find_in_scope(epochs, &keywords, &sink)),
         )
         .await;
         let mut figures = Figures::default();
@@ -63,9 +124,7 @@ impl Directory {
             figures.peers_contacted += f.peers_contacted;
             figures.lookups += f.lookups;
             for item in found {
-                if let Some(caps) = &query.capabilities
-                    && item.description.requirements.check(caps).is_err()
-                {
+                if !sink.wanted(&item) {
                     continue;
                 }
                 let slot = (item.description.publisher, item.description.id.clone());
@@ -173,10 +232,11 @@ impl Directory {
         &self,
         epochs: &[Option<GroupKey>],
         keywords: &[String],
+        sink: &Sink<'_>,
     ) -> (Vec<Found>, Figures) {
         let mut figures = Figures::default();
         for key in epochs {
-            let (found, f) = self.find_with(key.as_ref(), keywords).await;
+            let (found, f) = self.find_with(key.as_ref(), keywords, sink).await;
             figures.requests += f.requests;
             figures.peers_contacted += f.peers_contacted;
             figures.lookups += f.lookups;
@@ -191,6 +251,7 @@ impl Directory {
         &self,
         key: Option<&GroupKey>,
         keywords: &[String],
+        sink: &Sink<'_>,
     ) -> (Vec<Found>, Figures) {
         let c = &self.inner.config;
         let scope = key.map_or(KeyScope::Public, KeyScope::Group);
@@ -233,16 +294,19 @@ impl Directory {
 
         let mut found = Vec::new();
         let stragglers = Stragglers::new(c.straggler_grace);
-        let asks = futures::future::join_all(
-            providers
-                .iter()
-                .map(|p| self.ask_provider(*p, key, &kw_keys, keywords, &stragglers)),
-        )
-        .await;
-        for (items, f) in asks {
+        // Each provider's services are passed on as soon as it has answered, not when the
+        // slowest has.
+        let mut asks: FuturesUnordered<_> = providers
+            .iter()
+            .map(|p| self.ask_provider(*p, key, &kw_keys, keywords, &stragglers))
+            .collect();
+        while let Some((items, f)) = asks.next().await {
             figures.requests += f.requests;
             figures.peers_contacted += f.peers_contacted;
             figures.lookups += f.lookups;
+            for item in &items {
+                sink.send(item).await;
+            }
             found.extend(items);
         }
         (found, figures)

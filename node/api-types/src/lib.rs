@@ -54,9 +54,9 @@ pub use pn::{
 };
 pub use proxy::{PlayBody, PlayView, ProxiedDeviceView, ProxiedItemView, ProxiedPneView};
 pub use services::{
-    DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FoundView, InboxEntry,
-    PublishBody, QueuedReport, Requirements, SendBody, Sent, ServiceView, SourceView, Unpublished,
-    UsagePrefs, UsageRecordView, UsageSamplesView, WatchBody, Watching,
+    DiscoveryView, Endpoint, FetchBody, FetchOutcome, FiguresView, FindEvent, FoundView,
+    InboxEntry, PublishBody, QueuedReport, Requirements, SendBody, Sent, ServiceView, SourceView,
+    Unpublished, UsagePrefs, UsageRecordView, UsageSamplesView, WatchBody, Watching,
 };
 pub use status::{Notification, PeerStatus, SetStatusBody, SubscribeBody, Subscribed};
 pub use web::{ContentProgress, PnEvent, WebLink};

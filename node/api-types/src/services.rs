@@ -111,6 +111,20 @@ pub struct DiscoveryView {
     pub figures: FiguresView,
 }
 
+/// One line of `GET /v1/services/find?stream=true` (newline-delimited JSON): each service as
+/// it is verified, then the whole discovery (or the error that ended it). A service appears
+/// again only as a newer version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindEvent {
+    /// A matching service, the moment its provider's answer was verified.
+    Found(Box<FoundView>),
+    /// The discovery ended: every service, newest version of each, and what it cost.
+    Done(DiscoveryView),
+    /// The discovery failed after it had begun.
+    Error(crate::ErrorDetail),
+}
+
 /// `POST /v1/services`: a service to publish (G.1 step 0). Only `name` is needed.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]

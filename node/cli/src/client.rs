@@ -66,6 +66,9 @@ impl CliError {
     }
 }
 
+/// Longest line taken from a streamed answer.
+const MAX_LINE: usize = 1 << 20;
+
 /// A client of one node's API, found through its data dir.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -150,6 +153,71 @@ impl ApiClient {
             });
         }
         Ok(text)
+    }
+
+    /// GET a newline-delimited stream, handing each line to `each` as it arrives. A line
+    /// longer than [`MAX_LINE`] ends it with an error (the node's lines are small).
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&[u8]) -> Result<(), CliError>,
+    ) -> Result<(), CliError> {
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    CliError::NotRunning {
+                        dir: self.dir.clone(),
+                        reason: format!("nothing answers at {}", self.base),
+                    }
+                } else {
+                    CliError::Other(format!("request failed: {e}"))
+                }
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => CliError::Api {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                },
+                Err(_) => CliError::Api {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+            });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| CliError::Other(format!("reading the answer: {e}")))?
+        {
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let line = &line[..line.len() - 1];
+                if !line.is_empty() {
+                    each(line)?;
+                }
+            }
+            if buf.len() > MAX_LINE {
+                return Err(CliError::Other(format!(
+                    "a line of the answer is over {MAX_LINE} bytes"
+                )));
+            }
+        }
+        if !buf.is_empty() {
+            each(&buf)?;
+        }
+        Ok(())
     }
 
     /// GET a JSON resource.

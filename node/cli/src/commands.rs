@@ -150,6 +150,13 @@ pub(super) fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     Ok(())
 }
 
+/// One value as one compact JSON line (for streamed answers under `--json`).
+pub(super) fn print_json_line<T: Serialize>(v: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string(v).map_err(|e| CliError::Other(e.to_string()))?;
+    crate::output::outln!("{text}");
+    Ok(())
+}
+
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     match dispatch(&cli).await {

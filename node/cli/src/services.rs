@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use cpns_api::{DiscoveryView, FoundView, ServiceView};
+use cpns_api::{DiscoveryView, FindEvent, FoundView, ServiceView};
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, CliError};
-use super::commands::print_json;
+use super::commands::{print_json, print_json_line};
 use super::table::{render, short};
 use cpns_api::{
     AcceptedPush, AggregateView, DistributionView, FetchOutcome, FetchResult, InboxEntry,
@@ -81,6 +81,10 @@ pub(crate) enum ServicesAction {
         /// Only services whose requirements this device meets.
         #[arg(long)]
         match_capabilities: bool,
+        /// Print each service the moment it is verified, not only when the slowest provider
+        /// has answered (with --json: one JSON event per line).
+        #[arg(long)]
+        stream: bool,
     },
     /// Show one service by id.
     Show {
@@ -325,6 +329,7 @@ pub(super) async fn services(
             keywords,
             scope,
             match_capabilities,
+            stream,
         } => {
             let mut q: Vec<String> = keywords
                 .iter()
@@ -335,6 +340,45 @@ pub(super) async fn services(
             }
             if *match_capabilities {
                 q.push("match_capabilities=true".into());
+            }
+            if *stream {
+                q.push("stream=true".into());
+                let start = std::time::Instant::now();
+                let mut outcome = Ok(());
+                api.get_lines(&format!("/v1/services/find?{}", q.join("&")), |line| {
+                    let ev: FindEvent = serde_json::from_slice(line)
+                        .map_err(|e| CliError::Other(format!("bad answer from the node: {e}")))?;
+                    if json_out {
+                        return print_json_line(&ev);
+                    }
+                    match ev {
+                        FindEvent::Found(f) => crate::output::outln!(
+                            "{:>8.2} ms  {}  {}  from {}",
+                            start.elapsed().as_secs_f64() * 1000.0,
+                            f.description.id,
+                            f.description.name,
+                            short(&f.description.publisher)
+                        ),
+                        FindEvent::Done(d) => crate::output::outln!(
+                            "{} found in {:.2} ms: {} requests, {} peers contacted, {} lookups",
+                            d.services.len(),
+                            d.figures.duration_us as f64 / 1000.0,
+                            d.figures.requests,
+                            d.figures.peers_contacted,
+                            d.figures.lookups
+                        ),
+                        FindEvent::Error(e) => {
+                            outcome = Err(CliError::Api {
+                                status: 503,
+                                code: e.code,
+                                message: e.message,
+                            })
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+                return outcome;
             }
             let d: DiscoveryView = api
                 .get(&format!("/v1/services/find?{}", q.join("&")))

@@ -3,11 +3,13 @@
 
 use crate::delivery::{ContentSource, Needs, Origin, Variant};
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cpns_api::{
-    DiscoveryView, FetchBody, FetchOutcome, FoundView, InboxEntry, PublishBody, QueuedReport,
-    SendBody, Sent, ServiceView, Unpublished, UsagePrefs, WatchBody, Watching,
+    DiscoveryView, FetchBody, FetchOutcome, FindEvent, FoundView, InboxEntry, PublishBody,
+    QueuedReport, SendBody, Sent, ServiceView, Unpublished, UsagePrefs, WatchBody, Watching,
 };
 use cpns_directory::{Endpoint, Scope, ServiceDraft, Source, Visibility};
 
@@ -137,10 +139,12 @@ async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Fo
 async fn find(
     State(s): State<ApiState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
-) -> ApiResult<DiscoveryView> {
+) -> Result<Response, ApiError> {
     // `keyword` may repeat: ?keyword=printer&keyword=colour&scope=public&match_capabilities=true
+    // (&stream=true: newline-delimited JSON, see `find_stream`)
     let mut query = cpns_directory::Query::default();
     let mut match_caps = false;
+    let mut stream = false;
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = url_decode(v);
@@ -157,6 +161,7 @@ async fn find(
                 }
             }
             "match_capabilities" => match_caps = v == "true" || v == "1",
+            "stream" => stream = v == "true" || v == "1",
             other => return Err(bad(format!("unknown parameter {other:?}"))),
         }
     }
@@ -166,7 +171,60 @@ async fn find(
     if match_caps {
         query.capabilities = Some(s.handle.capabilities());
     }
-    Ok(Json(s.handle.find(&query).await?.into_api()))
+    if stream {
+        return Ok(find_stream(s, query));
+    }
+    let d: DiscoveryView = s.handle.find(&query).await?.into_api();
+    Ok(Json(d).into_response())
+}
+
+/// The streamed discovery: one [`FindEvent`] per line, each service as soon as it is verified
+/// (`Handle::find_each`), then `done` with the whole result, or `error`. The discovery runs in
+/// its own task and is dropped as soon as the client goes away.
+fn find_stream(s: ApiState, query: cpns_directory::Query) -> Response {
+    let (lines, out) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::spawn(async move {
+        let line = |ev: &FindEvent| {
+            let mut b = serde_json::to_vec(ev).unwrap_or_default();
+            b.push(b'\n');
+            b
+        };
+        let (each, mut found) = tokio::sync::mpsc::channel::<cpns_directory::Found>(16);
+        let forward = async {
+            while let Some(f) = found.recv().await {
+                let f: FoundView = f.into_api();
+                if lines
+                    .send(line(&FindEvent::Found(Box::new(f))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        let run = async { tokio::join!(s.handle.find_each(&query, each), forward).0 };
+        let last = tokio::select! {
+            () = lines.closed() => return,
+            r = run => match r {
+                Ok(d) => FindEvent::Done(d.into_api()),
+                Err(e) => FindEvent::Error(cpns_api::ErrorDetail {
+                    code: e.code().into(),
+                    message: e.to_string(),
+                }),
+            },
+        };
+        let _ = lines.send(line(&last)).await;
+    });
+    let body = futures::stream::unfold(out, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 fn url_decode(s: &str) -> String {
