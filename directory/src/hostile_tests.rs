@@ -249,34 +249,14 @@ async fn a_silent_provider_does_not_hold_up_the_first_find_after_an_honest_answe
         lookup_timeout: Duration::from_secs(60),
         ..Config::default()
     };
-    // The overlay's own request timeout as long, here and at the silent node: it would end
-    // the wait otherwise.
-    let long_requests = cpns_overlay::Config {
-        request_timeout: Duration::from_secs(60),
-        ..overlay()
-    };
-    let mesh = Mesh::start(4, long_requests, config, WAIT).await.unwrap();
-    let desc = mesh.nodes[1]
-        .directory
-        .publish(public("Scanner", "scanner"))
-        .await
-        .unwrap();
-    let q = Query::keywords(["scanner"]);
-    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
-
-    let (id, cfg) = credentialed(&mesh.ca, 0x6b);
-    let cfg = cpns_overlay::Config {
-        request_timeout: Duration::from_secs(60),
-        ..cfg
-    };
-    let mut silent = bare_behind(&mesh.nodes[0].addr, cfg, &id).await;
-    let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
-    let holder = silent.hold_lookups(Some(mesh.nodes[0].peer), count_tx);
-    silent
-        .client
-        .start_providing(RecordKey::new(&public_keyword_key("scanner")))
-        .await
-        .unwrap();
+    let HeldProvider {
+        mesh,
+        desc,
+        q,
+        node: silent,
+        count_rx,
+        holder,
+    } = held_provider(config, 0x6b).await;
     // Finds until one has asked the silent provider (its announcement is one-way): each
     // must end, with the honest service, well within the minute the silent one could take.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -310,31 +290,14 @@ async fn find_each_hands_over_a_service_before_the_slowest_provider_answers() {
         straggler_grace: Duration::from_secs(60),
         ..Config::default()
     };
-    let long_requests = cpns_overlay::Config {
-        request_timeout: Duration::from_secs(60),
-        ..overlay()
-    };
-    let mesh = Mesh::start(4, long_requests, config, WAIT).await.unwrap();
-    let desc = mesh.nodes[1]
-        .directory
-        .publish(public("Scanner", "scanner"))
-        .await
-        .unwrap();
-    let q = Query::keywords(["scanner"]);
-    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
-
-    let (id, cfg) = credentialed(&mesh.ca, 0x6c);
-    let cfg = cpns_overlay::Config {
-        request_timeout: Duration::from_secs(60),
-        ..cfg
-    };
-    let mut slow = bare_behind(&mesh.nodes[0].addr, cfg, &id).await;
-    let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
-    let holder = slow.hold_lookups(Some(mesh.nodes[0].peer), count_tx);
-    slow.client
-        .start_providing(RecordKey::new(&public_keyword_key("scanner")))
-        .await
-        .unwrap();
+    let HeldProvider {
+        mesh,
+        desc,
+        q,
+        node: slow,
+        count_rx,
+        holder,
+    } = held_provider(config, 0x6c).await;
     let directory = &mesh.nodes[0].directory;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -382,6 +345,56 @@ async fn find_each_hands_over_a_service_before_the_slowest_provider_answers() {
     holder.abort();
     slow.shutdown().await;
     mesh.shutdown().await;
+}
+
+/// A mesh of 4 where node 1 publishes "Scanner" (found by node 0), and an enrolled provider of
+/// the same keyword that holds every lookup node 0 sends it ([`Bare::hold_lookups`]).
+struct HeldProvider {
+    mesh: Mesh,
+    desc: crate::ServiceDescription,
+    q: Query,
+    node: Bare,
+    /// Lookups from node 0 held so far.
+    count_rx: tokio::sync::watch::Receiver<usize>,
+    holder: tokio::task::JoinHandle<()>,
+}
+
+async fn held_provider(config: Config, seed: u8) -> HeldProvider {
+    // The overlay's own request timeout as long, here and at the holding node: it would end
+    // the wait otherwise.
+    let long_requests = cpns_overlay::Config {
+        request_timeout: Duration::from_secs(60),
+        ..overlay()
+    };
+    let mesh = Mesh::start(4, long_requests, config, WAIT).await.unwrap();
+    let desc = mesh.nodes[1]
+        .directory
+        .publish(public("Scanner", "scanner"))
+        .await
+        .unwrap();
+    let q = Query::keywords(["scanner"]);
+    settled(&mesh.nodes[0].directory, &q, &desc.id).await;
+
+    let (id, cfg) = credentialed(&mesh.ca, seed);
+    let cfg = cpns_overlay::Config {
+        request_timeout: Duration::from_secs(60),
+        ..cfg
+    };
+    let mut node = bare_behind(&mesh.nodes[0].addr, cfg, &id).await;
+    let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
+    let holder = node.hold_lookups(Some(mesh.nodes[0].peer), count_tx);
+    node.client
+        .start_providing(RecordKey::new(&public_keyword_key("scanner")))
+        .await
+        .unwrap();
+    HeldProvider {
+        mesh,
+        desc,
+        q,
+        node,
+        count_rx,
+        holder,
+    }
 }
 
 /// Stores no provider record (an enrolled hostile DHT server that answers provider lookups

@@ -98,6 +98,18 @@ impl ApiClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CliError> {
+        let resp = self.start(req).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CliError::Other(format!("reading the answer: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Other(format!("bad answer from the node: {e}")))
+    }
+
+    /// Sends `req` with the token; a node that does not answer is [`CliError::NotRunning`],
+    /// an error status the API's error (its JSON body, or the text if it has none).
+    async fn start(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             if e.is_connect() {
                 CliError::NotRunning {
@@ -109,26 +121,25 @@ impl ApiClient {
             }
         })?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| CliError::Other(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => CliError::Api {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                },
-                Err(_) => CliError::Api {
-                    status: status.as_u16(),
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-            });
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| CliError::Other(format!("bad answer from the node: {e}")))
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => CliError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => CliError::Api {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+        })
     }
 
     /// GET a text resource.
@@ -163,37 +174,8 @@ impl ApiClient {
         mut each: impl FnMut(&[u8]) -> Result<(), CliError>,
     ) -> Result<(), CliError> {
         let mut resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    CliError::NotRunning {
-                        dir: self.dir.clone(),
-                        reason: format!("nothing answers at {}", self.base),
-                    }
-                } else {
-                    CliError::Other(format!("request failed: {e}"))
-                }
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => CliError::Api {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                },
-                Err(_) => CliError::Api {
-                    status: status.as_u16(),
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-            });
-        }
+            .start(self.http.get(format!("{}{path}", self.base)))
+            .await?;
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = resp
             .chunk()
